@@ -1,0 +1,45 @@
+#include "base/compress.h"
+
+#include <zlib.h>
+#include <zstd.h>
+
+namespace imgfs {
+
+Status InflateRaw(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len) {
+  z_stream zs{};
+  if (inflateInit2(&zs, -15) != Z_OK) return Status(Code::kIoError, "zlib: cannot initialise");
+  zs.next_in = const_cast<Bytef*>(in);
+  zs.avail_in = static_cast<uInt>(in_len);
+  zs.next_out = out;
+  zs.avail_out = static_cast<uInt>(out_len);
+  int r = inflate(&zs, Z_FINISH);
+  size_t produced = out_len - zs.avail_out;
+  inflateEnd(&zs);
+  // The compressed run is padded to whole sectors, so the stream may end
+  // early (Z_STREAM_END) or stop for lack of output (Z_BUF_ERROR).
+  if ((r == Z_STREAM_END || r == Z_BUF_ERROR || r == Z_OK) && produced == out_len) return Status::OK();
+  return Corrupt("compressed cluster does not inflate to a full cluster");
+}
+
+Status ZstdDecompress(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len) {
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  if (!dctx) return Status(Code::kIoError, "zstd: cannot allocate a context");
+  ZSTD_inBuffer ib{in, in_len, 0};
+  ZSTD_outBuffer ob{out, out_len, 0};
+  Status st;
+  while (ob.pos < ob.size) {
+    size_t r = ZSTD_decompressStream(dctx, &ob, &ib);
+    if (ZSTD_isError(r)) {
+      st = Corrupt(std::string("zstd: ") + ZSTD_getErrorName(r));
+      break;
+    }
+    if ((r == 0 || ib.pos == ib.size) && ob.pos < ob.size) {
+      st = Corrupt("zstd: compressed cluster is truncated");
+      break;
+    }
+  }
+  ZSTD_freeDCtx(dctx);
+  return st;
+}
+
+}  // namespace imgfs

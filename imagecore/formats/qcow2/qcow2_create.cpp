@@ -1,0 +1,122 @@
+// Creating a new qcow2 image: header, refcount table and blocks, empty L1.
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_driver.h"
+#include "formats/qcow2/qcow2_format.h"
+#include "imagecore/size.h"
+
+namespace imgfs::qcow2 {
+
+namespace {
+bool ParseBool(const std::string& v, bool* out) {
+  if (v == "on" || v == "true" || v == "yes") return *out = true, true;
+  if (v == "off" || v == "false" || v == "no") return *out = false, true;
+  return false;
+}
+}  // namespace
+
+Status CreateImage(io::File& file, const CreateOptions& opts) {
+  Header h;
+  uint64_t cluster_size = 65536;
+  bool lazy = false;
+  for (const auto& [k, v] : opts.options) {
+    if (k == "cluster_size") {
+      IMGFS_ASSIGN_OR_RETURN(cluster_size, ParseSize(v));
+      if (cluster_size < 512 || cluster_size > (2u << 20) || (cluster_size & (cluster_size - 1)))
+        return InvalidArgument("cluster size must be a power of two between 512 and 2M");
+    } else if (k == "compat") {
+      if (v == "0.10" || v == "v2") h.version = 2;
+      else if (v == "1.1" || v == "v3") h.version = 3;
+      else return InvalidArgument("invalid compat level '" + v + "'");
+    } else if (k == "lazy_refcounts") {
+      if (!ParseBool(v, &lazy)) return InvalidArgument("invalid lazy_refcounts value '" + v + "'");
+    } else if (k == "refcount_bits") {
+      uint32_t order = 0;
+      while (order <= 6 && (1u << order) != std::strtoul(v.c_str(), nullptr, 10)) ++order;
+      if (order > 6) return InvalidArgument("refcount_bits must be a power of two up to 64");
+      h.refcount_order = order;
+    } else if (k == "preallocation" && v == "off") {
+    } else if (k == "compression_type" && v == "zlib") {
+    } else {
+      return Unsupported("qcow2 option '" + k + "=" + v + "' is not supported yet");
+    }
+  }
+  if (h.version == 2 && (lazy || h.refcount_order != 4))
+    return InvalidArgument("lazy_refcounts and refcount_bits other than 16 need compat=1.1");
+  if (lazy) h.compatible_features |= kCompatLazyRefcounts;
+  h.cluster_bits = 0;
+  while ((1ull << h.cluster_bits) < cluster_size) ++h.cluster_bits;
+  h.size = opts.size;
+  const uint64_t cs = cluster_size;
+  h.header_length = h.version >= 3 ? 112 : kV2HeaderSize;
+
+  // Header cluster: fixed header, extensions, backing file name.
+  std::vector<uint8_t> c0(cs, 0);
+  std::vector<uint8_t> fixed_probe = h.EncodeFixed();
+  uint64_t pos = fixed_probe.size();
+  auto put_ext = [&](uint32_t type, const std::string& data) -> Status {
+    uint64_t need = 8 + ((data.size() + 7) & ~size_t(7));
+    if (pos + need + 8 > cs) return InvalidArgument("header extensions do not fit in one cluster");
+    StoreBE32(&c0[pos], type);
+    StoreBE32(&c0[pos + 4], uint32_t(data.size()));
+    std::memcpy(&c0[pos + 8], data.data(), data.size());
+    pos += need;
+    return Status::OK();
+  };
+  if (!opts.backing_format.empty()) IMGFS_RETURN_IF_ERROR(put_ext(kExtBackingFormat, opts.backing_format));
+  pos += 8;  // end-of-extensions marker (zeros)
+  if (!opts.backing_file.empty()) {
+    if (opts.backing_file.size() > 1023) return InvalidArgument("backing file name is too long");
+    if (pos + opts.backing_file.size() > cs) return InvalidArgument("backing file name does not fit in the header cluster");
+    h.backing_file_offset = pos;
+    h.backing_file_size = uint32_t(opts.backing_file.size());
+    std::memcpy(&c0[pos], opts.backing_file.data(), opts.backing_file.size());
+  }
+
+  // Layout: header | refcount table | refcount blocks | L1 table. Find the
+  // smallest table and block counts that cover all these clusters.
+  h.l1_size = uint32_t(L1EntriesFor(h.size, h.cluster_bits));
+  if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return InvalidArgument("image size is too large for this cluster size");
+  const uint64_t l1_clusters = (uint64_t(h.l1_size) * 8 + cs - 1) / cs;
+  const uint64_t per_block = cs * 8 / h.refcount_bits();
+  uint64_t rt = 1, rb = 1;
+  for (;;) {
+    uint64_t total = 1 + rt + rb + l1_clusters;
+    uint64_t need_rb = (total + per_block - 1) / per_block;
+    uint64_t need_rt = (need_rb * 8 + cs - 1) / cs;
+    if (need_rb <= rb && need_rt <= rt) break;
+    rb = std::max(rb, need_rb);
+    rt = std::max(rt, need_rt);
+  }
+  h.refcount_table_offset = cs;
+  h.refcount_table_clusters = uint32_t(rt);
+  h.l1_table_offset = l1_clusters ? (1 + rt + rb) * cs : 0;
+  if (!h.l1_size) h.l1_table_offset = (1 + rt + rb) * cs;  // qemu points it somewhere valid
+  const uint64_t total = 1 + rt + rb + l1_clusters;
+
+  std::vector<uint8_t> fixed = h.EncodeFixed();
+  std::memcpy(c0.data(), fixed.data(), fixed.size());
+  std::vector<uint8_t> table(rt * cs, 0);
+  for (uint64_t i = 0; i < rb; ++i) StoreBE64(&table[i * 8], (1 + rt + i) * cs);
+  std::vector<uint8_t> blocks(rb * cs, 0);
+  for (uint64_t c = 0; c < total; ++c) {
+    // refcount 1 for every metadata cluster, at the configured width
+    const uint32_t bits = h.refcount_bits();
+    const uint64_t bit = c * bits;
+    if (bits >= 8) {
+      blocks[bit / 8 + bits / 8 - 1] = 1;  // big-endian: the last byte holds the 1
+    } else {
+      blocks[bit / 8] |= uint8_t(1u << (bit % 8));
+    }
+  }
+  // Data first, header last: an interrupted create leaves no valid image.
+  IMGFS_RETURN_IF_ERROR(file.Truncate(total * cs));
+  IMGFS_RETURN_IF_ERROR(file.PWrite(cs, table.data(), table.size()));
+  IMGFS_RETURN_IF_ERROR(file.PWrite((1 + rt) * cs, blocks.data(), blocks.size()));
+  IMGFS_RETURN_IF_ERROR(file.Sync());
+  IMGFS_RETURN_IF_ERROR(file.PWrite(0, c0.data(), cs));
+  return file.Sync();
+}
+
+}  // namespace imgfs::qcow2

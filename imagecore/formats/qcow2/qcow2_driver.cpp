@@ -1,0 +1,124 @@
+// qcow2: opening an image, what it refuses, and what `info` shows.
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_driver.h"
+#include "formats/qcow2/qcow2_image.h"
+#include "imagecore/log.h"
+
+namespace imgfs::qcow2 {
+
+namespace {
+size_t TablesFor(size_t budget_bytes, uint64_t cluster_size) {
+  size_t n = budget_bytes / cluster_size;
+  return n < 4 ? 4 : n;
+}
+}  // namespace
+
+Qcow2Image::Qcow2Image(std::unique_ptr<io::File> file, Header h)
+    : file_(std::move(file)),
+      header_(std::move(h)),
+      cluster_bits_(header_.cluster_bits),
+      cluster_size_(header_.cluster_size()),
+      l2_entries_(header_.cluster_size() / 8),
+      refblock_entries_(header_.cluster_size() * 8 / header_.refcount_bits()),
+      // Bounded per image: 8 MiB of L2 tables maps 64 GiB at 64 KiB clusters.
+      l2_cache_(header_.cluster_size(), TablesFor(8 << 20, header_.cluster_size())),
+      refblock_cache_(header_.cluster_size(), TablesFor(2 << 20, header_.cluster_size())) {}
+
+Qcow2Image::~Qcow2Image() {
+  if (!file_->writable() || read_only()) return;
+  Status st = Flush();
+  if (!st.ok()) Log(LogLevel::kError, file_->path() + ": flush at close failed: " + st.ToString());
+}
+
+Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, const OpenOptions& opts) {
+  IMGFS_ASSIGN_OR_RETURN(Header h, Header::Read(*file));
+  if (h.crypt_method != 0)
+    return Unsupported("encryption (crypt_method " + std::to_string(h.crypt_method) + ") is not supported yet");
+  uint64_t unknown = h.incompatible_features & ~kIncompatKnown;
+  if (unknown) {
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(unknown));
+    return Unsupported(std::string("unknown incompatible feature bits ") + hex);
+  }
+  if (h.incompatible_features & kIncompatDataFile)
+    return Unsupported("external data file (data_file) is not supported yet");
+  if (h.incompatible_features & kIncompatExtendedL2)
+    return Unsupported("extended L2 entries (extended_l2=on) are not supported yet");
+  if (h.compression_type > 1)
+    return Unsupported("compression type " + std::to_string(h.compression_type));
+  if (h.compression_type != 0 && !(h.incompatible_features & kIncompatCompression))
+    return Corrupt("compression type set without its incompatible feature bit");
+
+  const uint64_t cs = h.cluster_size();
+  const uint64_t file_size = file->Size();
+  if (h.l1_size && h.l1_table_offset + uint64_t(h.l1_size) * 8 > file_size)
+    return Corrupt("L1 table lies past the end of the file (truncated image?)");
+  if (h.refcount_table_offset + (uint64_t(h.refcount_table_clusters) << h.cluster_bits) > file_size + cs)
+    return Corrupt("refcount table lies past the end of the file (truncated image?)");
+
+  std::unique_ptr<Qcow2Image> img(new Qcow2Image(std::move(file), h));
+  img->l1_.resize(h.l1_size);
+  if (h.l1_size) {
+    std::vector<uint8_t> raw(uint64_t(h.l1_size) * 8);
+    IMGFS_RETURN_IF_ERROR(img->file_->PRead(h.l1_table_offset, raw.data(), raw.size()));
+    for (uint32_t i = 0; i < h.l1_size; ++i) img->l1_[i] = LoadBE64(&raw[i * 8]);
+  }
+
+  std::string& why = img->read_only_reason_;
+  if (!img->file_->writable()) why = "opened read-only";
+  else if (h.incompatible_features & kIncompatCorrupt) why = "the image is marked corrupt";
+  else if (h.incompatible_features & kIncompatDirty)
+    why = "the dirty bit is set (refcounts may be stale after a crash with lazy_refcounts; repair with 'qemu-img check -r all')";
+  else if (h.nb_snapshots > 0) why = "the image has internal snapshots; writing such images is not supported yet";
+  if (opts.writable && img->read_only())
+    Log(LogLevel::kWarning, img->file_->path() + ": served read-only: " + why);
+  return std::unique_ptr<Image>(std::move(img));
+}
+
+std::optional<BackingRef> Qcow2Image::Backing() const {
+  if (header_.backing_file.empty()) return std::nullopt;
+  return BackingRef{header_.backing_file, header_.backing_format};
+}
+
+ImageInfo Qcow2Image::Info() const {
+  ImageInfo info;
+  info.format = "qcow2";
+  info.virtual_size = header_.size;
+  info.cluster_size = cluster_size_;
+  info.dirty = (header_.incompatible_features & kIncompatDirty) != 0;
+  using F = ImageInfo::Field;
+  auto str = [&](const char* k, const char* h, std::string v) { info.specific.push_back(F{k, h, F::kString, std::move(v)}); };
+  auto boolean = [&](const char* k, const char* h, bool v) { info.specific.push_back(F{k, h, F::kBool, "", v}); };
+  auto integer = [&](const char* k, const char* h, int64_t v) { info.specific.push_back(F{k, h, F::kInt, "", false, v}); };
+  const bool v3 = header_.version >= 3;
+  str("compat", "compat", v3 ? "1.1" : "0.10");
+  str("compression-type", "compression type", header_.compression_type == 1 ? "zstd" : "zlib");
+  if (v3) boolean("lazy-refcounts", "lazy refcounts", header_.compatible_features & kCompatLazyRefcounts);
+  integer("refcount-bits", "refcount bits", header_.refcount_bits());
+  if (v3) {
+    boolean("corrupt", "corrupt", header_.incompatible_features & kIncompatCorrupt);
+    boolean("extended-l2", "extended l2", header_.incompatible_features & kIncompatExtendedL2);
+  }
+  return info;
+}
+
+Status Qcow2Image::Flush() {
+  if (!file_->writable() || read_only()) return Status::OK();
+  {
+    std::lock_guard<std::mutex> l(meta_mu_);
+    IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(/*apply_releases=*/true));
+  }
+  return file_->Sync();
+}
+
+namespace {
+int Probe(const uint8_t* head, size_t len) {
+  return len >= 4 && LoadBE32(head) == kMagic ? 100 : 0;
+}
+}  // namespace
+
+const FormatDriver kDriver = {"qcow2", Probe, Qcow2Image::Open, CreateImage};
+
+}  // namespace imgfs::qcow2

@@ -1,0 +1,93 @@
+// qcow2 on-disk layout (docs/interop/qcow2.txt in qemu), field names as in
+// the specification. Decoding checks every field that later code trusts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "imagecore/file.h"
+#include "imagecore/status.h"
+
+namespace imgfs::qcow2 {
+
+constexpr uint32_t kMagic = 0x514649fb;  // "QFI\xfb"
+constexpr uint32_t kV2HeaderSize = 72;
+constexpr uint32_t kV3HeaderSize = 104;
+
+// incompatible_features bits
+constexpr uint64_t kIncompatDirty = 1ull << 0;
+constexpr uint64_t kIncompatCorrupt = 1ull << 1;
+constexpr uint64_t kIncompatDataFile = 1ull << 2;
+constexpr uint64_t kIncompatCompression = 1ull << 3;
+constexpr uint64_t kIncompatExtendedL2 = 1ull << 4;
+constexpr uint64_t kIncompatKnown = 0x1f;
+// compatible_features bits
+constexpr uint64_t kCompatLazyRefcounts = 1ull << 0;
+// autoclear_features bits
+constexpr uint64_t kAutoclearBitmaps = 1ull << 0;
+
+// header extension types
+constexpr uint32_t kExtEnd = 0;
+constexpr uint32_t kExtBackingFormat = 0xe2792aca;
+constexpr uint32_t kExtFeatureTable = 0x6803f857;
+constexpr uint32_t kExtBitmaps = 0x23852875;
+constexpr uint32_t kExtCrypto = 0x0537be77;
+constexpr uint32_t kExtDataFile = 0x44415441;
+
+// L1/L2 entry bits
+constexpr uint64_t kOflagCopied = 1ull << 63;
+constexpr uint64_t kOflagCompressed = 1ull << 62;
+constexpr uint64_t kOflagZero = 1ull << 0;
+constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ull;  // bits 9-55
+constexpr uint64_t kL1Reserved = 0x7f000000000001ffull;
+constexpr uint64_t kRefTableOffsetMask = 0xfffffffffffffe00ull;
+
+constexpr uint32_t kMinClusterBits = 9;
+constexpr uint32_t kMaxClusterBits = 21;
+constexpr uint64_t kMaxL1Bytes = 32ull << 20;  // as qemu: refuse absurd tables
+constexpr uint64_t kMaxRefTableBytes = 8ull << 20;
+
+struct Header {
+  uint32_t magic = kMagic;
+  uint32_t version = 3;
+  uint64_t backing_file_offset = 0;
+  uint32_t backing_file_size = 0;
+  uint32_t cluster_bits = 16;
+  uint64_t size = 0;
+  uint32_t crypt_method = 0;
+  uint32_t l1_size = 0;
+  uint64_t l1_table_offset = 0;
+  uint64_t refcount_table_offset = 0;
+  uint32_t refcount_table_clusters = 0;
+  uint32_t nb_snapshots = 0;
+  uint64_t snapshots_offset = 0;
+  // version 3
+  uint64_t incompatible_features = 0;
+  uint64_t compatible_features = 0;
+  uint64_t autoclear_features = 0;
+  uint32_t refcount_order = 4;
+  uint32_t header_length = kV3HeaderSize;
+  uint8_t compression_type = 0;  // 0 zlib, 1 zstd
+
+  // From header extensions and the backing file name field.
+  std::string backing_file;
+  std::string backing_format;
+  bool has_bitmaps_ext = false;
+
+  uint64_t cluster_size() const { return 1ull << cluster_bits; }
+  uint32_t refcount_bits() const { return 1u << refcount_order; }
+
+  // Reads and validates the header of `file` (the first cluster).
+  static Result<Header> Read(const io::File& file);
+  // The fixed part, version 2 or 3 layout (header_length bytes for v3).
+  std::vector<uint8_t> EncodeFixed() const;
+};
+
+// Entries of L2 table needed to map `size` bytes, and L1 entries for that.
+inline uint64_t L1EntriesFor(uint64_t size, uint32_t cluster_bits) {
+  const uint64_t l2_span = 1ull << (cluster_bits + cluster_bits - 3);
+  return (size + l2_span - 1) / l2_span;
+}
+
+}  // namespace imgfs::qcow2

@@ -1,0 +1,123 @@
+// Decoding and encoding the qcow2 header and its extensions.
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_format.h"
+
+namespace imgfs::qcow2 {
+
+std::vector<uint8_t> Header::EncodeFixed() const {
+  const uint32_t len = version >= 3 ? header_length : kV2HeaderSize;
+  std::vector<uint8_t> b(len, 0);
+  uint8_t* p = b.data();
+  StoreBE32(p + 0, magic);
+  StoreBE32(p + 4, version);
+  StoreBE64(p + 8, backing_file_offset);
+  StoreBE32(p + 16, backing_file_size);
+  StoreBE32(p + 20, cluster_bits);
+  StoreBE64(p + 24, size);
+  StoreBE32(p + 32, crypt_method);
+  StoreBE32(p + 36, l1_size);
+  StoreBE64(p + 40, l1_table_offset);
+  StoreBE64(p + 48, refcount_table_offset);
+  StoreBE32(p + 56, refcount_table_clusters);
+  StoreBE32(p + 60, nb_snapshots);
+  StoreBE64(p + 64, snapshots_offset);
+  if (version >= 3) {
+    StoreBE64(p + 72, incompatible_features);
+    StoreBE64(p + 80, compatible_features);
+    StoreBE64(p + 88, autoclear_features);
+    StoreBE32(p + 96, refcount_order);
+    StoreBE32(p + 100, header_length);
+    if (header_length > 104) p[104] = compression_type;
+  }
+  return b;
+}
+
+Result<Header> Header::Read(const io::File& file) {
+  uint8_t fixed[kV3HeaderSize];
+  if (file.Size() < kV2HeaderSize) return Corrupt("file is too short for a qcow2 header");
+  IMGFS_RETURN_IF_ERROR(file.PRead(0, fixed, sizeof fixed));
+  Header h;
+  const uint8_t* p = fixed;
+  h.magic = LoadBE32(p);
+  if (h.magic != kMagic) return InvalidArgument("not a qcow2 image (bad magic)");
+  h.version = LoadBE32(p + 4);
+  if (h.version != 2 && h.version != 3)
+    return Unsupported("qcow2 version " + std::to_string(h.version));
+  h.backing_file_offset = LoadBE64(p + 8);
+  h.backing_file_size = LoadBE32(p + 16);
+  h.cluster_bits = LoadBE32(p + 20);
+  h.size = LoadBE64(p + 24);
+  h.crypt_method = LoadBE32(p + 32);
+  h.l1_size = LoadBE32(p + 36);
+  h.l1_table_offset = LoadBE64(p + 40);
+  h.refcount_table_offset = LoadBE64(p + 48);
+  h.refcount_table_clusters = LoadBE32(p + 56);
+  h.nb_snapshots = LoadBE32(p + 60);
+  h.snapshots_offset = LoadBE64(p + 64);
+  if (h.version >= 3) {
+    h.incompatible_features = LoadBE64(p + 72);
+    h.compatible_features = LoadBE64(p + 80);
+    h.autoclear_features = LoadBE64(p + 88);
+    h.refcount_order = LoadBE32(p + 96);
+    h.header_length = LoadBE32(p + 100);
+    if (h.header_length < kV3HeaderSize || h.header_length % 8 != 0)
+      return Corrupt("invalid header_length " + std::to_string(h.header_length));
+  } else {
+    h.refcount_order = 4;
+    h.header_length = kV2HeaderSize;
+  }
+
+  if (h.cluster_bits < kMinClusterBits || h.cluster_bits > kMaxClusterBits)
+    return Corrupt("invalid cluster_bits " + std::to_string(h.cluster_bits));
+  const uint64_t cs = h.cluster_size();
+  if (h.header_length > cs) return Corrupt("header_length exceeds the cluster size");
+  if (h.refcount_order > 6) return Corrupt("invalid refcount_order " + std::to_string(h.refcount_order));
+
+  // Fields past 104 (compression type) are read from the first cluster.
+  std::vector<uint8_t> c0(cs);
+  IMGFS_RETURN_IF_ERROR(file.PRead(0, c0.data(), cs));
+  if (h.version >= 3 && h.header_length > 104) h.compression_type = c0[104];
+
+  if (h.l1_table_offset % cs) return Corrupt("L1 table offset is not cluster aligned");
+  if (h.refcount_table_offset % cs || h.refcount_table_offset == 0)
+    return Corrupt("refcount table offset is invalid");
+  if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return Corrupt("L1 table is too large");
+  if (uint64_t(h.refcount_table_clusters) << h.cluster_bits > kMaxRefTableBytes)
+    return Corrupt("refcount table is too large");
+  if (h.l1_size < L1EntriesFor(h.size, h.cluster_bits))
+    return Corrupt("L1 table is too small for the virtual size");
+  if (h.nb_snapshots && h.snapshots_offset % cs)
+    return Corrupt("snapshot table offset is not cluster aligned");
+
+  // Header extensions: between the fixed header and the end of cluster 0.
+  uint64_t off = h.header_length;
+  while (off + 8 <= cs) {
+    uint32_t type = LoadBE32(&c0[off]);
+    uint32_t len = LoadBE32(&c0[off + 4]);
+    off += 8;
+    if (type == kExtEnd) break;
+    if (len > cs - off) return Corrupt("header extension 0x" + std::to_string(type) + " overruns the header cluster");
+    const char* data = reinterpret_cast<const char*>(&c0[off]);
+    switch (type) {
+      case kExtBackingFormat: h.backing_format.assign(data, strnlen(data, len)); break;
+      case kExtBitmaps: h.has_bitmaps_ext = true; break;
+      case kExtCrypto: break;  // refused below via crypt_method
+      case kExtDataFile: break;  // refused below via the incompatible bit
+      default: break;  // feature table and unknown extensions: ignore
+    }
+    off += (uint64_t(len) + 7) & ~uint64_t(7);
+  }
+
+  if (h.backing_file_offset) {
+    if (h.backing_file_size > 1023 || h.backing_file_size == 0)
+      return Corrupt("invalid backing file name length");
+    if (h.backing_file_offset + h.backing_file_size > cs)
+      return Corrupt("backing file name lies outside the header cluster");
+    h.backing_file.assign(reinterpret_cast<const char*>(&c0[h.backing_file_offset]), h.backing_file_size);
+  }
+  return h;
+}
+
+}  // namespace imgfs::qcow2

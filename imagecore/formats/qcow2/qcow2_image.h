@@ -1,0 +1,101 @@
+// Qcow2Image: the qcow2 driver's open image.
+//
+// Locking: `meta_mu_` guards all metadata state (L1 table, both table
+// caches, the refcount table, the allocation cursor and the header fields
+// that change). Guest data is read and written in place without it: a host
+// cluster, once allocated, stays where it is while the image is open (this
+// driver never reuses a cluster it released in the same session), so a
+// pread/pwrite after dropping the lock still hits the right cluster.
+// Allocating writes keep the lock across the data write so that two writers
+// of the same new cluster cannot both allocate it.
+//
+// Crash safety (kill -9 and power loss): metadata is written back in
+// dependency order, with an fdatasync between levels:
+//   data and refcount blocks -> sync -> refcount table -> sync
+//   -> L2 tables -> sync -> L1 table -> sync -> release old clusters.
+// So every pointer that reaches the disk points at data and carries a
+// refcount that is already durable; a crash leaves at worst leaked clusters.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "base/table_cache.h"
+#include "formats/qcow2/qcow2_format.h"
+#include "imagecore/format.h"
+#include "imagecore/image.h"
+
+namespace imgfs::qcow2 {
+
+class Qcow2Image final : public Image {
+ public:
+  static Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOptions& opts);
+  ~Qcow2Image() override;
+
+  const char* format_name() const override { return "qcow2"; }
+  uint64_t VirtualSize() const override { return header_.size; }
+  Status BlockStatus(uint64_t off, uint64_t len, Extent* out) override;
+  Status ReadOpaque(uint64_t off, void* buf, size_t len) override;
+  Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
+  Status Flush() override;
+  std::optional<BackingRef> Backing() const override;
+  ImageInfo Info() const override;
+  const io::File& file() const override { return *file_; }
+
+ private:
+  Qcow2Image(std::unique_ptr<io::File> file, Header h);
+
+  // --- mapping (qcow2_map.cpp) -------------------------------------------
+  // Loads the L2 table at `l2_offset` through the cache. REQUIRES: meta_mu_.
+  Result<uint8_t*> GetL2Locked(uint64_t l2_offset);
+  // The L2 entry of guest cluster `c`, or 0 if its L2 table is absent.
+  Result<uint64_t> L2EntryLocked(uint64_t c);
+  Status ReadCompressedCluster(uint64_t l2_entry, uint8_t* out);
+  Status CheckHostOffset(uint64_t host, const char* what) const;
+
+  // --- writing (qcow2_write.cpp) ------------------------------------------
+  Status PrepareForWriteLocked();
+  // The L2 table for guest cluster `c`, allocating it if absent.
+  Result<uint64_t> L2OffsetForWriteLocked(uint64_t c);
+  Status AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint64_t* len, const LayerReader* below);
+  Status CowSourceLocked(uint64_t c, uint64_t entry, uint64_t from, uint64_t to, uint8_t* out,
+                         const LayerReader* below);
+
+  // --- refcounts (qcow2_refcount.cpp) -------------------------------------
+  Status LoadRefTableLocked();
+  Status FindEndLocked();
+  // Reserves n contiguous new clusters and sets their refcount to 1.
+  Result<uint64_t> AllocateClustersLocked(uint64_t n);
+  Status AddRefLocked(uint64_t cluster, int64_t delta);
+  Result<uint8_t*> RefBlockForLocked(uint64_t cluster, bool create);
+  Status GrowRefTableLocked(uint64_t min_entries);
+  // Writes back dirty metadata in crash-safe order; see the file comment.
+  Status FlushMetadataLocked(bool apply_releases);
+  Status WriteL1Locked();
+  Status WriteRefTableLocked();
+
+  const std::unique_ptr<io::File> file_;
+  Header header_;  // fields refcount_table_* and autoclear change under meta_mu_
+  const uint32_t cluster_bits_;
+  const uint64_t cluster_size_;
+  const uint64_t l2_entries_;
+  const uint64_t refblock_entries_;
+
+  std::mutex meta_mu_;
+  std::vector<uint64_t> l1_;          // GUARDED_BY(meta_mu_), host byte order
+  bool l1_dirty_ = false;             // GUARDED_BY(meta_mu_)
+  TableCache l2_cache_;               // GUARDED_BY(meta_mu_)
+  TableCache refblock_cache_;         // GUARDED_BY(meta_mu_)
+  std::vector<uint64_t> reftable_;    // GUARDED_BY(meta_mu_), loaded on first write
+  bool reftable_loaded_ = false;      // GUARDED_BY(meta_mu_)
+  bool reftable_dirty_ = false;       // GUARDED_BY(meta_mu_)
+  uint64_t end_cluster_ = 0;          // GUARDED_BY(meta_mu_): first never-used cluster
+  bool end_known_ = false;            // GUARDED_BY(meta_mu_)
+  bool write_prepared_ = false;       // GUARDED_BY(meta_mu_)
+  // Host byte ranges whose references were replaced in memory; their
+  // refcounts drop only after the new pointers are durable.
+  std::vector<std::pair<uint64_t, uint64_t>> pending_release_;  // GUARDED_BY(meta_mu_)
+};
+
+}  // namespace imgfs::qcow2

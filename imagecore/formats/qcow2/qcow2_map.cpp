@@ -1,0 +1,144 @@
+// qcow2 reading: guest offset -> L1 -> L2 -> host cluster, block status,
+// and compressed clusters.
+#include <algorithm>
+#include <cstring>
+
+#include "base/compress.h"
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_image.h"
+#include "imagecore/log.h"
+
+namespace imgfs::qcow2 {
+
+Status Qcow2Image::CheckHostOffset(uint64_t host, const char* what) const {
+  if (host & (cluster_size_ - 1)) {
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%s at 0x%llx is not cluster aligned", what,
+                  static_cast<unsigned long long>(host));
+    Status st = Corrupt(file_->path() + ": " + buf);
+    Log(LogLevel::kError, st.message());
+    return st;
+  }
+  return Status::OK();
+}
+
+Result<uint8_t*> Qcow2Image::GetL2Locked(uint64_t l2_offset) {
+  IMGFS_RETURN_IF_ERROR(CheckHostOffset(l2_offset, "L2 table"));
+  return l2_cache_.Get(
+      l2_offset,
+      [&](uint64_t off, uint8_t* buf) {
+        // Tables made in this session are found in the cache; a table on
+        // disk must lie inside the file.
+        if (off + cluster_size_ > file_->Size()) {
+          Status st = Corrupt(file_->path() + ": L2 table offset lies past the end of the file");
+          Log(LogLevel::kError, st.message());
+          return st;
+        }
+        return file_->PRead(off, buf, cluster_size_);
+      },
+      [&] { return FlushMetadataLocked(false); });
+}
+
+Result<uint64_t> Qcow2Image::L2EntryLocked(uint64_t c) {
+  const uint64_t l1_index = c / l2_entries_;
+  if (l1_index >= l1_.size()) return uint64_t{0};
+  const uint64_t l2_offset = l1_[l1_index] & kOffsetMask;
+  if (!l2_offset) return uint64_t{0};
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_offset));
+  return LoadBE64(l2 + (c % l2_entries_) * 8);
+}
+
+namespace {
+struct Mapping {
+  ExtentKind kind;
+  uint64_t host;  // kData: host offset of the cluster
+};
+}  // namespace
+
+Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
+  if (off >= header_.size || len == 0) return InvalidArgument("block status out of range");
+  len = std::min(len, header_.size - off);
+  const uint64_t c = off >> cluster_bits_;
+  const uint64_t table_end = ((c / l2_entries_) + 1) * l2_entries_;  // first cluster of next L2 table
+  const uint64_t limit = std::min(off + len, table_end << cluster_bits_);
+
+  std::lock_guard<std::mutex> l(meta_mu_);
+  const uint64_t l1_index = c / l2_entries_;
+  const uint64_t l2_offset = l1_index < l1_.size() ? (l1_[l1_index] & kOffsetMask) : 0;
+  if (!l2_offset) {
+    *out = Extent{ExtentKind::kUnallocated, limit - off, nullptr, 0};
+    return Status::OK();
+  }
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_offset));
+  const bool v3 = header_.version >= 3;
+  auto classify = [&](uint64_t e) -> Mapping {
+    if (e & kOflagCompressed) return {ExtentKind::kOpaque, 0};
+    if (v3 && (e & kOflagZero)) return {ExtentKind::kZero, 0};
+    uint64_t host = e & kOffsetMask;
+    if (!host) return {ExtentKind::kUnallocated, 0};
+    return {ExtentKind::kData, host};
+  };
+  const uint64_t first = LoadBE64(l2 + (c % l2_entries_) * 8);
+  Mapping m = classify(first);
+  if (m.kind == ExtentKind::kData) IMGFS_RETURN_IF_ERROR(CheckHostOffset(m.host, "data cluster"));
+  uint64_t next = c + 1;
+  while ((next << cluster_bits_) < limit) {
+    Mapping n = classify(LoadBE64(l2 + (next % l2_entries_) * 8));
+    if (n.kind != m.kind) break;
+    if (m.kind == ExtentKind::kData && n.host != m.host + ((next - c) << cluster_bits_)) break;
+    if (m.kind == ExtentKind::kOpaque) break;  // one compressed cluster at a time
+    ++next;
+  }
+  const uint64_t end = std::min(limit, next << cluster_bits_);
+  out->kind = m.kind;
+  out->length = end - off;
+  out->file = m.kind == ExtentKind::kData ? file_.get() : nullptr;
+  out->host_offset = m.kind == ExtentKind::kData ? m.host + (off & (cluster_size_ - 1)) : 0;
+  return Status::OK();
+}
+
+Status Qcow2Image::ReadCompressedCluster(uint64_t entry, uint8_t* out) {
+  const uint32_t x = 62 - (cluster_bits_ - 8);
+  const uint64_t host = entry & ((1ull << x) - 1);
+  const uint64_t extra_sectors = (entry & ((1ull << 62) - 1)) >> x;
+  const uint64_t in_len = (extra_sectors + 1) * 512 - (host & 511);
+  if (host + in_len > file_->Size() + 512)
+    return Corrupt(file_->path() + ": compressed cluster lies past the end of the file");
+  std::vector<uint8_t> in(in_len);
+  IMGFS_RETURN_IF_ERROR(file_->PRead(host, in.data(), in_len));
+  Status st = header_.compression_type == 1 ? ZstdDecompress(in.data(), in_len, out, cluster_size_)
+                                            : InflateRaw(in.data(), in_len, out, cluster_size_);
+  return st.Prefixed(file_->path());
+}
+
+Status Qcow2Image::ReadOpaque(uint64_t off, void* buf, size_t len) {
+  auto* p = static_cast<uint8_t*>(buf);
+  std::vector<uint8_t> cluster;
+  while (len > 0) {
+    const uint64_t c = off >> cluster_bits_;
+    const uint64_t in = off & (cluster_size_ - 1);
+    const uint64_t n = std::min<uint64_t>(len, cluster_size_ - in);
+    uint64_t entry;
+    {
+      std::lock_guard<std::mutex> l(meta_mu_);
+      IMGFS_ASSIGN_OR_RETURN(entry, L2EntryLocked(c));
+    }
+    if (entry & kOflagCompressed) {
+      cluster.resize(cluster_size_);
+      IMGFS_RETURN_IF_ERROR(ReadCompressedCluster(entry, cluster.data()));
+      std::memcpy(p, cluster.data() + in, n);
+    } else if ((header_.version >= 3 && (entry & kOflagZero)) || !(entry & kOffsetMask)) {
+      // Rewritten meanwhile as zeros; an unallocated cluster cannot come
+      // from a compressed one (nothing discards yet), so zeros are right.
+      std::memset(p, 0, n);
+    } else {
+      IMGFS_RETURN_IF_ERROR(file_->PRead((entry & kOffsetMask) + in, p, n));
+    }
+    p += n;
+    off += n;
+    len -= n;
+  }
+  return Status::OK();
+}
+
+}  // namespace imgfs::qcow2

@@ -1,0 +1,222 @@
+// qcow2 host cluster management: refcounts, allocation at the end of the
+// file, refcount table growth, and the ordered write-back of metadata.
+#include <algorithm>
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_image.h"
+
+namespace imgfs::qcow2 {
+
+namespace {
+
+uint64_t GetRefcount(const uint8_t* blk, uint64_t i, uint32_t order) {
+  switch (order) {
+    case 3: return blk[i];
+    case 4: return LoadBE16(blk + 2 * i);
+    case 5: return LoadBE32(blk + 4 * i);
+    case 6: return LoadBE64(blk + 8 * i);
+    default: {  // sub-byte widths: bit 0 is the least significant
+      const uint32_t bits = 1u << order, per_byte = 8 / bits;
+      return (blk[i / per_byte] >> ((i % per_byte) * bits)) & ((1u << bits) - 1);
+    }
+  }
+}
+
+void SetRefcount(uint8_t* blk, uint64_t i, uint32_t order, uint64_t v) {
+  switch (order) {
+    case 3: blk[i] = uint8_t(v); return;
+    case 4: StoreBE16(blk + 2 * i, uint16_t(v)); return;
+    case 5: StoreBE32(blk + 4 * i, uint32_t(v)); return;
+    case 6: StoreBE64(blk + 8 * i, v); return;
+    default: {
+      const uint32_t bits = 1u << order, per_byte = 8 / bits;
+      const uint32_t shift = (i % per_byte) * bits, mask = ((1u << bits) - 1) << shift;
+      blk[i / per_byte] = uint8_t((blk[i / per_byte] & ~mask) | ((v << shift) & mask));
+    }
+  }
+}
+
+}  // namespace
+
+Status Qcow2Image::LoadRefTableLocked() {
+  if (reftable_loaded_) return Status::OK();
+  const uint64_t bytes = uint64_t(header_.refcount_table_clusters) << cluster_bits_;
+  std::vector<uint8_t> raw(bytes);
+  IMGFS_RETURN_IF_ERROR(file_->PRead(header_.refcount_table_offset, raw.data(), bytes));
+  reftable_.resize(bytes / 8);
+  for (size_t i = 0; i < reftable_.size(); ++i) {
+    reftable_[i] = LoadBE64(&raw[i * 8]) & kRefTableOffsetMask;
+    if (reftable_[i]) IMGFS_RETURN_IF_ERROR(CheckHostOffset(reftable_[i], "refcount block"));
+  }
+  reftable_loaded_ = true;
+  return Status::OK();
+}
+
+Result<uint8_t*> Qcow2Image::RefBlockForLocked(uint64_t cluster, bool create) {
+  IMGFS_RETURN_IF_ERROR(LoadRefTableLocked());
+  const uint64_t ti = cluster / refblock_entries_;
+  auto flush_all = [&] { return FlushMetadataLocked(false); };
+  if (ti >= reftable_.size()) {
+    if (!create) return static_cast<uint8_t*>(nullptr);
+    IMGFS_RETURN_IF_ERROR(GrowRefTableLocked(ti + 1));
+  }
+  if (reftable_[ti] == 0) {
+    if (!create) return static_cast<uint8_t*>(nullptr);
+    // The new block goes at the end of the file and counts itself: set its
+    // own refcount once it exists (it may live in a block of its own).
+    const uint64_t b = end_cluster_++;
+    reftable_[ti] = b << cluster_bits_;
+    reftable_dirty_ = true;
+    IMGFS_RETURN_IF_ERROR(refblock_cache_.Create(b << cluster_bits_, flush_all).status());
+    IMGFS_RETURN_IF_ERROR(AddRefLocked(b, 1));
+  }
+  return refblock_cache_.Get(
+      reftable_[ti],
+      [&](uint64_t off, uint8_t* buf) { return file_->PRead(off, buf, cluster_size_); }, flush_all);
+}
+
+Status Qcow2Image::AddRefLocked(uint64_t cluster, int64_t delta) {
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * blk, RefBlockForLocked(cluster, /*create=*/delta > 0));
+  if (!blk) return Corrupt(file_->path() + ": releasing a cluster that has no refcount");
+  const uint64_t i = cluster % refblock_entries_;
+  const uint32_t order = header_.refcount_order;
+  const uint64_t max = order == 6 ? ~0ull : (1ull << (1u << order)) - 1;
+  const uint64_t cur = GetRefcount(blk, i, order);
+  if (delta > 0 && cur > max - uint64_t(delta))
+    return Unsupported(file_->path() + ": refcount overflow");
+  if (delta < 0 && cur < uint64_t(-delta))
+    return Corrupt(file_->path() + ": refcount would drop below zero");
+  SetRefcount(blk, i, order, cur + uint64_t(delta));
+  refblock_cache_.MarkDirty(reftable_[cluster / refblock_entries_]);
+  return Status::OK();
+}
+
+Status Qcow2Image::FindEndLocked() {
+  if (end_known_) return Status::OK();
+  IMGFS_RETURN_IF_ERROR(LoadRefTableLocked());
+  uint64_t end = (file_->Size() + cluster_size_ - 1) >> cluster_bits_;
+  // Refcounts may describe clusters past EOF (e.g. preallocated metadata):
+  // allocate after the last cluster with a non-zero refcount too.
+  std::vector<uint8_t> blk(cluster_size_);
+  for (size_t ti = reftable_.size(); ti-- > 0;) {
+    if (!reftable_[ti]) continue;
+    IMGFS_RETURN_IF_ERROR(file_->PRead(reftable_[ti], blk.data(), cluster_size_));
+    uint64_t last = refblock_entries_;
+    for (uint64_t i = refblock_entries_; i-- > 0;) {
+      if (GetRefcount(blk.data(), i, header_.refcount_order)) {
+        last = i;
+        break;
+      }
+    }
+    if (last != refblock_entries_) {
+      end = std::max(end, ti * refblock_entries_ + last + 1);
+      break;
+    }
+  }
+  end_cluster_ = std::max<uint64_t>(end, 1);
+  end_known_ = true;
+  return Status::OK();
+}
+
+Result<uint64_t> Qcow2Image::AllocateClustersLocked(uint64_t n) {
+  IMGFS_RETURN_IF_ERROR(FindEndLocked());
+  const uint64_t start = end_cluster_;
+  if (((start + n) << cluster_bits_) >> cluster_bits_ != start + n || ((start + n) << cluster_bits_) > kOffsetMask)
+    return NoSpace(file_->path() + ": host offsets exhausted");
+  end_cluster_ += n;
+  for (uint64_t i = 0; i < n; ++i) IMGFS_RETURN_IF_ERROR(AddRefLocked(start + i, 1));
+  return start << cluster_bits_;
+}
+
+Status Qcow2Image::GrowRefTableLocked(uint64_t min_entries) {
+  const uint64_t per_cluster = cluster_size_ / 8;
+  uint64_t entries = std::max<uint64_t>(min_entries, reftable_.size() * 2);
+  uint64_t clusters, start;
+  for (;;) {
+    entries = (entries + per_cluster - 1) / per_cluster * per_cluster;
+    clusters = entries / per_cluster;
+    start = end_cluster_;
+    // Leave room for the table itself and the blocks that describe it.
+    if (entries * refblock_entries_ >= 2 * (start + clusters) + 64) break;
+    entries *= 2;
+  }
+  if ((clusters << cluster_bits_) > kMaxRefTableBytes)
+    return NoSpace(file_->path() + ": refcount table would exceed its maximum size");
+  const uint64_t old_offset = header_.refcount_table_offset;
+  const uint64_t old_clusters = header_.refcount_table_clusters;
+  end_cluster_ += clusters;
+  reftable_.resize(entries, 0);
+  for (uint64_t i = 0; i < clusters; ++i) IMGFS_RETURN_IF_ERROR(AddRefLocked(start + i, 1));
+
+  // Invariant: the header may name the new table only once the table and
+  // every block it points to are durable.
+  header_.refcount_table_offset = start << cluster_bits_;
+  header_.refcount_table_clusters = uint32_t(clusters);
+  IMGFS_RETURN_IF_ERROR(refblock_cache_.WriteBack(
+      [&](uint64_t off, const uint8_t* b) { return file_->PWrite(off, b, cluster_size_); }));
+  IMGFS_RETURN_IF_ERROR(WriteRefTableLocked());
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  uint8_t fields[12];
+  StoreBE64(fields, header_.refcount_table_offset);
+  StoreBE32(fields + 8, header_.refcount_table_clusters);
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(48, fields, sizeof fields));
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  // The old table is unreferenced now; free it at the next write-back.
+  for (uint64_t i = 0; i < old_clusters; ++i)
+    pending_release_.emplace_back(old_offset + (i << cluster_bits_), cluster_size_);
+  return Status::OK();
+}
+
+Status Qcow2Image::WriteRefTableLocked() {
+  std::vector<uint8_t> raw(uint64_t(header_.refcount_table_clusters) << cluster_bits_, 0);
+  for (size_t i = 0; i < reftable_.size() && i * 8 < raw.size(); ++i) StoreBE64(&raw[i * 8], reftable_[i]);
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(header_.refcount_table_offset, raw.data(), raw.size()));
+  reftable_dirty_ = false;
+  return Status::OK();
+}
+
+Status Qcow2Image::WriteL1Locked() {
+  std::vector<uint8_t> raw(l1_.size() * 8);
+  for (size_t i = 0; i < l1_.size(); ++i) StoreBE64(&raw[i * 8], l1_[i]);
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(header_.l1_table_offset, raw.data(), raw.size()));
+  l1_dirty_ = false;
+  return Status::OK();
+}
+
+Status Qcow2Image::FlushMetadataLocked(bool apply_releases) {
+  auto write_table = [&](uint64_t off, const uint8_t* b) { return file_->PWrite(off, b, cluster_size_); };
+  const bool rc_dirty = refblock_cache_.HasDirty() || reftable_dirty_;
+  const bool map_dirty = l2_cache_.HasDirty() || l1_dirty_;
+  if (rc_dirty) {
+    IMGFS_RETURN_IF_ERROR(refblock_cache_.WriteBack(write_table));
+    if (reftable_dirty_) {
+      IMGFS_RETURN_IF_ERROR(file_->Sync());  // blocks before the table that points at them
+      IMGFS_RETURN_IF_ERROR(WriteRefTableLocked());
+    }
+  }
+  if (map_dirty) {
+    // Refcounts and guest data before any pointer to them.
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    if (l2_cache_.HasDirty()) {
+      IMGFS_RETURN_IF_ERROR(l2_cache_.WriteBack(write_table));
+      if (l1_dirty_) IMGFS_RETURN_IF_ERROR(file_->Sync());  // L2 tables before L1
+    }
+    if (l1_dirty_) IMGFS_RETURN_IF_ERROR(WriteL1Locked());
+  }
+  if (apply_releases && !pending_release_.empty()) {
+    // The pointers that replaced these clusters must be durable before the
+    // refcounts drop, or a crash could leave a live cluster marked free.
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    auto releases = std::move(pending_release_);
+    pending_release_.clear();
+    for (auto [off, len] : releases) {
+      for (uint64_t c = off >> cluster_bits_; c <= (off + len - 1) >> cluster_bits_; ++c)
+        IMGFS_RETURN_IF_ERROR(AddRefLocked(c, -1));
+    }
+    IMGFS_RETURN_IF_ERROR(refblock_cache_.WriteBack(write_table));
+  }
+  return Status::OK();
+}
+
+}  // namespace imgfs::qcow2

@@ -1,0 +1,168 @@
+// qcow2 writing: in-place writes to owned clusters, and allocating writes
+// with copy-on-write of the parts of a cluster the guest did not write.
+#include <algorithm>
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_image.h"
+
+namespace imgfs::qcow2 {
+
+Status Qcow2Image::PrepareForWriteLocked() {
+  if (write_prepared_) return Status::OK();
+  // Autoclear bits name features whose data we would not keep in step
+  // (e.g. dirty bitmaps); the spec asks a writer that does not update them
+  // to clear the bits before the first write.
+  if (header_.version >= 3 && header_.autoclear_features) {
+    header_.autoclear_features = 0;
+    uint8_t zero[8] = {};
+    IMGFS_RETURN_IF_ERROR(file_->PWrite(88, zero, sizeof zero));
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+  }
+  write_prepared_ = true;
+  return Status::OK();
+}
+
+Result<uint64_t> Qcow2Image::L2OffsetForWriteLocked(uint64_t c) {
+  const uint64_t l1_index = c / l2_entries_;
+  if (l1_index >= l1_.size()) return Corrupt(file_->path() + ": write past the L1 table");
+  const uint64_t e = l1_[l1_index];
+  if (e & kOffsetMask) {
+    if (!(e & kOflagCopied))
+      return Unsupported(file_->path() + ": L2 table is shared with a snapshot; writing it is not supported yet");
+    return e & kOffsetMask;
+  }
+  // A new L2 table: its refcount is set now, its content reaches the disk
+  // at write-back before the L1 entry that points at it.
+  IMGFS_ASSIGN_OR_RETURN(uint64_t off, AllocateClustersLocked(1));
+  IMGFS_RETURN_IF_ERROR(l2_cache_.Create(off, [&] { return FlushMetadataLocked(false); }).status());
+  l1_[l1_index] = off | kOflagCopied;
+  l1_dirty_ = true;
+  return off;
+}
+
+// Fills `out` with bytes [from, to) of guest cluster `c` as they read before
+// this write. REQUIRES: meta_mu_.
+Status Qcow2Image::CowSourceLocked(uint64_t c, uint64_t entry, uint64_t from, uint64_t to, uint8_t* out,
+                                   const LayerReader* below) {
+  if (from >= to) return Status::OK();
+  const uint64_t base = c << cluster_bits_;
+  const uint64_t n = to - from;
+  if (entry & kOflagCompressed) {
+    std::vector<uint8_t> cl(cluster_size_);
+    IMGFS_RETURN_IF_ERROR(ReadCompressedCluster(entry, cl.data()));
+    std::memcpy(out, cl.data() + (from - base), n);
+  } else if (header_.version >= 3 && (entry & kOflagZero)) {
+    std::memset(out, 0, n);
+  } else if (entry & kOffsetMask) {
+    IMGFS_RETURN_IF_ERROR(file_->PRead((entry & kOffsetMask) + (from - base), out, n));
+  } else if (below) {
+    IMGFS_RETURN_IF_ERROR(below->Read(from, out, n));
+  } else {
+    std::memset(out, 0, n);
+  }
+  return Status::OK();
+}
+
+namespace {
+// A cluster this layer owns outright and can overwrite in place.
+bool InPlace(uint64_t e, bool v3) {
+  return (e & kOflagCopied) && !(e & kOflagCompressed) && !(v3 && (e & kOflagZero)) && (e & kOffsetMask);
+}
+}  // namespace
+
+Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint64_t* len,
+                                         const LayerReader* below) {
+  const bool v3 = header_.version >= 3;
+  const uint64_t c0 = off >> cluster_bits_;
+  const uint64_t table_last = (c0 / l2_entries_ + 1) * l2_entries_ - 1;
+  // Bound the buffer of one run to 16 MiB (at least one cluster).
+  const uint64_t max_run = std::max<uint64_t>(1, (16ull << 20) >> cluster_bits_);
+  const uint64_t want_last = std::min({(off + *len - 1) >> cluster_bits_, table_last, c0 + max_run - 1});
+  IMGFS_ASSIGN_OR_RETURN(uint64_t l2_off, L2OffsetForWriteLocked(c0));
+
+  // Count the clusters from c0 that need a new host cluster; remember the
+  // old entries (the run is limited to one L2 table).
+  std::vector<uint64_t> old;
+  {
+    IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
+    for (uint64_t c = c0; c <= want_last; ++c) {
+      uint64_t e = LoadBE64(l2 + (c % l2_entries_) * 8);
+      if (InPlace(e, v3) && c != c0) break;
+      old.push_back(e);
+    }
+  }
+  const uint64_t n = old.size();
+  IMGFS_ASSIGN_OR_RETURN(uint64_t host, AllocateClustersLocked(n));
+
+  const uint64_t run_start = c0 << cluster_bits_;
+  const uint64_t run_end = (c0 + n) << cluster_bits_;
+  const uint64_t wlen = std::min(*len, run_end - off);
+  std::vector<uint8_t> data(n << cluster_bits_);
+  IMGFS_RETURN_IF_ERROR(CowSourceLocked(c0, old.front(), run_start, off, data.data(), below));
+  std::memcpy(data.data() + (off - run_start), buf, wlen);
+  const uint64_t last = c0 + n - 1;
+  IMGFS_RETURN_IF_ERROR(CowSourceLocked(last, old.back(), off + wlen, run_end,
+                                        data.data() + (off + wlen - run_start), below));
+  // Invariant: guest data is in the file before the L2 entry names it.
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(host, data.data(), data.size()));
+
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
+  for (uint64_t i = 0; i < n; ++i) {
+    StoreBE64(l2 + ((c0 + i) % l2_entries_) * 8, (host + (i << cluster_bits_)) | kOflagCopied);
+    const uint64_t e = old[i];
+    if (e & kOflagCompressed) {
+      const uint32_t x = 62 - (cluster_bits_ - 8);
+      const uint64_t h = e & ((1ull << x) - 1);
+      const uint64_t sectors = ((e & ((1ull << 62) - 1)) >> x) + 1;
+      const uint64_t bytes = std::min(sectors * 512 - (h & 511), 2 * cluster_size_);
+      pending_release_.emplace_back(h, bytes);
+    } else if (e & kOffsetMask) {
+      pending_release_.emplace_back(e & kOffsetMask, cluster_size_);
+    }
+  }
+  l2_cache_.MarkDirty(l2_off);
+  *len = wlen;
+  return Status::OK();
+}
+
+Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) {
+  if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
+  if (off > header_.size || len > header_.size - off)
+    return NoSpace(file_->path() + ": write past the end of the disk");
+  const auto* p = static_cast<const uint8_t*>(buf);
+  const bool v3 = header_.version >= 3;
+  while (len > 0) {
+    uint64_t host = 0, n = 0;
+    {
+      std::lock_guard<std::mutex> l(meta_mu_);
+      IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
+      // Longest run of clusters owned in place with contiguous host offsets.
+      uint64_t c = off >> cluster_bits_;
+      const uint64_t in = off & (cluster_size_ - 1);
+      IMGFS_ASSIGN_OR_RETURN(uint64_t e, L2EntryLocked(c));
+      if (InPlace(e, v3)) {
+        host = (e & kOffsetMask) + in;
+        n = std::min<uint64_t>(len, cluster_size_ - in);
+        uint64_t expect = (e & kOffsetMask) + cluster_size_;
+        while (n < len && (c + 1) % l2_entries_ != 0) {
+          IMGFS_ASSIGN_OR_RETURN(uint64_t e2, L2EntryLocked(c + 1));
+          if (!InPlace(e2, v3) || (e2 & kOffsetMask) != expect) break;
+          ++c;
+          expect += cluster_size_;
+          n = std::min<uint64_t>(len, n + cluster_size_);
+        }
+      } else {
+        n = len;
+        IMGFS_RETURN_IF_ERROR(AllocatingWriteLocked(off, p, &n, below));
+      }
+    }
+    if (host) IMGFS_RETURN_IF_ERROR(file_->PWrite(host, p, n));
+    p += n;
+    off += n;
+    len -= n;
+  }
+  return Status::OK();
+}
+
+}  // namespace imgfs::qcow2

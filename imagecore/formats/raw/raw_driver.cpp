@@ -1,0 +1,83 @@
+// raw: the disk is the file. Holes in the host file are holes in the disk.
+// Thread model: fully parallel; no state beyond the file.
+#include <algorithm>
+
+#include "formats/raw/raw_driver.h"
+
+namespace imgfs::raw {
+namespace {
+
+class RawImage final : public Image {
+ public:
+  RawImage(std::unique_ptr<io::File> file) : file_(std::move(file)) {
+    if (!file_->writable()) read_only_reason_ = "opened read-only";
+  }
+
+  const char* format_name() const override { return "raw"; }
+  uint64_t VirtualSize() const override { return file_->Size(); }
+
+  Status BlockStatus(uint64_t off, uint64_t len, Extent* out) override {
+    const uint64_t end = std::min(off + len, file_->Size());
+    if (off >= end) return InvalidArgument("block status past the end of " + file_->path());
+    uint64_t next_hole = file_->Seek(off, /*want_data=*/false);
+    if (next_hole > off) {
+      out->kind = ExtentKind::kData;
+      out->length = std::min(next_hole, end) - off;
+      out->file = file_.get();
+      out->host_offset = off;
+      return Status::OK();
+    }
+    uint64_t next_data = file_->Seek(off, /*want_data=*/true);
+    out->kind = ExtentKind::kZero;
+    out->length = std::min(std::max(next_data, off + 1), end) - off;
+    return Status::OK();
+  }
+
+  Status ReadOpaque(uint64_t off, void* buf, size_t len) override {
+    return file_->PRead(off, buf, len);
+  }
+
+  Status Write(uint64_t off, const void* buf, size_t len, const LayerReader*) override {
+    if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
+    if (off + len > file_->Size()) return NoSpace(file_->path() + ": write past the end of the disk");
+    return file_->PWrite(off, buf, len);
+  }
+
+  Status Flush() override {
+    if (!file_->writable()) return Status::OK();
+    return file_->Sync();
+  }
+
+  ImageInfo Info() const override {
+    ImageInfo info;
+    info.format = "raw";
+    info.virtual_size = file_->Size();
+    return info;
+  }
+
+  const io::File& file() const override { return *file_; }
+
+ private:
+  std::unique_ptr<io::File> file_;
+};
+
+int Probe(const uint8_t*, size_t) { return 0; }  // raw is never probed by content
+
+Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOptions&) {
+  return std::unique_ptr<Image>(new RawImage(std::move(file)));
+}
+
+Status Create(io::File& file, const CreateOptions& opts) {
+  if (!opts.backing_file.empty()) return Unsupported("raw images cannot have a backing file");
+  for (const auto& [k, v] : opts.options) {
+    if (k != "preallocation" || v != "off")
+      return InvalidArgument("raw does not support option '" + k + "'");
+  }
+  return file.Truncate(opts.size);
+}
+
+}  // namespace
+
+const FormatDriver kDriver = {"raw", Probe, Open, Create};
+
+}  // namespace imgfs::raw

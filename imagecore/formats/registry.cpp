@@ -1,0 +1,77 @@
+// The format table, probing by magic, and opening a layer by name or probe.
+#include <cstring>
+
+#include "formats/qcow2/qcow2_driver.h"
+#include "formats/raw/raw_driver.h"
+#include "imagecore/format.h"
+
+namespace imgfs {
+namespace {
+
+const FormatDriver* const kDrivers[] = {&qcow2::kDriver, &raw::kDriver};
+
+}  // namespace
+
+const FormatDriver* FindFormat(const std::string& name) {
+  for (const FormatDriver* d : kDrivers)
+    if (name == d->name) return d;
+  return nullptr;
+}
+
+const FormatDriver* ProbeFormat(const io::File& file) {
+  uint8_t head[512];
+  if (!file.PRead(0, head, sizeof head).ok()) return nullptr;
+  const FormatDriver* best = nullptr;
+  int best_score = 0;
+  for (const FormatDriver* d : kDrivers) {
+    int s = d->probe(head, sizeof head);
+    if (s > best_score) {
+      best_score = s;
+      best = d;
+    }
+  }
+  return best;
+}
+
+std::string SniffForeignFormat(const io::File& file) {
+  uint8_t head[512];
+  if (!file.PRead(0, head, sizeof head).ok()) return "";
+  if (!std::memcmp(head, "KDMV", 4) || !std::memcmp(head, "COWD", 4) ||
+      !std::memcmp(head, "# Disk DescriptorFile", 21))
+    return "vmdk";
+  if (!std::memcmp(head, "vhdxfile", 8)) return "vhdx";
+  if (!std::memcmp(head, "conectix", 8)) return "vpc";
+  uint64_t size = file.Size();
+  if (size >= 512) {
+    uint8_t tail[8];
+    if (file.PRead(size - 512, tail, 8).ok() && !std::memcmp(tail, "conectix", 8)) return "vpc";
+  }
+  return "";
+}
+
+Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::string& format,
+                                         const OpenOptions& opts) {
+  IMGFS_ASSIGN_OR_RETURN(auto file, io::OpenPosixFile(path, opts.writable));
+  const FormatDriver* drv = nullptr;
+  if (!format.empty()) {
+    drv = FindFormat(format);
+    if (!drv) return Unsupported(path + ": format '" + format + "' is not supported");
+  } else {
+    drv = ProbeFormat(*file);
+    if (!drv) {
+      std::string foreign = SniffForeignFormat(*file);
+      if (!foreign.empty())
+        return Unsupported(path + ": " + foreign + " images are not supported yet");
+      drv = &raw::kDriver;
+    }
+  }
+  auto img = drv->open(std::move(file), opts);
+  if (!img.ok()) {
+    const std::string& m = img.status().message();
+    if (m.rfind(path, 0) == 0) return img.status();
+    return img.status().Prefixed(path);
+  }
+  return img;
+}
+
+}  // namespace imgfs

@@ -1,0 +1,61 @@
+// io::File: the only door from imagecore to the operating system's files.
+// Drivers read and write image files through it, so tests can swap in a
+// MemFile and every errno is turned into a Status in exactly one place.
+//
+// Thread safety: PRead/PWrite/Size/Sync may be called from many threads at
+// once (they map to pread/pwrite, which the kernel orders per byte range).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <sys/types.h>
+
+#include "imagecore/status.h"
+
+namespace imgfs::io {
+
+class File {
+ public:
+  virtual ~File() = default;
+
+  // Reads exactly n bytes at off. Bytes past the end of the file read as
+  // zeros, as for a disk whose tail was never written.
+  virtual Status PRead(uint64_t off, void* buf, size_t n) const = 0;
+  // Writes exactly n bytes at off, growing the file if needed.
+  virtual Status PWrite(uint64_t off, const void* buf, size_t n) = 0;
+  virtual uint64_t Size() const = 0;
+  virtual Status Truncate(uint64_t size) = 0;
+  // Makes every completed PWrite durable (fdatasync).
+  virtual Status Sync() = 0;
+  // Bytes the host really stores for this file (st_blocks * 512).
+  virtual uint64_t AllocatedBytes() const = 0;
+  // Finds the next byte >= off that is data (want_data) or a hole. Returns
+  // Size() if there is none. Files that cannot tell say all is data.
+  virtual uint64_t Seek(uint64_t off, bool want_data) const = 0;
+  // A descriptor the kernel can splice from, or -1.
+  virtual int fd() const { return -1; }
+  virtual bool writable() const = 0;
+  const std::string& path() const { return path_; }
+
+ protected:
+  explicit File(std::string path) : path_(std::move(path)) {}
+
+ private:
+  std::string path_;
+};
+
+// Opens a host file. O_CLOEXEC always; writable opens use O_RDWR.
+Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable);
+// Creates (O_EXCL) a new host file for writing.
+Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mode = 0644);
+// Renames a file (same file system); removes a file. For create's
+// write-then-rename.
+Status RenameFile(const std::string& from, const std::string& to);
+void RemoveFile(const std::string& path);
+// A file kept in memory, for unit tests.
+std::unique_ptr<File> NewMemFile(const std::string& name = "mem");
+
+}  // namespace imgfs::io

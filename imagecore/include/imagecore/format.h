@@ -1,0 +1,50 @@
+// The table of format drivers and probing by content.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "imagecore/file.h"
+#include "imagecore/image.h"
+#include "imagecore/status.h"
+
+namespace imgfs {
+
+struct OpenOptions {
+  bool writable = false;
+};
+
+// Options for creating an image. `options` holds the -o key=value pairs;
+// each driver takes out the keys it knows and refuses the rest.
+struct CreateOptions {
+  uint64_t size = 0;
+  std::string backing_file;    // as it will be stored
+  std::string backing_format;
+  std::map<std::string, std::string> options;
+};
+
+struct FormatDriver {
+  const char* name;
+  // Scores how well the first bytes of a file match (0 = not this format).
+  int (*probe)(const uint8_t* head, size_t len);
+  Result<std::unique_ptr<Image>> (*open)(std::unique_ptr<io::File> file, const OpenOptions& opts);
+  // Writes a new image into an empty file.
+  Status (*create)(io::File& file, const CreateOptions& opts);
+};
+
+// The driver with this name, or null.
+const FormatDriver* FindFormat(const std::string& name);
+// The best match by content, or null if no driver claims the file. Raw never
+// claims a file by content: callers decide when raw is meant.
+const FormatDriver* ProbeFormat(const io::File& file);
+// A short name for a file whose magic is known but not served ("vmdk"...).
+std::string SniffForeignFormat(const io::File& file);
+
+// Opens one layer: `format` names the driver, or "" probes, falling back to
+// raw. Errors name the file.
+Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::string& format,
+                                         const OpenOptions& opts);
+
+}  // namespace imgfs

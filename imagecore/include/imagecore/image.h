@@ -1,0 +1,103 @@
+// Image: one open layer of a disk image, as a format driver presents it.
+//
+// A driver answers for its own layer only (as QEMU's block_status does):
+// a range it does not hold is kUnallocated, and the chain above decides what
+// that reads as (the backing file, or zeros). Every driver implements this
+// one interface; the chain, the CLI and the filesystem know nothing else.
+//
+// Thread model: Read paths (BlockStatus, ReadOpaque) and Write may be called
+// from many threads at once; a driver documents which lock guards what.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "imagecore/file.h"
+#include "imagecore/status.h"
+
+namespace imgfs {
+
+enum class ExtentKind {
+  kData,         // bytes stored verbatim at `host_offset` in `file`
+  kZero,         // reads as zeros in this layer (hides the backing file)
+  kUnallocated,  // not in this layer: look below
+  kOpaque,       // stored, but only the driver can read it (compressed...)
+};
+
+struct Extent {
+  ExtentKind kind = ExtentKind::kUnallocated;
+  uint64_t length = 0;          // > 0 on success
+  const io::File* file = nullptr;  // kData only
+  uint64_t host_offset = 0;     // kData only
+};
+
+// What reads the content below a layer (its backing chain), for copy-on-write.
+class LayerReader {
+ public:
+  virtual ~LayerReader() = default;
+  virtual uint64_t VirtualSize() const = 0;
+  // Reads guest content; offsets past VirtualSize() read as zeros.
+  virtual Status Read(uint64_t off, void* buf, size_t len) const = 0;
+};
+
+// What `imgfs info` shows of one layer. Format-specific pairs keep
+// qemu-img's JSON names and are rendered in insertion order.
+struct ImageInfo {
+  std::string format;
+  uint64_t virtual_size = 0;
+  uint64_t cluster_size = 0;  // 0: the format has none
+  bool dirty = false;
+  struct Field {
+    std::string key;          // qemu-img json name, e.g. "lazy-refcounts"
+    std::string human;        // qemu-img human name, e.g. "lazy refcounts"
+    enum Kind { kString, kBool, kInt } kind;
+    std::string s;
+    bool b = false;
+    int64_t i = 0;
+  };
+  std::vector<Field> specific;
+};
+
+struct BackingRef {
+  std::string name;    // as stored in the image
+  std::string format;  // as stored; empty: probe
+};
+
+class Image {
+ public:
+  virtual ~Image() = default;
+
+  virtual const char* format_name() const = 0;
+  virtual uint64_t VirtualSize() const = 0;
+
+  // Describes the longest run starting at `off` (< VirtualSize()) of at most
+  // `len` bytes that has one kind (and, for kData, contiguous host bytes).
+  virtual Status BlockStatus(uint64_t off, uint64_t len, Extent* out) = 0;
+  // Reads a kOpaque range. Other kinds may be passed too.
+  virtual Status ReadOpaque(uint64_t off, void* buf, size_t len) = 0;
+
+  // Writes guest data. Bytes of partly written clusters that this layer does
+  // not hold are taken from `below` (may be null: zeros).
+  virtual Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) = 0;
+  // Makes every completed Write durable in the image file(s).
+  virtual Status Flush() = 0;
+
+  virtual std::optional<BackingRef> Backing() const { return std::nullopt; }
+  virtual ImageInfo Info() const = 0;
+
+  // The file holding the layer (for `disk size` and mtime).
+  virtual const io::File& file() const = 0;
+
+  bool read_only() const { return !read_only_reason_.empty(); }
+  const std::string& read_only_reason() const { return read_only_reason_; }
+
+ protected:
+  // Set by drivers at open: why this layer must not be written ("" = may).
+  std::string read_only_reason_;
+};
+
+}  // namespace imgfs

@@ -1,0 +1,66 @@
+// An in-memory io::File for unit tests. Holes are not tracked: all is data.
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "imagecore/file.h"
+
+namespace imgfs::io {
+namespace {
+
+class MemFile final : public File {
+ public:
+  explicit MemFile(std::string name) : File(std::move(name)) {}
+
+  Status PRead(uint64_t off, void* buf, size_t n) const override {
+    std::lock_guard<std::mutex> l(mu_);
+    auto* p = static_cast<char*>(buf);
+    std::memset(p, 0, n);
+    if (off < data_.size()) {
+      size_t have = std::min<uint64_t>(n, data_.size() - off);
+      std::memcpy(p, data_.data() + off, have);
+    }
+    return Status::OK();
+  }
+  Status PWrite(uint64_t off, const void* buf, size_t n) override {
+    std::lock_guard<std::mutex> l(mu_);
+    if (data_.size() < off + n) data_.resize(off + n);
+    std::memcpy(data_.data() + off, buf, n);
+    return Status::OK();
+  }
+  uint64_t Size() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    return data_.size();
+  }
+  Status Truncate(uint64_t size) override {
+    std::lock_guard<std::mutex> l(mu_);
+    data_.resize(size);
+    return Status::OK();
+  }
+  Status Sync() override {
+    ++syncs;
+    return Status::OK();
+  }
+  uint64_t AllocatedBytes() const override { return Size(); }
+  uint64_t Seek(uint64_t off, bool want_data) const override {
+    uint64_t size = Size();
+    if (off >= size) return size;
+    return want_data ? off : size;
+  }
+  bool writable() const override { return true; }
+
+  int syncs = 0;
+
+ private:
+  mutable std::mutex mu_;  // guards data_
+  std::vector<char> data_;
+};
+
+}  // namespace
+
+std::unique_ptr<File> NewMemFile(const std::string& name) {
+  return std::make_unique<MemFile>(name);
+}
+
+}  // namespace imgfs::io

@@ -1,0 +1,146 @@
+// The POSIX implementation of io::File: the one place imagecore reads errno.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "imagecore/file.h"
+
+namespace imgfs::io {
+namespace {
+
+class PosixFile final : public File {
+ public:
+  PosixFile(std::string path, int fd, bool writable, uint64_t size)
+      : File(std::move(path)), fd_(fd), writable_(writable), size_(size) {}
+  ~PosixFile() override { ::close(fd_); }
+
+  Status PRead(uint64_t off, void* buf, size_t n) const override {
+    auto* p = static_cast<char*>(buf);
+    while (n > 0) {
+      ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(off));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return IoError("read " + path() + " at " + std::to_string(off), errno);
+      }
+      if (r == 0) {  // past EOF: the rest reads as zeros
+        std::memset(p, 0, n);
+        return Status::OK();
+      }
+      p += r;
+      off += static_cast<uint64_t>(r);
+      n -= static_cast<size_t>(r);
+    }
+    return Status::OK();
+  }
+
+  Status PWrite(uint64_t off, const void* buf, size_t n) override {
+    const auto* p = static_cast<const char*>(buf);
+    const uint64_t end = off + n;
+    while (n > 0) {
+      ssize_t r = ::pwrite(fd_, p, n, static_cast<off_t>(off));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return IoError("write " + path() + " at " + std::to_string(off), errno);
+      }
+      p += r;
+      off += static_cast<uint64_t>(r);
+      n -= static_cast<size_t>(r);
+    }
+    uint64_t cur = size_.load(std::memory_order_relaxed);
+    while (end > cur && !size_.compare_exchange_weak(cur, end)) {
+    }
+    return Status::OK();
+  }
+
+  uint64_t Size() const override { return size_.load(std::memory_order_relaxed); }
+
+  Status Truncate(uint64_t size) override {
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+      return IoError("truncate " + path(), errno);
+    size_.store(size);
+    return Status::OK();
+  }
+
+  Status Sync() override {
+    if (::fdatasync(fd_) != 0) return IoError("fdatasync " + path(), errno);
+    return Status::OK();
+  }
+
+  uint64_t AllocatedBytes() const override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return 0;
+    return static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+
+  uint64_t Seek(uint64_t off, bool want_data) const override {
+    const uint64_t size = Size();
+    if (off >= size) return size;
+    off_t r = ::lseek(fd_, static_cast<off_t>(off), want_data ? SEEK_DATA : SEEK_HOLE);
+    if (r < 0) {
+      // ENXIO: no more data after off. Anything else: the file system
+      // cannot tell, so everything is data.
+      if (errno == ENXIO) return size;
+      return want_data ? off : size;
+    }
+    return std::min<uint64_t>(static_cast<uint64_t>(r), size);
+  }
+
+  int fd() const override { return fd_; }
+  bool writable() const override { return writable_; }
+
+ private:
+  const int fd_;
+  const bool writable_;
+  std::atomic<uint64_t> size_;  // tracked so callers need no fstat per read
+};
+
+Result<std::unique_ptr<File>> Wrap(const std::string& path, int fd, bool writable) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    return IoError("stat " + path, e);
+  }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    return InvalidArgument(path + ": is a directory");
+  }
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (S_ISBLK(st.st_mode)) {
+    off_t end = ::lseek(fd, 0, SEEK_END);
+    size = end > 0 ? static_cast<uint64_t>(end) : 0;
+  }
+  return std::unique_ptr<File>(new PosixFile(path, fd, writable, size));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable) {
+  int fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    if (e == ENOENT) return Status(Code::kNotFound, path + ": No such file or directory", e);
+    return IoError("open " + path, e);
+  }
+  return Wrap(path, fd, writable);
+}
+
+Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mode) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return IoError("create " + path, errno);
+  return Wrap(path, fd, true);
+}
+
+Status RenameFile(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) return IoError("rename " + from + " to " + to, errno);
+  return Status::OK();
+}
+
+void RemoveFile(const std::string& path) { ::unlink(path.c_str()); }
+
+}  // namespace imgfs::io

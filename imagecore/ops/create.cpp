@@ -1,0 +1,72 @@
+#include <cstdio>
+#include <random>
+#include <sstream>
+
+#include "imagecore/chain.h"
+#include "imagecore/ops.h"
+#include "imagecore/size.h"
+
+namespace imgfs::ops {
+
+namespace {
+
+Result<std::map<std::string, std::string>> ParseOptions(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) return InvalidArgument("invalid option '" + item + "' (expected key=value)");
+    out[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+Status Create(const CreateRequest& req) {
+  const FormatDriver* drv = FindFormat(req.format);
+  if (!drv || !drv->create) return Unsupported("unknown or unsupported format '" + req.format + "'");
+  CreateOptions opts;
+  IMGFS_ASSIGN_OR_RETURN(opts.options, ParseOptions(req.options));
+  // qemu-img spells these as -o options too.
+  if (auto it = opts.options.find("backing_file"); it != opts.options.end()) {
+    if (req.backing_file.empty()) opts.backing_file = it->second;
+    opts.options.erase(it);
+  }
+  if (auto it = opts.options.find("backing_fmt"); it != opts.options.end()) {
+    if (req.backing_format.empty()) opts.backing_format = it->second;
+    opts.options.erase(it);
+  }
+  if (!req.backing_file.empty()) opts.backing_file = req.backing_file;
+  if (!req.backing_format.empty()) opts.backing_format = req.backing_format;
+
+  if (!opts.backing_file.empty()) {
+    // Open the backing file (as qemu-img does) to check it and learn its size.
+    auto chain = Chain::Open(ResolveBackingPath(req.path, opts.backing_file), opts.backing_format, false);
+    if (!chain.ok()) return chain.status().Prefixed("could not open backing file");
+    if (opts.backing_format.empty()) opts.backing_format = chain.value()->layer(0).format_name();
+    if (req.size.empty()) opts.size = chain.value()->VirtualSize();
+  }
+  if (!req.size.empty()) {
+    IMGFS_ASSIGN_OR_RETURN(opts.size, ParseSize(req.size));
+  } else if (opts.backing_file.empty()) {
+    return InvalidArgument("image size must be given (or a backing file)");
+  }
+
+  // Write into a temporary name in the same directory, then rename.
+  std::random_device rd;
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, ".imgfs-tmp-%08x", rd());
+  const std::string tmp = req.path + suffix;
+  auto file = io::CreatePosixFile(tmp);
+  if (!file.ok()) return file.status();
+  Status st = drv->create(*file.value(), opts);
+  file.value().reset();
+  if (st.ok()) st = io::RenameFile(tmp, req.path);
+  if (!st.ok()) io::RemoveFile(tmp);
+  return st;
+}
+
+}  // namespace imgfs::ops

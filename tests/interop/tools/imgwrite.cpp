@@ -1,0 +1,30 @@
+// imgwrite FILE OFFSET PATTERN_BYTE LENGTH: writes LENGTH bytes of
+// PATTERN_BYTE at OFFSET through imagecore, then flushes and closes.
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "imagecore/chain.h"
+
+int main(int argc, char** argv) {
+  if (argc != 5) {
+    std::fprintf(stderr, "usage: imgwrite FILE OFFSET PATTERN_BYTE LENGTH\n");
+    return 2;
+  }
+  auto chain = imgfs::Chain::Open(argv[1], "", true);
+  if (!chain.ok()) {
+    std::fprintf(stderr, "imgwrite: %s\n", chain.status().ToString().c_str());
+    return 1;
+  }
+  uint64_t off = std::strtoull(argv[2], nullptr, 0);
+  int pattern = static_cast<int>(std::strtol(argv[3], nullptr, 0));
+  uint64_t len = std::strtoull(argv[4], nullptr, 0);
+  std::vector<unsigned char> buf(len, static_cast<unsigned char>(pattern));
+  imgfs::Status st = chain.value()->Write(off, buf.data(), len);
+  if (st.ok()) st = chain.value()->Flush();
+  if (!st.ok()) {
+    std::fprintf(stderr, "imgwrite: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
