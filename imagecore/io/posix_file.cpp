@@ -1,5 +1,7 @@
 // The POSIX implementation of io::File: the one place imagecore reads errno.
+#include <dirent.h>
 #include <fcntl.h>
+#include <climits>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -142,5 +144,48 @@ Status RenameFile(const std::string& from, const std::string& to) {
 }
 
 void RemoveFile(const std::string& path) { ::unlink(path.c_str()); }
+
+Result<FileStat> StatPath(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    int e = errno;
+    if (e == ENOENT) return Status(Code::kNotFound, path + ": No such file or directory", e);
+    return IoError("stat " + path, e);
+  }
+  FileStat fs;
+  fs.is_dir = S_ISDIR(st.st_mode);
+  fs.is_regular = S_ISREG(st.st_mode);
+  fs.is_block = S_ISBLK(st.st_mode);
+  fs.mode = st.st_mode;
+  fs.uid = st.st_uid;
+  fs.gid = st.st_gid;
+  fs.size = static_cast<uint64_t>(st.st_size);
+  fs.allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+  fs.atime = st.st_atim;
+  fs.mtime = st.st_mtim;
+  fs.ctime = st.st_ctim;
+  fs.dev = st.st_dev;
+  fs.ino = st.st_ino;
+  return fs;
+}
+
+Result<std::vector<std::string>> ListDir(const std::string& path) {
+  DIR* d = ::opendir(path.c_str());
+  if (!d) return IoError("open directory " + path, errno);
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    if (!std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..")) continue;
+    names.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string RealPath(const std::string& path) {
+  char buf[PATH_MAX];
+  if (::realpath(path.c_str(), buf)) return buf;
+  return path;
+}
 
 }  // namespace imgfs::io

@@ -108,6 +108,7 @@ Status Qcow2Image::Flush() {
   if (!file_->writable() || read_only()) return Status::OK();
   {
     std::lock_guard<std::mutex> l(meta_mu_);
+    if (!write_prepared_) return Status::OK();  // never written: nothing to sync
     IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(/*apply_releases=*/true));
   }
   return file_->Sync();

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
+#include <ctime>
 #include <sys/types.h>
 
 #include "imagecore/status.h"
@@ -55,6 +57,25 @@ Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mo
 // write-then-rename.
 Status RenameFile(const std::string& from, const std::string& to);
 void RemoveFile(const std::string& path);
+// What the filesystem shows of a host file.
+struct FileStat {
+  bool is_dir = false;
+  bool is_regular = false;
+  bool is_block = false;
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  uint64_t size = 0;
+  uint64_t allocated = 0;  // st_blocks * 512
+  struct timespec atime {}, mtime {}, ctime {};
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+Result<FileStat> StatPath(const std::string& path);
+// Names in a directory (no "." or ".."), sorted.
+Result<std::vector<std::string>> ListDir(const std::string& path);
+// The canonical absolute path, or the input if it cannot be resolved.
+std::string RealPath(const std::string& path);
 // A file kept in memory, for unit tests.
 std::unique_ptr<File> NewMemFile(const std::string& name = "mem");
 

@@ -1,0 +1,90 @@
+// The namespace: which files the mount shows and what each one is.
+//
+//   /                      kRoot
+//   /<image>/              kImageDir      one per image file in SOURCE
+//   /<image>/disk.raw      kDisk          the chain from depth 0, writable
+//   /<image>/info.json     kInfo
+//   /<image>/layers/       kLayersDir
+//   /<image>/layers/N-x.raw kLayer        the chain from depth N, read-only
+//
+// Inode numbers are computed, not allocated: image i owns the block
+// (i+1) << 16 and the kind and layer live in the low bits, so lookups need
+// no table and forget needs no bookkeeping. Room is left for snapshots/,
+// ctl and partitions/ (later issues) in the same block.
+//
+// Images are probed at mount (header only: cheap even for thousands); the
+// backing chain is opened on first use and kept open until unmount.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "imagecore/chain.h"
+#include "imagecore/file.h"
+#include "imagecore/status.h"
+
+namespace imgfs::fs {
+
+enum class NodeKind { kRoot, kImageDir, kDisk, kInfo, kLayersDir, kLayer, kInvalid };
+
+constexpr uint64_t kRootIno = 1;
+constexpr unsigned kImageShift = 16;
+constexpr uint64_t kSubDir = 0, kSubDisk = 1, kSubInfo = 2, kSubLayersDir = 3;
+constexpr uint64_t kSubLayerBase = 0x100;  // + depth, depth < 64
+constexpr uint64_t kMaxLayers = 64;
+
+struct NodeRef {
+  NodeKind kind = NodeKind::kInvalid;
+  size_t image = 0;  // index into images
+  size_t depth = 0;  // kLayer
+};
+
+uint64_t InoOf(NodeKind kind, size_t image, size_t depth = 0);
+NodeRef NodeOf(uint64_t ino);
+
+struct ImageEntry {
+  std::string name;    // file name in SOURCE, and the directory's name
+  std::string path;    // path of the image file
+  std::string format;  // probed at mount
+  uint64_t virtual_size = 0;
+  bool read_only = false;
+  std::string read_only_reason;
+
+  std::mutex mu;                  // guards chain and open_error
+  std::shared_ptr<Chain> chain;   // opened on first use
+  Status open_error;
+};
+
+class Namespace {
+ public:
+  // Scans SOURCE (a directory, or one image file). Files that are not
+  // images are skipped; images that cannot be opened are left out; both
+  // are logged with the reason. Fails only if SOURCE itself is unusable.
+  Status Scan(const std::string& source, bool read_only);
+
+  size_t size() const { return images_.size(); }
+  ImageEntry& image(size_t i) { return *images_[i]; }
+  // Index of the image named `name`, or -1.
+  long Find(const std::string& name) const;
+  // The chain of image i, opening it on first use.
+  Result<std::shared_ptr<Chain>> GetChain(size_t i);
+  // The name of the layer file at `depth` ("1-base.qcow2.raw").
+  static std::string LayerName(const Chain& chain, size_t depth);
+  // Flushes and closes every open chain; returns the first error.
+  Status CloseAll();
+  const std::string& source() const { return source_; }
+
+ private:
+  Status Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
+               std::vector<std::string>* backing_paths);
+  std::string source_;
+  std::vector<std::unique_ptr<ImageEntry>> images_;
+  std::unordered_map<std::string, size_t> by_name_;
+};
+
+}  // namespace imgfs::fs

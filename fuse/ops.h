@@ -1,0 +1,49 @@
+// Low-level FUSE operations over the Namespace. One handler per request,
+// exactly one reply each; no lock is held across a fuse_reply_* call.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include <memory>
+#include <string>
+
+#include "namespace.h"
+
+namespace imgfs::fs {
+
+struct FsContext {
+  Namespace ns;
+  bool read_only = false;
+};
+
+// What fi->fh points at for an open file.
+struct OpenFile {
+  NodeRef node;
+  std::shared_ptr<Chain> chain;  // disk and layer views
+  size_t depth = 0;
+  bool writable = false;
+  std::string content;           // info.json, rendered at open
+};
+
+FsContext& Ctx(fuse_req_t req);
+void FillOps(fuse_lowlevel_ops* ops);
+
+// Directory side (ops_dir.cpp)
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+// Attributes of a node; false if it does not exist (errno in *err).
+bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err);
+std::string InfoJsonOf(FsContext& ctx, size_t image);
+
+// File side (ops_file.cpp)
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi);
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+void OpLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi);
+
+}  // namespace imgfs::fs

@@ -1,0 +1,233 @@
+// Lookup, attributes and directory listings.
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "errno_map.h"
+#include "imagecore/log.h"
+#include "imagecore/ops.h"
+#include "ops.h"
+
+namespace imgfs::fs {
+
+namespace {
+
+constexpr double kAttrTimeout = 1.0;
+
+struct DirEntry {
+  std::string name;
+  uint64_t ino;
+  mode_t type;
+};
+
+void FromFile(const io::FileStat& f, struct stat* st) {
+  st->st_uid = f.uid;
+  st->st_gid = f.gid;
+  st->st_atim = f.atime;
+  st->st_mtim = f.mtime;
+  st->st_ctim = f.ctime;
+}
+
+bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* out, int* err) {
+  out->push_back({".", InoOf(node.kind, node.image), S_IFDIR});
+  switch (node.kind) {
+    case NodeKind::kRoot:
+      out->push_back({"..", kRootIno, S_IFDIR});
+      for (size_t i = 0; i < ctx.ns.size(); ++i) out->push_back({ctx.ns.image(i).name, InoOf(NodeKind::kImageDir, i), S_IFDIR});
+      return true;
+    case NodeKind::kImageDir:
+      out->push_back({"..", kRootIno, S_IFDIR});
+      out->push_back({"disk.raw", InoOf(NodeKind::kDisk, node.image), S_IFREG});
+      out->push_back({"info.json", InoOf(NodeKind::kInfo, node.image), S_IFREG});
+      out->push_back({"layers", InoOf(NodeKind::kLayersDir, node.image), S_IFDIR});
+      return true;
+    case NodeKind::kLayersDir: {
+      out->push_back({"..", InoOf(NodeKind::kImageDir, node.image), S_IFDIR});
+      auto chain = ctx.ns.GetChain(node.image);
+      if (!chain.ok()) {
+        *err = ErrnoOf(chain.status());
+        return false;
+      }
+      for (size_t d = 0; d < chain.value()->depth() && d < kMaxLayers; ++d)
+        out->push_back({Namespace::LayerName(*chain.value(), d), InoOf(NodeKind::kLayer, node.image, d), S_IFREG});
+      return true;
+    }
+    default:
+      *err = ENOTDIR;
+      return false;
+  }
+}
+
+}  // namespace
+
+std::string InfoJsonOf(FsContext& ctx, size_t image) {
+  const ImageEntry& e = ctx.ns.image(image);
+  auto info = ops::CollectInfo(e.path, e.format, true);
+  if (!info.ok()) return "{\"error\": \"" + info.status().message() + "\"}\n";
+  return ops::InfoJson(info.value(), true);
+}
+
+bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
+  std::memset(st, 0, sizeof *st);
+  st->st_ino = InoOf(node.kind, node.image, node.depth);
+  if (node.kind == NodeKind::kInvalid || (node.kind != NodeKind::kRoot && node.image >= ctx.ns.size())) {
+    *err = ENOENT;
+    return false;
+  }
+  if (node.kind == NodeKind::kRoot) {
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2 + ctx.ns.size();
+    auto f = io::StatPath(ctx.ns.source());
+    if (f.ok()) FromFile(f.value(), st);
+    return true;
+  }
+  ImageEntry& e = ctx.ns.image(node.image);
+  auto f = io::StatPath(e.path);
+  if (!f.ok()) {
+    *err = ErrnoOf(f.status());
+    return false;
+  }
+  FromFile(f.value(), st);
+  const mode_t file_perm = f.value().mode & 0777;
+  const mode_t ro_perm = file_perm & ~0222;
+  switch (node.kind) {
+    case NodeKind::kImageDir:
+    case NodeKind::kLayersDir:
+      st->st_mode = S_IFDIR | 0755;
+      st->st_nlink = node.kind == NodeKind::kImageDir ? 3 : 2;
+      return true;
+    case NodeKind::kDisk:
+      st->st_mode = S_IFREG | (e.read_only ? ro_perm : file_perm);
+      st->st_nlink = 1;
+      st->st_size = static_cast<off_t>(e.virtual_size);
+      st->st_blocks = static_cast<blkcnt_t>(f.value().allocated / 512);
+      return true;
+    case NodeKind::kInfo:
+      st->st_mode = S_IFREG | 0444;
+      st->st_nlink = 1;
+      st->st_size = static_cast<off_t>(InfoJsonOf(ctx, node.image).size());
+      return true;
+    case NodeKind::kLayer: {
+      auto chain = ctx.ns.GetChain(node.image);
+      if (!chain.ok()) {
+        *err = ErrnoOf(chain.status());
+        return false;
+      }
+      if (node.depth >= chain.value()->depth()) {
+        *err = ENOENT;
+        return false;
+      }
+      auto lf = io::StatPath(chain.value()->layer_path(node.depth));
+      if (lf.ok()) FromFile(lf.value(), st);
+      st->st_mode = S_IFREG | ((lf.ok() ? lf.value().mode : 0444) & 0555);
+      st->st_nlink = 1;
+      st->st_size = static_cast<off_t>(chain.value()->VirtualSize(node.depth));
+      st->st_blocks = static_cast<blkcnt_t>(chain.value()->layer(node.depth).file().AllocatedBytes() / 512);
+      return true;
+    }
+    default:
+      *err = ENOENT;
+      return false;
+  }
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  FsContext& ctx = Ctx(req);
+  NodeRef p = NodeOf(parent);
+  NodeRef child;
+  const std::string n(name);
+  switch (p.kind) {
+    case NodeKind::kRoot: {
+      long i = ctx.ns.Find(n);
+      if (i >= 0) child = {NodeKind::kImageDir, size_t(i), 0};
+      break;
+    }
+    case NodeKind::kImageDir:
+      if (n == "disk.raw") child = {NodeKind::kDisk, p.image, 0};
+      else if (n == "info.json") child = {NodeKind::kInfo, p.image, 0};
+      else if (n == "layers") child = {NodeKind::kLayersDir, p.image, 0};
+      break;
+    case NodeKind::kLayersDir: {
+      size_t d = std::strtoul(name, nullptr, 10);
+      auto chain = ctx.ns.GetChain(p.image);
+      if (!chain.ok()) {
+        fuse_reply_err(req, ErrnoOf(chain.status()));
+        return;
+      }
+      if (d < chain.value()->depth() && d < kMaxLayers && Namespace::LayerName(*chain.value(), d) == n)
+        child = {NodeKind::kLayer, p.image, d};
+      break;
+    }
+    default:
+      fuse_reply_err(req, ENOTDIR);
+      return;
+  }
+  fuse_entry_param ep{};
+  int err = ENOENT;
+  if (child.kind == NodeKind::kInvalid || !StatNode(ctx, child, &ep.attr, &err)) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  ep.ino = ep.attr.st_ino;
+  ep.attr_timeout = kAttrTimeout;
+  ep.entry_timeout = kAttrTimeout;
+  fuse_reply_entry(req, &ep);
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  struct stat st;
+  int err = ENOENT;
+  if (!StatNode(Ctx(req), NodeOf(ino), &st, &err)) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  FsContext& ctx = Ctx(req);
+  NodeRef node = NodeOf(ino);
+  struct stat st;
+  int err = ENOENT;
+  if (!StatNode(ctx, node, &st, &err)) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    // Resizing belongs to the control interface; a size change here
+    // (truncate, or O_TRUNC without atomic_o_trunc) must never lose data.
+    if (node.kind != NodeKind::kDisk) {
+      fuse_reply_err(req, node.kind == NodeKind::kLayer || node.kind == NodeKind::kInfo ? EROFS : EISDIR);
+      return;
+    }
+    if (attr->st_size != st.st_size) {
+      fuse_reply_err(req, ctx.ns.image(node.image).read_only ? EROFS : EPERM);
+      return;
+    }
+  }
+  // Mode, owner and times follow the image file; accept and ignore.
+  fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  std::vector<DirEntry> entries;
+  int err = 0;
+  if (!ListDirectory(Ctx(req), NodeOf(ino), &entries, &err)) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < entries.size(); ++i) {
+    struct stat st{};
+    st.st_ino = entries[i].ino;
+    st.st_mode = entries[i].type;
+    size_t need = fuse_add_direntry(req, buf.data() + used, size - used, entries[i].name.c_str(), &st,
+                                    static_cast<off_t>(i + 1));
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+}  // namespace imgfs::fs

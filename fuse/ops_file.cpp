@@ -1,0 +1,226 @@
+// Open files: reads (spliced from the image file where the bytes lie
+// verbatim), writes, fsync and SEEK_DATA/SEEK_HOLE.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "errno_map.h"
+#include "imagecore/log.h"
+#include "ops.h"
+
+namespace imgfs::fs {
+
+namespace {
+
+// Zero runs are sent from this buffer; it is never written, so the kernel
+// may reference its pages while splicing.
+constexpr size_t kZeroBytes = 1 << 20;
+const char* ZeroBuffer() {
+  static const char* zeros = static_cast<const char*>(std::calloc(1, kZeroBytes));
+  return zeros;
+}
+
+OpenFile* Of(fuse_file_info* fi) { return reinterpret_cast<OpenFile*>(fi->fh); }
+
+void ReplyStatus(fuse_req_t req, const Status& st) { fuse_reply_err(req, ErrnoOf(st)); }
+
+}  // namespace
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  FsContext& ctx = Ctx(req);
+  NodeRef node = NodeOf(ino);
+  const bool want_write = (fi->flags & O_ACCMODE) != O_RDONLY;
+  if (node.kind != NodeKind::kRoot && node.kind != NodeKind::kInvalid && node.image >= ctx.ns.size()) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  auto of = std::make_unique<OpenFile>();
+  of->node = node;
+  switch (node.kind) {
+    case NodeKind::kDisk:
+    case NodeKind::kLayer: {
+      if (want_write && (node.kind == NodeKind::kLayer || ctx.ns.image(node.image).read_only)) {
+        fuse_reply_err(req, EROFS);
+        return;
+      }
+      auto chain = ctx.ns.GetChain(node.image);
+      if (!chain.ok()) {
+        ReplyStatus(req, chain.status());
+        return;
+      }
+      if (node.depth >= chain.value()->depth()) {
+        fuse_reply_err(req, ENOENT);
+        return;
+      }
+      of->chain = chain.value();
+      of->depth = node.depth;
+      of->writable = want_write;
+      // disk.raw changes only through this mount, so its page cache stays
+      // right across opens; a layer view shares bytes with disk.raw under
+      // another inode, so it starts fresh at every open.
+      fi->keep_cache = node.kind == NodeKind::kDisk;
+      break;
+    }
+    case NodeKind::kInfo:
+      if (want_write) {
+        fuse_reply_err(req, EACCES);
+        return;
+      }
+      of->content = InfoJsonOf(ctx, node.image);
+      fi->direct_io = 1;
+      break;
+    default:
+      fuse_reply_err(req, EISDIR);
+      return;
+  }
+  // O_TRUNC arrives here (atomic_o_trunc) and is ignored on purpose: a
+  // disk never shrinks by being opened.
+  fi->fh = reinterpret_cast<uint64_t>(of.release());
+  if (fuse_reply_open(req, fi) != 0) delete Of(fi);  // interrupted: no release will come
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete Of(fi);
+  fuse_reply_err(req, 0);
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  OpenFile* of = Of(fi);
+  if (!of->chain) {  // info.json
+    const std::string& c = of->content;
+    if (static_cast<size_t>(off) >= c.size()) {
+      fuse_reply_buf(req, nullptr, 0);
+      return;
+    }
+    fuse_reply_buf(req, c.data() + off, std::min(size, c.size() - static_cast<size_t>(off)));
+    return;
+  }
+  const Chain& chain = *of->chain;
+  const uint64_t vsize = chain.VirtualSize(of->depth);
+  if (off < 0 || static_cast<uint64_t>(off) >= vsize) {
+    fuse_reply_buf(req, nullptr, 0);
+    return;
+  }
+  size = std::min<uint64_t>(size, vsize - static_cast<uint64_t>(off));
+
+  // One buffer per resolved run: the image file itself for verbatim data
+  // (spliced by the kernel), the zero page for holes, memory otherwise.
+  std::vector<fuse_buf> bufs;
+  std::vector<std::unique_ptr<char[]>> owned;
+  uint64_t pos = static_cast<uint64_t>(off);
+  const uint64_t end = pos + size;
+  while (pos < end) {
+    Resolved r;
+    Status st = chain.Resolve(of->depth, pos, end - pos, &r);
+    if (!st.ok()) {
+      ReplyStatus(req, st);
+      return;
+    }
+    fuse_buf b{};
+    b.size = r.length;
+    if (r.kind == Resolved::kData && r.file->fd() >= 0 && r.host_offset + r.length <= r.file->Size()) {
+      b.flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY);
+      b.fd = r.file->fd();
+      b.pos = static_cast<off_t>(r.host_offset);
+    } else if (r.kind == Resolved::kZero && r.length <= kZeroBytes) {
+      b.mem = const_cast<char*>(ZeroBuffer());
+    } else {
+      owned.emplace_back(new (std::nothrow) char[r.length]);
+      if (!owned.back()) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+      }
+      st = chain.ReadResolved(r, pos, owned.back().get());
+      if (!st.ok()) {
+        ReplyStatus(req, st);
+        return;
+      }
+      b.mem = owned.back().get();
+    }
+    // Merge with the previous buffer when the bytes continue it.
+    if (!bufs.empty()) {
+      fuse_buf& p = bufs.back();
+      const bool fd_cont = (p.flags & FUSE_BUF_IS_FD) && (b.flags & FUSE_BUF_IS_FD) && p.fd == b.fd &&
+                           p.pos + static_cast<off_t>(p.size) == b.pos;
+      const bool zero_cont = p.mem == ZeroBuffer() && b.mem == ZeroBuffer() && p.size + b.size <= kZeroBytes;
+      if (fd_cont || zero_cont) {
+        p.size += b.size;
+        pos += r.length;
+        continue;
+      }
+    }
+    bufs.push_back(b);
+    pos += r.length;
+  }
+  std::vector<char> storage(sizeof(fuse_bufvec) + bufs.size() * sizeof(fuse_buf));
+  auto* vec = reinterpret_cast<fuse_bufvec*>(storage.data());
+  vec->count = bufs.size();
+  vec->idx = 0;
+  vec->off = 0;
+  std::memcpy(vec->buf, bufs.data(), bufs.size() * sizeof(fuse_buf));
+  fuse_reply_data(req, vec, FUSE_BUF_SPLICE_MOVE);
+}
+
+void OpWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  OpenFile* of = Of(fi);
+  if (!of->chain || !of->writable) {
+    fuse_reply_err(req, EBADF);
+    return;
+  }
+  if (off < 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  Status st = of->chain->Write(static_cast<uint64_t>(off), buf, size);
+  if (!st.ok()) {
+    if (st.code() != Code::kNoSpace) Log(LogLevel::kError, "write failed: " + st.message());
+    ReplyStatus(req, st);
+    return;
+  }
+  fuse_reply_write(req, size);
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
+  OpenFile* of = Of(fi);
+  Status st = of->chain && of->writable ? of->chain->Flush() : Status::OK();
+  if (!st.ok()) Log(LogLevel::kError, "fsync failed: " + st.message());
+  fuse_reply_err(req, ErrnoOf(st));
+}
+
+void OpLseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
+  OpenFile* of = Of(fi);
+  if (!of->chain || (whence != SEEK_DATA && whence != SEEK_HOLE)) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  const Chain& chain = *of->chain;
+  const uint64_t size = chain.VirtualSize(of->depth);
+  if (off < 0 || static_cast<uint64_t>(off) >= size) {
+    fuse_reply_err(req, ENXIO);
+    return;
+  }
+  uint64_t pos = static_cast<uint64_t>(off);
+  while (pos < size) {
+    Resolved r;
+    Status st = chain.Resolve(of->depth, pos, size - pos, &r);
+    if (!st.ok()) {
+      ReplyStatus(req, st);
+      return;
+    }
+    const bool is_data = r.kind != Resolved::kZero;
+    if (is_data == (whence == SEEK_DATA)) {
+      fuse_reply_lseek(req, static_cast<off_t>(pos));
+      return;
+    }
+    pos += r.length;
+  }
+  // No more data: ENXIO. No hole before the end: the end is the hole.
+  if (whence == SEEK_DATA) fuse_reply_err(req, ENXIO);
+  else fuse_reply_lseek(req, static_cast<off_t>(size));
+}
+
+}  // namespace imgfs::fs

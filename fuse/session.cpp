@@ -1,0 +1,215 @@
+// Mounting: scan SOURCE, create the FUSE session, daemonize, serve with a
+// multithreaded loop, and on the way out unmount and flush every image.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "imagecore/log.h"
+#include "imgfs_fuse.h"
+#include "ops.h"
+#include "pidfile.h"
+
+namespace imgfs::fs {
+
+FsContext& Ctx(fuse_req_t req) { return *static_cast<FsContext*>(fuse_req_userdata(req)); }
+
+namespace {
+
+constexpr unsigned kMaxIo = 1u << 20;  // FUSE requests are at most 1 MiB here
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  // Replies spliced from the image file; O_TRUNC delivered to open (where
+  // it is ignored) instead of a truncating setattr.
+  conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_ATOMIC_O_TRUNC);
+  conn->max_write = kMaxIo;
+  conn->max_readahead = kMaxIo;
+  // Must equal the session's -o max_read: libfuse 3.14 refuses to mount
+  // when the two differ.
+  conn->max_read = kMaxIo;
+}
+
+void SetLogging(const MountConfig& cfg) {
+  if (!cfg.log_file.empty()) {
+    FILE* f = std::fopen(cfg.log_file.c_str(), "a");
+    if (f) {
+      std::setvbuf(f, nullptr, _IOLBF, 0);
+      auto mu = std::make_shared<std::mutex>();
+      SetLogSink([f, mu](LogLevel level, const std::string& msg) {
+        char ts[32];
+        std::time_t t = std::time(nullptr);
+        std::strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+        std::lock_guard<std::mutex> l(*mu);
+        std::fprintf(f, "%s imgfs[%d] %s\n", ts, getpid(), msg.c_str());
+      });
+      return;
+    }
+    std::fprintf(stderr, "imgfs: cannot open log file %s: %s; logging to stderr\n", cfg.log_file.c_str(),
+                 std::strerror(errno));
+  }
+  if (cfg.foreground || !cfg.log_file.empty()) {
+    SetLogSink([](LogLevel level, const std::string& msg) { std::fprintf(stderr, "imgfs: %s\n", msg.c_str()); });
+  } else {
+    openlog("imgfs", LOG_PID, LOG_DAEMON);
+    SetLogSink([](LogLevel level, const std::string& msg) {
+      int pri = level == LogLevel::kError ? LOG_ERR : level == LogLevel::kWarning ? LOG_WARNING : LOG_INFO;
+      syslog(pri, "%s", msg.c_str());
+    });
+  }
+}
+
+void RaiseFileLimit() {
+  // Each open chain holds one descriptor per layer.
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+// Forks; the parent waits for the child's word and exits, the child runs
+// `ready` in its new session and returns true.
+bool Daemonize(const std::function<void()>& ready) {
+  int fds[2];
+  if (pipe(fds) != 0) return false;
+  pid_t child = fork();
+  if (child < 0) return false;
+  if (child > 0) {
+    close(fds[1]);
+    char ok = 0;
+    ssize_t n;
+    do n = read(fds[0], &ok, 1); while (n < 0 && errno == EINTR);
+    _exit(n == 1 && ok == 1 ? 0 : 1);
+  }
+  close(fds[0]);
+  setsid();
+  if (chdir("/") != 0) {
+  }
+  int null = open("/dev/null", O_RDWR);
+  if (null >= 0) {
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    if (null > 2) close(null);
+  }
+  ready();
+  char ok = 1;
+  if (write(fds[1], &ok, 1) != 1) {
+  }
+  close(fds[1]);
+  return true;
+}
+
+// libfuse splits -o values at commas; a backslash keeps one literal.
+std::string EscapeOption(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == ',' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+void FillOps(fuse_lowlevel_ops* ops) {
+  std::memset(ops, 0, sizeof *ops);
+  ops->init = OpInit;
+  ops->lookup = OpLookup;
+  ops->getattr = OpGetattr;
+  ops->setattr = OpSetattr;
+  ops->readdir = OpReaddir;
+  ops->open = OpOpen;
+  ops->read = OpRead;
+  ops->write = OpWrite;
+  ops->fsync = OpFsync;
+  ops->release = OpRelease;
+  ops->lseek = OpLseek;
+}
+
+int RunMount(const MountConfig& cfg) {
+  // Before the scan so that left-out images are reported where the user
+  // looks: the terminal, until we daemonize.
+  if (cfg.foreground || !cfg.log_file.empty()) SetLogging(cfg);
+  RaiseFileLimit();
+  if (access("/dev/fuse", R_OK | W_OK) != 0) {
+    std::fprintf(stderr, "imgfs: cannot use /dev/fuse: %s\n", std::strerror(errno));
+    return 1;
+  }
+  auto mp = io::StatPath(cfg.mountpoint);
+  if (!mp.ok() || !mp.value().is_dir) {
+    std::fprintf(stderr, "imgfs: mountpoint %s: %s\n", cfg.mountpoint.c_str(),
+                 mp.ok() ? "not a directory" : mp.status().message().c_str());
+    return 1;
+  }
+  FsContext ctx;
+  ctx.read_only = cfg.read_only;
+  // Absolute, because the daemon leaves the working directory.
+  const std::string source = io::RealPath(cfg.source);
+  Status st = ctx.ns.Scan(source, cfg.read_only);
+  if (!st.ok()) {
+    std::fprintf(stderr, "imgfs: %s\n", st.message().c_str());
+    return 1;
+  }
+
+  std::string opts = "fsname=" + EscapeOption(source) + ",subtype=imgfs,default_permissions,max_read=" + std::to_string(kMaxIo);
+  if (getuid() == 0) opts += ",allow_other";
+  if (cfg.read_only) opts += ",ro";
+  if (!cfg.fuse_options.empty()) opts += "," + cfg.fuse_options;
+  std::vector<std::string> argv_s = {"imgfs", "-o", opts};
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  fuse_lowlevel_ops ops;
+  FillOps(&ops);
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);
+  if (!se) {
+    std::fprintf(stderr, "imgfs: cannot create the FUSE session (bad -o options?)\n");
+    return 1;
+  }
+  if (fuse_set_signal_handlers(se) != 0 || fuse_session_mount(se, cfg.mountpoint.c_str()) != 0) {
+    std::fprintf(stderr, "imgfs: cannot mount on %s (busy, or no permission?)\n", cfg.mountpoint.c_str());
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;
+  }
+  std::unique_ptr<PidFile> pid;
+  if (!cfg.foreground) {
+    // The parent returns only once the mount is in place and the pid file
+    // names the daemon (so an immediate `imgfs umount` can wait for it).
+    if (!Daemonize([&] { pid = std::make_unique<PidFile>(cfg.mountpoint); })) {
+      fuse_session_unmount(se);
+      fuse_session_destroy(se);
+      return 1;
+    }
+    if (cfg.log_file.empty()) SetLogging(cfg);
+  } else {
+    pid = std::make_unique<PidFile>(cfg.mountpoint);
+  }
+
+  fuse_loop_config* lc = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(lc, cfg.threads ? cfg.threads : 16);
+  fuse_loop_cfg_set_idle_threads(lc, 4);
+  int rc = fuse_session_loop_mt(se, lc);
+  fuse_loop_cfg_destroy(lc);
+
+  fuse_remove_signal_handlers(se);
+  fuse_session_unmount(se);
+  Status closed = ctx.ns.CloseAll();
+  fuse_session_destroy(se);
+  if (!closed.ok()) return 1;
+  Log(LogLevel::kInfo, "unmounted " + cfg.mountpoint);
+  return rc == 0 ? 0 : 1;
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,20 @@
+// Subcommands of the imgfs command: each registers its options on the app
+// and returns the function that runs it. No image logic lives here.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace imgfs::cli {
+
+using Runner = std::function<int()>;
+
+Runner AddInfo(CLI::App& app);
+Runner AddCreate(CLI::App& app);
+Runner AddMount(CLI::App& app);
+Runner AddUmount(CLI::App& app);
+
+// Prints "imgfs: <message>" to stderr; returns the exit code for it.
+int Fail(const std::string& message, int code = 1);
+
+}  // namespace imgfs::cli

@@ -1,0 +1,38 @@
+// imgfs: mount directories of disk images as raw files, and the qemu-img
+// style commands on the same image core.
+#include <map>
+
+#include "commands.h"
+
+namespace imgfs::cli {
+int Fail(const std::string& message, int code) {
+  std::fprintf(stderr, "imgfs: %s\n", message.c_str());
+  return code;
+}
+}  // namespace imgfs::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"imgfs: virtual disk images as plain raw files"};
+  app.require_subcommand(1);
+  app.set_version_flag("-V,--version", "imgfs 0.1.0");
+  std::map<CLI::App*, imgfs::cli::Runner> runners;
+  auto add = [&](const char* name, const char* help, imgfs::cli::Runner (*fn)(CLI::App&)) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    runners[sub] = fn(*sub);
+  };
+  add("info", "show information about an image", imgfs::cli::AddInfo);
+  add("create", "create a new image", imgfs::cli::AddCreate);
+  add("mount", "mount a directory of images (or one image) as raw files", imgfs::cli::AddMount);
+  add("umount", "flush and unmount an imgfs mount", imgfs::cli::AddUmount);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "imgfs: %s\n", e.what());
+    std::fprintf(stderr, "Try 'imgfs --help' for more information.\n");
+    return 1;
+  }
+  for (auto& [sub, run] : runners)
+    if (sub->parsed()) return run();
+  return 1;
+}
