@@ -73,24 +73,26 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
       format = "raw";
     }
   }
-  // Open the top layer once to validate it; the chain opens on first use.
+  // Open the whole chain once to validate it (a missing backing file leaves
+  // the image out); it is opened again, lazily, on first use.
   bool writable = !read_only;
-  auto img = OpenImage(path, format, OpenOptions{writable});
+  auto chain = Chain::Open(path, format, writable);
   std::string ro_reason = read_only ? "mounted read-only" : "";
-  if (!img.ok() && writable && img.status().sys_errno() == EACCES) {
-    img = OpenImage(path, format, OpenOptions{false});
+  if (!chain.ok() && writable && chain.status().sys_errno() == EACCES) {
+    chain = Chain::Open(path, format, false);
     ro_reason = "no write permission on the image file";
   }
-  if (!img.ok()) return img.status();
+  if (!chain.ok()) return chain.status();
+  Image* img = &chain.value()->layer(0);
   auto entry = std::make_unique<ImageEntry>();
   entry->name = name;
   entry->path = path;
   entry->format = format;
-  entry->virtual_size = img.value()->VirtualSize();
-  if (ro_reason.empty() && img.value()->read_only()) ro_reason = img.value()->read_only_reason();
+  entry->virtual_size = img->VirtualSize();
+  if (ro_reason.empty() && img->read_only()) ro_reason = img->read_only_reason();
   entry->read_only = !ro_reason.empty();
   entry->read_only_reason = ro_reason;
-  if (auto b = img.value()->Backing()) backing_paths->push_back(io::RealPath(ResolveBackingPath(path, b->name)));
+  if (auto b = img->Backing()) backing_paths->push_back(io::RealPath(ResolveBackingPath(path, b->name)));
   else backing_paths->push_back("");
   by_name_[name] = images_.size();
   images_.push_back(std::move(entry));
@@ -112,7 +114,10 @@ Status Namespace::Scan(const std::string& source, bool read_only) {
       auto fst = io::StatPath(path);
       if (!fst.ok() || !fst.value().is_regular) continue;
       Status s = Probe(name, path, false, read_only, &backing);
-      if (!s.ok()) Log(LogLevel::kWarning, "left out " + path + ": " + s.message());
+      if (s.ok()) continue;
+      std::string why = s.message();
+      if (why.rfind(path + ": ", 0) == 0) why = why.substr(path.size() + 2);
+      Log(LogLevel::kWarning, "left out " + path + ": " + why);
     }
   }
   // An image that another image in SOURCE builds on is served read-only:

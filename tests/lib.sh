@@ -1,0 +1,68 @@
+# shellcheck shell=bash
+# Shared helpers for the shell tests (interop/ and e2e/). Source it first:
+#   source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# Exit codes: 0 pass, 77 skip (ctest SKIP_RETURN_CODE), anything else fail.
+
+TESTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+: "${IMGFS_BUILD:=$(cd "$TESTS_DIR/.." && pwd)/build}"
+: "${IMGFS:=$IMGFS_BUILD/mounttool/imgfs}"
+export IMGFS IMGFS_BUILD
+
+skip() { echo "SKIP: $*"; exit 77; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+need_cmd() {
+    local c
+    for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip "$c is not installed"; done
+}
+
+need_fuse() {
+    [[ -e /dev/fuse ]] || skip "/dev/fuse is missing (no FUSE in this environment)"
+    [[ -r /dev/fuse && -w /dev/fuse ]] || skip "/dev/fuse is not accessible to uid $(id -u)"
+    command -v fusermount3 >/dev/null 2>&1 || skip "fusermount3 is not installed"
+    [[ $(id -u) -eq 0 ]] || [[ -u $(command -v fusermount3) ]] || skip "fusermount3 is not setuid and we are not root"
+}
+
+_IMGFS_MOUNTS=()
+
+_lib_cleanup() {
+    local rc=$? m
+    set +e
+    for m in "${_IMGFS_MOUNTS[@]}"; do
+        if mountpoint -q "$m" 2>/dev/null; then
+            "$IMGFS" umount "$m" >/dev/null 2>&1 || fusermount3 -u -z "$m" >/dev/null 2>&1 || umount -l "$m" 2>/dev/null || true
+        fi
+    done
+    if [[ -n ${T:-} && -d $T ]]; then
+        # Anything still mounted below $T (loop mounts, stray FUSE mounts).
+        { grep -o " $T[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do
+            umount -l "$m" 2>/dev/null || fusermount3 -u -z "$m" 2>/dev/null || true
+        done
+        rm -rf "$T"
+    fi
+    return "$rc"
+}
+
+# tmpdir: sets $T to a fresh directory, cleaned up (and unmounted) on exit.
+tmpdir() {
+    T=$(mktemp -d "${TMPDIR:-/tmp}/imgfs-test.XXXXXX")
+    trap _lib_cleanup EXIT
+}
+
+# mount_imgfs SRC MNT [args...]: mounts and registers the mount for cleanup.
+mount_imgfs() {
+    local src=$1 mnt=$2
+    shift 2
+    mkdir -p "$mnt"
+    "$IMGFS" mount "$@" "$src" "$mnt" || fail "imgfs mount $src $mnt failed"
+    _IMGFS_MOUNTS+=("$mnt")
+    mountpoint -q "$mnt" || fail "$mnt is not a mountpoint after imgfs mount returned"
+}
+
+umount_imgfs() {
+    "$IMGFS" umount "$1" || fail "imgfs umount $1 failed"
+}
+
+# The shared corpus of real images, beside the checkout.
+: "${IMGFS_CORPUS:=$(cd "$TESTS_DIR/../.." && pwd)/shared/corpus}"
+export IMGFS_CORPUS

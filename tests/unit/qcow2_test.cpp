@@ -1,0 +1,187 @@
+// qcow2 driver on in-memory files: round trips against a model, refcount
+// widths, refcount table growth, and refusals by feature name.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "base/endian.h"
+#include "test_util.h"
+
+namespace imgfs {
+namespace {
+
+using test::CheckQcow2;
+using test::NewQcow2;
+using test::OpenShared;
+
+std::vector<uint8_t> ReadAll(Image& img) {
+  std::vector<uint8_t> out(img.VirtualSize());
+  uint64_t off = 0;
+  while (off < out.size()) {
+    Extent e;
+    EXPECT_TRUE(img.BlockStatus(off, out.size() - off, &e).ok());
+    if (e.kind == ExtentKind::kData) {
+      EXPECT_TRUE(e.file->PRead(e.host_offset, &out[off], e.length).ok());
+    } else if (e.kind == ExtentKind::kOpaque) {
+      EXPECT_TRUE(img.ReadOpaque(off, &out[off], e.length).ok());
+    } else {
+      std::memset(&out[off], 0, e.length);
+    }
+    off += e.length;
+  }
+  return out;
+}
+
+TEST(Qcow2, NewImageIsEmptyAndConsistent) {
+  auto f = NewQcow2(10 << 20);
+  ASSERT_TRUE(f);
+  auto img = OpenShared(f, true);
+  ASSERT_TRUE(img);
+  EXPECT_EQ(img->VirtualSize(), 10u << 20);
+  EXPECT_FALSE(img->read_only());
+  Extent e;
+  ASSERT_TRUE(img->BlockStatus(0, 10 << 20, &e).ok());
+  EXPECT_EQ(e.kind, ExtentKind::kUnallocated);
+  EXPECT_EQ(CheckQcow2(*f), "");
+}
+
+struct Params {
+  const char* options;
+  uint64_t size;
+};
+
+class Qcow2RoundTrip : public ::testing::TestWithParam<Params> {};
+
+TEST_P(Qcow2RoundTrip, RandomWritesMatchModelAndStayConsistent) {
+  const Params p = GetParam();
+  auto f = NewQcow2(p.size, p.options);
+  ASSERT_TRUE(f) << p.options;
+  std::vector<uint8_t> model(p.size, 0);
+  std::mt19937_64 rng(1234);
+  {
+    auto img = OpenShared(f, true);
+    ASSERT_TRUE(img);
+    for (int i = 0; i < 200; ++i) {
+      uint64_t len = 1 + rng() % 20000;
+      uint64_t off = rng() % (p.size - len);
+      std::vector<uint8_t> data(len);
+      for (auto& b : data) b = uint8_t(rng());
+      ASSERT_TRUE(img->Write(off, data.data(), len, nullptr).ok());
+      std::memcpy(&model[off], data.data(), len);
+      if (i % 50 == 0) {
+        ASSERT_TRUE(img->Flush().ok());
+      }
+    }
+    EXPECT_EQ(ReadAll(*img), model);
+  }  // closing flushes
+  uint64_t leaks = 1;
+  EXPECT_EQ(CheckQcow2(*f, &leaks), "");
+  EXPECT_EQ(leaks, 0u);
+  auto again = OpenShared(f, false);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(ReadAll(*again), model);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, Qcow2RoundTrip,
+    ::testing::Values(Params{"", 8 << 20}, Params{"cluster_size=512", 2 << 20},
+                      Params{"cluster_size=4096", 4 << 20}, Params{"cluster_size=2M", 16 << 20},
+                      Params{"compat=0.10", 4 << 20}, Params{"refcount_bits=1,cluster_size=4k", 4 << 20},
+                      Params{"refcount_bits=2,cluster_size=4k", 4 << 20},
+                      Params{"refcount_bits=4,cluster_size=4k", 4 << 20},
+                      Params{"refcount_bits=8,cluster_size=4k", 4 << 20},
+                      Params{"refcount_bits=32,cluster_size=4k", 4 << 20},
+                      Params{"refcount_bits=64,cluster_size=512", 2 << 20}));
+
+TEST(Qcow2, RefcountTableGrowsWithSmallClusters) {
+  // 512-byte clusters, 64-bit refcounts: a refcount block covers 64
+  // clusters (32 KiB), a one-cluster table 64 blocks (2 MiB of file).
+  auto f = NewQcow2(16 << 20, "cluster_size=512,refcount_bits=64");
+  ASSERT_TRUE(f);
+  std::vector<uint8_t> data(6 << 20, 0x5a);
+  {
+    auto img = OpenShared(f, true);
+    ASSERT_TRUE(img->Write(12345, data.data(), data.size(), nullptr).ok());
+  }
+  EXPECT_GT(f->Size(), 6u << 20);
+  uint64_t leaks = 1;
+  EXPECT_EQ(CheckQcow2(*f, &leaks), "");
+  EXPECT_EQ(leaks, 0u);
+  auto img = OpenShared(f, false);
+  std::vector<uint8_t> back(data.size());
+  uint64_t off = 12345, done = 0;
+  while (done < back.size()) {
+    Extent e;
+    ASSERT_TRUE(img->BlockStatus(off + done, back.size() - done, &e).ok());
+    ASSERT_EQ(e.kind, ExtentKind::kData);
+    ASSERT_TRUE(e.file->PRead(e.host_offset, &back[done], e.length).ok());
+    done += e.length;
+  }
+  EXPECT_EQ(back, data);
+}
+
+TEST(Qcow2, WritesPastTheEndAreRefused) {
+  auto f = NewQcow2(1 << 20);
+  auto img = OpenShared(f, true);
+  uint8_t b[2] = {1, 2};
+  Status st = img->Write((1 << 20) - 1, b, 2, nullptr);
+  EXPECT_EQ(st.code(), Code::kNoSpace);
+}
+
+// Sets bits in the incompatible feature field and returns the open status.
+Status OpenWithIncompat(uint64_t bits) {
+  auto f = NewQcow2(1 << 20);
+  uint8_t raw[8];
+  StoreBE64(raw, bits);
+  EXPECT_TRUE(f->PWrite(72, raw, 8).ok());
+  const FormatDriver* drv = FindFormat("qcow2");
+  auto img = drv->open(std::make_unique<test::SharedFile>(f), OpenOptions{true});
+  return img.ok() ? Status::OK() : img.status();
+}
+
+TEST(Qcow2, RefusesFeaturesItCannotReadByName) {
+  Status st = OpenWithIncompat(1ull << 2);
+  EXPECT_EQ(st.code(), Code::kUnsupported);
+  EXPECT_NE(st.message().find("external data file"), std::string::npos);
+  st = OpenWithIncompat(1ull << 4);
+  EXPECT_NE(st.message().find("extended L2"), std::string::npos);
+  st = OpenWithIncompat(1ull << 40);
+  EXPECT_NE(st.message().find("unknown incompatible feature"), std::string::npos);
+}
+
+TEST(Qcow2, DirtyOrCorruptImagesOpenReadOnly) {
+  for (uint64_t bit : {1ull << 0, 1ull << 1}) {
+    auto f = NewQcow2(1 << 20);
+    uint8_t raw[8];
+    StoreBE64(raw, bit);
+    ASSERT_TRUE(f->PWrite(72, raw, 8).ok());
+    auto img = OpenShared(f, true);
+    ASSERT_TRUE(img);
+    EXPECT_TRUE(img->read_only());
+    uint8_t b = 1;
+    EXPECT_EQ(img->Write(0, &b, 1, nullptr).code(), Code::kReadOnly);
+  }
+}
+
+TEST(Qcow2, TruncatedImageIsRefused) {
+  auto f = NewQcow2(1 << 20);
+  ASSERT_TRUE(f->Truncate(100).ok());
+  const FormatDriver* drv = FindFormat("qcow2");
+  auto img = drv->open(std::make_unique<test::SharedFile>(f), OpenOptions{false});
+  EXPECT_FALSE(img.ok());
+}
+
+TEST(Qcow2, EncryptedImageIsRefusedByName) {
+  auto f = NewQcow2(1 << 20);
+  uint8_t raw[4];
+  StoreBE32(raw, 2);  // crypt_method LUKS
+  ASSERT_TRUE(f->PWrite(32, raw, 4).ok());
+  const FormatDriver* drv = FindFormat("qcow2");
+  auto img = drv->open(std::make_unique<test::SharedFile>(f), OpenOptions{false});
+  ASSERT_FALSE(img.ok());
+  EXPECT_NE(img.status().message().find("encryption"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace imgfs

@@ -1,0 +1,147 @@
+#include "test_util.h"
+
+#include <map>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_driver.h"
+#include "formats/qcow2/qcow2_format.h"
+
+namespace imgfs::test {
+
+Status SharedFile::PWrite(uint64_t off, const void* buf, size_t n) {
+  if (log_) {
+    Op op{Op::kWrite, off, {}};
+    op.data.assign(static_cast<const uint8_t*>(buf), static_cast<const uint8_t*>(buf) + n);
+    log_->push_back(std::move(op));
+  }
+  return inner_->PWrite(off, buf, n);
+}
+
+Status SharedFile::Truncate(uint64_t size) {
+  if (log_) log_->push_back(Op{Op::kTruncate, size, {}});
+  return inner_->Truncate(size);
+}
+
+Status SharedFile::Sync() {
+  if (log_) log_->push_back(Op{Op::kSync, 0, {}});
+  return inner_->Sync();
+}
+
+std::vector<uint8_t> Contents(const io::File& f) {
+  std::vector<uint8_t> out(f.Size());
+  if (!out.empty()) (void)f.PRead(0, out.data(), out.size());
+  return out;
+}
+
+std::shared_ptr<io::File> FileWith(const std::vector<uint8_t>& bytes) {
+  std::shared_ptr<io::File> f = io::NewMemFile();
+  if (!bytes.empty()) (void)f->PWrite(0, bytes.data(), bytes.size());
+  return f;
+}
+
+std::shared_ptr<io::File> NewQcow2(uint64_t size, const std::string& options) {
+  std::shared_ptr<io::File> f = io::NewMemFile();
+  CreateOptions opts;
+  opts.size = size;
+  size_t pos = 0;
+  while (pos < options.size()) {
+    size_t comma = options.find(',', pos);
+    std::string kv = options.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t eq = kv.find('=');
+    opts.options[kv.substr(0, eq)] = kv.substr(eq + 1);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  SharedFile sf(f);
+  Status st = qcow2::CreateImage(sf, opts);
+  if (!st.ok()) return nullptr;
+  return f;
+}
+
+std::unique_ptr<Image> OpenShared(std::shared_ptr<io::File> f, bool writable,
+                                  std::shared_ptr<std::vector<SharedFile::Op>> log) {
+  const FormatDriver* drv = ProbeFormat(*f);
+  if (!drv) drv = FindFormat("raw");
+  auto img = drv->open(std::make_unique<SharedFile>(f, log), OpenOptions{writable});
+  if (!img.ok()) return nullptr;
+  return std::move(img).value();
+}
+
+std::string CheckQcow2(const io::File& f, uint64_t* leaks) {
+  using namespace qcow2;
+  auto h = Header::Read(f);
+  if (!h.ok()) return "header: " + h.status().ToString();
+  const uint64_t cs = h->cluster_size();
+  const uint32_t order = h->refcount_order;
+  std::map<uint64_t, uint64_t> refs;  // cluster index -> references
+  auto ref = [&](uint64_t off, uint64_t len) {
+    for (uint64_t c = off / cs; c <= (off + len - 1) / cs; ++c) ++refs[c];
+  };
+  ref(0, cs);
+  ref(h->refcount_table_offset, uint64_t(h->refcount_table_clusters) * cs);
+  if (h->l1_size) ref(h->l1_table_offset, uint64_t(h->l1_size) * 8);
+  std::vector<uint8_t> rt(uint64_t(h->refcount_table_clusters) * cs);
+  (void)f.PRead(h->refcount_table_offset, rt.data(), rt.size());
+  for (size_t i = 0; i < rt.size() / 8; ++i) {
+    uint64_t b = LoadBE64(&rt[i * 8]);
+    if (b) ref(b, cs);
+  }
+  std::vector<uint8_t> l2(cs);
+  for (uint32_t i = 0; i < h->l1_size; ++i) {
+    uint8_t e[8];
+    (void)f.PRead(h->l1_table_offset + i * 8, e, 8);
+    uint64_t l2off = LoadBE64(e) & kOffsetMask;
+    if (!l2off) continue;
+    if (l2off % cs) return "misaligned L2 table";
+    ref(l2off, cs);
+    (void)f.PRead(l2off, l2.data(), cs);
+    for (uint64_t j = 0; j < cs / 8; ++j) {
+      uint64_t d = LoadBE64(&l2[j * 8]);
+      if (d & kOflagCompressed) {
+        const uint32_t x = 62 - (h->cluster_bits - 8);
+        uint64_t host = d & ((1ull << x) - 1);
+        uint64_t sectors = ((d & ((1ull << 62) - 1)) >> x) + 1;
+        ref(host, sectors * 512 - (host & 511));
+      } else if (d & kOffsetMask) {
+        if ((d & kOffsetMask) % cs) return "misaligned data cluster";
+        ref(d & kOffsetMask, cs);
+      }
+    }
+  }
+  // Refcount of cluster c.
+  const uint64_t per_block = cs * 8 / (1u << order);
+  std::vector<uint8_t> blk(cs);
+  auto refcount = [&](uint64_t c) -> uint64_t {
+    uint64_t ti = c / per_block;
+    if (ti >= rt.size() / 8) return 0;
+    uint64_t b = LoadBE64(&rt[ti * 8]);
+    if (!b) return 0;
+    (void)f.PRead(b, blk.data(), cs);
+    uint64_t i = c % per_block;
+    switch (order) {
+      case 3: return blk[i];
+      case 4: return LoadBE16(&blk[2 * i]);
+      case 5: return LoadBE32(&blk[4 * i]);
+      case 6: return LoadBE64(&blk[8 * i]);
+      default: {
+        uint32_t bits = 1u << order, per = 8 / bits;
+        return (blk[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1);
+      }
+    }
+  };
+  uint64_t leaked = 0;
+  for (auto [c, n] : refs) {
+    uint64_t rc = refcount(c);
+    if (rc < n) return "cluster " + std::to_string(c) + " has refcount " + std::to_string(rc) + " but " +
+                       std::to_string(n) + " references";
+  }
+  const uint64_t clusters = (f.Size() + cs - 1) / cs;
+  for (uint64_t c = 0; c < clusters; ++c) {
+    auto it = refs.find(c);
+    if (refcount(c) > (it == refs.end() ? 0 : it->second)) ++leaked;
+  }
+  if (leaks) *leaks = leaked;
+  return "";
+}
+
+}  // namespace imgfs::test

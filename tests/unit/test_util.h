@@ -1,0 +1,54 @@
+// Helpers for imagecore unit tests: in-memory files that can be shared,
+// recorded and replayed, and a small independent qcow2 consistency check.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "imagecore/file.h"
+#include "imagecore/format.h"
+
+namespace imgfs::test {
+
+// Forwards to a file the test keeps (drivers take ownership of theirs).
+// Records every write and sync when `record` is set.
+class SharedFile : public io::File {
+ public:
+  struct Op {
+    enum Kind { kWrite, kSync, kTruncate } kind;
+    uint64_t off = 0;
+    std::vector<uint8_t> data;
+  };
+  explicit SharedFile(std::shared_ptr<io::File> inner, std::shared_ptr<std::vector<Op>> log = nullptr)
+      : File(inner->path()), inner_(std::move(inner)), log_(std::move(log)) {}
+  Status PRead(uint64_t off, void* buf, size_t n) const override { return inner_->PRead(off, buf, n); }
+  Status PWrite(uint64_t off, const void* buf, size_t n) override;
+  uint64_t Size() const override { return inner_->Size(); }
+  Status Truncate(uint64_t size) override;
+  Status Sync() override;
+  uint64_t AllocatedBytes() const override { return inner_->AllocatedBytes(); }
+  uint64_t Seek(uint64_t off, bool want_data) const override { return inner_->Seek(off, want_data); }
+  bool writable() const override { return true; }
+
+ private:
+  std::shared_ptr<io::File> inner_;
+  std::shared_ptr<std::vector<Op>> log_;
+};
+
+std::vector<uint8_t> Contents(const io::File& f);
+std::shared_ptr<io::File> FileWith(const std::vector<uint8_t>& bytes);
+
+// Creates a qcow2 image of `size` bytes in a new memory file.
+std::shared_ptr<io::File> NewQcow2(uint64_t size, const std::string& options = "");
+// Opens an image from a shared memory file.
+std::unique_ptr<Image> OpenShared(std::shared_ptr<io::File> f, bool writable,
+                                  std::shared_ptr<std::vector<SharedFile::Op>> log = nullptr);
+
+// An independent check of a qcow2 file: every cluster that the header,
+// refcount table, L1 and L2 tables reference has a refcount at least the
+// number of references. Returns "" if consistent, else the first problem.
+// `leaks` receives the number of clusters with refcount > references.
+std::string CheckQcow2(const io::File& f, uint64_t* leaks = nullptr);
+
+}  // namespace imgfs::test
