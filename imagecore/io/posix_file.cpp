@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <climits>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "imagecore/file.h"
 
@@ -53,6 +55,38 @@ class PosixFile final : public File {
       off += static_cast<uint64_t>(r);
       n -= static_cast<size_t>(r);
     }
+    uint64_t cur = size_.load(std::memory_order_relaxed);
+    while (end > cur && !size_.compare_exchange_weak(cur, end)) {
+    }
+    return Status::OK();
+  }
+
+  Status PWriteV(uint64_t off, const Piece* pieces, size_t count) override {
+    std::vector<struct iovec> iov;
+    uint64_t total = 0;
+    for (size_t i = 0; i < count; ++i) {
+      if (!pieces[i].len) continue;
+      iov.push_back({const_cast<void*>(pieces[i].data), pieces[i].len});
+      total += pieces[i].len;
+    }
+    size_t first = 0;
+    uint64_t pos = off;
+    while (first < iov.size()) {
+      ssize_t r = ::pwritev(fd_, &iov[first], static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX)),
+                            static_cast<off_t>(pos));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return IoError("write " + path() + " at " + std::to_string(pos), errno);
+      }
+      pos += static_cast<uint64_t>(r);
+      size_t done = static_cast<size_t>(r);
+      while (first < iov.size() && done >= iov[first].iov_len) done -= iov[first++].iov_len;
+      if (first < iov.size()) {
+        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
+        iov[first].iov_len -= done;
+      }
+    }
+    const uint64_t end = off + total;
     uint64_t cur = size_.load(std::memory_order_relaxed);
     while (end > cur && !size_.compare_exchange_weak(cur, end)) {
     }

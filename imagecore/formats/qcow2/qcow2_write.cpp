@@ -2,6 +2,7 @@
 // with copy-on-write of the parts of a cluster the guest did not write.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
@@ -98,14 +99,16 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
   const uint64_t run_start = c0 << cluster_bits_;
   const uint64_t run_end = (c0 + n) << cluster_bits_;
   const uint64_t wlen = std::min(*len, run_end - off);
-  std::vector<uint8_t> data(n << cluster_bits_);
-  IMGFS_RETURN_IF_ERROR(CowSourceLocked(c0, old.front(), run_start, off, data.data(), below));
-  std::memcpy(data.data() + (off - run_start), buf, wlen);
-  const uint64_t last = c0 + n - 1;
-  IMGFS_RETURN_IF_ERROR(CowSourceLocked(last, old.back(), off + wlen, run_end,
-                                        data.data() + (off + wlen - run_start), below));
+  // Head and tail of the run keep what they read before (copy-on-write);
+  // the guest's bytes go out from its own buffer.
+  const uint64_t head = off - run_start, tail = run_end - (off + wlen);
+  std::unique_ptr<uint8_t[]> head_buf(head ? new uint8_t[head] : nullptr);
+  std::unique_ptr<uint8_t[]> tail_buf(tail ? new uint8_t[tail] : nullptr);
+  IMGFS_RETURN_IF_ERROR(CowSourceLocked(c0, old.front(), run_start, off, head_buf.get(), below));
+  IMGFS_RETURN_IF_ERROR(CowSourceLocked(c0 + n - 1, old.back(), off + wlen, run_end, tail_buf.get(), below));
+  const io::File::Piece pieces[3] = {{head_buf.get(), head}, {buf, wlen}, {tail_buf.get(), tail}};
   // Invariant: guest data is in the file before the L2 entry names it.
-  IMGFS_RETURN_IF_ERROR(file_->PWrite(host, data.data(), data.size()));
+  IMGFS_RETURN_IF_ERROR(file_->PWriteV(host, pieces, 3));
 
   IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
   for (uint64_t i = 0; i < n; ++i) {

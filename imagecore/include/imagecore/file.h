@@ -28,6 +28,13 @@ class File {
   virtual Status PRead(uint64_t off, void* buf, size_t n) const = 0;
   // Writes exactly n bytes at off, growing the file if needed.
   virtual Status PWrite(uint64_t off, const void* buf, size_t n) = 0;
+  // Writes the pieces one after another from `off` (one pwritev where the
+  // host allows), so callers need not copy them into one buffer.
+  struct Piece {
+    const void* data;
+    size_t len;
+  };
+  virtual Status PWriteV(uint64_t off, const Piece* pieces, size_t count);
   virtual uint64_t Size() const = 0;
   virtual Status Truncate(uint64_t size) = 0;
   // Makes every completed PWrite durable (fdatasync).
