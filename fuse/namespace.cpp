@@ -122,13 +122,13 @@ Status Namespace::Scan(const std::string& source, bool read_only) {
   }
   // An image that another image in SOURCE builds on is served read-only:
   // writing it would silently change what the overlay shows.
+  std::unordered_map<std::string, size_t> by_real_path;
+  for (size_t j = 0; j < images_.size(); ++j) by_real_path[io::RealPath(images_[j]->path)] = j;
   for (size_t i = 0; i < images_.size(); ++i) {
-    if (backing[i].empty()) continue;
-    for (size_t j = 0; j < images_.size(); ++j) {
-      if (j == i || images_[j]->read_only || io::RealPath(images_[j]->path) != backing[i]) continue;
-      images_[j]->read_only = true;
-      images_[j]->read_only_reason = "it is the backing file of " + images_[i]->name;
-    }
+    auto it = backing[i].empty() ? by_real_path.end() : by_real_path.find(backing[i]);
+    if (it == by_real_path.end() || it->second == i || images_[it->second]->read_only) continue;
+    images_[it->second]->read_only = true;
+    images_[it->second]->read_only_reason = "it is the backing file of " + images_[i]->name;
   }
   for (auto& e : images_) {
     if (e->read_only && !read_only)

@@ -21,15 +21,14 @@ std::string RunDir() {
 }
 }  // namespace
 
-std::string PidFilePath(const std::string& mountpoint) {
-  const std::string real = io::RealPath(mountpoint);
+std::string PidFilePath(const std::string& real) {
   std::ostringstream name;
   name << std::hex << std::hash<std::string>{}(real);
   return RunDir() + "/" + name.str() + ".pid";
 }
 
 pid_t ReadPidFile(const std::string& mountpoint) {
-  std::ifstream in(PidFilePath(mountpoint));
+  std::ifstream in(PidFilePath(io::RealPath(mountpoint)));
   pid_t pid = -1;
   std::string path;
   if (!(in >> pid) || !std::getline(in >> std::ws, path)) return -1;
@@ -37,10 +36,10 @@ pid_t ReadPidFile(const std::string& mountpoint) {
   return pid;
 }
 
-PidFile::PidFile(const std::string& mountpoint) : path_(PidFilePath(mountpoint)) {
+PidFile::PidFile(const std::string& real_mountpoint) : path_(PidFilePath(real_mountpoint)) {
   ::mkdir(RunDir().c_str(), 0700);
   std::ofstream out(path_);
-  out << getpid() << "\n" << io::RealPath(mountpoint) << "\n";
+  out << getpid() << "\n" << real_mountpoint << "\n";
   if (!out) path_.clear();
 }
 

@@ -7,13 +7,15 @@
 
 namespace imgfs::fs {
 
-std::string PidFilePath(const std::string& mountpoint);
+// `real_mountpoint` is canonical (see mountinfo.h for why it must be
+// resolved before mounting).
+std::string PidFilePath(const std::string& real_mountpoint);
 // The daemon's pid for `mountpoint`, or -1.
 pid_t ReadPidFile(const std::string& mountpoint);
 
 class PidFile {
  public:
-  explicit PidFile(const std::string& mountpoint);
+  explicit PidFile(const std::string& real_mountpoint);
   ~PidFile();
 
  private:

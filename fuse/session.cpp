@@ -17,6 +17,7 @@
 #include "imagecore/log.h"
 #include "imgfs_fuse.h"
 #include "ops.h"
+#include "mountinfo.h"
 #include "pidfile.h"
 
 namespace imgfs::fs {
@@ -65,39 +66,6 @@ void SetLogging(const MountConfig& cfg) {
       syslog(pri, "%s", msg.c_str());
     });
   }
-}
-
-// The kernel caps FUSE readahead at the bdi default (128 KiB), so a
-// sequential reader sees 128 KiB requests however large max_read is. Raise
-// our own mount's readahead to max_read where we may (root). The mount's
-// device comes from mountinfo: a stat() of the mountpoint would wait for
-// the not-yet-running loop.
-void RaiseReadahead(const std::string& mountpoint) {
-  const std::string real = io::RealPath(mountpoint);
-  FILE* f = std::fopen("/proc/self/mountinfo", "r");
-  if (!f) return;
-  char line[4096];
-  std::string dev;
-  while (std::fgets(line, sizeof line, f)) {
-    char id[32], parent[32], majmin[64], root[1024], mp[2048];
-    if (std::sscanf(line, "%31s %31s %63s %1023s %2047s", id, parent, majmin, root, mp) != 5) continue;
-    std::string path;  // undo mountinfo's octal escapes (\040 for a space)
-    for (const char* p = mp; *p; ++p) {
-      if (p[0] == '\\' && p[1] && p[2] && p[3]) {
-        path += static_cast<char>((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
-        p += 3;
-      } else {
-        path += *p;
-      }
-    }
-    if (path == real && std::strstr(line, " - fuse.imgfs ")) dev = majmin;  // the last one wins
-  }
-  std::fclose(f);
-  if (dev.empty()) return;
-  FILE* ra = std::fopen(("/sys/class/bdi/" + dev + "/read_ahead_kb").c_str(), "w");
-  if (!ra) return;
-  std::fprintf(ra, "%u\n", kMaxIo / 1024);
-  std::fclose(ra);
 }
 
 void RaiseFileLimit() {
@@ -184,6 +152,14 @@ int RunMount(const MountConfig& cfg) {
                  mp.ok() ? "not a directory" : mp.status().message().c_str());
     return 1;
   }
+  // Canonical before mounting: afterwards resolving it would ask ourselves.
+  const std::string mp_real = io::RealPath(cfg.mountpoint);
+  MountEntry existing;
+  if (FindMount(mp_real, &existing)) {
+    std::fprintf(stderr, "imgfs: mountpoint %s is busy: a %s file system is already mounted there\n",
+                 cfg.mountpoint.c_str(), existing.fstype.c_str());
+    return 1;
+  }
   FsContext ctx;
   ctx.read_only = cfg.read_only;
   // Absolute, because the daemon leaves the working directory.
@@ -216,19 +192,19 @@ int RunMount(const MountConfig& cfg) {
     fuse_session_destroy(se);
     return 1;
   }
-  RaiseReadahead(cfg.mountpoint);
+  RaiseReadahead(mp_real, kMaxIo);
   std::unique_ptr<PidFile> pid;
   if (!cfg.foreground) {
     // The parent returns only once the mount is in place and the pid file
     // names the daemon (so an immediate `imgfs umount` can wait for it).
-    if (!Daemonize([&] { pid = std::make_unique<PidFile>(cfg.mountpoint); })) {
+    if (!Daemonize([&] { pid = std::make_unique<PidFile>(mp_real); })) {
       fuse_session_unmount(se);
       fuse_session_destroy(se);
       return 1;
     }
     if (cfg.log_file.empty()) SetLogging(cfg);
   } else {
-    pid = std::make_unique<PidFile>(cfg.mountpoint);
+    pid = std::make_unique<PidFile>(mp_real);
   }
 
   fuse_loop_config* lc = fuse_loop_cfg_create();
