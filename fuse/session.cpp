@@ -142,14 +142,19 @@ int RunMount(const MountConfig& cfg) {
   // looks: the terminal, until we daemonize.
   if (cfg.foreground || !cfg.log_file.empty()) SetLogging(cfg);
   RaiseFileLimit();
-  if (access("/dev/fuse", R_OK | W_OK) != 0) {
-    std::fprintf(stderr, "imgfs: cannot use /dev/fuse: %s\n", std::strerror(errno));
+  // An ordinary user may not open /dev/fuse itself: fusermount3 (setuid)
+  // does it for libfuse. Only its absence is final.
+  if (access("/dev/fuse", F_OK) != 0) {
+    std::fprintf(stderr, "imgfs: /dev/fuse is missing (is the fuse module loaded?)\n");
     return 1;
   }
   auto mp = io::StatPath(cfg.mountpoint);
-  if (!mp.ok() || !mp.value().is_dir) {
-    std::fprintf(stderr, "imgfs: mountpoint %s: %s\n", cfg.mountpoint.c_str(),
-                 mp.ok() ? "not a directory" : mp.status().message().c_str());
+  if (!mp.ok()) {
+    std::fprintf(stderr, "imgfs: mountpoint %s\n", mp.status().message().c_str());
+    return 1;
+  }
+  if (!mp.value().is_dir) {
+    std::fprintf(stderr, "imgfs: mountpoint %s: not a directory\n", cfg.mountpoint.c_str());
     return 1;
   }
   // Canonical before mounting: afterwards resolving it would ask ourselves.

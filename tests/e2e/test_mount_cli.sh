@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The mount command's contract: clear one-line errors (bad source, busy
+# mountpoint, not a directory), --log names every image left out or served
+# read-only with the reason, SIGTERM to the daemon unmounts and flushes,
+# and an ordinary user can mount through fusermount3.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/../lib.sh"
+source "$HERE/e2e_lib.sh"
+need_cmd qemu-img qemu-io mountpoint
+need_fuse
+tmpdir
+
+SRC=$T/src MNT=$T/mnt
+mkdir -p "$SRC" "$MNT"
+qemu-img create -q -f qcow2 "$SRC/base.qcow2" 16M
+qemu-io -f qcow2 -c "write -P 0x61 0 1M" "$SRC/base.qcow2" >/dev/null
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$SRC/top.qcow2"
+head -c 100 /dev/zero > "$SRC/junk.qcow2"     # no magic and no raw extension: not a disk, not shown
+printf 'QFI\373' > "$SRC/short.qcow2"          # qcow2 magic, truncated: left out with a reason
+
+log "errors are one line naming the cause"
+expect_fail() { # WHAT PATTERN CMD...
+    local what=$1 pat=$2 out rc=0
+    shift 2
+    out=$("$@" 2>&1) || rc=$?
+    [[ $rc -ne 0 ]] || fail "$what: succeeded"
+    [[ $(printf '%s\n' "$out" | wc -l) -eq 1 ]] || fail "$what: expected one line, got: $out"
+    grep -qi -- "$pat" <<< "$out" || fail "$what: message does not mention '$pat': $out"
+    echo "   $what: $out"
+}
+expect_fail "missing source" "$T/nope" "$IMGFS" mount "$T/nope" "$MNT"
+expect_fail "mountpoint not a directory" "not a directory" "$IMGFS" mount "$SRC" "$SRC/base.qcow2"
+expect_fail "missing mountpoint" "$T/nomnt" "$IMGFS" mount "$SRC" "$T/nomnt"
+! mountpoint -q "$MNT" || fail "a failed mount left something mounted"
+
+log "--log records left-out and read-only images"
+mount_imgfs "$SRC" "$MNT" --log "$T/imgfs.log"
+grep -q "short.qcow2" "$T/imgfs.log" || fail "left-out short.qcow2 not logged: $(cat "$T/imgfs.log")"
+grep -q "base.qcow2.*read-only.*backing file of top.qcow2" "$T/imgfs.log" || fail "read-only base not logged"
+[[ ! -e $MNT/short.qcow2 && ! -e $MNT/junk.qcow2 ]] || fail "broken or non-image files shown"
+[[ -e $MNT/top.qcow2/disk.raw && -e $MNT/base.qcow2/disk.raw ]] || fail "images missing from the tree"
+grep "short.qcow2" "$T/imgfs.log" | sed 's/^/   log: /'
+
+log "a busy mountpoint is refused"
+expect_fail "busy mountpoint" "busy" "$IMGFS" mount "$SRC" "$MNT"
+
+log "SIGTERM unmounts and flushes"
+printf 'sigterm-data' | dd of="$MNT/top.qcow2/disk.raw" bs=1 seek=4096 conv=notrunc status=none
+pid=$(pgrep -f "imgfs mount .*$MNT" | head -1)
+[[ -n $pid ]] || fail "daemon pid not found"
+kill -TERM "$pid"
+for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+! kill -0 "$pid" 2>/dev/null || fail "daemon still running 10 s after SIGTERM"
+! mountpoint -q "$MNT" || fail "still mounted after SIGTERM"
+check_clean "$SRC/top.qcow2"
+got=$(qemu-io -f qcow2 -c "read -v 4096 12" "$SRC/top.qcow2" | head -1)
+grep -q "73 69 67 74 65 72 6d 2d 64 61 74 61" <<< "$got" || fail "data written before SIGTERM not in the image: $got"
+
+log "an ordinary user mounts through fusermount3"
+if [[ $(id -u) -ne 0 ]]; then
+    echo "   (already running as an ordinary user: covered by the mounts above)"
+elif ! command -v setpriv >/dev/null || [[ ! -u $(command -v fusermount3) ]]; then
+    echo "   SKIP part: setpriv missing or fusermount3 not setuid"
+elif [[ $(( 0$(stat -c %a /dev/fuse) & 6 )) -ne 6 ]]; then
+    # libfuse opens /dev/fuse itself before it would call fusermount3.
+    echo "   SKIP part: /dev/fuse is mode $(stat -c %a /dev/fuse) here, so no ordinary user can use FUSE on this machine"
+else
+    U=65534  # nobody
+    UD=$T/user
+    mkdir -p "$UD/src" "$UD/mnt" "$UD/run"
+    cp "$SRC/base.qcow2" "$UD/src/solo.qcow2"
+    chown -R "$U:$U" "$UD"
+    chmod 755 "$T"
+    as_user() { setpriv --reuid=$U --regid=$U --clear-groups env XDG_RUNTIME_DIR="$UD/run" HOME="$UD" "$@"; }
+    as_user "$IMGFS" mount "$UD/src" "$UD/mnt" || fail "mount as uid $U failed"
+    _IMGFS_MOUNTS+=("$UD/mnt")
+    head -c 1048576 /dev/zero | tr '\0' 'a' > "$UD/expect"
+    chmod 644 "$UD/expect"
+    as_user cmp -n 1048576 "$UD/mnt/solo.qcow2/disk.raw" "$UD/expect" || fail "user mount reads wrong data"
+    printf 'user' | as_user dd of="$UD/mnt/solo.qcow2/disk.raw" bs=1 seek=2M conv=notrunc status=none \
+        || fail "user cannot write its own image"
+    as_user "$IMGFS" umount "$UD/mnt" || fail "umount as uid $U failed"
+    check_clean "$UD/src/solo.qcow2"
+    echo "   uid $U mounted, read, wrote and unmounted"
+fi
+echo "PASS: mount_cli"
