@@ -102,6 +102,10 @@ class PosixFile final : public File {
     return Status::OK();
   }
 
+  void StartWriteback(uint64_t off, uint64_t n) override {
+    ::sync_file_range(fd_, static_cast<off_t>(off), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
+  }
+
   Status Sync() override {
     if (::fdatasync(fd_) != 0) return IoError("fdatasync " + path(), errno);
     return Status::OK();

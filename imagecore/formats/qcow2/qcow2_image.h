@@ -58,7 +58,11 @@ class Qcow2Image final : public Image {
   Status PrepareForWriteLocked();
   // The L2 table for guest cluster `c`, allocating it if absent.
   Result<uint64_t> L2OffsetForWriteLocked(uint64_t c);
-  Status AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint64_t* len, const LayerReader* below);
+  // Writes the run at `off` into newly allocated clusters; on return *len
+  // is how much of it was written and [*host_written, +*host_len) the host
+  // range that now holds it.
+  Status AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint64_t* len, const LayerReader* below,
+                               uint64_t* host_written, uint64_t* host_len);
   Status CowSourceLocked(uint64_t c, uint64_t entry, uint64_t from, uint64_t to, uint8_t* out,
                          const LayerReader* below);
 

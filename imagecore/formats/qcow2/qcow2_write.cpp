@@ -66,6 +66,8 @@ Status Qcow2Image::CowSourceLocked(uint64_t c, uint64_t entry, uint64_t from, ui
 }
 
 namespace {
+constexpr uint64_t kWritebackHint = 256 << 10;
+
 // A cluster this layer owns outright and can overwrite in place.
 bool InPlace(uint64_t e, bool v3) {
   return (e & kOflagCopied) && !(e & kOflagCompressed) && !(v3 && (e & kOflagZero)) && (e & kOffsetMask);
@@ -73,7 +75,7 @@ bool InPlace(uint64_t e, bool v3) {
 }  // namespace
 
 Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint64_t* len,
-                                         const LayerReader* below) {
+                                         const LayerReader* below, uint64_t* host_written, uint64_t* host_len) {
   const bool v3 = header_.version >= 3;
   const uint64_t c0 = off >> cluster_bits_;
   const uint64_t table_last = (c0 / l2_entries_ + 1) * l2_entries_ - 1;
@@ -109,6 +111,8 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
   const io::File::Piece pieces[3] = {{head_buf.get(), head}, {buf, wlen}, {tail_buf.get(), tail}};
   // Invariant: guest data is in the file before the L2 entry names it.
   IMGFS_RETURN_IF_ERROR(file_->PWriteV(host, pieces, 3));
+  *host_written = host;
+  *host_len = run_end - run_start;
 
   IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
   for (uint64_t i = 0; i < n; ++i) {
@@ -136,7 +140,7 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
   const auto* p = static_cast<const uint8_t*>(buf);
   const bool v3 = header_.version >= 3;
   while (len > 0) {
-    uint64_t host = 0, n = 0;
+    uint64_t host = 0, n = 0, new_host = 0, new_len = 0;
     {
       std::lock_guard<std::mutex> l(meta_mu_);
       IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
@@ -157,10 +161,17 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
         }
       } else {
         n = len;
-        IMGFS_RETURN_IF_ERROR(AllocatingWriteLocked(off, p, &n, below));
+        IMGFS_RETURN_IF_ERROR(AllocatingWriteLocked(off, p, &n, below, &new_host, &new_len));
       }
     }
-    if (host) IMGFS_RETURN_IF_ERROR(file_->PWrite(host, p, n));
+    // Streams of new data (a copy onto the disk, a guest filling it) are
+    // synced soon: start writeback now, outside the lock, so the fsync at
+    // the end overlaps with the copy instead of following it.
+    if (new_len >= kWritebackHint) file_->StartWriteback(new_host, new_len);
+    if (host) {
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(host, p, n));
+      if (n >= kWritebackHint) file_->StartWriteback(host, n);
+    }
     p += n;
     off += n;
     len -= n;

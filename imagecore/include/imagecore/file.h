@@ -37,6 +37,9 @@ class File {
   virtual Status PWriteV(uint64_t off, const Piece* pieces, size_t count);
   virtual uint64_t Size() const = 0;
   virtual Status Truncate(uint64_t size) = 0;
+  // Asks the host to start writing [off, off+n) back now, without waiting,
+  // so that a later Sync has less left to do. A hint: may do nothing.
+  virtual void StartWriteback(uint64_t off, uint64_t n) {}
   // Makes every completed PWrite durable (fdatasync).
   virtual Status Sync() = 0;
   // Bytes the host really stores for this file (st_blocks * 512).
