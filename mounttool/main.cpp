@@ -28,8 +28,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "imgfs: %s\n", e.what());
-    std::fprintf(stderr, "Try 'imgfs --help' for more information.\n");
+    std::fprintf(stderr, "imgfs: %s (see 'imgfs --help')\n", e.what());
     return 1;
   }
   for (auto& [sub, run] : runners)

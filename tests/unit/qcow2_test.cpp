@@ -185,3 +185,29 @@ TEST(Qcow2, EncryptedImageIsRefusedByName) {
 
 }  // namespace
 }  // namespace imgfs
+
+namespace imgfs {
+namespace {
+
+TEST(Qcow2, BlockStatusSkipsAbsentL2TablesInOneAnswer) {
+  // 512-byte clusters: one L2 table maps only 32 KiB, so a 1 GiB sparse
+  // image has 32768 absent tables; SEEK_DATA must not walk them one by one.
+  auto f = test::NewQcow2(1ull << 30, "cluster_size=512");
+  auto img = test::OpenShared(f, true);
+  ASSERT_TRUE(img);
+  Extent e;
+  ASSERT_TRUE(img->BlockStatus(0, 1ull << 30, &e).ok());
+  EXPECT_EQ(e.kind, ExtentKind::kUnallocated);
+  EXPECT_EQ(e.length, 1ull << 30);
+  uint8_t b = 7;
+  ASSERT_TRUE(img->Write((512u << 20) + 100, &b, 1, nullptr).ok());
+  ASSERT_TRUE(img->BlockStatus(4096, 1ull << 30, &e).ok());
+  EXPECT_EQ(e.kind, ExtentKind::kUnallocated);
+  EXPECT_EQ(e.length, (512u << 20) - 4096);  // up to the table that now exists
+  ASSERT_TRUE(img->BlockStatus(512u << 20, 1ull << 30, &e).ok());
+  EXPECT_EQ(e.kind, ExtentKind::kData);
+  EXPECT_EQ(e.length, 512u);
+}
+
+}  // namespace
+}  // namespace imgfs

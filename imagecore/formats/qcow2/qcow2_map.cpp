@@ -66,7 +66,14 @@ Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
   const uint64_t l1_index = c / l2_entries_;
   const uint64_t l2_offset = l1_index < l1_.size() ? (l1_[l1_index] & kOffsetMask) : 0;
   if (!l2_offset) {
-    *out = Extent{ExtentKind::kUnallocated, limit - off, nullptr, 0};
+    // Whole L2 tables absent: skip all of them in one answer (a sparse
+    // image with small clusters has millions).
+    uint64_t next = l1_index + 1;
+    const uint64_t want_end = off + len;
+    while (next < l1_.size() && !(l1_[next] & kOffsetMask) && ((next * l2_entries_) << cluster_bits_) < want_end)
+      ++next;
+    const uint64_t end = std::min(want_end, (next * l2_entries_) << cluster_bits_);
+    *out = Extent{ExtentKind::kUnallocated, end - off, nullptr, 0};
     return Status::OK();
   }
   IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_offset));
