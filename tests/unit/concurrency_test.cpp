@@ -62,18 +62,7 @@ TEST(Qcow2Concurrency, ParallelWritersReadersAndFlushes) {
   EXPECT_EQ(test::CheckQcow2(*f, &leaks), "");
   EXPECT_EQ(leaks, 0u);
   auto again = test::OpenShared(f, false);
-  std::vector<uint8_t> got(kSize);
-  uint64_t pos = 0;
-  while (pos < kSize) {
-    Extent e;
-    ASSERT_TRUE(again->BlockStatus(pos, kSize - pos, &e).ok());
-    if (e.kind == ExtentKind::kData) {
-      ASSERT_TRUE(e.file->PRead(e.host_offset, &got[pos], e.length).ok());
-    } else {
-      std::memset(&got[pos], 0, e.length);
-    }
-    pos += e.length;
-  }
+  std::vector<uint8_t> got = test::ReadLayer(*again);
   EXPECT_TRUE(got == model);
 }
 

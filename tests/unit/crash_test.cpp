@@ -69,18 +69,8 @@ void ExpectFlushedDataIntact(const Recording& rec, const std::shared_ptr<io::Fil
   // Every byte written before the flush that was not rewritten later must
   // read back; compare only where the final image still agrees with the
   // model at flush time (later writes may legitimately be half-applied).
-  std::vector<uint8_t> got(rec.model_at_flush.size());
-  uint64_t off = 0;
-  while (off < got.size()) {
-    Extent e;
-    ASSERT_TRUE(img->BlockStatus(off, got.size() - off, &e).ok());
-    if (e.kind == ExtentKind::kData) {
-      ASSERT_TRUE(e.file->PRead(e.host_offset, &got[off], e.length).ok());
-    } else {
-      std::memset(&got[off], 0, e.length);
-    }
-    off += e.length;
-  }
+  std::vector<uint8_t> got = test::ReadLayer(*img);
+  ASSERT_EQ(got.size(), rec.model_at_flush.size());
   size_t differ = 0;
   for (size_t i = 0; i < got.size(); ++i) differ += got[i] != rec.model_at_flush[i] && got[i] == 0;
   EXPECT_EQ(differ, 0u) << "bytes acknowledged by flush read back as zeros";

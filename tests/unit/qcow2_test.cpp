@@ -15,24 +15,6 @@ using test::CheckQcow2;
 using test::NewQcow2;
 using test::OpenShared;
 
-std::vector<uint8_t> ReadAll(Image& img) {
-  std::vector<uint8_t> out(img.VirtualSize());
-  uint64_t off = 0;
-  while (off < out.size()) {
-    Extent e;
-    EXPECT_TRUE(img.BlockStatus(off, out.size() - off, &e).ok());
-    if (e.kind == ExtentKind::kData) {
-      EXPECT_TRUE(e.file->PRead(e.host_offset, &out[off], e.length).ok());
-    } else if (e.kind == ExtentKind::kOpaque) {
-      EXPECT_TRUE(img.ReadOpaque(off, &out[off], e.length).ok());
-    } else {
-      std::memset(&out[off], 0, e.length);
-    }
-    off += e.length;
-  }
-  return out;
-}
-
 TEST(Qcow2, NewImageIsEmptyAndConsistent) {
   auto f = NewQcow2(10 << 20);
   ASSERT_TRUE(f);
@@ -73,14 +55,14 @@ TEST_P(Qcow2RoundTrip, RandomWritesMatchModelAndStayConsistent) {
         ASSERT_TRUE(img->Flush().ok());
       }
     }
-    EXPECT_EQ(ReadAll(*img), model);
+    EXPECT_EQ(test::ReadLayer(*img), model);
   }  // closing flushes
   uint64_t leaks = 1;
   EXPECT_EQ(CheckQcow2(*f, &leaks), "");
   EXPECT_EQ(leaks, 0u);
   auto again = OpenShared(f, false);
   ASSERT_TRUE(again);
-  EXPECT_EQ(ReadAll(*again), model);
+  EXPECT_EQ(test::ReadLayer(*again), model);
 }
 
 INSTANTIATE_TEST_SUITE_P(

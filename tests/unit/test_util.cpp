@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include <cstring>
 #include <map>
 
 #include "base/endian.h"
@@ -65,6 +66,22 @@ std::unique_ptr<Image> OpenShared(std::shared_ptr<io::File> f, bool writable,
   auto img = drv->open(std::make_unique<SharedFile>(f, log), OpenOptions{writable});
   if (!img.ok()) return nullptr;
   return std::move(img).value();
+}
+
+std::vector<uint8_t> ReadLayer(Image& img) {
+  std::vector<uint8_t> out(img.VirtualSize());
+  uint64_t off = 0;
+  while (off < out.size()) {
+    Extent e;
+    if (!img.BlockStatus(off, out.size() - off, &e).ok()) return {};
+    Status st;
+    if (e.kind == ExtentKind::kData) st = e.file->PRead(e.host_offset, &out[off], e.length);
+    else if (e.kind == ExtentKind::kOpaque) st = img.ReadOpaque(off, &out[off], e.length);
+    else std::memset(&out[off], 0, e.length);
+    if (!st.ok()) return {};
+    off += e.length;
+  }
+  return out;
 }
 
 std::string CheckQcow2(const io::File& f, uint64_t* leaks) {

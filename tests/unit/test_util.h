@@ -45,6 +45,9 @@ std::shared_ptr<io::File> NewQcow2(uint64_t size, const std::string& options = "
 std::unique_ptr<Image> OpenShared(std::shared_ptr<io::File> f, bool writable,
                                   std::shared_ptr<std::vector<SharedFile::Op>> log = nullptr);
 
+// The whole layer as its block status describes it (unallocated = zeros).
+std::vector<uint8_t> ReadLayer(Image& img);
+
 // An independent check of a qcow2 file: every cluster that the header,
 // refcount table, L1 and L2 tables reference has a refcount at least the
 // number of references. Returns "" if consistent, else the first problem.
