@@ -16,6 +16,8 @@ uint64_t InoOf(NodeKind kind, size_t image, size_t depth) {
     case NodeKind::kInfo: return base | kSubInfo;
     case NodeKind::kLayersDir: return base | kSubLayersDir;
     case NodeKind::kLayer: return base | (kSubLayerBase + depth);
+    case NodeKind::kSnapshotsDir: return base | kSubSnapshotsDir;
+    case NodeKind::kSnapshot: return base | (kSubSnapshotBase + depth);
     case NodeKind::kInvalid: break;
   }
   return 0;
@@ -31,8 +33,11 @@ NodeRef NodeOf(uint64_t ino) {
     case kSubDisk: return {NodeKind::kDisk, image, 0};
     case kSubInfo: return {NodeKind::kInfo, image, 0};
     case kSubLayersDir: return {NodeKind::kLayersDir, image, 0};
+    case kSubSnapshotsDir: return {NodeKind::kSnapshotsDir, image, 0};
     default:
       if (lo >= kSubLayerBase && lo < kSubLayerBase + kMaxLayers) return {NodeKind::kLayer, image, lo - kSubLayerBase};
+      if (lo >= kSubSnapshotBase && lo < kSubSnapshotBase + kMaxSnapshotViews)
+        return {NodeKind::kSnapshot, image, lo - kSubSnapshotBase};
   }
   return {};
 }
@@ -159,6 +164,29 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   return e.chain;
 }
 
+Result<std::vector<SnapshotInfo>> Namespace::Snapshots(size_t i) {
+  IMGFS_ASSIGN_OR_RETURN(auto chain, GetChain(i));
+  return chain->layer(0).Snapshots();
+}
+
+Result<std::shared_ptr<Chain>> Namespace::GetSnapshotChain(size_t i, size_t index) {
+  IMGFS_ASSIGN_OR_RETURN(auto snaps, Snapshots(i));
+  if (index >= snaps.size()) return NotFound("no such snapshot");
+  ImageEntry& e = *images_[i];
+  std::lock_guard<std::mutex> l(e.mu);
+  auto it = e.snapshot_chains.find(index);
+  if (it != e.snapshot_chains.end()) return it->second;
+  auto chain = Chain::OpenSnapshot(e.path, e.format, snaps[index].id);
+  if (!chain.ok()) {
+    Log(LogLevel::kError, "cannot serve snapshot '" + snaps[index].name + "' of " + e.path + ": " +
+                              chain.status().message());
+    return chain.status();
+  }
+  std::shared_ptr<Chain> shared(std::move(chain).value());
+  e.snapshot_chains[index] = shared;
+  return shared;
+}
+
 std::string Namespace::LayerName(const Chain& chain, size_t depth) {
   return std::to_string(depth) + "-" + BaseName(chain.layer_path(depth)) + ".raw";
 }
@@ -170,6 +198,7 @@ Status Namespace::CloseAll() {
     {
       std::lock_guard<std::mutex> l(e->mu);
       chain = std::move(e->chain);
+      e->snapshot_chains.clear();  // read-only: nothing to flush
     }
     if (!chain) continue;
     Status st = chain->Flush();

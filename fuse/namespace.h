@@ -6,6 +6,8 @@
 //   /<image>/info.json     kInfo
 //   /<image>/layers/       kLayersDir
 //   /<image>/layers/N-x.raw kLayer        the chain from depth N, read-only
+//   /<image>/snapshots/     kSnapshotsDir  qcow2 images only
+//   /<image>/snapshots/s.raw kSnapshot     internal snapshot, read-only
 //
 // Inode numbers are computed, not allocated: image i owns the block
 // (i+1) << 16 and the kind and layer live in the low bits, so lookups need
@@ -30,18 +32,20 @@
 
 namespace imgfs::fs {
 
-enum class NodeKind { kRoot, kImageDir, kDisk, kInfo, kLayersDir, kLayer, kInvalid };
+enum class NodeKind { kRoot, kImageDir, kDisk, kInfo, kLayersDir, kLayer, kSnapshotsDir, kSnapshot, kInvalid };
 
 constexpr uint64_t kRootIno = 1;
 constexpr unsigned kImageShift = 16;
-constexpr uint64_t kSubDir = 0, kSubDisk = 1, kSubInfo = 2, kSubLayersDir = 3;
+constexpr uint64_t kSubDir = 0, kSubDisk = 1, kSubInfo = 2, kSubLayersDir = 3, kSubSnapshotsDir = 4;
 constexpr uint64_t kSubLayerBase = 0x100;  // + depth, depth < 64
 constexpr uint64_t kMaxLayers = 64;
+constexpr uint64_t kSubSnapshotBase = 0x1000;  // + index in the snapshot table
+constexpr uint64_t kMaxSnapshotViews = 0xe000;
 
 struct NodeRef {
   NodeKind kind = NodeKind::kInvalid;
   size_t image = 0;  // index into images
-  size_t depth = 0;  // kLayer
+  size_t depth = 0;  // kLayer: depth; kSnapshot: index in the snapshot table
 };
 
 uint64_t InoOf(NodeKind kind, size_t image, size_t depth = 0);
@@ -55,9 +59,10 @@ struct ImageEntry {
   bool read_only = false;
   std::string read_only_reason;
 
-  std::mutex mu;                  // guards chain and open_error
+  std::mutex mu;                  // guards chain, open_error and snapshot_chains
   std::shared_ptr<Chain> chain;   // opened on first use
   Status open_error;
+  std::unordered_map<size_t, std::shared_ptr<Chain>> snapshot_chains;  // by table index
 };
 
 class Namespace {
@@ -73,6 +78,10 @@ class Namespace {
   long Find(const std::string& name) const;
   // The chain of image i, opening it on first use.
   Result<std::shared_ptr<Chain>> GetChain(size_t i);
+  // Internal snapshots of image i, and their view file names.
+  Result<std::vector<SnapshotInfo>> Snapshots(size_t i);
+  // The read-only chain of snapshot `index` of image i, opened on first use.
+  Result<std::shared_ptr<Chain>> GetSnapshotChain(size_t i, size_t index);
   // The name of the layer file at `depth` ("1-base.qcow2.raw").
   static std::string LayerName(const Chain& chain, size_t depth);
   // Flushes and closes every open chain; returns the first error.

@@ -37,6 +37,7 @@ void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
 // Attributes of a node; false if it does not exist (errno in *err).
 bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err);
 std::string InfoJsonOf(FsContext& ctx, size_t image);
+bool HasSnapshotsDir(FsContext& ctx, size_t image);
 
 // File side (ops_file.cpp)
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);

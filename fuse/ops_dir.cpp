@@ -40,6 +40,8 @@ bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* o
       out->push_back({"disk.raw", InoOf(NodeKind::kDisk, node.image), S_IFREG});
       out->push_back({"info.json", InoOf(NodeKind::kInfo, node.image), S_IFREG});
       out->push_back({"layers", InoOf(NodeKind::kLayersDir, node.image), S_IFDIR});
+      if (HasSnapshotsDir(ctx, node.image))
+        out->push_back({"snapshots", InoOf(NodeKind::kSnapshotsDir, node.image), S_IFDIR});
       return true;
     case NodeKind::kLayersDir: {
       out->push_back({"..", InoOf(NodeKind::kImageDir, node.image), S_IFDIR});
@@ -52,6 +54,18 @@ bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* o
         out->push_back({Namespace::LayerName(*chain.value(), d), InoOf(NodeKind::kLayer, node.image, d), S_IFREG});
       return true;
     }
+    case NodeKind::kSnapshotsDir: {
+      out->push_back({"..", InoOf(NodeKind::kImageDir, node.image), S_IFDIR});
+      auto snaps = ctx.ns.Snapshots(node.image);
+      if (!snaps.ok()) {
+        *err = ErrnoOf(snaps.status());
+        return false;
+      }
+      auto names = ops::SnapshotFileNames(snaps.value());
+      for (size_t k = 0; k < names.size() && k < kMaxSnapshotViews; ++k)
+        out->push_back({names[k], InoOf(NodeKind::kSnapshot, node.image, k), S_IFREG});
+      return true;
+    }
     default:
       *err = ENOTDIR;
       return false;
@@ -59,6 +73,8 @@ bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* o
 }
 
 }  // namespace
+
+bool HasSnapshotsDir(FsContext& ctx, size_t image) { return ctx.ns.image(image).format == "qcow2"; }
 
 std::string InfoJsonOf(FsContext& ctx, size_t image) {
   const ImageEntry& e = ctx.ns.image(image);
@@ -91,6 +107,12 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
   const mode_t file_perm = f.value().mode & 0777;
   const mode_t ro_perm = file_perm & ~0222;
   switch (node.kind) {
+    case NodeKind::kSnapshotsDir:
+      if (!HasSnapshotsDir(ctx, node.image)) {
+        *err = ENOENT;
+        return false;
+      }
+      [[fallthrough]];
     case NodeKind::kImageDir:
     case NodeKind::kLayersDir:
       st->st_mode = S_IFDIR | 0755;
@@ -125,6 +147,18 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
       st->st_blocks = static_cast<blkcnt_t>(chain.value()->layer(node.depth).file().AllocatedBytes() / 512);
       return true;
     }
+    case NodeKind::kSnapshot: {
+      auto chain = ctx.ns.GetSnapshotChain(node.image, node.depth);
+      if (!chain.ok()) {
+        *err = ErrnoOf(chain.status());
+        return false;
+      }
+      st->st_mode = S_IFREG | (f.value().mode & 0444);
+      st->st_nlink = 1;
+      st->st_size = static_cast<off_t>(chain.value()->VirtualSize(0));
+      st->st_blocks = 0;  // shares its clusters with the image: du counts them there
+      return true;
+    }
     default:
       *err = ENOENT;
       return false;
@@ -146,7 +180,19 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       if (n == "disk.raw") child = {NodeKind::kDisk, p.image, 0};
       else if (n == "info.json") child = {NodeKind::kInfo, p.image, 0};
       else if (n == "layers") child = {NodeKind::kLayersDir, p.image, 0};
+      else if (n == "snapshots" && HasSnapshotsDir(ctx, p.image)) child = {NodeKind::kSnapshotsDir, p.image, 0};
       break;
+    case NodeKind::kSnapshotsDir: {
+      auto snaps = ctx.ns.Snapshots(p.image);
+      if (!snaps.ok()) {
+        fuse_reply_err(req, ErrnoOf(snaps.status()));
+        return;
+      }
+      auto names = ops::SnapshotFileNames(snaps.value());
+      for (size_t k = 0; k < names.size() && k < kMaxSnapshotViews; ++k)
+        if (names[k] == n) child = {NodeKind::kSnapshot, p.image, k};
+      break;
+    }
     case NodeKind::kLayersDir: {
       size_t d = std::strtoul(name, nullptr, 10);
       auto chain = ctx.ns.GetChain(p.image);
@@ -197,7 +243,8 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     // Resizing belongs to the control interface; a size change here
     // (truncate, or O_TRUNC without atomic_o_trunc) must never lose data.
     if (node.kind != NodeKind::kDisk) {
-      fuse_reply_err(req, node.kind == NodeKind::kLayer || node.kind == NodeKind::kInfo ? EROFS : EISDIR);
+      const bool file = node.kind == NodeKind::kLayer || node.kind == NodeKind::kInfo || node.kind == NodeKind::kSnapshot;
+      fuse_reply_err(req, file ? EROFS : EISDIR);
       return;
     }
     if (attr->st_size != st.st_size) {

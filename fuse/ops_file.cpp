@@ -65,6 +65,21 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fi->keep_cache = node.kind == NodeKind::kDisk;
       break;
     }
+    case NodeKind::kSnapshot: {
+      if (want_write) {
+        fuse_reply_err(req, EROFS);
+        return;
+      }
+      auto chain = ctx.ns.GetSnapshotChain(node.image, node.depth);
+      if (!chain.ok()) {
+        ReplyStatus(req, chain.status());
+        return;
+      }
+      of->chain = chain.value();
+      of->depth = 0;
+      fi->keep_cache = 1;  // a snapshot never changes while mounted
+      break;
+    }
     case NodeKind::kInfo:
       if (want_write) {
         fuse_reply_err(req, EACCES);

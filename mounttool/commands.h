@@ -13,6 +13,7 @@ Runner AddInfo(CLI::App& app);
 Runner AddCreate(CLI::App& app);
 Runner AddMount(CLI::App& app);
 Runner AddUmount(CLI::App& app);
+Runner AddSnapshot(CLI::App& app);
 
 // Prints "imgfs: <message>" to stderr; returns the exit code for it.
 int Fail(const std::string& message, int code = 1);

@@ -37,6 +37,16 @@ class Chain::Below final : public LayerReader {
 Chain::~Chain() = default;
 
 Result<std::unique_ptr<Chain>> Chain::Open(const std::string& path, const std::string& format, bool writable) {
+  return OpenImpl(path, format, writable, "");
+}
+
+Result<std::unique_ptr<Chain>> Chain::OpenSnapshot(const std::string& path, const std::string& format,
+                                                   const std::string& snapshot_id) {
+  return OpenImpl(path, format, false, snapshot_id);
+}
+
+Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const std::string& format, bool writable,
+                                               const std::string& snapshot_id) {
   std::unique_ptr<Chain> chain(new Chain());
   std::set<std::string> seen;
   std::string cur = path, fmt = format;
@@ -51,6 +61,11 @@ Result<std::unique_ptr<Chain>> Chain::Open(const std::string& path, const std::s
     if (!img.ok()) {
       if (d == 0) return img.status();
       return img.status().Prefixed(path + ": cannot open backing file");
+    }
+    if (d == 0 && !snapshot_id.empty()) {
+      auto snap = img.value()->OpenSnapshot(snapshot_id);
+      if (!snap.ok()) return snap.status();
+      img = std::move(snap).value();
     }
     std::optional<BackingRef> backing = img.value()->Backing();
     chain->layers_.push_back(std::move(img).value());

@@ -22,6 +22,7 @@ Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::s
     li.filename = cur;
     li.info = img.value()->Info();
     li.actual_size = img.value()->file().AllocatedBytes();
+    li.snapshots = img.value()->Snapshots();
     auto backing = img.value()->Backing();
     if (backing) {
       li.backing_filename = backing->name;
@@ -40,6 +41,22 @@ namespace {
 
 nlohmann::ordered_json LayerJson(const LayerInfo& li) {
   nlohmann::ordered_json j;
+  if (!li.snapshots.empty()) {
+    nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+    for (const auto& s : li.snapshots) {
+      nlohmann::ordered_json o;
+      if (s.icount != UINT64_MAX) o["icount"] = s.icount;
+      o["vm-clock-nsec"] = s.vm_clock_nsec % 1000000000;
+      o["name"] = s.name;
+      o["date-sec"] = s.date_sec;
+      o["date-nsec"] = s.date_nsec;
+      o["vm-clock-sec"] = s.vm_clock_nsec / 1000000000;
+      o["id"] = s.id;
+      o["vm-state-size"] = s.vm_state_size;
+      arr.push_back(o);
+    }
+    j["snapshots"] = arr;
+  }
   if (!li.backing_format.empty()) j["backing-filename-format"] = li.backing_format;
   j["virtual-size"] = li.info.virtual_size;
   j["filename"] = li.filename;
@@ -90,6 +107,7 @@ std::string InfoHuman(const std::vector<LayerInfo>& layers) {
       o << "\n";
       if (!li.backing_format.empty()) o << "backing file format: " << li.backing_format << "\n";
     }
+    if (!li.snapshots.empty()) o << "Snapshot list:\n" << SnapshotTable(li.snapshots);
     if (!li.info.specific.empty()) {
       o << "Format specific information:\n";
       for (const auto& f : li.info.specific) {

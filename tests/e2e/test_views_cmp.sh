@@ -75,7 +75,10 @@ for img in "${!LAYERS[@]}"; do
     [[ -d $d/layers ]] || fail "$img/layers missing"
     [[ -f $d/info.json ]] || fail "$img/info.json missing"
     got=$(cd "$d" && ls -1A | sort | tr '\n' ' ')
-    [[ $got == "disk.raw info.json layers " ]] || fail "$img/ contains '$got'"
+    # qcow2 images also have snapshots/ (internal snapshots as files)
+    want="disk.raw info.json layers "
+    [[ $(head -c 4 "$SRC/$img" | od -An -tx1 | tr -d ' \n') == 514649fb ]] && want="disk.raw info.json layers snapshots "
+    [[ $got == "$want" ]] || fail "$img/ contains '$got', expected '$want'"
     got=$(cd "$d/layers" && ls -1A | sort | tr '\n' ' ')
     [[ $got == "${LAYERS[$img]}" ]] || fail "$img/layers contains '$got', expected '${LAYERS[$img]}'"
 done

@@ -58,6 +58,14 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
   if (h.refcount_table_offset + (uint64_t(h.refcount_table_clusters) << h.cluster_bits) > file_size + cs)
     return Corrupt("refcount table lies past the end of the file (truncated image?)");
 
+  IMGFS_ASSIGN_OR_RETURN(auto img, Load(std::move(file), h));
+  IMGFS_RETURN_IF_ERROR(img->ReadSnapshotTable());
+  if (opts.writable && img->read_only())
+    Log(LogLevel::kWarning, img->file_->path() + ": served read-only: " + img->read_only_reason_);
+  return std::unique_ptr<Image>(std::move(img));
+}
+
+Result<std::unique_ptr<Qcow2Image>> Qcow2Image::Load(std::unique_ptr<io::File> file, Header h) {
   std::unique_ptr<Qcow2Image> img(new Qcow2Image(std::move(file), h));
   img->l1_.resize(h.l1_size);
   if (h.l1_size) {
@@ -65,16 +73,13 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
     IMGFS_RETURN_IF_ERROR(img->file_->PRead(h.l1_table_offset, raw.data(), raw.size()));
     for (uint32_t i = 0; i < h.l1_size; ++i) img->l1_[i] = LoadBE64(&raw[i * 8]);
   }
-
   std::string& why = img->read_only_reason_;
   if (!img->file_->writable()) why = "opened read-only";
   else if (h.incompatible_features & kIncompatCorrupt) why = "the image is marked corrupt";
   else if (h.incompatible_features & kIncompatDirty)
     why = "the dirty bit is set (refcounts may be stale after a crash with lazy_refcounts; repair with 'qemu-img check -r all')";
   else if (h.nb_snapshots > 0) why = "the image has internal snapshots; writing such images is not supported yet";
-  if (opts.writable && img->read_only())
-    Log(LogLevel::kWarning, img->file_->path() + ": served read-only: " + why);
-  return std::unique_ptr<Image>(std::move(img));
+  return img;
 }
 
 std::optional<BackingRef> Qcow2Image::Backing() const {

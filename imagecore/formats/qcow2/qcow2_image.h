@@ -40,11 +40,23 @@ class Qcow2Image final : public Image {
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status Flush() override;
   std::optional<BackingRef> Backing() const override;
+  std::vector<SnapshotInfo> Snapshots() const override;
+  Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *file_; }
 
  private:
   Qcow2Image(std::unique_ptr<io::File> file, Header h);
+  // Reads the L1 table named by the header and decides the read-only reason.
+  static Result<std::unique_ptr<Qcow2Image>> Load(std::unique_ptr<io::File> file, Header h);
+
+  // --- snapshots (qcow2_snapshot.cpp) -------------------------------------
+  struct SnapshotEntry {
+    SnapshotInfo info;
+    uint64_t l1_table_offset = 0;
+    uint32_t l1_size = 0;
+  };
+  Status ReadSnapshotTable();
 
   // --- mapping (qcow2_map.cpp) -------------------------------------------
   // Loads the L2 table at `l2_offset` through the cache. REQUIRES: meta_mu_.
@@ -85,6 +97,8 @@ class Qcow2Image final : public Image {
   const uint64_t cluster_size_;
   const uint64_t l2_entries_;
   const uint64_t refblock_entries_;
+
+  std::vector<SnapshotEntry> snapshots_;  // read at open, immutable here
 
   std::mutex meta_mu_;
   std::vector<uint64_t> l1_;          // GUARDED_BY(meta_mu_), host byte order

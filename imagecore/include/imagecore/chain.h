@@ -30,6 +30,10 @@ class Chain {
   // read-only. Relative backing names resolve against the directory of the
   // image that names them; a stored backing format is used, never probed.
   static Result<std::unique_ptr<Chain>> Open(const std::string& path, const std::string& format, bool writable);
+  // The same, read-only, with internal snapshot `snapshot_id` of the image
+  // as the top layer (its backing chain is the image's).
+  static Result<std::unique_ptr<Chain>> OpenSnapshot(const std::string& path, const std::string& format,
+                                                     const std::string& snapshot_id);
   ~Chain();
 
   size_t depth() const { return layers_.size(); }
@@ -52,6 +56,8 @@ class Chain {
  private:
   class Below;
   Chain() = default;
+  static Result<std::unique_ptr<Chain>> OpenImpl(const std::string& path, const std::string& format, bool writable,
+                                                 const std::string& snapshot_id);
   std::vector<std::unique_ptr<Image>> layers_;
   std::vector<std::string> paths_;
   std::vector<std::unique_ptr<Below>> below_;  // below_[d] reads from depth d+1 down

@@ -62,6 +62,18 @@ struct ImageInfo {
   std::vector<Field> specific;
 };
 
+// One internal snapshot, as `qemu-img snapshot -l` lists it.
+struct SnapshotInfo {
+  std::string id;
+  std::string name;
+  uint64_t virtual_size = 0;   // the disk's size when the snapshot was taken
+  uint64_t vm_state_size = 0;  // saved VM state (not part of the disk)
+  uint32_t date_sec = 0;
+  uint32_t date_nsec = 0;
+  uint64_t vm_clock_nsec = 0;
+  uint64_t icount = UINT64_MAX;  // UINT64_MAX: not recorded
+};
+
 struct BackingRef {
   std::string name;    // as stored in the image
   std::string format;  // as stored; empty: probe
@@ -87,6 +99,13 @@ class Image {
   virtual Status Flush() = 0;
 
   virtual std::optional<BackingRef> Backing() const { return std::nullopt; }
+  // Internal snapshots, oldest first.
+  virtual std::vector<SnapshotInfo> Snapshots() const { return {}; }
+  // Opens internal snapshot `id` as a read-only layer. Its backing file is
+  // this layer's: the chain below stays the same.
+  virtual Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const {
+    return Unsupported(std::string(format_name()) + " images have no internal snapshots");
+  }
   virtual ImageInfo Info() const = 0;
 
   // The file holding the layer (for `disk size` and mtime).

@@ -31,11 +31,20 @@ struct LayerInfo {
   std::string backing_filename;       // as stored
   std::string full_backing_filename;  // resolved
   std::string backing_format;
+  std::vector<SnapshotInfo> snapshots;
 };
 // One entry, or with `backing_chain` one per layer from the top down.
 Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::string& format, bool backing_chain);
 // qemu-img's JSON: an object, or an array when `as_chain`.
 std::string InfoJson(const std::vector<LayerInfo>& layers, bool as_chain);
 std::string InfoHuman(const std::vector<LayerInfo>& layers);
+
+// ---- snapshot (ops/snapshot.cpp) ----
+Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& path, const std::string& format);
+// The table `qemu-img snapshot -l` prints (header line and rows, no title).
+std::string SnapshotTable(const std::vector<SnapshotInfo>& snaps);
+// File names for snapshot views: "<name>.raw", or "<id>-<name>.raw" (with
+// '/' replaced by '_') when the name is empty, repeats or holds a '/'.
+std::vector<std::string> SnapshotFileNames(const std::vector<SnapshotInfo>& snaps);
 
 }  // namespace imgfs::ops

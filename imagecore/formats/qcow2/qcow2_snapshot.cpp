@@ -1,0 +1,77 @@
+// qcow2 internal snapshots: the snapshot table, and a snapshot opened as a
+// read-only layer (its own L1 table and disk size, the same backing file).
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_image.h"
+
+namespace imgfs::qcow2 {
+
+namespace {
+constexpr uint32_t kSnapshotEntryFixed = 40;
+constexpr uint32_t kMaxSnapshots = 65536;  // as qemu: more is damage
+}  // namespace
+
+Status Qcow2Image::ReadSnapshotTable() {
+  if (header_.nb_snapshots == 0) return Status::OK();
+  if (header_.nb_snapshots > kMaxSnapshots) return Corrupt("too many snapshots");
+  const uint64_t file_size = file_->Size();
+  uint64_t off = header_.snapshots_offset;
+  for (uint32_t i = 0; i < header_.nb_snapshots; ++i) {
+    uint8_t fixed[kSnapshotEntryFixed];
+    if (off + sizeof fixed > file_size) return Corrupt("snapshot table lies past the end of the file");
+    IMGFS_RETURN_IF_ERROR(file_->PRead(off, fixed, sizeof fixed));
+    SnapshotEntry e;
+    e.l1_table_offset = LoadBE64(fixed);
+    e.l1_size = LoadBE32(fixed + 8);
+    const uint16_t id_len = LoadBE16(fixed + 12), name_len = LoadBE16(fixed + 14);
+    e.info.date_sec = LoadBE32(fixed + 16);
+    e.info.date_nsec = LoadBE32(fixed + 20);
+    e.info.vm_clock_nsec = LoadBE64(fixed + 24);
+    e.info.vm_state_size = LoadBE32(fixed + 32);
+    const uint32_t extra_len = LoadBE32(fixed + 36);
+    const uint64_t var_len = uint64_t(extra_len) + id_len + name_len;
+    if (extra_len > 1024 || off + sizeof fixed + var_len > file_size)
+      return Corrupt("snapshot table entry " + std::to_string(i) + " is damaged");
+    std::vector<uint8_t> var(var_len);
+    IMGFS_RETURN_IF_ERROR(file_->PRead(off + sizeof fixed, var.data(), var.size()));
+    // Extra data: 64-bit VM state size, disk size, icount (each optional).
+    e.info.virtual_size = header_.size;
+    if (extra_len >= 8) e.info.vm_state_size = LoadBE64(&var[0]);
+    if (extra_len >= 16) e.info.virtual_size = LoadBE64(&var[8]);
+    if (extra_len >= 24) e.info.icount = LoadBE64(&var[16]);
+    e.info.id.assign(reinterpret_cast<const char*>(&var[extra_len]), id_len);
+    e.info.name.assign(reinterpret_cast<const char*>(&var[extra_len + id_len]), name_len);
+    if (e.l1_table_offset % cluster_size_) return Corrupt("snapshot '" + e.info.name + "': L1 table is misaligned");
+    if (uint64_t(e.l1_size) * 8 > kMaxL1Bytes || e.l1_table_offset + uint64_t(e.l1_size) * 8 > file_size)
+      return Corrupt("snapshot '" + e.info.name + "': L1 table is out of bounds");
+    snapshots_.push_back(std::move(e));
+    off += (sizeof fixed + var_len + 7) & ~uint64_t(7);
+  }
+  return Status::OK();
+}
+
+std::vector<SnapshotInfo> Qcow2Image::Snapshots() const {
+  std::vector<SnapshotInfo> out;
+  for (const auto& s : snapshots_) out.push_back(s.info);
+  return out;
+}
+
+Result<std::unique_ptr<Image>> Qcow2Image::OpenSnapshot(const std::string& id) const {
+  for (const auto& s : snapshots_) {
+    if (s.info.id != id) continue;
+    // A separate descriptor: the snapshot view has its own caches and is
+    // closed on its own; the file is only read.
+    IMGFS_ASSIGN_OR_RETURN(auto file, io::OpenPosixFile(file_->path(), false));
+    Header h = header_;
+    h.size = s.info.virtual_size;
+    h.l1_table_offset = s.l1_table_offset;
+    h.l1_size = s.l1_size;
+    IMGFS_ASSIGN_OR_RETURN(auto img, Load(std::move(file), h));
+    img->read_only_reason_ = "internal snapshot '" + s.info.name + "'";
+    return std::unique_ptr<Image>(std::move(img));
+  }
+  return NotFound(file_->path() + ": no snapshot with ID " + id);
+}
+
+}  // namespace imgfs::qcow2

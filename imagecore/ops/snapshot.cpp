@@ -1,0 +1,54 @@
+// Internal snapshots: listing them as qemu-img does, and naming their views.
+#include <cstdio>
+#include <ctime>
+#include <map>
+
+#include "imagecore/ops.h"
+#include "imagecore/size.h"
+
+namespace imgfs::ops {
+
+Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& path, const std::string& format) {
+  IMGFS_ASSIGN_OR_RETURN(auto img, OpenImage(path, format, OpenOptions{}));
+  return img->Snapshots();
+}
+
+std::string SnapshotTable(const std::vector<SnapshotInfo>& snaps) {
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+  out += line;
+  for (const auto& s : snaps) {
+    char date[32], clock[32], icount[32] = "";
+    std::time_t t = s.date_sec;
+    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+    const uint64_t ms = s.vm_clock_nsec / 1000000;
+    std::snprintf(clock, sizeof clock, "%02llu:%02llu:%02llu.%03llu", (unsigned long long)(ms / 3600000),
+                  (unsigned long long)(ms / 60000 % 60), (unsigned long long)(ms / 1000 % 60),
+                  (unsigned long long)(ms % 1000));
+    if (s.icount != UINT64_MAX) std::snprintf(icount, sizeof icount, "%llu", (unsigned long long)s.icount);
+    std::snprintf(line, sizeof line, "%-9s %-16s %8s%20s%13s%11s\n", s.id.c_str(), s.name.c_str(),
+                  HumanSize(s.vm_state_size).c_str(), date, clock, icount);
+    out += line;
+  }
+  return out;
+}
+
+std::vector<std::string> SnapshotFileNames(const std::vector<SnapshotInfo>& snaps) {
+  std::map<std::string, int> uses;
+  for (const auto& s : snaps) ++uses[s.name];
+  std::vector<std::string> out;
+  for (const auto& s : snaps) {
+    if (!s.name.empty() && uses[s.name] == 1 && s.name.find('/') == std::string::npos) {
+      out.push_back(s.name + ".raw");
+      continue;
+    }
+    std::string safe = s.name;
+    for (char& c : safe)
+      if (c == '/') c = '_';
+    out.push_back(s.id + "-" + safe + ".raw");
+  }
+  return out;
+}
+
+}  // namespace imgfs::ops
