@@ -5,6 +5,7 @@
 # Metrics (medians over ROUNDS rounds, fresh mounts every round):
 #   (a) sequential read of the whole disk, 1 MiB reads         MiB/s  (higher = better)
 #   (b) 4 KiB random reads, O_DIRECT, QD1, fio psync           IOPS   (higher = better)
+#       once with the host cache dropped (cold), then again warm
 #   (c) sequential 1 MiB writes of WRITE_MIB into a fresh empty
 #       qcow2 + fsync, wall clock incl. the fsync              MiB/s  (higher = better)
 #   (d) mount time of a directory of NIMAGES small qcow2 images ms    (lower = better)
@@ -341,11 +342,13 @@ measure_seqread() {  # SUBJ DISK
 }
 
 # 4 KiB random reads QD1; O_DIRECT, falling back to buffered if refused
-measure_randread() {  # SUBJ DISK ; prints "IOPS MODE"
-  local subj="$1" disk="$2" direct mode json
+measure_randread() {  # SUBJ DISK [warm] ; prints "IOPS MODE"
+  local subj="$1" disk="$2" warm="${3:-}" direct mode json
   for direct in 1 0; do
     mode=$([[ $direct == 1 ]] && echo direct || echo buffered)
-    drop_caches
+    # cold: the image file starts out of the host page cache; warm: right
+    # after the cold run, with whatever it brought in (the server's own cache)
+    [[ -n "$warm" ]] || drop_caches
     json="$W/fio-rand-$subj.json"
     rm -f "$json"
     if fio --name=randread --filename="$disk" --rw=randread --bs=4k --direct="$direct" \
@@ -436,12 +439,22 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     read -r iops mode <<< "$rr"
     record randread "$s" "$iops"
     echo "$mode" >> "$RES/randmode.$s"
-    log "$s: ready ${READY_MS} ms, seq read $v MiB/s, randread $iops IOPS ($mode)"
+    rr="$(measure_randread "$s" "$DISK" warm)"
+    read -r wiops _ <<< "$rr"
+    record randwarm "$s" "$wiops"
+    log "$s: ready ${READY_MS} ms, seq read $v MiB/s, randread $iops IOPS cold, $wiops warm ($mode)"
     if (( r == 1 )); then verify_read_content "$s" "$DISK"; fi
     stop_subject "$s"
   done
 
   n=${#write_subjects[@]}
+  if (( n > 0 )); then
+    # Untimed warm-up write: the first writer after the read phase was
+    # always the slow one (host writeback state), whoever it was.
+    dd if="$SRC" of="$W/warmup" bs=1M count="$WRITE_MIB" conv=fsync status=none
+    rm -f "$W/warmup"
+    sync
+  fi
   for (( k = 0; k < n; k++ )); do
     s="${write_subjects[$(( (k + r - 1) % n ))]}"
     rm -rf "$W/rw"; mkdir -p "$W/rw"
@@ -502,7 +515,8 @@ def mode(s):
 buffered = [s for s in subjects if "buffered" in mode(s)]
 rows = [
     ("seqread", "(a) seq read %s GiB, 1 MiB reads [MiB/s, higher=better]" % size_gib, "%.0f"),
-    ("randread", "(b) 4 KiB rand read QD1 O_DIRECT%s [IOPS, higher=better]" % ("*" if buffered else ""), "%.0f"),
+    ("randread", "(b) 4 KiB rand read QD1 O_DIRECT%s, cold host cache [IOPS, higher=better]" % ("*" if buffered else ""), "%.0f"),
+    ("randwarm", "(b') the same right after, warm host cache [IOPS, higher=better]", "%.0f"),
     ("write", "(c) seq write %s MiB + fsync, fresh qcow2 [MiB/s, higher=better]" % write_mib, "%.0f"),
     ("mountdir", "(d) mount dir of %s qcow2 until listed [ms, lower=better]" % nimg, "%.0f"),
     ("rssdir", "(e) daemon RSS after ls -l on %s images [MiB, lower=better]" % nimg, "%.1f"),
