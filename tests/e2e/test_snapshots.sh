@@ -76,7 +76,25 @@ done
 to_raw "$SRC/vm.qcow2" "$T/cur.raw"
 assert_same "$MNT/vm.qcow2/disk.raw" "$T/cur.raw" "disk.raw (current state)"
 [[ ! -e $MNT/base.qcow2/snapshots/x ]] && [[ -d $MNT/base.qcow2/snapshots ]] || fail "base.qcow2/snapshots/ should exist and be empty"
+
+log "writing an image with snapshots leaves the snapshots as they were"
+qsums() { local r id name; for r in "${rows[@]}"; do
+    read -r id name <<< "$r"
+    qemu-img convert -U -l "snapshot.id=$id" -O raw "$SRC/vm.qcow2" "$T/q.raw"
+    echo "$id $(sha256sum < "$T/q.raw" | cut -d' ' -f1)"
+done; }
+qsums_before=$(qsums)
+sums_before=$(cd "$MNT/vm.qcow2/snapshots" && sha256sum -- * | sort)
+head -c 3000000 /dev/urandom > "$T/w.bin"
+dd if="$T/w.bin" of="$MNT/vm.qcow2/disk.raw" bs=64k seek=7 conv=notrunc,fsync status=none || fail "write to disk.raw failed"
+dd if="$T/w.bin" of="$T/cur.raw" bs=64k seek=7 conv=notrunc status=none
+assert_same "$MNT/vm.qcow2/disk.raw" "$T/cur.raw" "disk.raw after the write"
+[[ $(cd "$MNT/vm.qcow2/snapshots" && sha256sum -- * | sort) == "$sums_before" ]] || fail "a snapshot view changed after writing disk.raw"
 umount_imgfs "$MNT"
+check_clean "$SRC/vm.qcow2"
+qemu-img compare -q -f raw -F qcow2 "$T/cur.raw" "$SRC/vm.qcow2" || fail "image differs from what was written"
+[[ $(qsums) == "$qsums_before" ]] || fail "qemu-img convert -l sees a snapshot changed by the write"
+echo "   snapshots unchanged (through the mount and for qemu), image clean"
 
 log "the corpus image made by qemu: snapshot hashes from SOURCES.md"
 CORP=$IMGFS_CORPUS/qcow2/generated/v2-compressed-snapshots.qcow2

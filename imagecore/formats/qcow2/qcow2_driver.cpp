@@ -78,7 +78,6 @@ Result<std::unique_ptr<Qcow2Image>> Qcow2Image::Load(std::unique_ptr<io::File> f
   else if (h.incompatible_features & kIncompatCorrupt) why = "the image is marked corrupt";
   else if (h.incompatible_features & kIncompatDirty)
     why = "the dirty bit is set (refcounts may be stale after a crash with lazy_refcounts; repair with 'qemu-img check -r all')";
-  else if (h.nb_snapshots > 0) why = "the image has internal snapshots; writing such images is not supported yet";
   return img;
 }
 

@@ -70,6 +70,7 @@ class Qcow2Image final : public Image {
   Status PrepareForWriteLocked();
   // The L2 table for guest cluster `c`, allocating it if absent.
   Result<uint64_t> L2OffsetForWriteLocked(uint64_t c);
+  Result<uint64_t> CowL2TableLocked(uint64_t l1_index);
   // Writes the run at `off` into newly allocated clusters; on return *len
   // is how much of it was written and [*host_written, +*host_len) the host
   // range that now holds it.

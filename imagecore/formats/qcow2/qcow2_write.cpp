@@ -29,8 +29,7 @@ Result<uint64_t> Qcow2Image::L2OffsetForWriteLocked(uint64_t c) {
   if (l1_index >= l1_.size()) return Corrupt(file_->path() + ": write past the L1 table");
   const uint64_t e = l1_[l1_index];
   if (e & kOffsetMask) {
-    if (!(e & kOflagCopied))
-      return Unsupported(file_->path() + ": L2 table is shared with a snapshot; writing it is not supported yet");
+    if (!(e & kOflagCopied)) return CowL2TableLocked(l1_index);
     return e & kOffsetMask;
   }
   // A new L2 table: its refcount is set now, its content reaches the disk
@@ -40,6 +39,34 @@ Result<uint64_t> Qcow2Image::L2OffsetForWriteLocked(uint64_t c) {
   l1_[l1_index] = off | kOflagCopied;
   l1_dirty_ = true;
   return off;
+}
+
+// The L2 table at l1_[l1_index] is shared with a snapshot: give the active
+// L1 its own copy. Refcounts count references per L1 table walk, so the
+// clusters the table names keep theirs (the snapshot's walk now goes through
+// the old table, the active one through the copy); only the tables' own
+// counts move. Order: the copy and its refcount reach the disk before the
+// L1 entry; the old table's refcount drops after it (a pending release), so
+// a crash leaves at most a leak.
+Result<uint64_t> Qcow2Image::CowL2TableLocked(uint64_t l1_index) {
+  const uint64_t old = l1_[l1_index] & kOffsetMask;
+  std::vector<uint8_t> copy(cluster_size_);
+  {
+    IMGFS_ASSIGN_OR_RETURN(uint8_t * src, GetL2Locked(old));
+    std::memcpy(copy.data(), src, cluster_size_);
+  }
+  // Every cluster named here is also the snapshot's: writes must copy it.
+  for (uint64_t j = 0; j < l2_entries_; ++j) {
+    const uint64_t e = LoadBE64(&copy[j * 8]);
+    if (e & kOflagCopied) StoreBE64(&copy[j * 8], e & ~kOflagCopied);
+  }
+  IMGFS_ASSIGN_OR_RETURN(uint64_t fresh, AllocateClustersLocked(1));
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * dst, l2_cache_.Create(fresh, [&] { return FlushMetadataLocked(false); }));
+  std::memcpy(dst, copy.data(), cluster_size_);
+  l1_[l1_index] = fresh | kOflagCopied;
+  l1_dirty_ = true;
+  pending_release_.emplace_back(old, cluster_size_);
+  return fresh;
 }
 
 // Fills `out` with bytes [from, to) of guest cluster `c` as they read before
