@@ -6,22 +6,40 @@
 
 namespace imgfs::cli {
 
-// `imgfs snapshot -l FILE`. Creating, applying and deleting snapshots
-// (-c/-a/-d) come with the qcow2 issue and are not offered yet.
+// `imgfs snapshot -l|-c NAME|-a NAME|-d NAME FILE`, as qemu-img snapshot.
 Runner AddSnapshot(CLI::App& app) {
   struct Args {
-    std::string file, format;
+    std::string file, format, create, apply, del;
     bool list = false;
   };
   auto a = std::make_shared<Args>();
-  app.add_flag("-l,--list", a->list, "list the internal snapshots")->required();
+  auto* l = app.add_flag("-l,--list", a->list, "list the internal snapshots");
+  auto* c = app.add_option("-c", a->create, "create a snapshot named NAME");
+  auto* ap = app.add_option("-a", a->apply, "revert the disk to snapshot NAME (or ID)");
+  auto* d = app.add_option("-d", a->del, "delete snapshot NAME (or ID)");
+  l->excludes(c, ap, d);
+  c->excludes(ap, d);
+  ap->excludes(d);
   app.add_option("-f,--format", a->format, "image format (default: probe)");
   app.add_option("FILE", a->file, "the image")->required();
-  return [a] {
-    auto snaps = ops::ListSnapshots(a->file, a->format);
-    if (!snaps.ok()) return Fail(snaps.status().message());
-    if (snaps.value().empty()) return 0;  // qemu-img prints nothing either
-    std::printf("Snapshot list:\n%s", ops::SnapshotTable(snaps.value()).c_str());
+  return [a, l, c, ap, d] {
+    if (!l->count() && !c->count() && !ap->count() && !d->count())
+      return Fail("snapshot: one of -l, -c, -a, -d is required");
+    if (a->list) {
+      auto snaps = ops::ListSnapshots(a->file, a->format);
+      if (!snaps.ok()) return Fail(snaps.status().message());
+      if (!snaps.value().empty()) std::printf("Snapshot list:\n%s", ops::SnapshotTable(snaps.value()).c_str());
+      return 0;
+    }
+    ops::SnapshotAction action = c->count() ? ops::SnapshotAction::kCreate
+                                 : ap->count() ? ops::SnapshotAction::kApply
+                                               : ops::SnapshotAction::kDelete;
+    const std::string& name = c->count() ? a->create : ap->count() ? a->apply : a->del;
+    static const char* kVerb[] = {"create", "apply", "delete"};
+    Status st = ops::ChangeSnapshot(a->file, a->format, action, name);
+    if (!st.ok())
+      return Fail(std::string("could not ") + kVerb[int(action)] + " snapshot '" + name + "' of " + a->file + ": " +
+                  st.message());
     return 0;
   };
 }

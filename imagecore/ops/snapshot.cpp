@@ -13,6 +13,18 @@ Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& path, const s
   return img->Snapshots();
 }
 
+Status ChangeSnapshot(const std::string& path, const std::string& format, SnapshotAction action,
+                      const std::string& name) {
+  IMGFS_ASSIGN_OR_RETURN(auto img, OpenImage(path, format, OpenOptions{true}));
+  if (img->read_only()) return ReadOnly(path + ": " + img->read_only_reason());
+  switch (action) {
+    case SnapshotAction::kCreate: return img->CreateSnapshot(name);
+    case SnapshotAction::kApply: return img->ApplySnapshot(name);
+    case SnapshotAction::kDelete: return img->DeleteSnapshot(name);
+  }
+  return Status::OK();
+}
+
 std::string SnapshotTable(const std::vector<SnapshotInfo>& snaps) {
   std::string out;
   char line[512];

@@ -30,6 +30,12 @@ namespace imgfs::qcow2 {
 
 class Qcow2Image final : public Image {
  public:
+  // One entry of the snapshot table.
+  struct SnapshotEntry {
+    SnapshotInfo info;
+    uint64_t l1_table_offset = 0;
+    uint32_t l1_size = 0;
+  };
   static Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOptions& opts);
   ~Qcow2Image() override;
 
@@ -42,6 +48,9 @@ class Qcow2Image final : public Image {
   std::optional<BackingRef> Backing() const override;
   std::vector<SnapshotInfo> Snapshots() const override;
   Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const override;
+  Status CreateSnapshot(const std::string& name) override;
+  Status DeleteSnapshot(const std::string& which) override;
+  Status ApplySnapshot(const std::string& which) override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *file_; }
 
@@ -51,12 +60,18 @@ class Qcow2Image final : public Image {
   static Result<std::unique_ptr<Qcow2Image>> Load(std::unique_ptr<io::File> file, Header h);
 
   // --- snapshots (qcow2_snapshot.cpp) -------------------------------------
-  struct SnapshotEntry {
-    SnapshotInfo info;
-    uint64_t l1_table_offset = 0;
-    uint32_t l1_size = 0;
-  };
   Status ReadSnapshotTable();
+  // --- snapshot control (qcow2_snapshot_ops.cpp) --------------------------
+  const SnapshotEntry* FindSnapshot(const std::string& which) const;
+  Result<std::vector<uint64_t>> ReadL1Locked(uint64_t offset, uint32_t entries);
+  // Adds `delta` to the refcount of every L2 table and cluster reachable
+  // from `l1`, as one more (or one less) L1 walk over them.
+  Status AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t delta);
+  // Sets COPIED on the active tables' entries exactly where refcount == 1.
+  Status FixCopiedFlagsLocked();
+  // Writes `entries` as a new snapshot table, points the header at it, and
+  // releases the old table.
+  Status WriteSnapshotTableLocked(const std::vector<SnapshotEntry>& entries);
 
   // --- mapping (qcow2_map.cpp) -------------------------------------------
   // Loads the L2 table at `l2_offset` through the cache. REQUIRES: meta_mu_.
@@ -85,6 +100,7 @@ class Qcow2Image final : public Image {
   // Reserves n contiguous new clusters and sets their refcount to 1.
   Result<uint64_t> AllocateClustersLocked(uint64_t n);
   Status AddRefLocked(uint64_t cluster, int64_t delta);
+  Result<uint64_t> RefcountLocked(uint64_t cluster);
   Result<uint8_t*> RefBlockForLocked(uint64_t cluster, bool create);
   Status GrowRefTableLocked(uint64_t min_entries);
   // Writes back dirty metadata in crash-safe order; see the file comment.
@@ -99,7 +115,8 @@ class Qcow2Image final : public Image {
   const uint64_t l2_entries_;
   const uint64_t refblock_entries_;
 
-  std::vector<SnapshotEntry> snapshots_;  // read at open, immutable here
+  std::vector<SnapshotEntry> snapshots_;  // GUARDED_BY(meta_mu_) once open
+  uint64_t snapshot_table_bytes_ = 0;     // GUARDED_BY(meta_mu_)
 
   std::mutex meta_mu_;
   std::vector<uint64_t> l1_;          // GUARDED_BY(meta_mu_), host byte order

@@ -92,6 +92,12 @@ Status Qcow2Image::AddRefLocked(uint64_t cluster, int64_t delta) {
   return Status::OK();
 }
 
+Result<uint64_t> Qcow2Image::RefcountLocked(uint64_t cluster) {
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * blk, RefBlockForLocked(cluster, /*create=*/false));
+  if (!blk) return uint64_t{0};
+  return GetRefcount(blk, cluster % refblock_entries_, header_.refcount_order);
+}
+
 Status Qcow2Image::FindEndLocked() {
   if (end_known_) return Status::OK();
   IMGFS_RETURN_IF_ERROR(LoadRefTableLocked());

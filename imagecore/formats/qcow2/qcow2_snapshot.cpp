@@ -48,6 +48,7 @@ Status Qcow2Image::ReadSnapshotTable() {
     snapshots_.push_back(std::move(e));
     off += (sizeof fixed + var_len + 7) & ~uint64_t(7);
   }
+  snapshot_table_bytes_ = off - header_.snapshots_offset;
   return Status::OK();
 }
 

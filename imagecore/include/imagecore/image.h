@@ -106,6 +106,17 @@ class Image {
   virtual Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const {
     return Unsupported(std::string(format_name()) + " images have no internal snapshots");
   }
+  // Snapshot control, as qemu-img snapshot -c/-d/-a. `which` is an ID or,
+  // failing that, a name. Exclusive: no I/O may run on the image meanwhile.
+  virtual Status CreateSnapshot(const std::string& name) {
+    return Unsupported(std::string(format_name()) + " images have no internal snapshots");
+  }
+  virtual Status DeleteSnapshot(const std::string& which) {
+    return Unsupported(std::string(format_name()) + " images have no internal snapshots");
+  }
+  virtual Status ApplySnapshot(const std::string& which) {
+    return Unsupported(std::string(format_name()) + " images have no internal snapshots");
+  }
   virtual ImageInfo Info() const = 0;
 
   // The file holding the layer (for `disk size` and mtime).

@@ -41,6 +41,10 @@ std::string InfoHuman(const std::vector<LayerInfo>& layers);
 
 // ---- snapshot (ops/snapshot.cpp) ----
 Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& path, const std::string& format);
+enum class SnapshotAction { kCreate, kApply, kDelete };
+// qemu-img snapshot -c/-a/-d on an image nobody else is writing.
+Status ChangeSnapshot(const std::string& path, const std::string& format, SnapshotAction action,
+                      const std::string& name);
 // The table `qemu-img snapshot -l` prints (header line and rows, no title).
 std::string SnapshotTable(const std::vector<SnapshotInfo>& snaps);
 // File names for snapshot views: "<name>.raw", or "<id>-<name>.raw" (with
