@@ -106,6 +106,45 @@ TEST_P(CrashTest, PowerLossKeepsWhatWasSynced) {
   }
 }
 
+// Snapshot control interleaved with writes: create, write (copy-on-write of
+// shared tables and clusters), create, apply, delete. Every prefix of the
+// writes must leave refcounts covering every reference of every walk.
+TEST_P(CrashTest, SnapshotOperationsAreCrashSafe) {
+  auto f = test::NewQcow2(2 << 20, GetParam());
+  const std::vector<uint8_t> initial = test::Contents(*f);
+  auto log = std::make_shared<std::vector<SharedFile::Op>>();
+  {
+    auto img = test::OpenShared(f, true, log);
+    std::mt19937_64 rng(5);
+    auto scribble = [&](int n) {
+      for (int i = 0; i < n; ++i) {
+        uint64_t len = 1 + rng() % 20000, off = rng() % ((2 << 20) - len);
+        std::vector<uint8_t> d(len, uint8_t(1 + rng() % 250));
+        ASSERT_TRUE(img->Write(off, d.data(), len, nullptr).ok());
+      }
+    };
+    scribble(20);
+    ASSERT_TRUE(img->CreateSnapshot("one").ok());
+    scribble(20);
+    ASSERT_TRUE(img->CreateSnapshot("two").ok());
+    scribble(10);
+    ASSERT_TRUE(img->ApplySnapshot("one").ok());
+    scribble(10);
+    ASSERT_TRUE(img->DeleteSnapshot("one").ok());
+    scribble(5);
+    ASSERT_TRUE(img->Flush().ok());
+  }
+  Recording rec;
+  rec.initial = initial;
+  rec.ops = *log;
+  uint64_t leaks = 1;
+  ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, rec.ops.size()), &leaks), "");
+  EXPECT_EQ(leaks, 0u) << "a clean close must leave no leaks";
+  const size_t step = std::max<size_t>(1, rec.ops.size() / 400);
+  for (size_t k = 0; k <= rec.ops.size(); k += step)
+    ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, k)), "") << "after " << k << " of " << rec.ops.size() << " writes";
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, CrashTest, ::testing::Values("", "cluster_size=512", "compat=0.10,cluster_size=4k"));
 
 }  // namespace

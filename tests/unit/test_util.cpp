@@ -103,25 +103,40 @@ std::string CheckQcow2(const io::File& f, uint64_t* leaks) {
     uint64_t b = LoadBE64(&rt[i * 8]);
     if (b) ref(b, cs);
   }
+  // One walk per L1 table: the active one and each snapshot's.
+  std::vector<std::pair<uint64_t, uint32_t>> l1s = {{h->l1_table_offset, h->l1_size}};
+  uint64_t so = h->snapshots_offset;
+  for (uint32_t s = 0; s < h->nb_snapshots; ++s) {
+    uint8_t e[40];
+    (void)f.PRead(so, e, sizeof e);
+    const uint64_t l1off = LoadBE64(e);
+    const uint32_t l1n = LoadBE32(e + 8);
+    l1s.emplace_back(l1off, l1n);
+    if (l1n) ref(l1off, uint64_t(l1n) * 8);
+    so += (40 + LoadBE32(e + 36) + LoadBE16(e + 12) + LoadBE16(e + 14) + 7) & ~uint64_t(7);
+  }
+  if (h->nb_snapshots) ref(h->snapshots_offset, so - h->snapshots_offset);
   std::vector<uint8_t> l2(cs);
-  for (uint32_t i = 0; i < h->l1_size; ++i) {
-    uint8_t e[8];
-    (void)f.PRead(h->l1_table_offset + i * 8, e, 8);
-    uint64_t l2off = LoadBE64(e) & kOffsetMask;
-    if (!l2off) continue;
-    if (l2off % cs) return "misaligned L2 table";
-    ref(l2off, cs);
-    (void)f.PRead(l2off, l2.data(), cs);
-    for (uint64_t j = 0; j < cs / 8; ++j) {
-      uint64_t d = LoadBE64(&l2[j * 8]);
-      if (d & kOflagCompressed) {
-        const uint32_t x = 62 - (h->cluster_bits - 8);
-        uint64_t host = d & ((1ull << x) - 1);
-        uint64_t sectors = ((d & ((1ull << 62) - 1)) >> x) + 1;
-        ref(host, sectors * 512 - (host & 511));
-      } else if (d & kOffsetMask) {
-        if ((d & kOffsetMask) % cs) return "misaligned data cluster";
-        ref(d & kOffsetMask, cs);
+  for (auto [l1off, l1n] : l1s) {
+    for (uint32_t i = 0; i < l1n; ++i) {
+      uint8_t e[8];
+      (void)f.PRead(l1off + i * 8, e, 8);
+      uint64_t l2off = LoadBE64(e) & kOffsetMask;
+      if (!l2off) continue;
+      if (l2off % cs) return "misaligned L2 table";
+      ref(l2off, cs);
+      (void)f.PRead(l2off, l2.data(), cs);
+      for (uint64_t j = 0; j < cs / 8; ++j) {
+        uint64_t d = LoadBE64(&l2[j * 8]);
+        if (d & kOflagCompressed) {
+          const uint32_t x = 62 - (h->cluster_bits - 8);
+          uint64_t host = d & ((1ull << x) - 1);
+          uint64_t sectors = ((d & ((1ull << 62) - 1)) >> x) + 1;
+          ref(host, sectors * 512 - (host & 511));
+        } else if (d & kOffsetMask) {
+          if ((d & kOffsetMask) % cs) return "misaligned data cluster";
+          ref(d & kOffsetMask, cs);
+        }
       }
     }
   }

@@ -49,8 +49,8 @@ std::unique_ptr<Image> OpenShared(std::shared_ptr<io::File> f, bool writable,
 std::vector<uint8_t> ReadLayer(Image& img);
 
 // An independent check of a qcow2 file: every cluster that the header,
-// refcount table, L1 and L2 tables reference has a refcount at least the
-// number of references. Returns "" if consistent, else the first problem.
+// refcount table, snapshot table and every L1 walk (active and snapshots)
+// reference has a refcount at least the number of references. Returns "" if consistent, else the first problem.
 // `leaks` receives the number of clusters with refcount > references.
 std::string CheckQcow2(const io::File& f, uint64_t* leaks = nullptr);
 
