@@ -14,6 +14,7 @@ Runner AddCreate(CLI::App& app);
 Runner AddMount(CLI::App& app);
 Runner AddUmount(CLI::App& app);
 Runner AddSnapshot(CLI::App& app);
+Runner AddCheck(CLI::App& app);
 
 // Prints "imgfs: <message>" to stderr; returns the exit code for it.
 int Fail(const std::string& message, int code = 1);

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   };
   add("info", "show information about an image", imgfs::cli::AddInfo);
   add("create", "create a new image", imgfs::cli::AddCreate);
+  add("check", "check (and repair) an image's metadata", imgfs::cli::AddCheck);
   add("snapshot", "list, create, apply or delete internal snapshots", imgfs::cli::AddSnapshot);
   add("mount", "mount a directory of images (or one image) as raw files", imgfs::cli::AddMount);
   add("umount", "flush and unmount an imgfs mount", imgfs::cli::AddUmount);

@@ -60,7 +60,20 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
 
   IMGFS_ASSIGN_OR_RETURN(auto img, Load(std::move(file), h));
   IMGFS_RETURN_IF_ERROR(img->ReadSnapshotTable());
-  if (opts.writable && img->read_only())
+  // An image left dirty (lazy refcounts, then a crash) gets its refcounts
+  // rebuilt at a read-write open, as qemu does; then it is writable.
+  if (opts.writable && !opts.no_repair && img->file_->writable() && (h.incompatible_features & kIncompatDirty) &&
+      !(h.incompatible_features & kIncompatCorrupt)) {
+    auto fixed = img->Check(RepairMode::kAll);
+    if (fixed.ok() && !fixed->corruptions && !fixed->leaks)
+      Log(LogLevel::kWarning, img->file_->path() + ": was left dirty; refcounts repaired (" +
+                                  std::to_string(fixed->corruptions_fixed) + " errors, " +
+                                  std::to_string(fixed->leaks_fixed) + " leaks fixed)");
+    else
+      Log(LogLevel::kError, img->file_->path() + ": was left dirty and could not be repaired: " +
+                                (fixed.ok() ? "errors remain" : fixed.status().message()));
+  }
+  if (opts.writable && !opts.no_repair && img->read_only())
     Log(LogLevel::kWarning, img->file_->path() + ": served read-only: " + img->read_only_reason_);
   return std::unique_ptr<Image>(std::move(img));
 }

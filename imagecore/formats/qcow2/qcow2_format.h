@@ -74,6 +74,9 @@ struct Header {
   std::string backing_file;
   std::string backing_format;
   bool has_bitmaps_ext = false;
+  uint32_t nb_bitmaps = 0;
+  uint64_t bitmap_directory_size = 0;
+  uint64_t bitmap_directory_offset = 0;
 
   uint64_t cluster_size() const { return 1ull << cluster_bits; }
   uint32_t refcount_bits() const { return 1u << refcount_order; }

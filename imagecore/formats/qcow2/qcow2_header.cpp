@@ -102,7 +102,14 @@ Result<Header> Header::Read(const io::File& file) {
     const char* data = reinterpret_cast<const char*>(&c0[off]);
     switch (type) {
       case kExtBackingFormat: h.backing_format.assign(data, strnlen(data, len)); break;
-      case kExtBitmaps: h.has_bitmaps_ext = true; break;
+      case kExtBitmaps:
+        if (len >= 24) {
+          h.has_bitmaps_ext = true;
+          h.nb_bitmaps = LoadBE32(&c0[off]);
+          h.bitmap_directory_size = LoadBE64(&c0[off + 8]);
+          h.bitmap_directory_offset = LoadBE64(&c0[off + 16]);
+        }
+        break;
       case kExtCrypto: break;  // refused below via crypt_method
       case kExtDataFile: break;  // refused below via the incompatible bit
       default: break;  // feature table and unknown extensions: ignore

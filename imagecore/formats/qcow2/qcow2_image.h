@@ -48,6 +48,7 @@ class Qcow2Image final : public Image {
   std::optional<BackingRef> Backing() const override;
   std::vector<SnapshotInfo> Snapshots() const override;
   Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const override;
+  Result<CheckResult> Check(RepairMode mode) override;
   Status CreateSnapshot(const std::string& name) override;
   Status DeleteSnapshot(const std::string& which) override;
   Status ApplySnapshot(const std::string& which) override;
@@ -93,6 +94,11 @@ class Qcow2Image final : public Image {
                                uint64_t* host_written, uint64_t* host_len);
   Status CowSourceLocked(uint64_t c, uint64_t entry, uint64_t from, uint64_t to, uint8_t* out,
                          const LayerReader* below);
+
+  // --- check and repair (qcow2_check.cpp) --------------------------------
+  // One pass: counts references, compares with refcounts and COPIED flags;
+  // with `fix` set, makes refcounts and flags match what it found.
+  Status CheckPassLocked(RepairMode fix, CheckResult* out);
 
   // --- refcounts (qcow2_refcount.cpp) -------------------------------------
   Status LoadRefTableLocked();

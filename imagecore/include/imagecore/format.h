@@ -14,6 +14,9 @@ namespace imgfs {
 
 struct OpenOptions {
   bool writable = false;
+  // Set by `check`: report an image left dirty as it is instead of
+  // repairing it at open (as qemu-img check opens images).
+  bool no_repair = false;
 };
 
 // Options for creating an image. `options` holds the -o key=value pairs;

@@ -74,6 +74,23 @@ struct SnapshotInfo {
   uint64_t icount = UINT64_MAX;  // UINT64_MAX: not recorded
 };
 
+// What a consistency check found (and fixed), with qemu-img check's counts.
+struct CheckResult {
+  uint64_t corruptions = 0;
+  uint64_t leaks = 0;
+  uint64_t check_errors = 0;
+  uint64_t corruptions_fixed = 0;
+  uint64_t leaks_fixed = 0;
+  uint64_t total_clusters = 0;      // guest clusters of the virtual disk
+  uint64_t allocated_clusters = 0;  // of those, allocated in the image
+  uint64_t fragmented_clusters = 0;
+  uint64_t compressed_clusters = 0;
+  uint64_t image_end_offset = 0;
+  std::vector<std::string> messages;  // one line per problem, as qemu-img prints them
+};
+
+enum class RepairMode { kNone, kLeaks, kAll };
+
 struct BackingRef {
   std::string name;    // as stored in the image
   std::string format;  // as stored; empty: probe
@@ -105,6 +122,11 @@ class Image {
   // this layer's: the chain below stays the same.
   virtual Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const {
     return Unsupported(std::string(format_name()) + " images have no internal snapshots");
+  }
+  // Checks the image's metadata; with a repair mode, fixes what it may and
+  // checks again. Exclusive, like snapshot control.
+  virtual Result<CheckResult> Check(RepairMode mode) {
+    return Unsupported("this image format does not support checks");
   }
   // Snapshot control, as qemu-img snapshot -c/-d/-a. `which` is an ID or,
   // failing that, a name. Exclusive: no I/O may run on the image meanwhile.

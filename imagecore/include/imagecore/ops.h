@@ -39,6 +39,15 @@ Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::s
 std::string InfoJson(const std::vector<LayerInfo>& layers, bool as_chain);
 std::string InfoHuman(const std::vector<LayerInfo>& layers);
 
+// ---- check (ops/check.cpp) ----
+// Checks (and with a repair mode, repairs) the image at `path`.
+Result<CheckResult> CheckImage(const std::string& path, const std::string& format, RepairMode mode);
+// qemu-img check's report: the summary (stdout) and JSON.
+std::string CheckHuman(const CheckResult& r);
+std::string CheckJson(const CheckResult& r, const std::string& filename, const std::string& format);
+// qemu-img check's exit code: 0 clean, 2 corruptions, 3 leaks only.
+int CheckExitCode(const CheckResult& r);
+
 // ---- snapshot (ops/snapshot.cpp) ----
 Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& path, const std::string& format);
 enum class SnapshotAction { kCreate, kApply, kDelete };

@@ -1,0 +1,259 @@
+// qcow2 check and repair: every reference the image makes (header, refcount
+// structures, snapshot table, bitmaps, each L1 walk) is counted and
+// compared with the stored refcounts and the active tables' COPIED flags,
+// as `qemu-img check` does, and with a repair mode set right.
+#include <algorithm>
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_image.h"
+#include "imagecore/log.h"
+
+namespace imgfs::qcow2 {
+
+namespace {
+
+std::string Fmt(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string Fmt(const char* fmt, ...) {
+  char buf[256];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+// An active-table entry whose COPIED flag is checked once refcounts are known.
+struct CopiedCheck {
+  bool is_l1;
+  uint64_t index;    // L1 index, or L2 entry index
+  uint64_t entry;    // the entry as stored
+  uint64_t cluster;  // the cluster it names
+};
+
+}  // namespace
+
+Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
+  *r = CheckResult{};
+  IMGFS_RETURN_IF_ERROR(LoadRefTableLocked());
+  const uint64_t cs = cluster_size_;
+  const uint64_t file_clusters = (file_->Size() + cs - 1) >> cluster_bits_;
+  std::vector<uint64_t> refs(file_clusters, 0);
+  auto ref = [&](uint64_t off, uint64_t len, const char* what) {
+    if (!len) return;
+    for (uint64_t c = off >> cluster_bits_; c <= (off + len - 1) >> cluster_bits_; ++c) {
+      if (c >= file_clusters) {
+        r->messages.push_back(Fmt("ERROR %s at offset 0x%" PRIx64 " lies past the end of the file", what, off));
+        ++r->corruptions;
+        return;
+      }
+      ++refs[c];
+    }
+  };
+  auto aligned = [&](uint64_t off, const char* what) {
+    if (off & (cs - 1)) {
+      r->messages.push_back(Fmt("ERROR %s offset=%" PRIx64 ": not aligned to a cluster", what, off));
+      ++r->corruptions;
+      return false;
+    }
+    return true;
+  };
+
+  ref(0, cs, "header");
+  ref(header_.refcount_table_offset, uint64_t(header_.refcount_table_clusters) << cluster_bits_, "refcount table");
+  for (uint64_t b : reftable_)
+    if (b && aligned(b, "refcount block")) ref(b, cs, "refcount block");
+
+  // Bitmaps: directory, each bitmap's table, and the table's data clusters.
+  if (header_.has_bitmaps_ext && header_.bitmap_directory_size && header_.bitmap_directory_size < (64u << 20)) {
+    ref(header_.bitmap_directory_offset, header_.bitmap_directory_size, "bitmap directory");
+    std::vector<uint8_t> dir(header_.bitmap_directory_size);
+    IMGFS_RETURN_IF_ERROR(file_->PRead(header_.bitmap_directory_offset, dir.data(), dir.size()));
+    for (uint64_t p = 0; p + 24 <= dir.size();) {
+      const uint64_t tbl = LoadBE64(&dir[p]);
+      const uint32_t n = LoadBE32(&dir[p + 8]);
+      const uint32_t extra = LoadBE32(&dir[p + 20]);
+      const uint16_t name_len = LoadBE16(&dir[p + 18]);
+      if (n && aligned(tbl, "bitmap table")) {
+        ref(tbl, uint64_t(n) * 8, "bitmap table");
+        std::vector<uint8_t> t(uint64_t(n) * 8);
+        IMGFS_RETURN_IF_ERROR(file_->PRead(tbl, t.data(), t.size()));
+        for (uint32_t i = 0; i < n; ++i) {
+          const uint64_t d = LoadBE64(&t[i * 8]) & kOffsetMask;
+          if (d && aligned(d, "bitmap data")) ref(d, cs, "bitmap data");
+        }
+      }
+      p += (24 + uint64_t(extra) + name_len + 7) & ~uint64_t(7);
+    }
+  }
+
+  // L1 walks: the active table (with fragmentation counts and COPIED
+  // checks) and every snapshot's.
+  std::vector<CopiedCheck> copied;
+  std::vector<uint8_t> table(cs);
+  const uint32_t x = 62 - (cluster_bits_ - 8);
+  auto walk = [&](const std::vector<uint64_t>& l1, bool active) -> Status {
+    for (uint64_t i = 0; i < l1.size(); ++i) {
+      uint64_t next_contiguous = 0;  // fragmentation is counted within one L2 table
+      const uint64_t l2 = l1[i] & kOffsetMask;
+      if (!l2 || !aligned(l2, "L2 table")) continue;
+      if (l2 + cs > file_->Size()) {
+        r->messages.push_back(Fmt("ERROR L2 table offset=%" PRIx64 " lies past the end of the file", l2));
+        ++r->corruptions;
+        continue;
+      }
+      ref(l2, cs, "L2 table");
+      if (active) copied.push_back({true, i, l1[i], l2 >> cluster_bits_});
+      IMGFS_RETURN_IF_ERROR(file_->PRead(l2, table.data(), cs));
+      for (uint64_t j = 0; j < l2_entries_; ++j) {
+        const uint64_t d = LoadBE64(&table[j * 8]);
+        if (d & kOflagCompressed) {
+          const uint64_t h = d & ((1ull << x) - 1);
+          const uint64_t bytes = (((d & ((1ull << 62) - 1)) >> x) + 1) * 512 - (h & 511);
+          ref(h, bytes, "compressed cluster");
+          if (active) {
+            ++r->allocated_clusters;
+            ++r->compressed_clusters;
+            ++r->fragmented_clusters;  // never contiguous with anything
+            if (d & kOflagCopied) {
+              r->messages.push_back(Fmt("ERROR: compressed cluster with OFLAG_COPIED: l2_entry=%" PRIx64, d));
+              ++r->corruptions;
+            }
+          }
+          continue;
+        }
+        const uint64_t host = d & kOffsetMask;
+        if (!host || !aligned(host, "data cluster")) continue;
+        ref(host, cs, "data cluster");
+        if (!active) continue;
+        ++r->allocated_clusters;
+        if (next_contiguous && host != next_contiguous) ++r->fragmented_clusters;
+        next_contiguous = host + cs;
+        copied.push_back({false, j, d, host >> cluster_bits_});
+      }
+    }
+    return Status::OK();
+  };
+  if (l1_.size()) ref(header_.l1_table_offset, l1_.size() * 8, "L1 table");
+  IMGFS_RETURN_IF_ERROR(walk(l1_, true));
+  if (header_.nb_snapshots)
+    ref(header_.snapshots_offset, snapshot_table_bytes_, "snapshot table");
+  for (const auto& s : snapshots_) {
+    if (!s.l1_size) continue;
+    ref(s.l1_table_offset, uint64_t(s.l1_size) * 8, "snapshot L1 table");
+    IMGFS_ASSIGN_OR_RETURN(auto l1, ReadL1Locked(s.l1_table_offset, s.l1_size));
+    IMGFS_RETURN_IF_ERROR(walk(l1, false));
+  }
+  r->total_clusters = (header_.size + cs - 1) >> cluster_bits_;
+
+  // COPIED must say "refcount is 1" exactly, with the refcounts as stored
+  // (reported after the refcount lines, as qemu-img orders them).
+  std::vector<std::string> copied_messages;
+  for (const auto& c : copied) {
+    IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c.cluster));
+    if ((rc == 1) == ((c.entry & kOflagCopied) != 0)) continue;
+    copied_messages.push_back(c.is_l1 ? Fmt("%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu64 " l1_entry=%" PRIx64
+                                        " refcount=%" PRIu64,
+                                        fix == RepairMode::kAll ? "Repairing" : "ERROR", c.index, c.entry, rc)
+                                  : Fmt("%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64,
+                                        fix == RepairMode::kAll ? "Repairing" : "ERROR", c.entry, rc));
+    if (fix == RepairMode::kAll) ++r->corruptions_fixed;
+    else ++r->corruptions;
+  }
+
+  // Stored refcounts against the references found.
+  uint64_t highest = 0;
+  bool any = false;
+  for (uint64_t c = 0; c < file_clusters; ++c) {
+    IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c));
+    const uint64_t want = refs[c];
+    if (rc || want) {
+      highest = c;
+      any = true;
+    }
+    if (rc == want) continue;
+    if (rc < want) {
+      const bool repair = fix == RepairMode::kAll;
+      r->messages.push_back(Fmt("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+                                repair ? "Repairing" : "ERROR", c, rc, want));
+      if (repair) {
+        IMGFS_RETURN_IF_ERROR(AddRefLocked(c, int64_t(want - rc)));
+        ++r->corruptions_fixed;
+      } else {
+        ++r->corruptions;
+      }
+    } else {
+      const bool repair = fix != RepairMode::kNone;
+      r->messages.push_back(Fmt("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+                                repair ? "Repairing" : "Leaked", c, rc, want));
+      if (repair) {
+        IMGFS_RETURN_IF_ERROR(AddRefLocked(c, -int64_t(rc - want)));
+        ++r->leaks_fixed;
+      } else {
+        ++r->leaks;
+      }
+    }
+  }
+  // Refcounts past the end of the file are leaks too (a truncated image).
+  for (size_t ti = (file_clusters + refblock_entries_ - 1) / refblock_entries_; ti < reftable_.size(); ++ti) {
+    if (!reftable_[ti]) continue;
+    for (uint64_t c = std::max(file_clusters, ti * refblock_entries_); c < (ti + 1) * refblock_entries_; ++c) {
+      IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c));
+      if (!rc) continue;
+      highest = c;
+      any = true;
+      const bool repair = fix != RepairMode::kNone;
+      r->messages.push_back(Fmt("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=0",
+                                repair ? "Repairing" : "Leaked", c, rc));
+      if (repair) {
+        IMGFS_RETURN_IF_ERROR(AddRefLocked(c, -int64_t(rc)));
+        ++r->leaks_fixed;
+      } else {
+        ++r->leaks;
+      }
+    }
+  }
+  r->messages.insert(r->messages.end(), copied_messages.begin(), copied_messages.end());
+  r->image_end_offset = any ? (highest + 1) << cluster_bits_ : 0;
+  if (fix == RepairMode::kAll) IMGFS_RETURN_IF_ERROR(FixCopiedFlagsLocked());
+  return Status::OK();
+}
+
+Result<CheckResult> Qcow2Image::Check(RepairMode mode) {
+  if (mode != RepairMode::kNone && !file_->writable())
+    return ReadOnly(file_->path() + ": open read-write to repair");
+  std::lock_guard<std::mutex> l(meta_mu_);
+  if (file_->writable() && !read_only()) IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
+  CheckResult first;
+  IMGFS_RETURN_IF_ERROR(CheckPassLocked(mode, &first));
+  if (!first.leaks_fixed && !first.corruptions_fixed) {
+    if (mode != RepairMode::kAll || first.corruptions) return first;
+  }
+  // Write the repairs in the usual order, then clear the flags a repair
+  // answers: dirty (stale lazy refcounts) and, after -r all, corrupt.
+  IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  CheckResult second;
+  IMGFS_RETURN_IF_ERROR(CheckPassLocked(RepairMode::kNone, &second));
+  uint64_t clear = 0;
+  if (!second.corruptions && !second.leaks) clear |= kIncompatDirty;
+  if (mode == RepairMode::kAll && !second.corruptions) clear |= kIncompatCorrupt;
+  if (header_.version >= 3 && (header_.incompatible_features & clear)) {
+    header_.incompatible_features &= ~clear;
+    uint8_t raw[8];
+    StoreBE64(raw, header_.incompatible_features);
+    IMGFS_RETURN_IF_ERROR(file_->PWrite(72, raw, sizeof raw));
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    if (!(header_.incompatible_features & (kIncompatDirty | kIncompatCorrupt)) && read_only_reason_ != "opened read-only")
+      read_only_reason_.clear();
+  }
+  second.leaks_fixed = first.leaks_fixed;
+  second.corruptions_fixed = first.corruptions_fixed;
+  second.messages.insert(second.messages.begin(), first.messages.begin(), first.messages.end());
+  return second;
+}
+
+}  // namespace imgfs::qcow2

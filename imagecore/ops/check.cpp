@@ -1,0 +1,88 @@
+// `check`: run a format's consistency check and report it as qemu-img does.
+#include <nlohmann/json.hpp>
+
+#include "imagecore/ops.h"
+
+namespace imgfs::ops {
+
+Result<CheckResult> CheckImage(const std::string& path, const std::string& format, RepairMode mode) {
+  OpenOptions opts;
+  opts.writable = mode != RepairMode::kNone;
+  opts.no_repair = true;
+  IMGFS_ASSIGN_OR_RETURN(auto img, OpenImage(path, format, opts));
+  auto r = img->Check(mode);
+  if (!r.ok()) return r.status().Prefixed(path);
+  return r;
+}
+
+std::string CheckHuman(const CheckResult& r) {
+  std::string o;
+  char buf[512];
+  if (r.corruptions_fixed || r.leaks_fixed) {
+    std::snprintf(buf, sizeof buf,
+                  "The following inconsistencies were found and repaired:\n\n"
+                  "    %llu leaked clusters\n    %llu corruptions\n\nDouble checking the fixed image now...\n",
+                  (unsigned long long)r.leaks_fixed, (unsigned long long)r.corruptions_fixed);
+    o += buf;
+  }
+  if (!r.corruptions && !r.leaks && !r.check_errors) {
+    o += "No errors were found on the image.\n";
+  } else {
+    if (r.corruptions) {
+      std::snprintf(buf, sizeof buf,
+                    "\n%llu errors were found on the image.\n"
+                    "Data may be corrupted, or further writes to the image may corrupt it.\n",
+                    (unsigned long long)r.corruptions);
+      o += buf;
+    }
+    if (r.leaks) {
+      std::snprintf(buf, sizeof buf,
+                    "\n%llu leaked clusters were found on the image.\n"
+                    "This means waste of disk space, but no harm to data.\n",
+                    (unsigned long long)r.leaks);
+      o += buf;
+    }
+    if (r.check_errors) {
+      std::snprintf(buf, sizeof buf, "\n%llu internal errors have occurred during the check.\n",
+                    (unsigned long long)r.check_errors);
+      o += buf;
+    }
+  }
+  if (r.total_clusters && r.allocated_clusters) {
+    // Fragmented and compressed are shares of the allocated clusters.
+    const double t = double(r.total_clusters), a = double(r.allocated_clusters);
+    std::snprintf(buf, sizeof buf, "%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+                  (unsigned long long)r.allocated_clusters, (unsigned long long)r.total_clusters,
+                  r.allocated_clusters * 100.0 / t, r.fragmented_clusters * 100.0 / a,
+                  r.compressed_clusters * 100.0 / a);
+    o += buf;
+  }
+  if (r.image_end_offset) o += "Image end offset: " + std::to_string(r.image_end_offset) + "\n";
+  return o;
+}
+
+std::string CheckJson(const CheckResult& r, const std::string& filename, const std::string& format) {
+  nlohmann::ordered_json j;
+  if (r.image_end_offset) j["image-end-offset"] = r.image_end_offset;
+  j["total-clusters"] = r.total_clusters;
+  if (r.corruptions) j["corruptions"] = r.corruptions;
+  j["check-errors"] = r.check_errors;
+  if (r.leaks) j["leaks"] = r.leaks;
+  if (r.corruptions_fixed) j["corruptions-fixed"] = r.corruptions_fixed;
+  if (r.leaks_fixed) j["leaks-fixed"] = r.leaks_fixed;
+  j["allocated-clusters"] = r.allocated_clusters;
+  j["filename"] = filename;
+  j["format"] = format;
+  if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;
+  if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
+  return j.dump(4) + "\n";
+}
+
+int CheckExitCode(const CheckResult& r) {
+  if (r.check_errors) return 1;
+  if (r.corruptions) return 2;
+  if (r.leaks) return 3;
+  return 0;
+}
+
+}  // namespace imgfs::ops

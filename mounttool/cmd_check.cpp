@@ -1,0 +1,41 @@
+#include <cstdio>
+#include <memory>
+
+#include "commands.h"
+#include "imagecore/format.h"
+#include "imagecore/ops.h"
+
+namespace imgfs::cli {
+
+// `imgfs check [-r leaks|all] [--output=human|json] [-f FMT] FILE`, with
+// qemu-img check's output and exit codes (0 clean, 1 could not check,
+// 2 corruptions, 3 leaks only, 63 format cannot be checked).
+Runner AddCheck(CLI::App& app) {
+  struct Args {
+    std::string file, format, output = "human", repair;
+  };
+  auto a = std::make_shared<Args>();
+  app.add_option("-f,--format", a->format, "image format (default: probe)");
+  app.add_option("-r,--repair", a->repair, "repair leaks, or all errors")->check(CLI::IsMember({"leaks", "all"}));
+  app.add_option("--output", a->output, "human or json")->check(CLI::IsMember({"human", "json"}));
+  app.add_option("FILE", a->file, "the image")->required();
+  return [a] {
+    RepairMode mode = a->repair == "all" ? RepairMode::kAll : a->repair == "leaks" ? RepairMode::kLeaks : RepairMode::kNone;
+    auto r = ops::CheckImage(a->file, a->format, mode);
+    if (!r.ok()) return Fail(r.status().message(), r.status().code() == Code::kUnsupported ? 63 : 1);
+    for (const auto& m : r->messages) std::fprintf(stderr, "%s\n", m.c_str());
+    if (a->output == "json") {
+      std::string fmt = a->format;
+      if (fmt.empty()) {
+        auto info = ops::CollectInfo(a->file, "", false);
+        fmt = info.ok() ? info->front().info.format : "";
+      }
+      std::fputs(ops::CheckJson(r.value(), a->file, fmt).c_str(), stdout);
+    } else {
+      std::fputs(ops::CheckHuman(r.value()).c_str(), stdout);
+    }
+    return ops::CheckExitCode(r.value());
+  };
+}
+
+}  // namespace imgfs::cli
