@@ -109,7 +109,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
       if (active) copied.push_back({true, i, l1[i], l2 >> cluster_bits_});
       IMGFS_RETURN_IF_ERROR(file_->PRead(l2, table.data(), cs));
       for (uint64_t j = 0; j < l2_entries_; ++j) {
-        const uint64_t d = LoadBE64(&table[j * 8]);
+        const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
         if (d & kOflagCompressed) {
           const uint64_t h = d & ((1ull << x) - 1);
           const uint64_t bytes = (((d & ((1ull << 62) - 1)) >> x) + 1) * 512 - (h & 511);

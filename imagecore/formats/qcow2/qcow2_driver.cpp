@@ -20,7 +20,9 @@ Qcow2Image::Qcow2Image(std::unique_ptr<io::File> file, Header h)
       header_(std::move(h)),
       cluster_bits_(header_.cluster_bits),
       cluster_size_(header_.cluster_size()),
-      l2_entries_(header_.cluster_size() / 8),
+      extended_l2_((header_.incompatible_features & kIncompatExtendedL2) != 0),
+      entry_bytes_(extended_l2_ ? 16 : 8),
+      l2_entries_(header_.cluster_size() / entry_bytes_),
       refblock_entries_(header_.cluster_size() * 8 / header_.refcount_bits()),
       // Bounded per image: 8 MiB of L2 tables maps 64 GiB at 64 KiB clusters.
       l2_cache_(header_.cluster_size(), TablesFor(8 << 20, header_.cluster_size())),
@@ -44,8 +46,6 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
   }
   if (h.incompatible_features & kIncompatDataFile)
     return Unsupported("external data file (data_file) is not supported yet");
-  if (h.incompatible_features & kIncompatExtendedL2)
-    return Unsupported("extended L2 entries (extended_l2=on) are not supported yet");
   if (h.compression_type > 1)
     return Unsupported("compression type " + std::to_string(h.compression_type));
   if (h.compression_type != 0 && !(h.incompatible_features & kIncompatCompression))
@@ -88,6 +88,8 @@ Result<std::unique_ptr<Qcow2Image>> Qcow2Image::Load(std::unique_ptr<io::File> f
   }
   std::string& why = img->read_only_reason_;
   if (!img->file_->writable()) why = "opened read-only";
+  else if (h.incompatible_features & kIncompatExtendedL2)
+    why = "writing images with extended L2 entries (subclusters) is not supported yet";
   else if (h.incompatible_features & kIncompatCorrupt) why = "the image is marked corrupt";
   else if (h.incompatible_features & kIncompatDirty)
     why = "the dirty bit is set (refcounts may be stale after a crash with lazy_refcounts; repair with 'qemu-img check -r all')";

@@ -80,6 +80,8 @@ class Qcow2Image final : public Image {
   // The L2 entry of guest cluster `c`, or 0 if its L2 table is absent.
   Result<uint64_t> L2EntryLocked(uint64_t c);
   Status ReadCompressedCluster(uint64_t l2_entry, uint8_t* out);
+  // Block status inside one extended L2 table. REQUIRES: meta_mu_.
+  Status ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limit, Extent* out);
   Status CheckHostOffset(uint64_t host, const char* what) const;
 
   // --- writing (qcow2_write.cpp) ------------------------------------------
@@ -118,6 +120,8 @@ class Qcow2Image final : public Image {
   Header header_;  // fields refcount_table_* and autoclear change under meta_mu_
   const uint32_t cluster_bits_;
   const uint64_t cluster_size_;
+  const bool extended_l2_;      // 16-byte L2 entries with subcluster bitmaps
+  const uint64_t entry_bytes_;  // 8, or 16 with extended L2
   const uint64_t l2_entries_;
   const uint64_t refblock_entries_;
 

@@ -45,7 +45,7 @@ Result<uint64_t> Qcow2Image::L2EntryLocked(uint64_t c) {
   const uint64_t l2_offset = l1_[l1_index] & kOffsetMask;
   if (!l2_offset) return uint64_t{0};
   IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_offset));
-  return LoadBE64(l2 + (c % l2_entries_) * 8);
+  return LoadBE64(l2 + (c % l2_entries_) * entry_bytes_);
 }
 
 namespace {
@@ -77,6 +77,7 @@ Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
     return Status::OK();
   }
   IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_offset));
+  if (extended_l2_) return ExtendedStatus(l2, off, limit, out);
   const bool v3 = header_.version >= 3;
   auto classify = [&](uint64_t e) -> Mapping {
     if (e & kOflagCompressed) return {ExtentKind::kOpaque, 0};
@@ -85,12 +86,12 @@ Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
     if (!host) return {ExtentKind::kUnallocated, 0};
     return {ExtentKind::kData, host};
   };
-  const uint64_t first = LoadBE64(l2 + (c % l2_entries_) * 8);
+  const uint64_t first = LoadBE64(l2 + (c % l2_entries_) * entry_bytes_);
   Mapping m = classify(first);
   if (m.kind == ExtentKind::kData) IMGFS_RETURN_IF_ERROR(CheckHostOffset(m.host, "data cluster"));
   uint64_t next = c + 1;
   while ((next << cluster_bits_) < limit) {
-    Mapping n = classify(LoadBE64(l2 + (next % l2_entries_) * 8));
+    Mapping n = classify(LoadBE64(l2 + (next % l2_entries_) * entry_bytes_));
     if (n.kind != m.kind) break;
     if (m.kind == ExtentKind::kData && n.host != m.host + ((next - c) << cluster_bits_)) break;
     if (m.kind == ExtentKind::kOpaque) break;  // one compressed cluster at a time
@@ -101,6 +102,49 @@ Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
   out->length = end - off;
   out->file = m.kind == ExtentKind::kData ? file_.get() : nullptr;
   out->host_offset = m.kind == ExtentKind::kData ? m.host + (off & (cluster_size_ - 1)) : 0;
+  return Status::OK();
+}
+
+// Extended L2 entries: 32 subclusters per cluster, each allocated (data at
+// its place in the host cluster), reading as zeros, or unallocated.
+Status Qcow2Image::ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limit, Extent* out) {
+  const uint32_t sc_bits = cluster_bits_ - 5;
+  struct Sub {
+    ExtentKind kind;
+    uint64_t host;
+    bool damaged = false;  // allocated, but no host cluster
+  };
+  auto classify = [&](uint64_t pos) -> Sub {
+    const uint64_t c = pos >> cluster_bits_;
+    const uint8_t* p = l2 + (c % l2_entries_) * 16;
+    const uint64_t e = LoadBE64(p), bitmap = LoadBE64(p + 8);
+    if (e & kOflagCompressed) return {ExtentKind::kOpaque, 0};
+    const uint32_t sub = uint32_t((pos >> sc_bits) & 31);
+    if ((bitmap >> sub) & 1)
+      return {ExtentKind::kData, (e & kOffsetMask) + (uint64_t(sub) << sc_bits), !(e & kOffsetMask)};
+    if ((bitmap >> (32 + sub)) & 1) return {ExtentKind::kZero, 0};
+    return {ExtentKind::kUnallocated, 0};
+  };
+  const uint64_t first_sub = off >> sc_bits;
+  Sub m = classify(off);
+  if (m.damaged) return Corrupt(file_->path() + ": allocated subcluster without a host cluster");
+  if (m.kind == ExtentKind::kData) IMGFS_RETURN_IF_ERROR(CheckHostOffset(m.host & ~(cluster_size_ - 1), "data cluster"));
+  uint64_t next = first_sub + 1;
+  if (m.kind == ExtentKind::kOpaque) {
+    next = ((off >> cluster_bits_) + 1) << (cluster_bits_ - sc_bits);  // the whole cluster
+  } else {
+    while ((next << sc_bits) < limit) {
+      Sub n = classify(next << sc_bits);
+      if (n.kind != m.kind) break;
+      if (m.kind == ExtentKind::kData && n.host != m.host + ((next - first_sub) << sc_bits)) break;
+      ++next;
+    }
+  }
+  const uint64_t end = std::min(limit, next << sc_bits);
+  out->kind = m.kind;
+  out->length = end - off;
+  out->file = m.kind == ExtentKind::kData ? file_.get() : nullptr;
+  out->host_offset = m.kind == ExtentKind::kData ? m.host + (off & ((1ull << sc_bits) - 1)) : 0;
   return Status::OK();
 }
 

@@ -55,7 +55,7 @@ Status Qcow2Image::AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t d
     }
     ++uses[l2 >> cluster_bits_];
     for (uint64_t j = 0; j < l2_entries_; ++j) {
-      const uint64_t d = LoadBE64(&table[j * 8]);
+      const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
       if (d & kOflagCompressed) {
         const uint64_t h = d & ((1ull << x) - 1);
         const uint64_t bytes = (((d & ((1ull << 62) - 1)) >> x) + 1) * 512 - (h & 511);
@@ -94,7 +94,7 @@ Status Qcow2Image::FixCopiedFlagsLocked() {
     IMGFS_ASSIGN_OR_RETURN(uint8_t * t, GetL2Locked(l2));
     std::vector<uint64_t> rcs(l2_entries_, 0);
     for (uint64_t j = 0; j < l2_entries_; ++j) {
-      const uint64_t d = LoadBE64(t + j * 8);
+      const uint64_t d = LoadBE64(t + j * entry_bytes_);
       if (!(d & kOflagCompressed) && (d & kOffsetMask)) {
         IMGFS_ASSIGN_OR_RETURN(rcs[j], RefcountLocked((d & kOffsetMask) >> cluster_bits_));
         IMGFS_ASSIGN_OR_RETURN(t, GetL2Locked(l2));  // the refcount lookup may have evicted it
@@ -102,11 +102,11 @@ Status Qcow2Image::FixCopiedFlagsLocked() {
     }
     bool changed = false;
     for (uint64_t j = 0; j < l2_entries_; ++j) {
-      const uint64_t d = LoadBE64(t + j * 8);
+      const uint64_t d = LoadBE64(t + j * entry_bytes_);
       uint64_t want_d = d & ~kOflagCopied;
       if (!(d & kOflagCompressed) && (d & kOffsetMask) && rcs[j] == 1) want_d |= kOflagCopied;
       if (want_d != d) {
-        StoreBE64(t + j * 8, want_d);
+        StoreBE64(t + j * entry_bytes_, want_d);
         changed = true;
       }
     }

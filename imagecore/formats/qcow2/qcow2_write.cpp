@@ -57,8 +57,8 @@ Result<uint64_t> Qcow2Image::CowL2TableLocked(uint64_t l1_index) {
   }
   // Every cluster named here is also the snapshot's: writes must copy it.
   for (uint64_t j = 0; j < l2_entries_; ++j) {
-    const uint64_t e = LoadBE64(&copy[j * 8]);
-    if (e & kOflagCopied) StoreBE64(&copy[j * 8], e & ~kOflagCopied);
+    const uint64_t e = LoadBE64(&copy[j * entry_bytes_]);
+    if (e & kOflagCopied) StoreBE64(&copy[j * entry_bytes_], e & ~kOflagCopied);
   }
   IMGFS_ASSIGN_OR_RETURN(uint64_t fresh, AllocateClustersLocked(1));
   IMGFS_ASSIGN_OR_RETURN(uint8_t * dst, l2_cache_.Create(fresh, [&] { return FlushMetadataLocked(false); }));
@@ -117,7 +117,7 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
   {
     IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
     for (uint64_t c = c0; c <= want_last; ++c) {
-      uint64_t e = LoadBE64(l2 + (c % l2_entries_) * 8);
+      uint64_t e = LoadBE64(l2 + (c % l2_entries_) * entry_bytes_);
       if (InPlace(e, v3) && c != c0) break;
       old.push_back(e);
     }
@@ -143,7 +143,7 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
 
   IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
   for (uint64_t i = 0; i < n; ++i) {
-    StoreBE64(l2 + ((c0 + i) % l2_entries_) * 8, (host + (i << cluster_bits_)) | kOflagCopied);
+    StoreBE64(l2 + ((c0 + i) % l2_entries_) * entry_bytes_, (host + (i << cluster_bits_)) | kOflagCopied);
     const uint64_t e = old[i];
     if (e & kOflagCompressed) {
       const uint32_t x = 62 - (cluster_bits_ - 8);
