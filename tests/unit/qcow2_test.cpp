@@ -130,20 +130,6 @@ TEST(Qcow2, RefusesFeaturesItCannotReadByName) {
   EXPECT_NE(st.message().find("unknown incompatible feature"), std::string::npos);
 }
 
-TEST(Qcow2, ExtendedL2ImagesOpenReadOnlyNamingTheFeature) {
-  // Bit 4 on an image made without it: the tables are read as 16-byte
-  // entries (all zero here, so the disk reads as unallocated), and writing
-  // is refused by name.
-  auto f = NewQcow2(1 << 20);
-  uint8_t raw[8];
-  StoreBE64(raw, 1ull << 4);
-  ASSERT_TRUE(f->PWrite(72, raw, 8).ok());
-  auto img = OpenShared(f, true);
-  ASSERT_TRUE(img);
-  EXPECT_TRUE(img->read_only());
-  EXPECT_NE(img->read_only_reason().find("extended L2"), std::string::npos);
-}
-
 TEST(Qcow2, CorruptImagesOpenReadOnly) {
   auto f = NewQcow2(1 << 20);
   uint8_t raw[8];

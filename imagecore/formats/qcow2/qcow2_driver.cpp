@@ -88,8 +88,6 @@ Result<std::unique_ptr<Qcow2Image>> Qcow2Image::Load(std::unique_ptr<io::File> f
   }
   std::string& why = img->read_only_reason_;
   if (!img->file_->writable()) why = "opened read-only";
-  else if (h.incompatible_features & kIncompatExtendedL2)
-    why = "writing images with extended L2 entries (subclusters) is not supported yet";
   else if (h.incompatible_features & kIncompatCorrupt) why = "the image is marked corrupt";
   else if (h.incompatible_features & kIncompatDirty)
     why = "the dirty bit is set (refcounts may be stale after a crash with lazy_refcounts; repair with 'qemu-img check -r all')";

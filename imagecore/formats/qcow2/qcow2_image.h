@@ -79,6 +79,8 @@ class Qcow2Image final : public Image {
   Result<uint8_t*> GetL2Locked(uint64_t l2_offset);
   // The L2 entry of guest cluster `c`, or 0 if its L2 table is absent.
   Result<uint64_t> L2EntryLocked(uint64_t c);
+  // The entry and, with extended L2, its subcluster bitmap (else 0).
+  Result<std::pair<uint64_t, uint64_t>> L2SlotLocked(uint64_t c);
   Status ReadCompressedCluster(uint64_t l2_entry, uint8_t* out);
   // Block status inside one extended L2 table. REQUIRES: meta_mu_.
   Status ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limit, Extent* out);
@@ -94,8 +96,9 @@ class Qcow2Image final : public Image {
   // range that now holds it.
   Status AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint64_t* len, const LayerReader* below,
                                uint64_t* host_written, uint64_t* host_len);
-  Status CowSourceLocked(uint64_t c, uint64_t entry, uint64_t from, uint64_t to, uint8_t* out,
+  Status CowSourceLocked(uint64_t c, uint64_t entry, uint64_t bitmap, uint64_t from, uint64_t to, uint8_t* out,
                          const LayerReader* below);
+  bool InPlace(uint64_t entry, uint64_t bitmap) const;
 
   // --- check and repair (qcow2_check.cpp) --------------------------------
   // One pass: counts references, compares with refcounts and COPIED flags;

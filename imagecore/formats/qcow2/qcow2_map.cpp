@@ -48,6 +48,16 @@ Result<uint64_t> Qcow2Image::L2EntryLocked(uint64_t c) {
   return LoadBE64(l2 + (c % l2_entries_) * entry_bytes_);
 }
 
+Result<std::pair<uint64_t, uint64_t>> Qcow2Image::L2SlotLocked(uint64_t c) {
+  const uint64_t l1_index = c / l2_entries_;
+  if (l1_index >= l1_.size()) return std::make_pair(uint64_t{0}, uint64_t{0});
+  const uint64_t l2_offset = l1_[l1_index] & kOffsetMask;
+  if (!l2_offset) return std::make_pair(uint64_t{0}, uint64_t{0});
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_offset));
+  const uint8_t* slot = l2 + (c % l2_entries_) * entry_bytes_;
+  return std::make_pair(LoadBE64(slot), extended_l2_ ? LoadBE64(slot + 8) : uint64_t{0});
+}
+
 namespace {
 struct Mapping {
   ExtentKind kind;

@@ -71,11 +71,29 @@ Result<uint64_t> Qcow2Image::CowL2TableLocked(uint64_t l1_index) {
 
 // Fills `out` with bytes [from, to) of guest cluster `c` as they read before
 // this write. REQUIRES: meta_mu_.
-Status Qcow2Image::CowSourceLocked(uint64_t c, uint64_t entry, uint64_t from, uint64_t to, uint8_t* out,
-                                   const LayerReader* below) {
+Status Qcow2Image::CowSourceLocked(uint64_t c, uint64_t entry, uint64_t bitmap, uint64_t from, uint64_t to,
+                                   uint8_t* out, const LayerReader* below) {
   if (from >= to) return Status::OK();
   const uint64_t base = c << cluster_bits_;
   const uint64_t n = to - from;
+  if (extended_l2_ && !(entry & kOflagCompressed)) {
+    // Subcluster by subcluster: its own bytes, zeros, or the backing file.
+    const uint32_t sc_bits = cluster_bits_ - 5;
+    for (uint64_t pos = from; pos < to;) {
+      const uint32_t sub = uint32_t((pos - base) >> sc_bits);
+      const uint64_t end = std::min(to, base + (uint64_t(sub + 1) << sc_bits));
+      uint8_t* dst = out + (pos - from);
+      if ((bitmap >> sub) & 1) {
+        IMGFS_RETURN_IF_ERROR(file_->PRead((entry & kOffsetMask) + (pos - base), dst, end - pos));
+      } else if (((bitmap >> (32 + sub)) & 1) || !below) {
+        std::memset(dst, 0, end - pos);
+      } else {
+        IMGFS_RETURN_IF_ERROR(below->Read(pos, dst, end - pos));
+      }
+      pos = end;
+    }
+    return Status::OK();
+  }
   if (entry & kOflagCompressed) {
     std::vector<uint8_t> cl(cluster_size_);
     IMGFS_RETURN_IF_ERROR(ReadCompressedCluster(entry, cl.data()));
@@ -95,15 +113,19 @@ Status Qcow2Image::CowSourceLocked(uint64_t c, uint64_t entry, uint64_t from, ui
 namespace {
 constexpr uint64_t kWritebackHint = 256 << 10;
 
-// A cluster this layer owns outright and can overwrite in place.
-bool InPlace(uint64_t e, bool v3) {
-  return (e & kOflagCopied) && !(e & kOflagCompressed) && !(v3 && (e & kOflagZero)) && (e & kOffsetMask);
-}
+constexpr uint64_t kAllSubclustersAllocated = 0xffffffffull;
 }  // namespace
+
+// A cluster this layer owns outright, every subcluster of it, so that it
+// can be overwritten in place.
+bool Qcow2Image::InPlace(uint64_t e, uint64_t bitmap) const {
+  if (!(e & kOflagCopied) || (e & kOflagCompressed) || !(e & kOffsetMask)) return false;
+  if (extended_l2_) return (bitmap & kAllSubclustersAllocated) == kAllSubclustersAllocated;
+  return !(header_.version >= 3 && (e & kOflagZero));
+}
 
 Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint64_t* len,
                                          const LayerReader* below, uint64_t* host_written, uint64_t* host_len) {
-  const bool v3 = header_.version >= 3;
   const uint64_t c0 = off >> cluster_bits_;
   const uint64_t table_last = (c0 / l2_entries_ + 1) * l2_entries_ - 1;
   // Bound the buffer of one run to 16 MiB (at least one cluster).
@@ -113,13 +135,15 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
 
   // Count the clusters from c0 that need a new host cluster; remember the
   // old entries (the run is limited to one L2 table).
-  std::vector<uint64_t> old;
+  std::vector<uint64_t> old, old_bitmap;
   {
     IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
     for (uint64_t c = c0; c <= want_last; ++c) {
-      uint64_t e = LoadBE64(l2 + (c % l2_entries_) * entry_bytes_);
-      if (InPlace(e, v3) && c != c0) break;
+      const uint8_t* slot = l2 + (c % l2_entries_) * entry_bytes_;
+      const uint64_t e = LoadBE64(slot), bitmap = extended_l2_ ? LoadBE64(slot + 8) : 0;
+      if (InPlace(e, bitmap) && c != c0) break;
       old.push_back(e);
+      old_bitmap.push_back(bitmap);
     }
   }
   const uint64_t n = old.size();
@@ -133,8 +157,9 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
   const uint64_t head = off - run_start, tail = run_end - (off + wlen);
   std::unique_ptr<uint8_t[]> head_buf(head ? new uint8_t[head] : nullptr);
   std::unique_ptr<uint8_t[]> tail_buf(tail ? new uint8_t[tail] : nullptr);
-  IMGFS_RETURN_IF_ERROR(CowSourceLocked(c0, old.front(), run_start, off, head_buf.get(), below));
-  IMGFS_RETURN_IF_ERROR(CowSourceLocked(c0 + n - 1, old.back(), off + wlen, run_end, tail_buf.get(), below));
+  IMGFS_RETURN_IF_ERROR(CowSourceLocked(c0, old.front(), old_bitmap.front(), run_start, off, head_buf.get(), below));
+  IMGFS_RETURN_IF_ERROR(
+      CowSourceLocked(c0 + n - 1, old.back(), old_bitmap.back(), off + wlen, run_end, tail_buf.get(), below));
   const io::File::Piece pieces[3] = {{head_buf.get(), head}, {buf, wlen}, {tail_buf.get(), tail}};
   // Invariant: guest data is in the file before the L2 entry names it.
   IMGFS_RETURN_IF_ERROR(file_->PWriteV(host, pieces, 3));
@@ -143,7 +168,9 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
 
   IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
   for (uint64_t i = 0; i < n; ++i) {
-    StoreBE64(l2 + ((c0 + i) % l2_entries_) * entry_bytes_, (host + (i << cluster_bits_)) | kOflagCopied);
+    uint8_t* slot = l2 + ((c0 + i) % l2_entries_) * entry_bytes_;
+    StoreBE64(slot, (host + (i << cluster_bits_)) | kOflagCopied);
+    if (extended_l2_) StoreBE64(slot + 8, kAllSubclustersAllocated);  // every subcluster written now
     const uint64_t e = old[i];
     if (e & kOflagCompressed) {
       const uint32_t x = 62 - (cluster_bits_ - 8);
@@ -165,7 +192,6 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
   if (off > header_.size || len > header_.size - off)
     return NoSpace(file_->path() + ": write past the end of the disk");
   const auto* p = static_cast<const uint8_t*>(buf);
-  const bool v3 = header_.version >= 3;
   while (len > 0) {
     uint64_t host = 0, n = 0, new_host = 0, new_len = 0;
     {
@@ -174,14 +200,15 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
       // Longest run of clusters owned in place with contiguous host offsets.
       uint64_t c = off >> cluster_bits_;
       const uint64_t in = off & (cluster_size_ - 1);
-      IMGFS_ASSIGN_OR_RETURN(uint64_t e, L2EntryLocked(c));
-      if (InPlace(e, v3)) {
+      IMGFS_ASSIGN_OR_RETURN(auto slot, L2SlotLocked(c));
+      const uint64_t e = slot.first;
+      if (InPlace(e, slot.second)) {
         host = (e & kOffsetMask) + in;
         n = std::min<uint64_t>(len, cluster_size_ - in);
         uint64_t expect = (e & kOffsetMask) + cluster_size_;
         while (n < len && (c + 1) % l2_entries_ != 0) {
-          IMGFS_ASSIGN_OR_RETURN(uint64_t e2, L2EntryLocked(c + 1));
-          if (!InPlace(e2, v3) || (e2 & kOffsetMask) != expect) break;
+          IMGFS_ASSIGN_OR_RETURN(auto slot2, L2SlotLocked(c + 1));
+          if (!InPlace(slot2.first, slot2.second) || (slot2.first & kOffsetMask) != expect) break;
           ++c;
           expect += cluster_size_;
           n = std::min<uint64_t>(len, n + cluster_size_);
