@@ -126,13 +126,13 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
           continue;
         }
         const uint64_t host = d & kOffsetMask;
-        if (!host || !aligned(host, "data cluster")) continue;
-        ref(host, cs, "data cluster");
+        if (!HasHost(d) || !aligned(host, "data cluster")) continue;
+        if (!data_file_) ref(host, cs, "data cluster");  // data-file clusters are not refcounted
         if (!active) continue;
         ++r->allocated_clusters;
         if (next_contiguous && host != next_contiguous) ++r->fragmented_clusters;
         next_contiguous = host + cs;
-        copied.push_back({false, j, d, host >> cluster_bits_});
+        if (!data_file_) copied.push_back({false, j, d, host >> cluster_bits_});
       }
     }
     return Status::OK();

@@ -44,8 +44,6 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
     std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(unknown));
     return Unsupported(std::string("unknown incompatible feature bits ") + hex);
   }
-  if (h.incompatible_features & kIncompatDataFile)
-    return Unsupported("external data file (data_file) is not supported yet");
   if (h.compression_type > 1)
     return Unsupported("compression type " + std::to_string(h.compression_type));
   if (h.compression_type != 0 && !(h.incompatible_features & kIncompatCompression))
@@ -60,6 +58,19 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
 
   IMGFS_ASSIGN_OR_RETURN(auto img, Load(std::move(file), h));
   IMGFS_RETURN_IF_ERROR(img->ReadSnapshotTable());
+  if (h.incompatible_features & kIncompatDataFile) {
+    if (h.data_file.empty()) return Unsupported("external data file without a file name in the image");
+    if (h.nb_snapshots) return Corrupt("internal snapshots with an external data file");
+    // The name resolves like a backing file's: against the image's directory.
+    const std::string& path = img->file_->path();
+    const auto slash = path.rfind('/');
+    const std::string dp = h.data_file[0] == '/' || slash == std::string::npos
+                               ? h.data_file
+                               : path.substr(0, slash + 1) + h.data_file;
+    auto df = io::OpenPosixFile(dp, img->file_->writable());
+    if (!df.ok()) return df.status().Prefixed("external data file");
+    img->data_file_ = std::move(df).value();
+  }
   // An image left dirty (lazy refcounts, then a crash) gets its refcounts
   // rebuilt at a read-write open, as qemu does; then it is writable.
   if (opts.writable && !opts.no_repair && img->file_->writable() && (h.incompatible_features & kIncompatDirty) &&
@@ -114,6 +125,10 @@ ImageInfo Qcow2Image::Info() const {
   str("compression-type", "compression type", header_.compression_type == 1 ? "zstd" : "zlib");
   if (v3) boolean("lazy-refcounts", "lazy refcounts", header_.compatible_features & kCompatLazyRefcounts);
   integer("refcount-bits", "refcount bits", header_.refcount_bits());
+  if (!header_.data_file.empty()) {
+    str("data-file", "data file", header_.data_file);
+    boolean("data-file-raw", "data file raw", header_.autoclear_features & kAutoclearDataFileRaw);
+  }
   if (v3) {
     boolean("corrupt", "corrupt", header_.incompatible_features & kIncompatCorrupt);
     boolean("extended-l2", "extended l2", header_.incompatible_features & kIncompatExtendedL2);
@@ -128,6 +143,7 @@ Status Qcow2Image::Flush() {
     if (!write_prepared_) return Status::OK();  // never written: nothing to sync
     IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(/*apply_releases=*/true));
   }
+  if (data_file_) IMGFS_RETURN_IF_ERROR(data_file_->Sync());
   return file_->Sync();
 }
 

@@ -26,6 +26,7 @@ constexpr uint64_t kIncompatKnown = 0x1f;
 constexpr uint64_t kCompatLazyRefcounts = 1ull << 0;
 // autoclear_features bits
 constexpr uint64_t kAutoclearBitmaps = 1ull << 0;
+constexpr uint64_t kAutoclearDataFileRaw = 1ull << 1;
 
 // header extension types
 constexpr uint32_t kExtEnd = 0;
@@ -73,6 +74,7 @@ struct Header {
   // From header extensions and the backing file name field.
   std::string backing_file;
   std::string backing_format;
+  std::string data_file;  // external data file name, as stored
   bool has_bitmaps_ext = false;
   uint32_t nb_bitmaps = 0;
   uint64_t bitmap_directory_size = 0;

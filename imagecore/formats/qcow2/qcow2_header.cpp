@@ -111,7 +111,7 @@ Result<Header> Header::Read(const io::File& file) {
         }
         break;
       case kExtCrypto: break;  // refused below via crypt_method
-      case kExtDataFile: break;  // refused below via the incompatible bit
+      case kExtDataFile: h.data_file.assign(data, strnlen(data, len)); break;
       default: break;  // feature table and unknown extensions: ignore
     }
     off += (uint64_t(len) + 7) & ~uint64_t(7);

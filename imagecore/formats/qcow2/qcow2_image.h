@@ -120,6 +120,13 @@ class Qcow2Image final : public Image {
   Status WriteRefTableLocked();
 
   const std::unique_ptr<io::File> file_;
+  // The external data file (data_file=...), or null: guest clusters then
+  // live in it at their guest offsets and are not refcounted.
+  std::unique_ptr<io::File> data_file_;
+  io::File& data() const { return data_file_ ? *data_file_ : *file_; }
+  // Whether a standard L2 entry names a host cluster (with a data file,
+  // guest cluster 0 lives at offset 0, marked by COPIED alone).
+  bool HasHost(uint64_t e) const { return (e & kOffsetMask) || (data_file_ && (e & kOflagCopied)); }
   Header header_;  // fields refcount_table_* and autoclear change under meta_mu_
   const uint32_t cluster_bits_;
   const uint64_t cluster_size_;

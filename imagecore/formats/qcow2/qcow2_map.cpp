@@ -92,9 +92,8 @@ Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
   auto classify = [&](uint64_t e) -> Mapping {
     if (e & kOflagCompressed) return {ExtentKind::kOpaque, 0};
     if (v3 && (e & kOflagZero)) return {ExtentKind::kZero, 0};
-    uint64_t host = e & kOffsetMask;
-    if (!host) return {ExtentKind::kUnallocated, 0};
-    return {ExtentKind::kData, host};
+    if (!HasHost(e)) return {ExtentKind::kUnallocated, 0};
+    return {ExtentKind::kData, e & kOffsetMask};
   };
   const uint64_t first = LoadBE64(l2 + (c % l2_entries_) * entry_bytes_);
   Mapping m = classify(first);
@@ -110,7 +109,7 @@ Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
   const uint64_t end = std::min(limit, next << cluster_bits_);
   out->kind = m.kind;
   out->length = end - off;
-  out->file = m.kind == ExtentKind::kData ? file_.get() : nullptr;
+  out->file = m.kind == ExtentKind::kData ? &data() : nullptr;
   out->host_offset = m.kind == ExtentKind::kData ? m.host + (off & (cluster_size_ - 1)) : 0;
   return Status::OK();
 }
@@ -131,7 +130,7 @@ Status Qcow2Image::ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limi
     if (e & kOflagCompressed) return {ExtentKind::kOpaque, 0};
     const uint32_t sub = uint32_t((pos >> sc_bits) & 31);
     if ((bitmap >> sub) & 1)
-      return {ExtentKind::kData, (e & kOffsetMask) + (uint64_t(sub) << sc_bits), !(e & kOffsetMask)};
+      return {ExtentKind::kData, (e & kOffsetMask) + (uint64_t(sub) << sc_bits), !HasHost(e)};
     if ((bitmap >> (32 + sub)) & 1) return {ExtentKind::kZero, 0};
     return {ExtentKind::kUnallocated, 0};
   };
@@ -153,7 +152,7 @@ Status Qcow2Image::ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limi
   const uint64_t end = std::min(limit, next << sc_bits);
   out->kind = m.kind;
   out->length = end - off;
-  out->file = m.kind == ExtentKind::kData ? file_.get() : nullptr;
+  out->file = m.kind == ExtentKind::kData ? &data() : nullptr;
   out->host_offset = m.kind == ExtentKind::kData ? m.host + (off & ((1ull << sc_bits) - 1)) : 0;
   return Status::OK();
 }
@@ -188,12 +187,12 @@ Status Qcow2Image::ReadOpaque(uint64_t off, void* buf, size_t len) {
       cluster.resize(cluster_size_);
       IMGFS_RETURN_IF_ERROR(ReadCompressedCluster(entry, cluster.data()));
       std::memcpy(p, cluster.data() + in, n);
-    } else if ((header_.version >= 3 && (entry & kOflagZero)) || !(entry & kOffsetMask)) {
+    } else if ((header_.version >= 3 && (entry & kOflagZero)) || !HasHost(entry)) {
       // Rewritten meanwhile as zeros; an unallocated cluster cannot come
       // from a compressed one (nothing discards yet), so zeros are right.
       std::memset(p, 0, n);
     } else {
-      IMGFS_RETURN_IF_ERROR(file_->PRead((entry & kOffsetMask) + in, p, n));
+      IMGFS_RETURN_IF_ERROR(data().PRead((entry & kOffsetMask) + in, p, n));
     }
     p += n;
     off += n;

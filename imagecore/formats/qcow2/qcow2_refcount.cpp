@@ -203,6 +203,7 @@ Status Qcow2Image::FlushMetadataLocked(bool apply_releases) {
   }
   if (map_dirty) {
     // Refcounts and guest data before any pointer to them.
+    if (data_file_) IMGFS_RETURN_IF_ERROR(data_file_->Sync());
     IMGFS_RETURN_IF_ERROR(file_->Sync());
     if (l2_cache_.HasDirty()) {
       IMGFS_RETURN_IF_ERROR(l2_cache_.WriteBack(write_table));

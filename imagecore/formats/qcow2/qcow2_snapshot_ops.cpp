@@ -177,6 +177,7 @@ Status Qcow2Image::WriteSnapshotTableLocked(const std::vector<SnapshotEntry>& en
 // durable before the snapshot table names the copy.
 Status Qcow2Image::CreateSnapshot(const std::string& name) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
+  if (data_file_) return Unsupported("images with an external data file cannot have internal snapshots");
   if (name.size() > 65535) return InvalidArgument("snapshot name is too long");
   std::lock_guard<std::mutex> l(meta_mu_);
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());

@@ -14,10 +14,14 @@ Status Qcow2Image::PrepareForWriteLocked() {
   // Autoclear bits name features whose data we would not keep in step
   // (e.g. dirty bitmaps); the spec asks a writer that does not update them
   // to clear the bits before the first write.
-  if (header_.version >= 3 && header_.autoclear_features) {
-    header_.autoclear_features = 0;
-    uint8_t zero[8] = {};
-    IMGFS_RETURN_IF_ERROR(file_->PWrite(88, zero, sizeof zero));
+  // Kept: raw external data, which these writes keep true (every guest byte
+  // is written at its own offset in the data file).
+  const uint64_t keep = data_file_ ? kAutoclearDataFileRaw : 0;
+  if (header_.version >= 3 && (header_.autoclear_features & ~keep)) {
+    header_.autoclear_features &= keep;
+    uint8_t raw[8];
+    StoreBE64(raw, header_.autoclear_features);
+    IMGFS_RETURN_IF_ERROR(file_->PWrite(88, raw, sizeof raw));
     IMGFS_RETURN_IF_ERROR(file_->Sync());
   }
   write_prepared_ = true;
@@ -84,7 +88,7 @@ Status Qcow2Image::CowSourceLocked(uint64_t c, uint64_t entry, uint64_t bitmap, 
       const uint64_t end = std::min(to, base + (uint64_t(sub + 1) << sc_bits));
       uint8_t* dst = out + (pos - from);
       if ((bitmap >> sub) & 1) {
-        IMGFS_RETURN_IF_ERROR(file_->PRead((entry & kOffsetMask) + (pos - base), dst, end - pos));
+        IMGFS_RETURN_IF_ERROR(data().PRead((entry & kOffsetMask) + (pos - base), dst, end - pos));
       } else if (((bitmap >> (32 + sub)) & 1) || !below) {
         std::memset(dst, 0, end - pos);
       } else {
@@ -100,8 +104,8 @@ Status Qcow2Image::CowSourceLocked(uint64_t c, uint64_t entry, uint64_t bitmap, 
     std::memcpy(out, cl.data() + (from - base), n);
   } else if (header_.version >= 3 && (entry & kOflagZero)) {
     std::memset(out, 0, n);
-  } else if (entry & kOffsetMask) {
-    IMGFS_RETURN_IF_ERROR(file_->PRead((entry & kOffsetMask) + (from - base), out, n));
+  } else if (HasHost(entry)) {
+    IMGFS_RETURN_IF_ERROR(data().PRead((entry & kOffsetMask) + (from - base), out, n));
   } else if (below) {
     IMGFS_RETURN_IF_ERROR(below->Read(from, out, n));
   } else {
@@ -119,7 +123,7 @@ constexpr uint64_t kAllSubclustersAllocated = 0xffffffffull;
 // A cluster this layer owns outright, every subcluster of it, so that it
 // can be overwritten in place.
 bool Qcow2Image::InPlace(uint64_t e, uint64_t bitmap) const {
-  if (!(e & kOflagCopied) || (e & kOflagCompressed) || !(e & kOffsetMask)) return false;
+  if (!(e & kOflagCopied) || (e & kOflagCompressed) || !HasHost(e)) return false;
   if (extended_l2_) return (bitmap & kAllSubclustersAllocated) == kAllSubclustersAllocated;
   return !(header_.version >= 3 && (e & kOflagZero));
 }
@@ -147,7 +151,11 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
     }
   }
   const uint64_t n = old.size();
-  IMGFS_ASSIGN_OR_RETURN(uint64_t host, AllocateClustersLocked(n));
+  // With an external data file a guest cluster's place is its guest offset.
+  uint64_t host = c0 << cluster_bits_;
+  if (!data_file_) {
+    IMGFS_ASSIGN_OR_RETURN(host, AllocateClustersLocked(n));
+  }
 
   const uint64_t run_start = c0 << cluster_bits_;
   const uint64_t run_end = (c0 + n) << cluster_bits_;
@@ -162,7 +170,7 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
       CowSourceLocked(c0 + n - 1, old.back(), old_bitmap.back(), off + wlen, run_end, tail_buf.get(), below));
   const io::File::Piece pieces[3] = {{head_buf.get(), head}, {buf, wlen}, {tail_buf.get(), tail}};
   // Invariant: guest data is in the file before the L2 entry names it.
-  IMGFS_RETURN_IF_ERROR(file_->PWriteV(host, pieces, 3));
+  IMGFS_RETURN_IF_ERROR(data().PWriteV(host, pieces, 3));
   *host_written = host;
   *host_len = run_end - run_start;
 
@@ -172,6 +180,7 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
     StoreBE64(slot, (host + (i << cluster_bits_)) | kOflagCopied);
     if (extended_l2_) StoreBE64(slot + 8, kAllSubclustersAllocated);  // every subcluster written now
     const uint64_t e = old[i];
+    if (data_file_) continue;  // data clusters there are not refcounted
     if (e & kOflagCompressed) {
       const uint32_t x = 62 - (cluster_bits_ - 8);
       const uint64_t h = e & ((1ull << x) - 1);
@@ -194,6 +203,7 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
   const auto* p = static_cast<const uint8_t*>(buf);
   while (len > 0) {
     uint64_t host = 0, n = 0, new_host = 0, new_len = 0;
+    bool in_place = false;
     {
       std::lock_guard<std::mutex> l(meta_mu_);
       IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
@@ -203,6 +213,7 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
       IMGFS_ASSIGN_OR_RETURN(auto slot, L2SlotLocked(c));
       const uint64_t e = slot.first;
       if (InPlace(e, slot.second)) {
+        in_place = true;
         host = (e & kOffsetMask) + in;
         n = std::min<uint64_t>(len, cluster_size_ - in);
         uint64_t expect = (e & kOffsetMask) + cluster_size_;
@@ -221,10 +232,10 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
     // Streams of new data (a copy onto the disk, a guest filling it) are
     // synced soon: start writeback now, outside the lock, so the fsync at
     // the end overlaps with the copy instead of following it.
-    if (new_len >= kWritebackHint) file_->StartWriteback(new_host, new_len);
-    if (host) {
-      IMGFS_RETURN_IF_ERROR(file_->PWrite(host, p, n));
-      if (n >= kWritebackHint) file_->StartWriteback(host, n);
+    if (new_len >= kWritebackHint) data().StartWriteback(new_host, new_len);
+    if (in_place) {
+      IMGFS_RETURN_IF_ERROR(data().PWrite(host, p, n));
+      if (n >= kWritebackHint) data().StartWriteback(host, n);
     }
     p += n;
     off += n;
