@@ -10,6 +10,7 @@
 
 #include "errno_map.h"
 #include "imagecore/log.h"
+#include "imagecore/parallel.h"
 #include "ops.h"
 
 namespace imgfs::fs {
@@ -126,6 +127,14 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
   // (spliced by the kernel), the zero page for holes, memory otherwise.
   std::vector<fuse_buf> bufs;
   std::vector<std::unique_ptr<char[]>> owned;
+  // Runs only the driver can read (compressed clusters): decoded together
+  // below, on all cores.
+  struct Deferred {
+    Resolved r;
+    uint64_t pos;
+    char* out;
+  };
+  std::vector<Deferred> deferred;
   uint64_t pos = static_cast<uint64_t>(off);
   const uint64_t end = pos + size;
   while (pos < end) {
@@ -149,12 +158,8 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
         fuse_reply_err(req, ENOMEM);
         return;
       }
-      st = chain.ReadResolved(r, pos, owned.back().get());
-      if (!st.ok()) {
-        ReplyStatus(req, st);
-        return;
-      }
       b.mem = owned.back().get();
+      deferred.push_back({r, pos, owned.back().get()});
     }
     // Merge with the previous buffer when the bytes continue it.
     if (!bufs.empty()) {
@@ -170,6 +175,16 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
     }
     bufs.push_back(b);
     pos += r.length;
+  }
+  std::vector<Status> results(deferred.size());
+  ParallelFor(deferred.size(), [&](size_t i) {
+    results[i] = chain.ReadResolved(deferred[i].r, deferred[i].pos, deferred[i].out);
+  });
+  for (const Status& st : results) {
+    if (!st.ok()) {
+      ReplyStatus(req, st);
+      return;
+    }
   }
   std::vector<char> storage(sizeof(fuse_bufvec) + bufs.size() * sizeof(fuse_buf));
   auto* vec = reinterpret_cast<fuse_bufvec*>(storage.data());

@@ -1,0 +1,92 @@
+#include "imagecore/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace imgfs {
+namespace {
+
+// One batch: items are claimed with an atomic counter by whoever runs.
+struct Batch {
+  size_t n;
+  const std::function<void(size_t)>* fn;
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> done{0};
+  std::mutex mu;                // guards nothing but the wait below
+  std::condition_variable cv;   // signalled when done reaches n
+
+  void Run() {
+    for (size_t i; (i = next.fetch_add(1)) < n;) {
+      (*fn)(i);
+      if (done.fetch_add(1) + 1 == n) {
+        std::lock_guard<std::mutex> l(mu);
+        cv.notify_all();
+      }
+    }
+  }
+};
+
+class Pool {
+ public:
+  Pool() {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 1; i < cores; ++i) std::thread([this] { Work(); }).detach();
+  }
+  void Submit(const std::shared_ptr<Batch>& b) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      queue_.push_back(b);
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void Work() {
+    for (;;) {
+      std::shared_ptr<Batch> b;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [this] { return !queue_.empty(); });
+        b = queue_.front();
+        if (b->next.load() >= b->n) {
+          queue_.pop_front();
+          continue;
+        }
+      }
+      b->Run();
+    }
+  }
+  std::mutex mu_;                               // guards queue_
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Batch>> queue_;    // batches that may have work left
+};
+
+Pool& ThePool() {
+  static Pool* pool = new Pool();  // never destroyed: workers are detached
+  return *pool;
+}
+
+}  // namespace
+
+void ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
+  if (n == 0) return;
+  if (n == 1) {
+    fn(0);
+    return;
+  }
+  auto b = std::make_shared<Batch>();
+  b->n = n;
+  b->fn = &fn;
+  ThePool().Submit(b);
+  b->Run();
+  std::unique_lock<std::mutex> l(b->mu);
+  b->cv.wait(l, [&] { return b->done.load() == n; });
+}
+
+}  // namespace imgfs
