@@ -5,16 +5,37 @@
 
 namespace imgfs {
 
-Status InflateRaw(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len) {
+namespace {
+// One decoder per thread, reused: setting one up costs more than decoding
+// a small cluster.
+struct ZlibState {
   z_stream zs{};
-  if (inflateInit2(&zs, -15) != Z_OK) return Status(Code::kIoError, "zlib: cannot initialise");
+  bool ready = false;
+  ~ZlibState() {
+    if (ready) inflateEnd(&zs);
+  }
+};
+struct ZstdState {
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  ~ZstdState() { ZSTD_freeDCtx(dctx); }
+};
+}  // namespace
+
+Status InflateRaw(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len) {
+  thread_local ZlibState state;
+  z_stream& zs = state.zs;
+  if (!state.ready) {
+    if (inflateInit2(&zs, -15) != Z_OK) return Status(Code::kIoError, "zlib: cannot initialise");
+    state.ready = true;
+  } else if (inflateReset(&zs) != Z_OK) {
+    return Status(Code::kIoError, "zlib: cannot reset");
+  }
   zs.next_in = const_cast<Bytef*>(in);
   zs.avail_in = static_cast<uInt>(in_len);
   zs.next_out = out;
   zs.avail_out = static_cast<uInt>(out_len);
   int r = inflate(&zs, Z_FINISH);
   size_t produced = out_len - zs.avail_out;
-  inflateEnd(&zs);
   // The compressed run is padded to whole sectors, so the stream may end
   // early (Z_STREAM_END) or stop for lack of output (Z_BUF_ERROR).
   if ((r == Z_STREAM_END || r == Z_BUF_ERROR || r == Z_OK) && produced == out_len) return Status::OK();
@@ -22,8 +43,10 @@ Status InflateRaw(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len
 }
 
 Status ZstdDecompress(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len) {
-  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  thread_local ZstdState state;
+  ZSTD_DCtx* dctx = state.dctx;
   if (!dctx) return Status(Code::kIoError, "zstd: cannot allocate a context");
+  ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only);
   ZSTD_inBuffer ib{in, in_len, 0};
   ZSTD_outBuffer ob{out, out_len, 0};
   Status st;
@@ -38,7 +61,6 @@ Status ZstdDecompress(const uint8_t* in, size_t in_len, uint8_t* out, size_t out
       break;
     }
   }
-  ZSTD_freeDCtx(dctx);
   return st;
 }
 

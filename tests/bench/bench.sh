@@ -175,6 +175,7 @@ fi
 
 # ---------------------------------------------------------------- images
 IMG="$W/ro/bench.qcow2"    # imgfs names the directory after the file: bench.qcow2/
+ZIMG="$W/zro/bench.qcow2"  # the same disk, every cluster zstd-compressed
 REF_RAW="$W/ref/bench.raw" # qemu-img convert -O raw of IMG, served by the ceiling
 SRC="$W/ref/write-src.bin" # random data written in (c)
 
@@ -398,6 +399,9 @@ verify_written_image() {  # SUBJ IMAGE (after unmount)
 
 # ---------------------------------------------------------------- run
 make_bench_image
+mkdir -p "$(dirname "$ZIMG")"
+log "compressing a copy with zstd"
+qemu-img convert -c -f qcow2 -O qcow2 -o compression_type=zstd "$IMG" "$ZIMG"
 python3 -c "
 import os
 with open('$SRC', 'wb') as f:
@@ -445,6 +449,16 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     log "$s: ready ${READY_MS} ms, seq read $v MiB/s, randread $iops IOPS cold, $wiops warm ($mode)"
     if (( r == 1 )); then verify_read_content "$s" "$DISK"; fi
     stop_subject "$s"
+  done
+  # (h) sequential read of the zstd-compressed copy (decompression bound)
+  for s in "${read_subjects[@]}"; do
+    [[ "$s" == ceiling ]] && continue
+    start_subject "$s" ro "$ZIMG"
+    v="$(measure_seqread "$s" "$DISK")"
+    record zread "$s" "$v"
+    if (( r == 1 )); then verify_read_content "$s" "$DISK"; fi
+    stop_subject "$s"
+    log "$s: seq read of the zstd-compressed image $v MiB/s"
   done
 
   n=${#write_subjects[@]}
@@ -517,6 +531,7 @@ rows = [
     ("seqread", "(a) seq read %s GiB, 1 MiB reads [MiB/s, higher=better]" % size_gib, "%.0f"),
     ("randread", "(b) 4 KiB rand read QD1 O_DIRECT%s, cold host cache [IOPS, higher=better]" % ("*" if buffered else ""), "%.0f"),
     ("randwarm", "(b') the same right after, warm host cache [IOPS, higher=better]", "%.0f"),
+    ("zread", "(h) seq read 1 GiB, zstd-compressed qcow2 [MiB/s, higher=better]", "%.0f"),
     ("write", "(c) seq write %s MiB + fsync, fresh qcow2 [MiB/s, higher=better]" % write_mib, "%.0f"),
     ("mountdir", "(d) mount dir of %s qcow2 until listed [ms, lower=better]" % nimg, "%.0f"),
     ("rssdir", "(e) daemon RSS after ls -l on %s images [MiB, lower=better]" % nimg, "%.1f"),

@@ -184,9 +184,13 @@ Status Qcow2Image::ReadOpaque(uint64_t off, void* buf, size_t len) {
       IMGFS_ASSIGN_OR_RETURN(entry, L2EntryLocked(c));
     }
     if (entry & kOflagCompressed) {
-      cluster.resize(cluster_size_);
-      IMGFS_RETURN_IF_ERROR(ReadCompressedCluster(entry, cluster.data()));
-      std::memcpy(p, cluster.data() + in, n);
+      if (n == cluster_size_) {  // the whole cluster: decode in place
+        IMGFS_RETURN_IF_ERROR(ReadCompressedCluster(entry, p));
+      } else {
+        cluster.resize(cluster_size_);
+        IMGFS_RETURN_IF_ERROR(ReadCompressedCluster(entry, cluster.data()));
+        std::memcpy(p, cluster.data() + in, n);
+      }
     } else if ((header_.version >= 3 && (entry & kOflagZero)) || !HasHost(entry)) {
       // Rewritten meanwhile as zeros; an unallocated cluster cannot come
       // from a compressed one (nothing discards yet), so zeros are right.
