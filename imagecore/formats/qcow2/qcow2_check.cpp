@@ -94,7 +94,6 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
   // checks) and every snapshot's.
   std::vector<CopiedCheck> copied;
   std::vector<uint8_t> table(cs);
-  const uint32_t x = 62 - (cluster_bits_ - 8);
   auto walk = [&](const std::vector<uint64_t>& l1, bool active) -> Status {
     for (uint64_t i = 0; i < l1.size(); ++i) {
       uint64_t next_contiguous = 0;  // fragmentation is counted within one L2 table
@@ -111,9 +110,8 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
       for (uint64_t j = 0; j < l2_entries_; ++j) {
         const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
         if (d & kOflagCompressed) {
-          const uint64_t h = d & ((1ull << x) - 1);
-          const uint64_t bytes = (((d & ((1ull << 62) - 1)) >> x) + 1) * 512 - (h & 511);
-          ref(h, bytes, "compressed cluster");
+          const CompressedRange cr = DecodeCompressed(d, cluster_bits_);
+          ref(cr.host, cr.bytes, "compressed cluster");
           if (active) {
             ++r->allocated_clusters;
             ++r->compressed_clusters;

@@ -89,6 +89,19 @@ struct Header {
   std::vector<uint8_t> EncodeFixed() const;
 };
 
+// Where a compressed cluster's bytes lie: from `host`, `bytes` long (whole
+// 512-byte sectors counted from the one holding `host`).
+struct CompressedRange {
+  uint64_t host;
+  uint64_t bytes;
+};
+inline CompressedRange DecodeCompressed(uint64_t entry, uint32_t cluster_bits) {
+  const uint32_t x = 62 - (cluster_bits - 8);
+  const uint64_t host = entry & ((1ull << x) - 1);
+  const uint64_t sectors = ((entry & ((1ull << 62) - 1)) >> x) + 1;
+  return {host, sectors * 512 - (host & 511)};
+}
+
 // Entries of L2 table needed to map `size` bytes, and L1 entries for that.
 inline uint64_t L1EntriesFor(uint64_t size, uint32_t cluster_bits) {
   const uint64_t l2_span = 1ull << (cluster_bits + cluster_bits - 3);

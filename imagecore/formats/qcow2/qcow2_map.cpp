@@ -158,10 +158,8 @@ Status Qcow2Image::ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limi
 }
 
 Status Qcow2Image::ReadCompressedCluster(uint64_t entry, uint8_t* out) {
-  const uint32_t x = 62 - (cluster_bits_ - 8);
-  const uint64_t host = entry & ((1ull << x) - 1);
-  const uint64_t extra_sectors = (entry & ((1ull << 62) - 1)) >> x;
-  const uint64_t in_len = (extra_sectors + 1) * 512 - (host & 511);
+  const CompressedRange cr = DecodeCompressed(entry, cluster_bits_);
+  const uint64_t host = cr.host, in_len = cr.bytes;
   if (host + in_len > file_->Size() + 512)
     return Corrupt(file_->path() + ": compressed cluster lies past the end of the file");
   std::vector<uint8_t> in(in_len);

@@ -43,7 +43,6 @@ Result<std::vector<uint64_t>> Qcow2Image::ReadL1Locked(uint64_t offset, uint32_t
 Status Qcow2Image::AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t delta) {
   // Count first, change after: a refcount that would overflow (or drop
   // below zero) fails the operation before anything was touched.
-  const uint32_t x = 62 - (cluster_bits_ - 8);
   std::unordered_map<uint64_t, uint64_t> uses;  // cluster -> walks through it
   std::vector<uint8_t> table(cluster_size_);
   for (uint64_t e : l1) {
@@ -57,9 +56,8 @@ Status Qcow2Image::AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t d
     for (uint64_t j = 0; j < l2_entries_; ++j) {
       const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
       if (d & kOflagCompressed) {
-        const uint64_t h = d & ((1ull << x) - 1);
-        const uint64_t bytes = (((d & ((1ull << 62) - 1)) >> x) + 1) * 512 - (h & 511);
-        for (uint64_t c = h >> cluster_bits_; c <= (h + bytes - 1) >> cluster_bits_; ++c) ++uses[c];
+        const CompressedRange cr = DecodeCompressed(d, cluster_bits_);
+        for (uint64_t c = cr.host >> cluster_bits_; c <= (cr.host + cr.bytes - 1) >> cluster_bits_; ++c) ++uses[c];
       } else if (d & kOffsetMask) {
         IMGFS_RETURN_IF_ERROR(CheckHostOffset(d & kOffsetMask, "data cluster"));
         ++uses[(d & kOffsetMask) >> cluster_bits_];

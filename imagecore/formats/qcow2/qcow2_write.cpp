@@ -182,11 +182,8 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
     const uint64_t e = old[i];
     if (data_file_) continue;  // data clusters there are not refcounted
     if (e & kOflagCompressed) {
-      const uint32_t x = 62 - (cluster_bits_ - 8);
-      const uint64_t h = e & ((1ull << x) - 1);
-      const uint64_t sectors = ((e & ((1ull << 62) - 1)) >> x) + 1;
-      const uint64_t bytes = std::min(sectors * 512 - (h & 511), 2 * cluster_size_);
-      pending_release_.emplace_back(h, bytes);
+      const CompressedRange cr = DecodeCompressed(e, cluster_bits_);
+      pending_release_.emplace_back(cr.host, std::min(cr.bytes, 2 * cluster_size_));
     } else if (e & kOffsetMask) {
       pending_release_.emplace_back(e & kOffsetMask, cluster_size_);
     }
