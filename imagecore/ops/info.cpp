@@ -71,6 +71,12 @@ nlohmann::ordered_json LayerJson(const LayerInfo& li) {
         case ImageInfo::Field::kBool: data[f.key] = f.b; break;
         case ImageInfo::Field::kInt: data[f.key] = f.i; break;
       }
+      if (f.key == "lazy-refcounts" && !li.info.bitmaps.empty()) {
+        nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+        for (const auto& b : li.info.bitmaps)
+          arr.push_back({{"flags", b.flags}, {"name", b.name}, {"granularity", b.granularity}});
+        data["bitmaps"] = arr;
+      }
     }
     j["format-specific"] = {{"type", li.info.format}, {"data", data}};
   }
@@ -118,6 +124,15 @@ std::string InfoHuman(const std::vector<LayerInfo>& layers) {
           case ImageInfo::Field::kInt: o << f.i; break;
         }
         o << "\n";
+        if (f.key == "lazy-refcounts" && !li.info.bitmaps.empty()) {
+          o << "    bitmaps:\n";
+          for (size_t b = 0; b < li.info.bitmaps.size(); ++b) {
+            const auto& bm = li.info.bitmaps[b];
+            o << "        [" << b << "]:\n            flags:\n";
+            for (size_t k = 0; k < bm.flags.size(); ++k) o << "                [" << k << "]: " << bm.flags[k] << "\n";
+            o << "            name: " << bm.name << "\n            granularity: " << bm.granularity << "\n";
+          }
+        }
       }
     }
   }

@@ -1,4 +1,5 @@
 // qcow2: opening an image, what it refuses, and what `info` shows.
+#include <algorithm>
 #include <cstring>
 
 #include "base/endian.h"
@@ -121,6 +122,26 @@ ImageInfo Qcow2Image::Info() const {
   auto boolean = [&](const char* k, const char* h, bool v) { info.specific.push_back(F{k, h, F::kBool, "", v}); };
   auto integer = [&](const char* k, const char* h, int64_t v) { info.specific.push_back(F{k, h, F::kInt, "", false, v}); };
   const bool v3 = header_.version >= 3;
+  // Bitmaps count only while the extension is marked consistent.
+  if (header_.has_bitmaps_ext && (header_.autoclear_features & kAutoclearBitmaps) &&
+      header_.bitmap_directory_size && header_.bitmap_directory_size <= (64u << 20)) {
+    std::vector<uint8_t> dir(header_.bitmap_directory_size);
+    if (file_->PRead(header_.bitmap_directory_offset, dir.data(), dir.size()).ok()) {
+      for (uint64_t p = 0; p + 24 <= dir.size();) {
+        const uint32_t flags = LoadBE32(&dir[p + 12]);
+        const uint16_t name_len = LoadBE16(&dir[p + 18]);
+        const uint32_t extra = LoadBE32(&dir[p + 20]);
+        if (p + 24 + extra + name_len > dir.size()) break;
+        ImageInfo::Bitmap b;
+        b.name.assign(reinterpret_cast<const char*>(&dir[p + 24 + extra]), name_len);
+        b.granularity = 1ull << std::min<uint32_t>(dir[p + 17], 63);
+        if (flags & 1) b.flags.push_back("in-use");
+        if (flags & 2) b.flags.push_back("auto");
+        info.bitmaps.push_back(std::move(b));
+        p += (24 + uint64_t(extra) + name_len + 7) & ~uint64_t(7);
+      }
+    }
+  }
   str("compat", "compat", v3 ? "1.1" : "0.10");
   str("compression-type", "compression type", header_.compression_type == 1 ? "zstd" : "zlib");
   if (v3) boolean("lazy-refcounts", "lazy refcounts", header_.compatible_features & kCompatLazyRefcounts);

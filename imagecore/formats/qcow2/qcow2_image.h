@@ -88,6 +88,7 @@ class Qcow2Image final : public Image {
 
   // --- writing (qcow2_write.cpp) ------------------------------------------
   Status PrepareForWriteLocked();
+  Status MarkAutoBitmapsInUseLocked();
   // The L2 table for guest cluster `c`, allocating it if absent.
   Result<uint64_t> L2OffsetForWriteLocked(uint64_t c);
   Result<uint64_t> CowL2TableLocked(uint64_t l1_index);

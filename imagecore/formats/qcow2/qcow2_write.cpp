@@ -16,7 +16,14 @@ Status Qcow2Image::PrepareForWriteLocked() {
   // to clear the bits before the first write.
   // Kept: raw external data, which these writes keep true (every guest byte
   // is written at its own offset in the data file).
-  const uint64_t keep = data_file_ ? kAutoclearDataFileRaw : 0;
+  uint64_t keep = data_file_ ? kAutoclearDataFileRaw : 0;
+  // Dirty bitmaps stay valid metadata: the ones that track writes ("auto")
+  // are marked in_use, which tells their users they are no longer exact,
+  // before the first byte is written; disabled ones are not affected.
+  if (header_.has_bitmaps_ext && (header_.autoclear_features & kAutoclearBitmaps)) {
+    IMGFS_RETURN_IF_ERROR(MarkAutoBitmapsInUseLocked());
+    keep |= kAutoclearBitmaps;
+  }
   if (header_.version >= 3 && (header_.autoclear_features & ~keep)) {
     header_.autoclear_features &= keep;
     uint8_t raw[8];
@@ -25,6 +32,26 @@ Status Qcow2Image::PrepareForWriteLocked() {
     IMGFS_RETURN_IF_ERROR(file_->Sync());
   }
   write_prepared_ = true;
+  return Status::OK();
+}
+
+Status Qcow2Image::MarkAutoBitmapsInUseLocked() {
+  const uint64_t size = header_.bitmap_directory_size;
+  if (!size || size > (64u << 20)) return Status::OK();
+  std::vector<uint8_t> dir(size);
+  IMGFS_RETURN_IF_ERROR(file_->PRead(header_.bitmap_directory_offset, dir.data(), size));
+  bool changed = false;
+  for (uint64_t p = 0; p + 24 <= size;) {
+    const uint32_t flags = LoadBE32(&dir[p + 12]);
+    if ((flags & 2) && !(flags & 1)) {  // auto, not yet in_use
+      uint8_t raw[4];
+      StoreBE32(raw, flags | 1);
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(header_.bitmap_directory_offset + p + 12, raw, sizeof raw));
+      changed = true;
+    }
+    p += (24 + uint64_t(LoadBE32(&dir[p + 20])) + LoadBE16(&dir[p + 18]) + 7) & ~uint64_t(7);
+  }
+  if (changed) IMGFS_RETURN_IF_ERROR(file_->Sync());
   return Status::OK();
 }
 

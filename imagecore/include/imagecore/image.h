@@ -60,6 +60,14 @@ struct ImageInfo {
     int64_t i = 0;
   };
   std::vector<Field> specific;
+  // Persistent dirty bitmaps (qcow2), shown after the field named
+  // "lazy-refcounts" as qemu-img does.
+  struct Bitmap {
+    std::string name;
+    uint64_t granularity = 0;
+    std::vector<std::string> flags;  // "in-use", "auto"
+  };
+  std::vector<Bitmap> bitmaps;
 };
 
 // One internal snapshot, as `qemu-img snapshot -l` lists it.

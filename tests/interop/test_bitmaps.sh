@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Persistent dirty bitmaps: imgfs info lists them as qemu-img info does,
+# imgfs check counts their clusters, and writing the image marks the bitmaps
+# that track writes ("auto") in_use (inconsistent) before any data changes,
+# leaves disabled ones alone, and keeps the image check-clean.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/interop_lib.sh"
+need_cmd qemu-img qemu-io python3
+need_tool "$IMGWRITE" "$IMGFS"
+tmpdir
+
+img=$T/bm.qcow2
+qemu-img create -q -f qcow2 "$img" 16M
+qemu-img bitmap --add "$img" tracking
+qemu-img bitmap --add -g 128k --disable "$img" frozen
+qio "$img" qcow2 "write -P 0x01 0 1M"
+same() { # WHAT: imgfs and qemu-img agree on info (text and JSON) and check
+    diff <("$IMGFS" info "$img" | sed -n '/Format specific/,$p') <(qemu-img info "$img" | sed -n '/Format specific/,$p') \
+        || fail "$1: imgfs info differs from qemu-img info"
+    python3 - "$img" "$IMGFS" <<'PYEOF' || fail "$1: bitmaps in JSON differ"
+import json, subprocess, sys
+img, imgfs = sys.argv[1], sys.argv[2]
+q = json.loads(subprocess.check_output(["qemu-img", "info", "--output=json", img]))["format-specific"]["data"]
+i = json.loads(subprocess.check_output([imgfs, "info", "--output=json", img]))["format-specific"]["data"]
+sys.exit(0 if q.get("bitmaps") == i.get("bitmaps") else 1)
+PYEOF
+    [[ $("$IMGFS" check "$img" 2>&1) == $(qemu-img check "$img" 2>&1) ]] || fail "$1: imgfs check differs from qemu-img check"
+    echo "   $1: info and check agree with qemu-img"
+}
+same "two bitmaps, one disabled"
+qemu-img info --output=json "$img" | grep -q '"in-use"' && fail "in_use before any write"
+"$IMGWRITE" "$img" 2097152 0x05 4096 || fail "imgwrite"
+qcheck "$img" "after a write"
+flags=$(qemu-img info --output=json "$img" | python3 -c '
+import json, sys
+bm = json.load(sys.stdin)["format-specific"]["data"]["bitmaps"]
+print(";".join(b["name"] + "=" + ",".join(b["flags"]) for b in bm))')
+[[ $flags == "tracking=in-use,auto;frozen=" ]] || fail "bitmap flags after a write: $flags"
+same "after a write"
+echo "PASS: bitmaps"
