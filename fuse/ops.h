@@ -34,6 +34,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name);
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+void OpStatfs(fuse_req_t req, fuse_ino_t ino);
 // Attributes of a node; false if it does not exist (errno in *err).
 bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err);
 std::string InfoJsonOf(FsContext& ctx, size_t image);

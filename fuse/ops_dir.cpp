@@ -1,4 +1,7 @@
 // Lookup, attributes and directory listings.
+#include <sys/statvfs.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -254,6 +257,33 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   }
   // Mode, owner and times follow the image file; accept and ignore.
   fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+// df on the mount: the disks' virtual sizes make up the total, what their
+// image files hold is used, and the free space is SOURCE's (where new
+// clusters go), capped so that used + free never exceeds the total.
+void OpStatfs(fuse_req_t req, fuse_ino_t) {
+  FsContext& ctx = Ctx(req);
+  constexpr uint64_t kBlock = 4096;
+  uint64_t total = 0, used = 0;
+  for (size_t i = 0; i < ctx.ns.size(); ++i) {
+    total += ctx.ns.image(i).virtual_size;
+    auto f = io::StatPath(ctx.ns.image(i).path);
+    if (f.ok()) used += f.value().allocated;
+  }
+  struct statvfs sv {};
+  sv.f_bsize = sv.f_frsize = kBlock;
+  sv.f_namemax = 255;
+  sv.f_blocks = total / kBlock;
+  const uint64_t used_blocks = std::min<uint64_t>(sv.f_blocks, used / kBlock);
+  uint64_t free_blocks = sv.f_blocks - used_blocks;
+  auto space = io::StatFs(ctx.ns.source());
+  if (space.ok()) free_blocks = std::min<uint64_t>(free_blocks, space.value().free / kBlock);
+  sv.f_bfree = sv.f_bavail = free_blocks;
+  sv.f_files = ctx.ns.size() * 8 + 1;
+  sv.f_ffree = 0;
+  if (ctx.read_only) sv.f_flag |= ST_RDONLY;
+  fuse_reply_statfs(req, &sv);
 }
 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {

@@ -129,6 +129,7 @@ void FillOps(fuse_lowlevel_ops* ops) {
   ops->getattr = OpGetattr;
   ops->setattr = OpSetattr;
   ops->readdir = OpReaddir;
+  ops->statfs = OpStatfs;
   ops->open = OpOpen;
   ops->read = OpRead;
   ops->write = OpWrite;

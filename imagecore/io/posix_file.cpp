@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <climits>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -218,6 +219,17 @@ Result<std::vector<std::string>> ListDir(const std::string& path) {
   ::closedir(d);
   std::sort(names.begin(), names.end());
   return names;
+}
+
+Result<FsSpace> StatFs(const std::string& path) {
+  struct statvfs sv;
+  if (::statvfs(path.c_str(), &sv) != 0) return IoError("statvfs " + path, errno);
+  FsSpace fs;
+  fs.total = uint64_t(sv.f_blocks) * sv.f_frsize;
+  fs.free = uint64_t(sv.f_bavail) * sv.f_frsize;
+  fs.files = sv.f_files;
+  fs.files_free = sv.f_ffree;
+  return fs;
 }
 
 std::string RealPath(const std::string& path) {

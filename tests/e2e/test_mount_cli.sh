@@ -42,6 +42,13 @@ grep -q "base.qcow2.*read-only.*backing file of top.qcow2" "$T/imgfs.log" || fai
 [[ -e $MNT/top.qcow2/disk.raw && -e $MNT/base.qcow2/disk.raw ]] || fail "images missing from the tree"
 grep "short.qcow2" "$T/imgfs.log" | sed 's/^/   log: /'
 
+log "df on the mount: total = the disks' virtual sizes, used = their image files"
+read -r total used < <(df -B1 --output=size,used "$MNT" | tail -1)
+[[ $total == $((32 * 1024 * 1024)) ]] || fail "df size $total, expected 32 MiB (16M + 16M disks)"
+want_used=$(( ($(stat -c %b "$SRC/base.qcow2") + $(stat -c %b "$SRC/top.qcow2")) * 512 / 4096 * 4096 ))
+(( used > 0 && used <= want_used + 8192 )) || fail "df used $used, expected about $want_used"
+echo "   df: $total bytes, $used used"
+
 log "a busy mountpoint is refused"
 expect_fail "busy mountpoint" "busy" "$IMGFS" mount "$SRC" "$MNT"
 

@@ -84,6 +84,14 @@ struct FileStat {
 Result<FileStat> StatPath(const std::string& path);
 // Names in a directory (no "." or ".."), sorted.
 Result<std::vector<std::string>> ListDir(const std::string& path);
+// Capacity of the file system holding `path`, in bytes.
+struct FsSpace {
+  uint64_t total = 0;
+  uint64_t free = 0;       // for unprivileged users
+  uint64_t files = 0;
+  uint64_t files_free = 0;
+};
+Result<FsSpace> StatFs(const std::string& path);
 // The canonical absolute path, or the input if it cannot be resolved.
 std::string RealPath(const std::string& path);
 // A file kept in memory, for unit tests.
