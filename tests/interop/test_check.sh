@@ -2,7 +2,8 @@
 # imgfs check against qemu-img check: the same report (messages, summary,
 # JSON) and exit code on clean, leaking and corrupted images (corrupted on
 # purpose by patching bytes), and repairs that qemu-img check then calls
-# clean without losing reachable data. An image left dirty by lazy
+# clean without losing reachable data (an L2 entry past the end of the
+# file, which qemu-img 7.2 cannot repair, included). An image left dirty by lazy
 # refcounts is repaired at a read-write open.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,6 +47,8 @@ elif what == "too-high":      # a referenced cluster counted twice (COPIED now w
     set_rc(c, rc + 1)
 elif what == "too-low":       # a referenced cluster marked free
     set_rc((l2e(1) & 0x00fffffffffffe00) >> cb, 0)
+elif what == "past-end":      # guest cluster 1 points 64 MiB into a file far shorter
+    f.seek(l2_off + 8); f.write(struct.pack(">Q", (l2e(1) & ~0x00fffffffffffe00) | (64 << 20)))
 elif what == "overlap":       # guest cluster 2 points at guest cluster 0's host cluster
     f.seek(l2_off + 16); f.write(struct.pack(">Q", l2e(0)))
 PYEOF
@@ -85,7 +88,7 @@ else
     echo "   (corpus not found at $IMGFS_CORPUS: dirty-image cases not run)"
 fi
 
-for damage in leak too-high too-low overlap; do
+for damage in leak too-high too-low overlap past-end; do
     img=$T/$damage.qcow2
     qemu-img create -q -f qcow2 "$img" 4M
     qio "$img" qcow2 "write -P 0x61 0 64k" "write -P 0x62 64k 64k" "write -P 0x63 128k 64k" "write -P 0x64 1M 64k"

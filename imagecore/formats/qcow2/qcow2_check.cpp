@@ -46,7 +46,9 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
     if (!len) return;
     for (uint64_t c = off >> cluster_bits_; c <= (off + len - 1) >> cluster_bits_; ++c) {
       if (c >= file_clusters) {
-        r->messages.push_back(Fmt("ERROR %s at offset 0x%" PRIx64 " lies past the end of the file", what, off));
+        r->messages.push_back(Fmt("ERROR: counting reference for region exceeding the end of the file by one "
+                                  "cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
+                                  off, len));
         ++r->corruptions;
         return;
       }
@@ -125,6 +127,23 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
         }
         const uint64_t host = d & kOffsetMask;
         if (!HasHost(d) || !aligned(host, "data cluster")) continue;
+        if (active && fix == RepairMode::kAll && !data_file_ && host >= file_clusters * cs) {
+          // Past the end of the file the cluster reads as zeros: give it a
+          // zeroed cluster of its own, so the guest sees the same bytes.
+          IMGFS_ASSIGN_OR_RETURN(uint64_t fresh, AllocateClustersLocked(1));
+          std::vector<uint8_t> zeros(cs, 0);
+          IMGFS_RETURN_IF_ERROR(file_->PWrite(fresh, zeros.data(), cs));
+          IMGFS_ASSIGN_OR_RETURN(uint8_t * t, GetL2Locked(l2));
+          StoreBE64(t + j * entry_bytes_, fresh | kOflagCopied);
+          if (extended_l2_) StoreBE64(t + j * entry_bytes_ + 8, 0xffffffffull);
+          l2_cache_.MarkDirty(l2);
+          r->messages.push_back(Fmt("Repairing data cluster at offset 0x%" PRIx64
+                                    " past the end of the file: now a zeroed cluster at 0x%" PRIx64,
+                                    host, fresh));
+          ++r->corruptions_fixed;
+          ++r->allocated_clusters;
+          continue;
+        }
         if (!data_file_) ref(host, cs, "data cluster");  // data-file clusters are not refcounted
         if (!active) continue;
         ++r->allocated_clusters;
