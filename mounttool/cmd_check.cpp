@@ -25,12 +25,7 @@ Runner AddCheck(CLI::App& app) {
     if (!r.ok()) return Fail(r.status().message(), r.status().code() == Code::kUnsupported ? 63 : 1);
     for (const auto& m : r->messages) std::fprintf(stderr, "%s\n", m.c_str());
     if (a->output == "json") {
-      std::string fmt = a->format;
-      if (fmt.empty()) {
-        auto info = ops::CollectInfo(a->file, "", false);
-        fmt = info.ok() ? info->front().info.format : "";
-      }
-      std::fputs(ops::CheckJson(r.value(), a->file, fmt).c_str(), stdout);
+      std::fputs(ops::CheckJson(r.value(), a->file, r->format).c_str(), stdout);
     } else {
       std::fputs(ops::CheckHuman(r.value()).c_str(), stdout);
     }

@@ -12,6 +12,7 @@ Result<CheckResult> CheckImage(const std::string& path, const std::string& forma
   IMGFS_ASSIGN_OR_RETURN(auto img, OpenImage(path, format, opts));
   auto r = img->Check(mode);
   if (!r.ok()) return r.status().Prefixed(path);
+  r->format = img->format_name();
   return r;
 }
 

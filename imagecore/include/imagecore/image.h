@@ -94,6 +94,7 @@ struct CheckResult {
   uint64_t fragmented_clusters = 0;
   uint64_t compressed_clusters = 0;
   uint64_t image_end_offset = 0;
+  std::string format;                 // of the image checked (filled by ops::CheckImage)
   std::vector<std::string> messages;  // one line per problem, as qemu-img prints them
 };
 
