@@ -5,7 +5,7 @@
 # compressed clusters too; imgfs check agrees with qemu-img check. Writes
 # (sub-subcluster, into zero and unallocated subclusters, over compressed
 # clusters, on overlays) leave images qemu-img check calls clean and
-# compare equal to the model.
+# compare equal to the model, and allocate the same subclusters qemu does.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/interop_lib.sh"
@@ -44,6 +44,42 @@ for cs in 16k 64k 2M; do
     qemu-img compare -q -f raw -F qcow2 "$T/model.raw" "$top" || fail "extended_l2 cluster_size=$cs: image differs from the model"
     check_cat "$top" "$T/model.raw" "extended_l2 cluster_size=$cs after writes"
     echo "   extended_l2 cluster_size=$cs: reads, maps, checks and writes agree with qemu"
+done
+
+# Subcluster allocation: the same writes on two copies of a fresh overlay,
+# one by qemu-io and one by imgfs, must map alike (which ranges the overlay
+# holds and which still come from the backing file), not only read alike.
+map_shape() {
+    qemu-img map --output=json "$1" | python3 -c '
+import json, sys
+runs = []
+for e in json.load(sys.stdin):
+    k = (e["depth"], e["zero"], e["data"])
+    if runs and runs[-1][2] == k:
+        runs[-1][1] += e["length"]
+    else:
+        runs.append([e["start"], e["length"], k])
+for r in runs:
+    print(*r)'
+}
+for cs in 64k 1M; do
+    qemu-img create -q -f qcow2 -o "extended_l2=on,cluster_size=$cs" "$T/sb.qcow2" 8M
+    qio "$T/sb.qcow2" qcow2 "write -P 0x11 0 8M"
+    qemu-img create -q -f qcow2 -o "extended_l2=on,cluster_size=$cs" -b sb.qcow2 -F qcow2 "$T/sq.qcow2"
+    cp "$T/sq.qcow2" "$T/si.qcow2"
+    for w in "5000 3000" "70000 100" "131072 65536" "200000 140000" "1048000 4096" "3000000 2000000" "8384000 4608"; do
+        # shellcheck disable=SC2086
+        set -- $w
+        qio "$T/sq.qcow2" qcow2 "write -P 0x33 $1 $2"
+        "$IMGWRITE" "$T/si.qcow2" "$1" 0x33 "$2" || fail "imgwrite si.qcow2 $w"
+    done
+    if ! diff <(map_shape "$T/sq.qcow2") <(map_shape "$T/si.qcow2") >"$T/mapdiff"; then
+        cat "$T/mapdiff"
+        fail "extended_l2 cluster_size=$cs: imgfs allocates other subclusters than qemu for the same writes"
+    fi
+    qcheck "$T/si.qcow2" "extended_l2 cluster_size=$cs subcluster writes"
+    qemu-img compare -q "$T/sq.qcow2" "$T/si.qcow2" || fail "extended_l2 cluster_size=$cs: subcluster writes differ from qemu's"
+    echo "   extended_l2 cluster_size=$cs: small writes allocate the same subclusters as qemu"
 done
 
 python3 -c "import sys; sys.stdout.buffer.write(bytes(range(256)) * 16384)" > "$T/pat.raw"

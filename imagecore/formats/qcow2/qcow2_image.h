@@ -100,6 +100,12 @@ class Qcow2Image final : public Image {
   Status CowSourceLocked(uint64_t c, uint64_t entry, uint64_t bitmap, uint64_t from, uint64_t to, uint8_t* out,
                          const LayerReader* below);
   bool InPlace(uint64_t entry, uint64_t bitmap) const;
+  // --- extended L2 subclusters (qcow2_subcluster.cpp) ----------------------
+  // Whether a write into the cluster with entry `e` may allocate only the
+  // subclusters it touches.
+  bool SubclusterWritable(uint64_t e) const;
+  // Writes [off, off+len), inside one cluster, subcluster by subcluster.
+  Status SubclusterWriteLocked(uint64_t off, const uint8_t* buf, uint64_t len, const LayerReader* below);
 
   // --- check and repair (qcow2_check.cpp) --------------------------------
   // One pass: counts references, compares with refcounts and COPIED flags;

@@ -161,7 +161,12 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
   const uint64_t table_last = (c0 / l2_entries_ + 1) * l2_entries_ - 1;
   // Bound the buffer of one run to 16 MiB (at least one cluster).
   const uint64_t max_run = std::max<uint64_t>(1, (16ull << 20) >> cluster_bits_);
-  const uint64_t want_last = std::min({(off + *len - 1) >> cluster_bits_, table_last, c0 + max_run - 1});
+  uint64_t want_last = std::min({(off + *len - 1) >> cluster_bits_, table_last, c0 + max_run - 1});
+  // With subclusters, a partly written last cluster is left to
+  // SubclusterWriteLocked (c0 itself is whole here, or not subcluster-writable).
+  if (extended_l2_ && want_last > c0 && want_last == (off + *len - 1) >> cluster_bits_ &&
+      ((off + *len) & (cluster_size_ - 1)))
+    --want_last;
   IMGFS_ASSIGN_OR_RETURN(uint64_t l2_off, L2OffsetForWriteLocked(c0));
 
   // Count the clusters from c0 that need a new host cluster; remember the
@@ -172,7 +177,7 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
     for (uint64_t c = c0; c <= want_last; ++c) {
       const uint8_t* slot = l2 + (c % l2_entries_) * entry_bytes_;
       const uint64_t e = LoadBE64(slot), bitmap = extended_l2_ ? LoadBE64(slot + 8) : 0;
-      if (InPlace(e, bitmap) && c != c0) break;
+      if (c != c0 && (InPlace(e, bitmap) || (SubclusterWritable(e) && HasHost(e)))) break;
       old.push_back(e);
       old_bitmap.push_back(bitmap);
     }
@@ -248,6 +253,9 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
           expect += cluster_size_;
           n = std::min<uint64_t>(len, n + cluster_size_);
         }
+      } else if (SubclusterWritable(e) && (HasHost(e) || in || len < cluster_size_)) {
+        n = std::min<uint64_t>(len, cluster_size_ - in);
+        IMGFS_RETURN_IF_ERROR(SubclusterWriteLocked(off, p, n, below));
       } else {
         n = len;
         IMGFS_RETURN_IF_ERROR(AllocatingWriteLocked(off, p, &n, below, &new_host, &new_len));
