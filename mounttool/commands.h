@@ -15,6 +15,8 @@ Runner AddMount(CLI::App& app);
 Runner AddUmount(CLI::App& app);
 Runner AddSnapshot(CLI::App& app);
 Runner AddCheck(CLI::App& app);
+Runner AddResize(CLI::App& app);
+Runner AddCommit(CLI::App& app);
 
 // Prints "imgfs: <message>" to stderr; returns the exit code for it.
 int Fail(const std::string& message, int code = 1);

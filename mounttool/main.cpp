@@ -1,6 +1,9 @@
 // imgfs: mount directories of disk images as raw files, and the qemu-img
 // style commands on the same image core.
+#include <cctype>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "commands.h"
 
@@ -11,7 +14,26 @@ int Fail(const std::string& message, int code) {
 }
 }  // namespace imgfs::cli
 
+namespace {
+// qemu-img resize takes "FILE -1G": a negative size is not an option. CLI11
+// would read it as one, so a "--" goes before it.
+std::vector<char*> NegativeSizeAsOperand(int argc, char** argv) {
+  std::vector<char*> args(argv, argv + argc);
+  static char kEndOfOptions[] = "--";
+  if (argc >= 4 && std::string(argv[1]) == "resize") {
+    const std::string last = argv[argc - 1];
+    if (last.size() > 1 && last[0] == '-' && (std::isdigit(static_cast<unsigned char>(last[1])) || last[1] == '.') &&
+        std::string(argv[argc - 2]) != "--")
+      args.insert(args.end() - 1, kEndOfOptions);
+  }
+  return args;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
+  std::vector<char*> args = NegativeSizeAsOperand(argc, argv);
+  argc = static_cast<int>(args.size());
+  argv = args.data();
   CLI::App app{"imgfs: virtual disk images as plain raw files"};
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", "imgfs 0.1.0");
@@ -24,6 +46,8 @@ int main(int argc, char** argv) {
   add("create", "create a new image", imgfs::cli::AddCreate);
   add("check", "check (and repair) an image's metadata", imgfs::cli::AddCheck);
   add("snapshot", "list, create, apply or delete internal snapshots", imgfs::cli::AddSnapshot);
+  add("resize", "change the size of an image", imgfs::cli::AddResize);
+  add("commit", "merge an image into its backing file", imgfs::cli::AddCommit);
   add("mount", "mount a directory of images (or one image) as raw files", imgfs::cli::AddMount);
   add("umount", "flush and unmount an imgfs mount", imgfs::cli::AddUmount);
   try {

@@ -27,7 +27,10 @@ class Chain::Below final : public LayerReader {
  public:
   Below(const Chain* chain, size_t d) : chain_(chain), d_(d) {}
   uint64_t VirtualSize() const override { return d_ < chain_->depth() ? chain_->VirtualSize(d_) : 0; }
-  Status Read(uint64_t off, void* buf, size_t len) const override { return chain_->Read(d_, off, buf, len); }
+  // Called by a layer's Write or by Commit, under io_mu_ already.
+  Status Read(uint64_t off, void* buf, size_t len) const override {
+    return chain_->ReadUnlocked(d_, off, buf, len);
+  }
 
  private:
   const Chain* chain_;
@@ -35,6 +38,10 @@ class Chain::Below final : public LayerReader {
 };
 
 Chain::~Chain() = default;
+
+const LayerReader* Chain::below(size_t d) const {
+  return d + 1 < layers_.size() ? below_[d].get() : nullptr;
+}
 
 Result<std::unique_ptr<Chain>> Chain::Open(const std::string& path, const std::string& format, bool writable) {
   return OpenImpl(path, format, writable, "");
@@ -79,7 +86,25 @@ Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const st
   return chain;
 }
 
+namespace {
+struct SharedLock {
+  explicit SharedLock(RwLock& mu) : mu_(mu) { mu_.lock_shared(); }
+  ~SharedLock() { mu_.unlock_shared(); }
+  RwLock& mu_;
+};
+struct ExclusiveLock {
+  explicit ExclusiveLock(RwLock& mu) : mu_(mu) { mu_.lock(); }
+  ~ExclusiveLock() { mu_.unlock(); }
+  RwLock& mu_;
+};
+}  // namespace
+
 Status Chain::Resolve(size_t d, uint64_t off, uint64_t len, Resolved* out) const {
+  SharedLock l(io_mu_);
+  return ResolveUnlocked(d, off, len, out);
+}
+
+Status Chain::ResolveUnlocked(size_t d, uint64_t off, uint64_t len, Resolved* out) const {
   for (; d < layers_.size(); ++d) {
     const uint64_t size = layers_[d]->VirtualSize();
     if (off >= size) break;  // past a smaller backing file: zeros
@@ -112,6 +137,11 @@ Status Chain::ReadResolved(const Resolved& r, uint64_t off, void* buf) const {
 }
 
 Status Chain::Read(size_t d, uint64_t off, void* buf, size_t len) const {
+  SharedLock l(io_mu_);
+  return ReadUnlocked(d, off, buf, len);
+}
+
+Status Chain::ReadUnlocked(size_t d, uint64_t off, void* buf, size_t len) const {
   auto* p = static_cast<uint8_t*>(buf);
   const uint64_t size = d < layers_.size() ? layers_[d]->VirtualSize() : 0;
   while (len > 0) {
@@ -120,7 +150,7 @@ Status Chain::Read(size_t d, uint64_t off, void* buf, size_t len) const {
       return Status::OK();
     }
     Resolved r;
-    IMGFS_RETURN_IF_ERROR(Resolve(d, off, std::min<uint64_t>(len, size - off), &r));
+    IMGFS_RETURN_IF_ERROR(ResolveUnlocked(d, off, std::min<uint64_t>(len, size - off), &r));
     IMGFS_RETURN_IF_ERROR(ReadResolved(r, off, p));
     p += r.length;
     off += r.length;
@@ -130,9 +160,144 @@ Status Chain::Read(size_t d, uint64_t off, void* buf, size_t len) const {
 }
 
 Status Chain::Write(uint64_t off, const void* buf, size_t len) {
-  return layers_[0]->Write(off, buf, len, layers_.size() > 1 ? below_[0].get() : nullptr);
+  SharedLock l(io_mu_);
+  return layers_[0]->Write(off, buf, len, below(0));
 }
 
-Status Chain::Flush() { return layers_[0]->Flush(); }
+Status Chain::WriteZeroes(uint64_t off, uint64_t len, bool unmap) {
+  SharedLock l(io_mu_);
+  return layers_[0]->WriteZeroes(off, len, unmap, below(0));
+}
+
+Status Chain::Flush() {
+  SharedLock l(io_mu_);
+  return layers_[0]->Flush();
+}
+
+Status Chain::Resize(uint64_t new_size) {
+  ExclusiveLock l(io_mu_);
+  return layers_[0]->Resize(new_size, below(0));
+}
+
+Status Chain::CreateSnapshot(const std::string& name) {
+  ExclusiveLock l(io_mu_);
+  return layers_[0]->CreateSnapshot(name);
+}
+
+Status Chain::DeleteSnapshot(const std::string& which) {
+  ExclusiveLock l(io_mu_);
+  return layers_[0]->DeleteSnapshot(which);
+}
+
+Status Chain::ApplySnapshot(const std::string& which) {
+  ExclusiveLock l(io_mu_);
+  return layers_[0]->ApplySnapshot(which);
+}
+
+Result<CheckResult> Chain::Check(RepairMode mode) {
+  ExclusiveLock l(io_mu_);
+  return layers_[0]->Check(mode);
+}
+
+Status Chain::ReopenLayer(size_t d, bool writable) {
+  OpenOptions opts;
+  opts.writable = writable;
+  auto img = OpenImage(paths_[d], layers_[d]->format_name(), opts);
+  if (!img.ok()) return img.status();
+  if (writable && img.value()->read_only())
+    return ReadOnly(paths_[d] + ": " + img.value()->read_only_reason());
+  retired_.push_back(std::move(layers_[d]));
+  layers_[d] = std::move(img).value();
+  return Status::OK();
+}
+
+Status Chain::Commit(size_t base, bool empty_top, const Progress& progress) {
+  ExclusiveLock l(io_mu_);
+  if (base == 0 || base >= layers_.size())
+    return InvalidArgument(paths_[0] + ": no backing layer at depth " + std::to_string(base) + " to commit into");
+  if (layers_[0]->read_only()) return ReadOnly(paths_[0] + ": " + layers_[0]->read_only_reason());
+  IMGFS_RETURN_IF_ERROR(ReopenLayer(base, true));
+  Status st = CommitUnlocked(base, empty_top, progress);
+  // Back to read-only whatever happened: a backing file is never left open
+  // for writing. What was written is on disk before the new instance reads.
+  Status flushed = layers_[base]->Flush();
+  if (st.ok()) st = flushed;
+  Status back = ReopenLayer(base, false);
+  if (back.ok()) retired_.pop_back();  // nobody resolved through the writable one
+  return st.ok() ? back : st;
+}
+
+Status Chain::CommitUnlocked(size_t base, bool empty_top, const Progress& progress) {
+  Image& target = *layers_[base];
+  const uint64_t size = layers_[0]->VirtualSize();
+  if (target.VirtualSize() < size) IMGFS_RETURN_IF_ERROR(target.Resize(size, below(base)));
+  // The runs layers [0, base) decide: everything not left to `base` down.
+  // A layer smaller than the ones above it reads as zeros past its end.
+  auto next_run = [&](uint64_t off, Resolved* r, bool* above) -> Status {
+    uint64_t len = size - off;
+    for (size_t d = 0; d < base; ++d) {
+      const uint64_t lsize = layers_[d]->VirtualSize();
+      if (off >= lsize) {
+        *r = Resolved{Resolved::kZero, len, nullptr, 0, d};
+        *above = true;
+        return Status::OK();
+      }
+      Extent e;
+      IMGFS_RETURN_IF_ERROR(layers_[d]->BlockStatus(off, std::min(len, lsize - off), &e));
+      if (e.kind == ExtentKind::kUnallocated) {
+        len = e.length;
+        continue;
+      }
+      r->length = e.length;
+      r->depth = d;
+      r->file = e.file;
+      r->host_offset = e.host_offset;
+      r->kind = e.kind == ExtentKind::kData ? Resolved::kData
+                : e.kind == ExtentKind::kZero ? Resolved::kZero
+                                              : Resolved::kOpaque;
+      *above = true;
+      return Status::OK();
+    }
+    r->length = len;
+    *above = false;
+    return Status::OK();
+  };
+  uint64_t total = 0;
+  for (uint64_t off = 0; off < size;) {
+    Resolved r;
+    bool above = false;
+    IMGFS_RETURN_IF_ERROR(next_run(off, &r, &above));
+    if (above) total += r.length;
+    off += r.length;
+  }
+  uint64_t done = 0;
+  if (progress) progress(0, total);
+  constexpr uint64_t kChunk = 1 << 20;
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
+  for (uint64_t off = 0; off < size;) {
+    Resolved r;
+    bool above = false;
+    IMGFS_RETURN_IF_ERROR(next_run(off, &r, &above));
+    r.length = std::min<uint64_t>(r.length, kChunk);
+    if (above) {
+      if (r.kind == Resolved::kZero) {
+        IMGFS_RETURN_IF_ERROR(target.WriteZeroes(off, r.length, false, below(base)));
+      } else {
+        IMGFS_RETURN_IF_ERROR(ReadResolved(r, off, buf.get()));
+        IMGFS_RETURN_IF_ERROR(target.Write(off, buf.get(), r.length, below(base)));
+      }
+      done += r.length;
+      if (progress) progress(done, total);
+    }
+    off += r.length;
+  }
+  // The base holds everything before the top lets go of it.
+  IMGFS_RETURN_IF_ERROR(target.Flush());
+  if (empty_top) {
+    IMGFS_RETURN_IF_ERROR(layers_[0]->MakeEmpty());
+    IMGFS_RETURN_IF_ERROR(layers_[0]->Flush());
+  }
+  return Status::OK();
+}
 
 }  // namespace imgfs

@@ -8,15 +8,6 @@
 
 namespace imgfs::io {
 
-Status File::PWriteV(uint64_t off, const Piece* pieces, size_t count) {
-  for (size_t i = 0; i < count; ++i) {
-    if (!pieces[i].len) continue;
-    IMGFS_RETURN_IF_ERROR(PWrite(off, pieces[i].data, pieces[i].len));
-    off += pieces[i].len;
-  }
-  return Status::OK();
-}
-
 namespace {
 
 class MemFile final : public File {

@@ -103,6 +103,15 @@ class PosixFile final : public File {
     return Status::OK();
   }
 
+  Status Deallocate(uint64_t off, uint64_t n) override {
+    if (n == 0) return Status::OK();
+    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                    static_cast<off_t>(n)) == 0)
+      return Status::OK();
+    if (errno != EOPNOTSUPP && errno != ENOSYS) return IoError("punch hole in " + path(), errno);
+    return File::Deallocate(off, n);  // the host cannot: write zeros
+  }
+
   void StartWriteback(uint64_t off, uint64_t n) override {
     ::sync_file_range(fd_, static_cast<off_t>(off), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
   }

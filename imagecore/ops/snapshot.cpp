@@ -13,8 +13,19 @@ Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& path, const s
   return img->Snapshots();
 }
 
+Status ChangeSnapshot(Chain& chain, SnapshotAction action, const std::string& name) {
+  if (chain.layer(0).read_only()) return ReadOnly(chain.layer_path(0) + ": " + chain.layer(0).read_only_reason());
+  switch (action) {
+    case SnapshotAction::kCreate: return chain.CreateSnapshot(name);
+    case SnapshotAction::kApply: return chain.ApplySnapshot(name);
+    case SnapshotAction::kDelete: return chain.DeleteSnapshot(name);
+  }
+  return Status::OK();
+}
+
 Status ChangeSnapshot(const std::string& path, const std::string& format, SnapshotAction action,
                       const std::string& name) {
+  // The image alone: its backing chain plays no part in snapshot control.
   IMGFS_ASSIGN_OR_RETURN(auto img, OpenImage(path, format, OpenOptions{true}));
   if (img->read_only()) return ReadOnly(path + ": " + img->read_only_reason());
   switch (action) {

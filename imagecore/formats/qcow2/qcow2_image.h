@@ -52,6 +52,9 @@ class Qcow2Image final : public Image {
   Status CreateSnapshot(const std::string& name) override;
   Status DeleteSnapshot(const std::string& which) override;
   Status ApplySnapshot(const std::string& which) override;
+  Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
+  Status Resize(uint64_t new_size, const LayerReader* below) override;
+  Status MakeEmpty() override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *file_; }
 
@@ -106,6 +109,19 @@ class Qcow2Image final : public Image {
   bool SubclusterWritable(uint64_t e) const;
   // Writes [off, off+len), inside one cluster, subcluster by subcluster.
   Status SubclusterWriteLocked(uint64_t off, const uint8_t* buf, uint64_t len, const LayerReader* below);
+
+  // --- zeroing and discarding (qcow2_zero.cpp) ---------------------------
+  // Clears guest clusters from `c` to `end` or to the end of c's L2 table,
+  // whichever is first: unallocated, or zero clusters with `zero` (v3).
+  // Returns the first cluster not reached.
+  Result<uint64_t> ClearClustersLocked(uint64_t c, uint64_t end, bool zero);
+
+  // --- resize (qcow2_resize.cpp) ------------------------------------------
+  // Writes size, L1 size and L1 offset in one header write, then syncs.
+  Status WriteSizeFieldsLocked(uint64_t size, uint32_t l1_size, uint64_t l1_offset);
+  Status GrowLockedTo(uint64_t new_size);
+  Status ShrinkLockedTo(uint64_t new_size);
+  Status DropL2TableLocked(size_t l1_index);
 
   // --- check and repair (qcow2_check.cpp) --------------------------------
   // One pass: counts references, compares with refcounts and COPIED flags;

@@ -190,8 +190,8 @@ Status Qcow2Image::ReadOpaque(uint64_t off, void* buf, size_t len) {
         std::memcpy(p, cluster.data() + in, n);
       }
     } else if ((header_.version >= 3 && (entry & kOflagZero)) || !HasHost(entry)) {
-      // Rewritten meanwhile as zeros; an unallocated cluster cannot come
-      // from a compressed one (nothing discards yet), so zeros are right.
+      // Zeroed or discarded meanwhile: a discard under a backing file
+      // leaves zero clusters, and without one unallocated reads as zeros.
       std::memset(p, 0, n);
     } else {
       IMGFS_RETURN_IF_ERROR(data().PRead((entry & kOffsetMask) + in, p, n));

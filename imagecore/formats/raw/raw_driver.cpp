@@ -43,6 +43,17 @@ class RawImage final : public Image {
     return file_->PWrite(off, buf, len);
   }
 
+  Status WriteZeroes(uint64_t off, uint64_t len, bool, const LayerReader*) override {
+    if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
+    if (off + len > file_->Size()) return NoSpace(file_->path() + ": write past the end of the disk");
+    return file_->Deallocate(off, len);  // a hole reads as zeros
+  }
+
+  Status Resize(uint64_t new_size, const LayerReader*) override {
+    if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
+    return file_->Truncate(new_size);  // grows with a hole: zeros
+  }
+
   Status Flush() override {
     if (!file_->writable()) return Status::OK();
     return file_->Sync();

@@ -2,15 +2,21 @@
 // disk. Depth 0 is the image itself, depth 1 its backing file, and so on;
 // every layer can also be read "from depth d down" (the layer views).
 //
-// Thread safety: all methods may be called concurrently; the layers guard
-// their own state. The chain itself is immutable after Open.
+// Thread safety: all methods may be called concurrently. I/O (Resolve,
+// Read, Write, WriteZeroes, Flush) shares `io_mu_`; control operations
+// (Resize, snapshots, Check, Commit) take it exclusively, so they run alone
+// and I/O waits for them. The layers guard their own state below that.
+// A layer replaced by Commit is retired, not destroyed, so a Resolved run
+// handed out before stays readable (its bytes may be stale, never freed).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "imagecore/image.h"
+#include "imagecore/rwlock.h"
 #include "imagecore/status.h"
 
 namespace imgfs {
@@ -51,16 +57,40 @@ class Chain {
   Status ReadResolved(const Resolved& r, uint64_t off, void* buf) const;
 
   Status Write(uint64_t off, const void* buf, size_t len);
+  // Makes [off, off+len) of the disk read as zeros (see Image::WriteZeroes).
+  Status WriteZeroes(uint64_t off, uint64_t len, bool unmap);
   Status Flush();
+
+  // --- control operations on the top layer: each runs alone -------------
+  Status Resize(uint64_t new_size);
+  Status CreateSnapshot(const std::string& name);
+  Status DeleteSnapshot(const std::string& which);
+  Status ApplySnapshot(const std::string& which);
+  Result<CheckResult> Check(RepairMode mode);
+  // Merges what layers [0, base) hold into layer `base` (reopened writable
+  // for the time), growing it to the top's size if smaller; then, with
+  // `empty_top`, empties layer 0. `progress(done, total)` gets bytes.
+  using Progress = std::function<void(uint64_t done, uint64_t total)>;
+  Status Commit(size_t base, bool empty_top, const Progress& progress);
 
  private:
   class Below;
   Chain() = default;
+  Status ResolveUnlocked(size_t d, uint64_t off, uint64_t len, Resolved* out) const;
+  Status ReadUnlocked(size_t d, uint64_t off, void* buf, size_t len) const;
+  // What lies below layer d, for copy-on-write; null at the bottom.
+  const LayerReader* below(size_t d) const;
+  // Replaces layer d by the same file opened again (writable or not).
+  Status ReopenLayer(size_t d, bool writable);
+  Status CommitUnlocked(size_t base, bool empty_top, const Progress& progress);
+
+  mutable RwLock io_mu_;
   static Result<std::unique_ptr<Chain>> OpenImpl(const std::string& path, const std::string& format, bool writable,
                                                  const std::string& snapshot_id);
   std::vector<std::unique_ptr<Image>> layers_;
   std::vector<std::string> paths_;
   std::vector<std::unique_ptr<Below>> below_;  // below_[d] reads from depth d+1 down
+  std::vector<std::unique_ptr<Image>> retired_;  // GUARDED_BY(io_mu_) exclusive
 };
 
 // Where a backing name stored in the image at `image_path` points.

@@ -37,6 +37,9 @@ class File {
   virtual Status PWriteV(uint64_t off, const Piece* pieces, size_t count);
   virtual uint64_t Size() const = 0;
   virtual Status Truncate(uint64_t size) = 0;
+  // Makes [off, off+n) read as zeros and frees its space where the host
+  // can (a punched hole); the size stays. Writes zeros where it cannot.
+  virtual Status Deallocate(uint64_t off, uint64_t n);
   // Asks the host to start writing [off, off+n) back now, without waiting,
   // so that a later Sync has less left to do. A hint: may do nothing.
   virtual void StartWriteback(uint64_t off, uint64_t n) {}

@@ -121,8 +121,25 @@ class Image {
   // Writes guest data. Bytes of partly written clusters that this layer does
   // not hold are taken from `below` (may be null: zeros).
   virtual Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) = 0;
+  // Makes [off, off+len) read as zeros in this layer, hiding the backing
+  // file; with `unmap` the host space is freed where the format can. May
+  // run alongside reads and writes, like Write. The default writes zeros.
+  virtual Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below);
   // Makes every completed Write durable in the image file(s).
   virtual Status Flush() = 0;
+
+  // Changes the virtual size. What lies past the old end reads as zeros
+  // afterwards, even where `below` is larger; shrinking drops the data past
+  // the new end (the caller has asked, as qemu-img resize --shrink does).
+  // Exclusive: no I/O may run on the image meanwhile.
+  virtual Status Resize(uint64_t new_size, const LayerReader* below) {
+    return Unsupported(std::string(format_name()) + " images cannot be resized yet");
+  }
+  // Drops every allocation, so the whole layer reads from below again:
+  // what qemu-img commit leaves in the image it committed. Exclusive.
+  virtual Status MakeEmpty() {
+    return Unsupported(std::string(format_name()) + " images cannot be emptied");
+  }
 
   virtual std::optional<BackingRef> Backing() const { return std::nullopt; }
   // Internal snapshots, oldest first.

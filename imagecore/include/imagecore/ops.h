@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "imagecore/chain.h"
 #include "imagecore/format.h"
 #include "imagecore/image.h"
 #include "imagecore/status.h"
@@ -59,5 +60,29 @@ std::string SnapshotTable(const std::vector<SnapshotInfo>& snaps);
 // File names for snapshot views: "<name>.raw", or "<id>-<name>.raw" (with
 // '/' replaced by '_') when the name is empty, repeats or holds a '/'.
 std::vector<std::string> SnapshotFileNames(const std::vector<SnapshotInfo>& snaps);
+
+// The same on an open chain (a mounted image): the one implementation the
+// CLI, the ctl file and the attributes share.
+Status ChangeSnapshot(Chain& chain, SnapshotAction action, const std::string& name);
+
+// ---- resize (ops/resize.cpp) ----
+// The size `spec` asks for: "SIZE", or "+SIZE"/"-SIZE" from `current`.
+Result<uint64_t> ParseNewSize(const std::string& spec, uint64_t current);
+// Resizes the disk (its top layer) to `spec`; a smaller size needs
+// `shrink`, as qemu-img resize --shrink. Returns the new size.
+Result<uint64_t> Resize(Chain& chain, const std::string& spec, bool shrink);
+Result<uint64_t> ResizeFile(const std::string& path, const std::string& format, const std::string& spec,
+                            bool shrink);
+
+// ---- commit (ops/commit.cpp) ----
+// The backing layer `spec` names: "" the backing file (depth 1), a depth,
+// a file name or path in the chain, or a layer view's name "N-x.raw".
+Result<size_t> FindLayer(const Chain& chain, const std::string& spec);
+// Merges the layers above `base` into it. The top is emptied afterwards
+// unless `drop` is set or `base` is not the immediate backing file (the
+// layers between would then shadow what was committed).
+Status Commit(Chain& chain, const std::string& base, bool drop, const Chain::Progress& progress);
+Status CommitFile(const std::string& path, const std::string& format, const std::string& base, bool drop,
+                  const Chain::Progress& progress);
 
 }  // namespace imgfs::ops

@@ -1,0 +1,117 @@
+// qcow2 resize. Growing may need a larger L1 table: it is written whole at
+// a new place, and one header write switches size, L1 size and L1 offset
+// together. Shrinking writes the new size first, then drops what lies past
+// it, so a crash in between leaves leaks, never a dangling pointer.
+#include <algorithm>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_image.h"
+
+namespace imgfs::qcow2 {
+
+namespace {
+constexpr uint64_t kSizeField = 24;  // size, crypt_method, l1_size, l1_table_offset follow
+}
+
+Status Qcow2Image::WriteSizeFieldsLocked(uint64_t size, uint32_t l1_size, uint64_t l1_offset) {
+  uint8_t raw[24];
+  StoreBE64(raw, size);
+  StoreBE32(raw + 8, header_.crypt_method);
+  StoreBE32(raw + 12, l1_size);
+  StoreBE64(raw + 16, l1_offset);
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(kSizeField, raw, sizeof raw));
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  header_.size = size;
+  header_.l1_size = l1_size;
+  header_.l1_table_offset = l1_offset;
+  return Status::OK();
+}
+
+Status Qcow2Image::GrowLockedTo(uint64_t new_size) {
+  const uint64_t span = l2_entries_ << cluster_bits_;
+  const uint64_t need = (new_size + span - 1) / span;
+  if (need * 8 > kMaxL1Bytes) return Unsupported(file_->path() + ": the new size needs too large an L1 table");
+  if (need <= l1_.size()) return WriteSizeFieldsLocked(new_size, uint32_t(l1_.size()), header_.l1_table_offset);
+  // Everything pending goes to the old table first; the new one is a copy.
+  IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));
+  const uint64_t clusters = (need * 8 + cluster_size_ - 1) >> cluster_bits_;
+  IMGFS_ASSIGN_OR_RETURN(uint64_t off, AllocateClustersLocked(clusters));
+  std::vector<uint8_t> raw(clusters << cluster_bits_, 0);
+  for (size_t i = 0; i < l1_.size(); ++i) StoreBE64(&raw[i * 8], l1_[i]);
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(off, raw.data(), raw.size()));
+  IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));  // the new table's refcounts
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  const uint64_t old_off = header_.l1_table_offset, old_bytes = l1_.size() * 8;
+  IMGFS_RETURN_IF_ERROR(WriteSizeFieldsLocked(new_size, uint32_t(need), off));
+  if (old_bytes) pending_release_.emplace_back(old_off, old_bytes);
+  l1_.resize(need, 0);
+  return Status::OK();
+}
+
+Status Qcow2Image::DropL2TableLocked(size_t l1_index) {
+  const uint64_t t = l1_[l1_index] & kOffsetMask;
+  if (!t) return Status::OK();
+  // The active L1 stops walking through this table: each cluster it names
+  // and the table itself lose that walk's reference.
+  if (!data_file_) {
+    IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(t));
+    for (uint64_t j = 0; j < l2_entries_; ++j) {
+      const uint64_t e = LoadBE64(l2 + j * entry_bytes_);
+      if (e & kOflagCompressed) {
+        const CompressedRange cr = DecodeCompressed(e, cluster_bits_);
+        pending_release_.emplace_back(cr.host, std::min(cr.bytes, 2 * cluster_size_));
+      } else if (e & kOffsetMask) {
+        pending_release_.emplace_back(e & kOffsetMask, cluster_size_);
+      }
+    }
+  }
+  pending_release_.emplace_back(t, cluster_size_);
+  l1_[l1_index] = 0;
+  l1_dirty_ = true;
+  return Status::OK();
+}
+
+Status Qcow2Image::ShrinkLockedTo(uint64_t new_size) {
+  const uint64_t old_clusters = (header_.size + cluster_size_ - 1) >> cluster_bits_;
+  IMGFS_RETURN_IF_ERROR(WriteSizeFieldsLocked(new_size, uint32_t(l1_.size()), header_.l1_table_offset));
+  const uint64_t first_gone = (new_size + cluster_size_ - 1) >> cluster_bits_;
+  const uint64_t first_table = (first_gone + l2_entries_ - 1) / l2_entries_;
+  for (size_t i = first_table; i < l1_.size(); ++i) IMGFS_RETURN_IF_ERROR(DropL2TableLocked(i));
+  const uint64_t straddle_end = std::min(first_table * l2_entries_, old_clusters);
+  for (uint64_t c = first_gone; c < straddle_end;) {
+    IMGFS_ASSIGN_OR_RETURN(c, ClearClustersLocked(c, straddle_end, false));
+  }
+  return FlushMetadataLocked(/*apply_releases=*/true);
+}
+
+Status Qcow2Image::Resize(uint64_t new_size, const LayerReader* below) {
+  if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
+  if (new_size % 512) return InvalidArgument(file_->path() + ": qcow2 sizes are whole 512-byte sectors");
+  if (header_.version < 3 && header_.nb_snapshots)
+    return Unsupported(file_->path() + ": cannot resize a v2 image which has snapshots");
+  const uint64_t old = header_.size;
+  if (new_size == old) return Status::OK();
+  if (data_file_ && new_size < old)
+    return Unsupported(file_->path() + ": cannot shrink an image with an external data file");
+  bool tail_allocated = false;
+  {
+    std::lock_guard<std::mutex> l(meta_mu_);
+    IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
+    if (new_size < old) return ShrinkLockedTo(new_size);
+    if (old & (cluster_size_ - 1)) {
+      IMGFS_ASSIGN_OR_RETURN(auto slot, L2SlotLocked(old >> cluster_bits_));
+      tail_allocated = HasHost(slot.first) || (slot.first & kOflagCompressed);
+    }
+    IMGFS_RETURN_IF_ERROR(GrowLockedTo(new_size));
+  }
+  if (data_file_ && data_file_->Size() < new_size) IMGFS_RETURN_IF_ERROR(data_file_->Truncate(new_size));
+  // What was past the old end must read as zeros: bytes a shrink left in the
+  // last cluster, and a backing file larger than the old size.
+  const uint64_t tail_end = std::min(new_size, (old + cluster_size_ - 1) & ~(cluster_size_ - 1));
+  if (tail_allocated && tail_end > old) IMGFS_RETURN_IF_ERROR(Image::WriteZeroes(old, tail_end - old, false, below));
+  if (below && below->VirtualSize() > old)
+    IMGFS_RETURN_IF_ERROR(WriteZeroes(old, std::min(new_size, below->VirtualSize()) - old, true, below));
+  return Flush();
+}
+
+}  // namespace imgfs::qcow2

@@ -1,0 +1,29 @@
+// io::File's portable defaults, for files that have no better way.
+#include <algorithm>
+#include <vector>
+
+#include "imagecore/file.h"
+
+namespace imgfs::io {
+
+Status File::PWriteV(uint64_t off, const Piece* pieces, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    if (!pieces[i].len) continue;
+    IMGFS_RETURN_IF_ERROR(PWrite(off, pieces[i].data, pieces[i].len));
+    off += pieces[i].len;
+  }
+  return Status::OK();
+}
+
+Status File::Deallocate(uint64_t off, uint64_t n) {
+  const uint64_t end = std::min(off + n, Size());
+  std::vector<uint8_t> zeros(std::min<uint64_t>(n, 1 << 20), 0);
+  for (uint64_t p = off; p < end;) {
+    const uint64_t k = std::min<uint64_t>(zeros.size(), end - p);
+    IMGFS_RETURN_IF_ERROR(PWrite(p, zeros.data(), k));
+    p += k;
+  }
+  return Status::OK();
+}
+
+}  // namespace imgfs::io

@@ -1,0 +1,41 @@
+#include <cstdio>
+#include <memory>
+
+#include "commands.h"
+#include "imagecore/ops.h"
+
+namespace imgfs::cli {
+
+// `imgfs commit [-b BASE] [-d] [-p] [-q] [-f FMT] FILE`, as qemu-img commit:
+// without -b the backing file receives the data and FILE is emptied
+// (unless -d); with -b FILE is left as it is, as qemu-img does.
+Runner AddCommit(CLI::App& app) {
+  struct Args {
+    std::string file, format, base;
+    bool keep = false, progress = false, quiet = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* b = app.add_option("-b", a->base, "the layer of the backing chain to commit into (default: the backing file)");
+  app.add_flag("-d", a->keep, "leave FILE as it is instead of emptying it");
+  app.add_flag("-p", a->progress, "show progress");
+  app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
+  app.add_option("-f,--format", a->format, "image format (default: probe)");
+  app.add_option("FILE", a->file, "the image")->required();
+  return [a, b] {
+    const bool show = a->progress && !a->quiet;
+    Chain::Progress progress;
+    if (show) {
+      progress = [](uint64_t done, uint64_t total) {
+        std::printf("    (%.2f/100%%)\r", total ? 100.0 * double(done) / double(total) : 100.0);
+        std::fflush(stdout);
+      };
+    }
+    Status st = ops::CommitFile(a->file, a->format, a->base, a->keep || b->count() > 0, progress);
+    if (show) std::printf("    (100.00/100%%)\n");
+    if (!st.ok()) return Fail(st.message());
+    if (!a->quiet) std::printf("Image committed.\n");
+    return 0;
+  };
+}
+
+}  // namespace imgfs::cli
