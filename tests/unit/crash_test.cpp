@@ -145,6 +145,60 @@ TEST_P(CrashTest, SnapshotOperationsAreCrashSafe) {
     ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, k)), "") << "after " << k << " of " << rec.ops.size() << " writes";
 }
 
+// Zeroing, discarding, growing (with a new L1 table), shrinking and
+// emptying, interleaved with writes: every prefix stays consistent.
+TEST_P(CrashTest, ResizeAndZeroingAreCrashSafe) {
+  auto f = test::NewQcow2(1 << 20, GetParam());
+  const std::vector<uint8_t> initial = test::Contents(*f);
+  auto log = std::make_shared<std::vector<SharedFile::Op>>();
+  {
+    auto img = test::OpenShared(f, true, log);
+    std::vector<uint8_t> model(1 << 20, 0);
+    std::mt19937_64 rng(11);
+    auto scribble = [&](int n) {
+      const uint64_t size = img->VirtualSize();
+      for (int i = 0; i < n; ++i) {
+        uint64_t len = 1 + rng() % 20000, off = rng() % (size - len);
+        std::vector<uint8_t> d(len, uint8_t(1 + rng() % 250));
+        ASSERT_TRUE(img->Write(off, d.data(), len, nullptr).ok());
+        std::memcpy(&model[off], d.data(), len);
+      }
+    };
+    auto zero = [&](uint64_t off, uint64_t len, bool unmap) {
+      ASSERT_TRUE(img->WriteZeroes(off, len, unmap, nullptr).ok());
+      std::memset(&model[off], 0, len);
+    };
+    auto resize = [&](uint64_t size) {
+      ASSERT_TRUE(img->Resize(size, nullptr).ok());
+      model.resize(size, 0);
+    };
+    scribble(20);
+    zero(3000, 300000, true);
+    zero(500000, 200000, false);
+    resize(16 << 20);
+    scribble(30);
+    resize((3 << 20) + 4096);  // inside a cluster: its tail must read zeros later
+    scribble(10);
+    resize(5 << 20);
+    scribble(10);
+    EXPECT_EQ(test::ReadLayer(*img), model) << "content after zeroing and resizing";
+    ASSERT_TRUE(img->MakeEmpty().ok());
+    std::fill(model.begin(), model.end(), 0);
+    scribble(10);
+    ASSERT_TRUE(img->Flush().ok());
+    EXPECT_EQ(test::ReadLayer(*img), model) << "content after emptying";
+  }
+  Recording rec;
+  rec.initial = initial;
+  rec.ops = *log;
+  uint64_t leaks = 1;
+  ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, rec.ops.size()), &leaks), "");
+  EXPECT_EQ(leaks, 0u) << "a clean close must leave no leaks";
+  const size_t step = std::max<size_t>(1, rec.ops.size() / 400);
+  for (size_t k = 0; k <= rec.ops.size(); k += step)
+    ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, k)), "") << "after " << k << " of " << rec.ops.size() << " writes";
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, CrashTest, ::testing::Values("", "cluster_size=512", "compat=0.10,cluster_size=4k"));
 
 }  // namespace
