@@ -17,6 +17,7 @@ uint64_t InoOf(NodeKind kind, size_t image, size_t depth) {
     case NodeKind::kLayersDir: return base | kSubLayersDir;
     case NodeKind::kLayer: return base | (kSubLayerBase + depth);
     case NodeKind::kSnapshotsDir: return base | kSubSnapshotsDir;
+    case NodeKind::kCtl: return base | kSubCtl;
     case NodeKind::kSnapshot: return base | (kSubSnapshotBase + depth);
     case NodeKind::kInvalid: break;
   }
@@ -34,6 +35,7 @@ NodeRef NodeOf(uint64_t ino) {
     case kSubInfo: return {NodeKind::kInfo, image, 0};
     case kSubLayersDir: return {NodeKind::kLayersDir, image, 0};
     case kSubSnapshotsDir: return {NodeKind::kSnapshotsDir, image, 0};
+    case kSubCtl: return {NodeKind::kCtl, image, 0};
     default:
       if (lo >= kSubLayerBase && lo < kSubLayerBase + kMaxLayers) return {NodeKind::kLayer, image, lo - kSubLayerBase};
       if (lo >= kSubSnapshotBase && lo < kSubSnapshotBase + kMaxSnapshotViews)
@@ -97,6 +99,8 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   if (ro_reason.empty() && img->read_only()) ro_reason = img->read_only_reason();
   entry->read_only = !ro_reason.empty();
   entry->read_only_reason = ro_reason;
+  for (size_t d = 0; d < chain.value()->depth(); ++d)
+    entry->layer_paths.push_back(io::RealPath(chain.value()->layer_path(d)));
   if (auto b = img->Backing()) backing_paths->push_back(io::RealPath(ResolveBackingPath(path, b->name)));
   else backing_paths->push_back("");
   by_name_[name] = images_.size();
@@ -189,6 +193,42 @@ Result<std::shared_ptr<Chain>> Namespace::GetSnapshotChain(size_t i, size_t inde
 
 std::string Namespace::LayerName(const Chain& chain, size_t depth) {
   return std::to_string(depth) + "-" + BaseName(chain.layer_path(depth)) + ".raw";
+}
+
+void Namespace::Reopen(size_t i) {
+  ImageEntry& e = *images_[i];
+  std::lock_guard<std::mutex> l(e.mu);
+  e.chain.reset();
+  e.snapshot_chains.clear();
+  e.open_error = Status::OK();
+  auto img = OpenImage(e.path, e.format, OpenOptions{});
+  if (img.ok()) e.virtual_size = img.value()->VirtualSize();
+}
+
+void Namespace::ForgetSnapshots(size_t i) {
+  ImageEntry& e = *images_[i];
+  std::lock_guard<std::mutex> l(e.mu);
+  e.snapshot_chains.clear();
+}
+
+std::vector<size_t> Namespace::BackingUsers(const std::string& real_path, size_t except) const {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < images_.size(); ++i) {
+    const auto& p = images_[i]->layer_paths;
+    if (i != except && p.size() > 1 && std::find(p.begin() + 1, p.end(), real_path) != p.end()) out.push_back(i);
+  }
+  return out;
+}
+
+std::vector<size_t> Namespace::ImagesAt(const std::string& real_path) const {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < images_.size(); ++i)
+    if (!images_[i]->layer_paths.empty() && images_[i]->layer_paths[0] == real_path) out.push_back(i);
+  return out;
+}
+
+void Namespace::JoinControls() {
+  for (auto& e : images_) e->control.Join();
 }
 
 Status Namespace::CloseAll() {

@@ -8,11 +8,12 @@
 //   /<image>/layers/N-x.raw kLayer        the chain from depth N, read-only
 //   /<image>/snapshots/     kSnapshotsDir  qcow2 images only
 //   /<image>/snapshots/s.raw kSnapshot     internal snapshot, read-only
+//   /<image>/ctl           kCtl           control commands and their state
 //
 // Inode numbers are computed, not allocated: image i owns the block
 // (i+1) << 16 and the kind and layer live in the low bits, so lookups need
-// no table and forget needs no bookkeeping. Room is left for snapshots/,
-// ctl and partitions/ (later issues) in the same block.
+// no table and forget needs no bookkeeping. Room is left for partitions/
+// (a later issue) in the same block.
 //
 // Images are probed at mount (header only: cheap even for thousands); the
 // backing chain is opened on first use and kept open until unmount.
@@ -20,23 +21,25 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "control.h"
 #include "imagecore/chain.h"
 #include "imagecore/file.h"
 #include "imagecore/status.h"
 
 namespace imgfs::fs {
 
-enum class NodeKind { kRoot, kImageDir, kDisk, kInfo, kLayersDir, kLayer, kSnapshotsDir, kSnapshot, kInvalid };
+enum class NodeKind { kRoot, kImageDir, kDisk, kInfo, kLayersDir, kLayer, kSnapshotsDir, kSnapshot, kCtl, kInvalid };
 
 constexpr uint64_t kRootIno = 1;
 constexpr unsigned kImageShift = 16;
-constexpr uint64_t kSubDir = 0, kSubDisk = 1, kSubInfo = 2, kSubLayersDir = 3, kSubSnapshotsDir = 4;
+constexpr uint64_t kSubDir = 0, kSubDisk = 1, kSubInfo = 2, kSubLayersDir = 3, kSubSnapshotsDir = 4, kSubCtl = 5;
 constexpr uint64_t kSubLayerBase = 0x100;  // + depth, depth < 64
 constexpr uint64_t kMaxLayers = 64;
 constexpr uint64_t kSubSnapshotBase = 0x1000;  // + index in the snapshot table
@@ -55,9 +58,11 @@ struct ImageEntry {
   std::string name;    // file name in SOURCE, and the directory's name
   std::string path;    // path of the image file
   std::string format;  // probed at mount
-  uint64_t virtual_size = 0;
+  std::atomic<uint64_t> virtual_size{0};  // of disk.raw; changes with resize and snapshot apply
   bool read_only = false;
   std::string read_only_reason;
+  std::vector<std::string> layer_paths;  // real paths of the chain's files, top first (at mount)
+  Control control;                       // the ctl file's commands
 
   std::mutex mu;                  // guards chain, open_error and snapshot_chains
   std::shared_ptr<Chain> chain;   // opened on first use
@@ -84,6 +89,18 @@ class Namespace {
   Result<std::shared_ptr<Chain>> GetSnapshotChain(size_t i, size_t index);
   // The name of the layer file at `depth` ("1-base.qcow2.raw").
   static std::string LayerName(const Chain& chain, size_t depth);
+  // Forgets the open chain of image i (and its snapshot views) so that the
+  // next use opens it again: after another image's commit changed its file.
+  // Open files keep the chain they have.
+  void Reopen(size_t i);
+  // Forgets the snapshot views of image i (after snapshot control).
+  void ForgetSnapshots(size_t i);
+  // Images other than `except` whose chain holds `real_path` below the top.
+  std::vector<size_t> BackingUsers(const std::string& real_path, size_t except) const;
+  // Images whose own file is `real_path`.
+  std::vector<size_t> ImagesAt(const std::string& real_path) const;
+  // Waits for the control commands still running in the background.
+  void JoinControls();
   // Flushes and closes every open chain; returns the first error.
   Status CloseAll();
   const std::string& source() const { return source_; }

@@ -15,6 +15,8 @@ namespace imgfs::fs {
 struct FsContext {
   Namespace ns;
   bool read_only = false;
+  bool allow_shrink = false;   // -o allow_shrink: truncate may shrink disk.raw
+  fuse_session* se = nullptr;  // for invalidation notices; null until mounted
 };
 
 // What fi->fh points at for an open file.
@@ -40,7 +42,14 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err);
 std::string InfoJsonOf(FsContext& ctx, size_t image);
 bool HasSnapshotsDir(FsContext& ctx, size_t image);
 
+// Extended attributes (ops_xattr.cpp)
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags);
+void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+
 // File side (ops_file.cpp)
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info* fi);
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi);

@@ -9,6 +9,7 @@
 #include "errno_map.h"
 #include "imagecore/log.h"
 #include "imagecore/ops.h"
+#include "notify.h"
 #include "ops.h"
 
 namespace imgfs::fs {
@@ -42,6 +43,7 @@ bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* o
       out->push_back({"..", kRootIno, S_IFDIR});
       out->push_back({"disk.raw", InoOf(NodeKind::kDisk, node.image), S_IFREG});
       out->push_back({"info.json", InoOf(NodeKind::kInfo, node.image), S_IFREG});
+      out->push_back({"ctl", InoOf(NodeKind::kCtl, node.image), S_IFREG});
       out->push_back({"layers", InoOf(NodeKind::kLayersDir, node.image), S_IFDIR});
       if (HasSnapshotsDir(ctx, node.image))
         out->push_back({"snapshots", InoOf(NodeKind::kSnapshotsDir, node.image), S_IFDIR});
@@ -127,6 +129,13 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
       st->st_size = static_cast<off_t>(e.virtual_size);
       st->st_blocks = static_cast<blkcnt_t>(f.value().allocated / 512);
       return true;
+    case NodeKind::kCtl:
+      // Written to run commands, read for their state (direct I/O, so the
+      // size says nothing; 0 like /proc files).
+      st->st_mode = S_IFREG | (e.read_only || ctx.read_only ? 0444 : 0644);
+      st->st_nlink = 1;
+      st->st_size = 0;
+      return true;
     case NodeKind::kInfo:
       st->st_mode = S_IFREG | 0444;
       st->st_nlink = 1;
@@ -182,6 +191,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     case NodeKind::kImageDir:
       if (n == "disk.raw") child = {NodeKind::kDisk, p.image, 0};
       else if (n == "info.json") child = {NodeKind::kInfo, p.image, 0};
+      else if (n == "ctl") child = {NodeKind::kCtl, p.image, 0};
       else if (n == "layers") child = {NodeKind::kLayersDir, p.image, 0};
       else if (n == "snapshots" && HasSnapshotsDir(ctx, p.image)) child = {NodeKind::kSnapshotsDir, p.image, 0};
       break;
@@ -243,16 +253,37 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     return;
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
-    // Resizing belongs to the control interface; a size change here
-    // (truncate, or O_TRUNC without atomic_o_trunc) must never lose data.
+    if (node.kind == NodeKind::kCtl) {  // `echo cmd > ctl` truncates first
+      fuse_reply_attr(req, &st, kAttrTimeout);
+      return;
+    }
     if (node.kind != NodeKind::kDisk) {
       const bool file = node.kind == NodeKind::kLayer || node.kind == NodeKind::kInfo || node.kind == NodeKind::kSnapshot;
       fuse_reply_err(req, file ? EROFS : EISDIR);
       return;
     }
     if (attr->st_size != st.st_size) {
-      fuse_reply_err(req, ctx.ns.image(node.image).read_only ? EROFS : EPERM);
-      return;
+      // truncate grows the disk; it shrinks it only with -o allow_shrink,
+      // so that a stray O_TRUNC-like size change never loses data.
+      ImageEntry& e = ctx.ns.image(node.image);
+      if (e.read_only || ctx.read_only) {
+        fuse_reply_err(req, EROFS);
+        return;
+      }
+      if (attr->st_size < st.st_size && !ctx.allow_shrink) {
+        fuse_reply_err(req, EPERM);
+        return;
+      }
+      auto chain = ctx.ns.GetChain(node.image);
+      Status rs = chain.ok() ? ops::Resize(*chain.value(), std::to_string(attr->st_size), true).status()
+                             : chain.status();
+      if (chain.ok()) e.virtual_size = chain.value()->VirtualSize();
+      InvalidateInode(ctx, InoOf(NodeKind::kLayer, node.image, 0));
+      if (!rs.ok()) {
+        fuse_reply_err(req, ErrnoOf(rs));
+        return;
+      }
+      st.st_size = static_cast<off_t>(e.virtual_size.load());
     }
   }
   // Mode, owner and times follow the image file; accept and ignore.

@@ -1,6 +1,7 @@
 // Open files: reads (spliced from the image file where the bytes lie
 // verbatim), writes, fsync and SEEK_DATA/SEEK_HOLE.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,7 +11,9 @@
 
 #include "errno_map.h"
 #include "imagecore/log.h"
+#include "imagecore/ops.h"
 #include "imagecore/parallel.h"
+#include "notify.h"
 #include "ops.h"
 
 namespace imgfs::fs {
@@ -81,6 +84,14 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fi->keep_cache = 1;  // a snapshot never changes while mounted
       break;
     }
+    case NodeKind::kCtl:
+      if (want_write && (ctx.read_only || ctx.ns.image(node.image).read_only)) {
+        fuse_reply_err(req, EROFS);
+        return;
+      }
+      fi->direct_io = 1;  // every read shows the state now
+      fi->nonseekable = 0;
+      break;
     case NodeKind::kInfo:
       if (want_write) {
         fuse_reply_err(req, EACCES);
@@ -106,6 +117,15 @@ void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 
 void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
   OpenFile* of = Of(fi);
+  if (of->node.kind == NodeKind::kCtl) {
+    const std::string c = Ctx(req).ns.image(of->node.image).control.State();
+    if (static_cast<size_t>(off) >= c.size()) {
+      fuse_reply_buf(req, nullptr, 0);
+      return;
+    }
+    fuse_reply_buf(req, c.data() + off, std::min(size, c.size() - static_cast<size_t>(off)));
+    return;
+  }
   if (!of->chain) {  // info.json
     const std::string& c = of->content;
     if (static_cast<size_t>(off) >= c.size()) {
@@ -195,8 +215,34 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
   fuse_reply_data(req, vec, FUSE_BUF_SPLICE_MOVE);
 }
 
+// A write to ctl: one command per line, run in order; the first that
+// fails ends the write with its errno (its reason is in the state).
+void WriteCtl(fuse_req_t req, const OpenFile& of, const char* buf, size_t size) {
+  FsContext& ctx = Ctx(req);
+  const std::string text(buf, size);
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    const std::string line = text.substr(start, nl - start);
+    start = nl + 1;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto cmd = ParseCtlLine(line);
+    Status st = cmd.ok() ? ctx.ns.image(of.node.image).control.Run(ctx, of.node.image, cmd.value()) : cmd.status();
+    if (!st.ok()) {
+      ReplyStatus(req, st);
+      return;
+    }
+  }
+  fuse_reply_write(req, size);
+}
+
 void OpWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
   OpenFile* of = Of(fi);
+  if (of->node.kind == NodeKind::kCtl) {
+    WriteCtl(req, *of, buf, size);
+    return;
+  }
   if (!of->chain || !of->writable) {
     fuse_reply_err(req, EBADF);
     return;
@@ -212,6 +258,45 @@ void OpWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off
     return;
   }
   fuse_reply_write(req, size);
+}
+
+// fallocate on disk.raw: punching a hole or zeroing a range frees or zeroes
+// clusters (SEEK_HOLE then shows the holes); plain allocation past the end
+// grows the disk, as it grows a file.
+void OpFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
+  OpenFile* of = Of(fi);
+  if (!of->chain || of->node.kind != NodeKind::kDisk) {
+    fuse_reply_err(req, of->chain ? EROFS : EOPNOTSUPP);
+    return;
+  }
+  if (!of->writable) {
+    fuse_reply_err(req, EBADF);
+    return;
+  }
+  if (off < 0 || len <= 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  FsContext& ctx = Ctx(req);
+  ImageEntry& e = ctx.ns.image(of->node.image);
+  const uint64_t begin = static_cast<uint64_t>(off), end = begin + static_cast<uint64_t>(len);
+  const uint64_t size = of->chain->VirtualSize();
+  const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+  if ((mode & ~known) || ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE))) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  Status st;
+  if (!(mode & FALLOC_FL_KEEP_SIZE) && end > size) {
+    st = ops::Resize(*of->chain, std::to_string(end), false).status();
+    e.virtual_size = of->chain->VirtualSize();
+    InvalidateInode(ctx, InoOf(NodeKind::kLayer, of->node.image, 0));
+  }
+  if (st.ok() && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) && begin < size) {
+    st = of->chain->WriteZeroes(begin, std::min(end, size) - begin, (mode & FALLOC_FL_PUNCH_HOLE) != 0);
+  }
+  if (!st.ok()) Log(LogLevel::kWarning, e.name + ": fallocate: " + st.message());
+  ReplyStatus(req, st);
 }
 
 void OpFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {

@@ -136,6 +136,11 @@ void FillOps(fuse_lowlevel_ops* ops) {
   ops->fsync = OpFsync;
   ops->release = OpRelease;
   ops->lseek = OpLseek;
+  ops->fallocate = OpFallocate;
+  ops->getxattr = OpGetxattr;
+  ops->listxattr = OpListxattr;
+  ops->setxattr = OpSetxattr;
+  ops->removexattr = OpRemovexattr;
 }
 
 int RunMount(const MountConfig& cfg) {
@@ -168,6 +173,17 @@ int RunMount(const MountConfig& cfg) {
   }
   FsContext ctx;
   ctx.read_only = cfg.read_only;
+  // imgfs's own -o options; the rest go to FUSE.
+  std::string fuse_options;
+  for (size_t start = 0; start <= cfg.fuse_options.size();) {
+    size_t comma = cfg.fuse_options.find(',', start);
+    if (comma == std::string::npos) comma = cfg.fuse_options.size();
+    const std::string o = cfg.fuse_options.substr(start, comma - start);
+    start = comma + 1;
+    if (o.empty()) continue;
+    if (o == "allow_shrink") ctx.allow_shrink = true;
+    else fuse_options += (fuse_options.empty() ? "" : ",") + o;
+  }
   // Absolute, because the daemon leaves the working directory.
   const std::string source = io::RealPath(cfg.source);
   Status st = ctx.ns.Scan(source, cfg.read_only);
@@ -179,7 +195,7 @@ int RunMount(const MountConfig& cfg) {
   std::string opts = "fsname=" + EscapeOption(source) + ",subtype=imgfs,default_permissions,max_read=" + std::to_string(kMaxIo);
   if (getuid() == 0) opts += ",allow_other";
   if (cfg.read_only) opts += ",ro";
-  if (!cfg.fuse_options.empty()) opts += "," + cfg.fuse_options;
+  if (!fuse_options.empty()) opts += "," + fuse_options;
   std::vector<std::string> argv_s = {"imgfs", "-o", opts};
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
@@ -213,6 +229,7 @@ int RunMount(const MountConfig& cfg) {
     pid = std::make_unique<PidFile>(mp_real);
   }
 
+  ctx.se = se;
   fuse_loop_config* lc = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(lc, cfg.threads ? cfg.threads : 16);
   fuse_loop_cfg_set_idle_threads(lc, 4);
@@ -220,6 +237,8 @@ int RunMount(const MountConfig& cfg) {
   fuse_loop_cfg_destroy(lc);
 
   fuse_remove_signal_handlers(se);
+  ctx.ns.JoinControls();  // a commit still running finishes before the flush
+  ctx.se = nullptr;
   fuse_session_unmount(se);
   Status closed = ctx.ns.CloseAll();
   fuse_session_destroy(se);

@@ -160,11 +160,13 @@ Status Chain::ReadUnlocked(size_t d, uint64_t off, void* buf, size_t len) const 
 }
 
 Status Chain::Write(uint64_t off, const void* buf, size_t len) {
+  SharedLock w(write_mu_);
   SharedLock l(io_mu_);
   return layers_[0]->Write(off, buf, len, below(0));
 }
 
 Status Chain::WriteZeroes(uint64_t off, uint64_t len, bool unmap) {
+  SharedLock w(write_mu_);
   SharedLock l(io_mu_);
   return layers_[0]->WriteZeroes(off, len, unmap, below(0));
 }
@@ -212,25 +214,42 @@ Status Chain::ReopenLayer(size_t d, bool writable) {
 }
 
 Status Chain::Commit(size_t base, bool empty_top, const Progress& progress) {
+  // Writes wait for the whole commit: one landing in the top after its
+  // range was copied would be lost when the top is emptied. Reads go on
+  // while the data is copied: the base only gains bytes that the layers
+  // above it hide.
+  ExclusiveLock w(write_mu_);
+  Status st;
+  {
+    ExclusiveLock l(io_mu_);
+    if (base == 0 || base >= layers_.size())
+      return InvalidArgument(paths_[0] + ": no backing layer at depth " + std::to_string(base) + " to commit into");
+    if (layers_[0]->read_only()) return ReadOnly(paths_[0] + ": " + layers_[0]->read_only_reason());
+    IMGFS_RETURN_IF_ERROR(ReopenLayer(base, true));
+    // A base smaller than the top grows first (as qemu-img commit does).
+    const uint64_t size = layers_[0]->VirtualSize();
+    if (layers_[base]->VirtualSize() < size) st = layers_[base]->Resize(size, below(base));
+  }
+  if (st.ok()) {
+    SharedLock l(io_mu_);
+    st = CopyUp(base, progress);
+  }
   ExclusiveLock l(io_mu_);
-  if (base == 0 || base >= layers_.size())
-    return InvalidArgument(paths_[0] + ": no backing layer at depth " + std::to_string(base) + " to commit into");
-  if (layers_[0]->read_only()) return ReadOnly(paths_[0] + ": " + layers_[0]->read_only_reason());
-  IMGFS_RETURN_IF_ERROR(ReopenLayer(base, true));
-  Status st = CommitUnlocked(base, empty_top, progress);
+  if (st.ok() && empty_top) {
+    st = layers_[0]->MakeEmpty();
+    if (st.ok()) st = layers_[0]->Flush();
+  }
   // Back to read-only whatever happened: a backing file is never left open
   // for writing. What was written is on disk before the new instance reads.
   Status flushed = layers_[base]->Flush();
   if (st.ok()) st = flushed;
   Status back = ReopenLayer(base, false);
-  if (back.ok()) retired_.pop_back();  // nobody resolved through the writable one
   return st.ok() ? back : st;
 }
 
-Status Chain::CommitUnlocked(size_t base, bool empty_top, const Progress& progress) {
+Status Chain::CopyUp(size_t base, const Progress& progress) {
   Image& target = *layers_[base];
   const uint64_t size = layers_[0]->VirtualSize();
-  if (target.VirtualSize() < size) IMGFS_RETURN_IF_ERROR(target.Resize(size, below(base)));
   // The runs layers [0, base) decide: everything not left to `base` down.
   // A layer smaller than the ones above it reads as zeros past its end.
   auto next_run = [&](uint64_t off, Resolved* r, bool* above) -> Status {
@@ -292,12 +311,7 @@ Status Chain::CommitUnlocked(size_t base, bool empty_top, const Progress& progre
     off += r.length;
   }
   // The base holds everything before the top lets go of it.
-  IMGFS_RETURN_IF_ERROR(target.Flush());
-  if (empty_top) {
-    IMGFS_RETURN_IF_ERROR(layers_[0]->MakeEmpty());
-    IMGFS_RETURN_IF_ERROR(layers_[0]->Flush());
-  }
-  return Status::OK();
+  return target.Flush();
 }
 
 }  // namespace imgfs

@@ -4,8 +4,10 @@
 //
 // Thread safety: all methods may be called concurrently. I/O (Resolve,
 // Read, Write, WriteZeroes, Flush) shares `io_mu_`; control operations
-// (Resize, snapshots, Check, Commit) take it exclusively, so they run alone
-// and I/O waits for them. The layers guard their own state below that.
+// (Resize, snapshots, Check) take it exclusively, so they run alone and I/O
+// waits for them. Writes also share `write_mu_`, which Commit holds alone
+// for its whole run: writes wait, reads go on while it copies. Lock order:
+// write_mu_, then io_mu_. The layers guard their own state below that.
 // A layer replaced by Commit is retired, not destroyed, so a Resolved run
 // handed out before stays readable (its bytes may be stale, never freed).
 #pragma once
@@ -82,8 +84,11 @@ class Chain {
   const LayerReader* below(size_t d) const;
   // Replaces layer d by the same file opened again (writable or not).
   Status ReopenLayer(size_t d, bool writable);
-  Status CommitUnlocked(size_t base, bool empty_top, const Progress& progress);
+  // Copies what layers [0, base) hold into layer `base`. REQUIRES: io_mu_
+  // shared and write_mu_ exclusive.
+  Status CopyUp(size_t base, const Progress& progress);
 
+  mutable RwLock write_mu_;
   mutable RwLock io_mu_;
   static Result<std::unique_ptr<Chain>> OpenImpl(const std::string& path, const std::string& format, bool writable,
                                                  const std::string& snapshot_id);

@@ -1,0 +1,260 @@
+#include "control.h"
+
+#include <cstdio>
+#include <sstream>
+#include <vector>
+
+#include "imagecore/log.h"
+#include "imagecore/ops.h"
+#include "imagecore/size.h"
+#include "notify.h"
+#include "ops.h"
+
+namespace imgfs::fs {
+
+namespace {
+
+std::vector<std::string> Words(const std::string& line) {
+  std::istringstream in(line);
+  std::vector<std::string> w;
+  for (std::string s; in >> s;) w.push_back(s);
+  return w;
+}
+
+Status Usage(const std::string& line, const char* usage) {
+  return InvalidArgument("'" + line + "': usage: " + usage);
+}
+
+// The views whose content or size follow the top layer.
+void InvalidateDisk(FsContext& ctx, size_t image) {
+  InvalidateInode(ctx, InoOf(NodeKind::kDisk, image));
+  InvalidateInode(ctx, InoOf(NodeKind::kLayer, image, 0));
+}
+
+// Snapshot views are numbered by their place in the table, so after a
+// change every name and every number may mean another snapshot.
+void InvalidateSnapshots(FsContext& ctx, size_t image, const std::vector<std::string>& old_names) {
+  ctx.ns.ForgetSnapshots(image);
+  const uint64_t dir = InoOf(NodeKind::kSnapshotsDir, image);
+  for (size_t k = 0; k < old_names.size(); ++k) {
+    InvalidateEntry(ctx, dir, old_names[k]);
+    InvalidateInode(ctx, InoOf(NodeKind::kSnapshot, image, k));
+  }
+  InvalidateInode(ctx, dir);
+}
+
+std::vector<std::string> SnapshotNames(FsContext& ctx, size_t image) {
+  auto snaps = ctx.ns.Snapshots(image);
+  return snaps.ok() ? ops::SnapshotFileNames(snaps.value()) : std::vector<std::string>{};
+}
+
+}  // namespace
+
+Result<Command> ParseCtlLine(const std::string& line) {
+  const std::vector<std::string> w = Words(line);
+  Command c;
+  c.text = line;
+  if (w.empty()) return InvalidArgument("empty command");
+  if (w[0] == "resize") {
+    if (w.size() < 2 || w.size() > 3 || (w.size() == 3 && w[2] != "--shrink"))
+      return Usage(line, "resize SIZE|+SIZE|-SIZE [--shrink]");
+    c.kind = Command::kResize;
+    c.arg = w[1];
+    c.shrink = w.size() == 3;
+  } else if (w[0] == "snapshot") {
+    if (w.size() != 3) return Usage(line, "snapshot create|delete|apply NAME");
+    if (w[1] == "create") c.kind = Command::kSnapshotCreate;
+    else if (w[1] == "delete") c.kind = Command::kSnapshotDelete;
+    else if (w[1] == "apply") c.kind = Command::kSnapshotApply;
+    else return Usage(line, "snapshot create|delete|apply NAME");
+    c.arg = w[2];
+  } else if (w[0] == "commit") {
+    c.kind = Command::kCommit;
+    for (size_t i = 1; i < w.size(); ++i) {
+      if (w[i] == "--drop") c.drop = true;
+      else if (w[i] == "--base" && i + 1 < w.size()) c.arg = w[++i];
+      else return Usage(line, "commit [--base LAYER] [--drop]");
+    }
+  } else if (w[0] == "check") {
+    c.kind = Command::kCheck;
+    if (w.size() == 3 && w[1] == "--repair" && (w[2] == "leaks" || w[2] == "all"))
+      c.repair = w[2] == "all" ? RepairMode::kAll : RepairMode::kLeaks;
+    else if (w.size() != 1)
+      return Usage(line, "check [--repair leaks|all]");
+  } else if (w[0] == "flush") {
+    if (w.size() != 1) return Usage(line, "flush");
+    c.kind = Command::kFlush;
+  } else {
+    return InvalidArgument("unknown command '" + w[0] + "' (resize, snapshot, commit, check, flush)");
+  }
+  return c;
+}
+
+Result<Command> ParseControlAttribute(const std::string& name, const std::string& value) {
+  Command c;
+  c.text = name + "=" + value;
+  c.arg = value;
+  if (name == "user.imgfs.resize") {
+    c.kind = Command::kResize;
+    const auto comma = value.find(',');
+    if (comma != std::string::npos) {
+      if (value.substr(comma + 1) != "shrink") return InvalidArgument("'" + value + "': expected SIZE[,shrink]");
+      c.arg = value.substr(0, comma);
+      c.shrink = true;
+    }
+  } else if (name == "user.imgfs.snapshot.create") {
+    c.kind = Command::kSnapshotCreate;
+  } else if (name == "user.imgfs.snapshot.delete") {
+    c.kind = Command::kSnapshotDelete;
+  } else if (name == "user.imgfs.snapshot.apply") {
+    c.kind = Command::kSnapshotApply;
+  } else if (name == "user.imgfs.commit") {
+    c.kind = Command::kCommit;
+  } else {
+    return NotFound(name + " is not a control attribute");
+  }
+  if (c.kind != Command::kCommit && c.arg.empty()) return InvalidArgument(name + " needs a value");
+  return c;
+}
+
+std::string Control::State() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::string out = "last: " + (last_.empty() ? std::string("none") : last_) + "\n";
+  out += "current: " + (busy_ ? "running: " + running_ : std::string("idle")) + "\n";
+  return out;
+}
+
+std::string Control::Summary() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return busy_ ? "running: " + running_ : last_;
+}
+
+void Control::Join() {
+  std::thread t;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    t = std::move(worker_);
+  }
+  if (t.joinable()) t.join();
+}
+
+void Control::Finish(const Command& cmd, const Status& st, const std::string& detail) {
+  std::lock_guard<std::mutex> l(mu_);
+  last_ = cmd.text + ": " + (st.ok() ? "ok" + detail : "error: " + st.message());
+  busy_ = false;
+  running_.clear();
+}
+
+Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (busy_) return Busy("busy: " + running_ + " is running on this image");
+  }
+  Join();  // a finished background command
+  ImageEntry& e = ctx.ns.image(image);
+  Status st;
+  if (cmd.kind != Command::kFlush && cmd.kind != Command::kCheck && e.read_only) {
+    st = ReadOnly(e.name + " is served read-only: " + e.read_only_reason);
+  } else if (cmd.kind == Command::kCommit) {
+    st = StartCommit(ctx, image, cmd);
+    if (st.ok()) return st;  // it reports when it ends
+  } else if (cmd.kind == Command::kCheck) {
+    st = StartCheck(ctx, image, cmd);
+    if (st.ok()) return st;
+  } else {
+    auto chain = ctx.ns.GetChain(image);
+    if (!chain.ok()) {
+      st = chain.status();
+    } else if (cmd.kind == Command::kFlush) {
+      st = chain.value()->Flush();
+    } else if (cmd.kind == Command::kResize) {
+      auto size = ops::Resize(*chain.value(), cmd.arg, cmd.shrink);
+      st = size.status();
+      e.virtual_size = chain.value()->VirtualSize();
+      InvalidateDisk(ctx, image);
+    } else {
+      const std::vector<std::string> old_names = SnapshotNames(ctx, image);
+      const ops::SnapshotAction action = cmd.kind == Command::kSnapshotCreate   ? ops::SnapshotAction::kCreate
+                                         : cmd.kind == Command::kSnapshotDelete ? ops::SnapshotAction::kDelete
+                                                                                : ops::SnapshotAction::kApply;
+      st = ops::ChangeSnapshot(*chain.value(), action, cmd.arg);
+      InvalidateSnapshots(ctx, image, old_names);
+      if (action == ops::SnapshotAction::kApply) {
+        e.virtual_size = chain.value()->VirtualSize();
+        InvalidateDisk(ctx, image);
+      }
+    }
+  }
+  if (!st.ok()) Log(LogLevel::kWarning, e.name + ": " + cmd.text + ": " + st.message());
+  Finish(cmd, st, "");
+  return st;
+}
+
+Status Control::StartCommit(FsContext& ctx, size_t image, const Command& cmd) {
+  IMGFS_ASSIGN_OR_RETURN(auto chain, ctx.ns.GetChain(image));
+  IMGFS_ASSIGN_OR_RETURN(size_t base, ops::FindLayer(*chain, cmd.arg));
+  const std::string base_path = io::RealPath(chain->layer_path(base));
+  // Another overlay on the base would see its disk change under it.
+  for (size_t j : ctx.ns.BackingUsers(base_path, image))
+    return Busy(chain->layer_path(base) + " is also the backing file of " + ctx.ns.image(j).name);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    busy_ = true;
+    running_ = "commit 0%";
+  }
+  worker_ = std::thread([this, &ctx, image, cmd, chain, base_path] {
+    Status st = ops::Commit(*chain, cmd.arg, cmd.drop, [this](uint64_t done, uint64_t total) {
+      char buf[128];
+      std::snprintf(buf, sizeof buf, "commit %d%% (%s of %s)", total ? int(done * 100 / total) : 100,
+                    HumanSize(done).c_str(), HumanSize(total).c_str());
+      std::lock_guard<std::mutex> l(mu_);
+      running_ = buf;
+    });
+    // The layers below the top changed; the top reads as before.
+    for (size_t d = 1; d < chain->depth() && d < kMaxLayers; ++d) InvalidateInode(ctx, InoOf(NodeKind::kLayer, image, d));
+    // So did the base's own views if it is in the mount.
+    for (size_t j : ctx.ns.ImagesAt(base_path)) {
+      ctx.ns.Reopen(j);
+      InvalidateDisk(ctx, j);
+      for (size_t d = 1; d < kMaxLayers && d < ctx.ns.image(j).layer_paths.size(); ++d)
+        InvalidateInode(ctx, InoOf(NodeKind::kLayer, j, d));
+    }
+    if (!st.ok()) Log(LogLevel::kWarning, ctx.ns.image(image).name + ": " + cmd.text + ": " + st.message());
+    Finish(cmd, st, "");
+  });
+  return Status::OK();
+}
+
+Status Control::StartCheck(FsContext& ctx, size_t image, const Command& cmd) {
+  IMGFS_ASSIGN_OR_RETURN(auto chain, ctx.ns.GetChain(image));
+  if (cmd.repair != RepairMode::kNone && ctx.ns.image(image).read_only)
+    return ReadOnly(ctx.ns.image(image).name + " is served read-only: " + ctx.ns.image(image).read_only_reason);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    busy_ = true;
+    running_ = "check";
+  }
+  worker_ = std::thread([this, cmd, chain] {
+    auto r = chain->Check(cmd.repair);
+    Status st = r.status();
+    std::string detail;
+    if (r.ok()) {
+      const CheckResult& c = r.value();
+      if (c.corruptions || c.leaks || c.check_errors) {
+        st = Corrupt(std::to_string(c.corruptions) + " errors, " + std::to_string(c.leaks) + " leaked clusters" +
+                     (c.corruptions_fixed || c.leaks_fixed
+                          ? " (" + std::to_string(c.corruptions_fixed + c.leaks_fixed) + " fixed)"
+                          : std::string()));
+      } else {
+        detail = c.corruptions_fixed || c.leaks_fixed
+                     ? " (" + std::to_string(c.corruptions_fixed) + " errors and " + std::to_string(c.leaks_fixed) +
+                           " leaks repaired)"
+                     : " (no errors)";
+      }
+    }
+    Finish(cmd, st, detail);
+  });
+  return Status::OK();
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,62 @@
+// Control of a mounted image: the commands of its ctl file and the
+// user.imgfs.* attributes. Each runs one image-core operation (the same
+// the CLI runs), then tells the kernel which views changed.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "imagecore/image.h"
+#include "imagecore/status.h"
+
+namespace imgfs::fs {
+
+struct FsContext;
+
+struct Command {
+  enum Kind { kResize, kSnapshotCreate, kSnapshotDelete, kSnapshotApply, kCommit, kCheck, kFlush } kind = kFlush;
+  std::string arg;        // resize: the size; snapshot: the name; commit: the base ("" = backing file)
+  bool shrink = false;    // resize
+  bool drop = false;      // commit: keep the top as it is
+  RepairMode repair = RepairMode::kNone;  // check
+  std::string text;       // the command as the user gave it, for the state
+};
+
+// One line written to ctl: "resize SIZE|+SIZE|-SIZE [--shrink]",
+// "snapshot create|delete|apply NAME", "commit [--base LAYER] [--drop]",
+// "check [--repair leaks|all]", "flush".
+Result<Command> ParseCtlLine(const std::string& line);
+// A write of a control attribute (user.imgfs.resize, .snapshot.create,
+// .snapshot.delete, .snapshot.apply, .commit). NotFound: not one of them.
+Result<Command> ParseControlAttribute(const std::string& name, const std::string& value);
+
+// The control state of one image. Thread-safe.
+class Control {
+ public:
+  ~Control() { Join(); }
+  // Runs `cmd` on image `image`. Quick commands run now and return their
+  // result; commit and check start in the background and return OK once
+  // started. Anything asked while one runs gets Busy.
+  Status Run(FsContext& ctx, size_t image, const Command& cmd);
+  // What reading ctl shows: the last command's outcome and the current one.
+  std::string State() const;
+  // One line: "running: ..." while a command runs, else the last outcome.
+  std::string Summary() const;
+  // Waits for a command running in the background.
+  void Join();
+
+ private:
+  void Finish(const Command& cmd, const Status& st, const std::string& detail);
+  Status StartCommit(FsContext& ctx, size_t image, const Command& cmd);
+  Status StartCheck(FsContext& ctx, size_t image, const Command& cmd);
+
+  mutable std::mutex mu_;  // guards everything below
+  std::string last_;       // "resize +1G: ok", "commit: error: <reason>"
+  std::string running_;    // "" or "commit 37% (1.2 GiB of 3.2 GiB)"
+  bool busy_ = false;
+  std::thread worker_;     // the background command, joined before the next
+};
+
+}  // namespace imgfs::fs

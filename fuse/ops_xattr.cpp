@@ -1,0 +1,130 @@
+// Extended attributes on disk.raw and on the image's directory: what the
+// image is (read) and control operations (write), for users with only a
+// shell: getfattr -d -m user.imgfs, setfattr -n user.imgfs.resize -v +1G.
+#include <sys/xattr.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "errno_map.h"
+#include "imagecore/ops.h"
+#include "ops.h"
+
+namespace imgfs::fs {
+
+namespace {
+
+constexpr const char* kPrefix = "user.imgfs.";
+
+// Readable attributes, in listing order. The control attributes read as
+// the running command's progress, or else the last command's outcome.
+const char* const kInfoNames[] = {"format", "virtual_size", "cluster_size", "allocated", "backing_file",
+                                  "backing_format", "chain_depth", "snapshots", "dirty", "corrupt", "read_only"};
+const char* const kControlNames[] = {"resize", "snapshot.create", "snapshot.delete", "snapshot.apply", "commit"};
+
+bool HasAttributes(const NodeRef& n) { return n.kind == NodeKind::kDisk || n.kind == NodeKind::kImageDir; }
+
+bool Valid(FsContext& ctx, const NodeRef& n) { return HasAttributes(n) && n.image < ctx.ns.size(); }
+
+// The value of user.imgfs.<key> for image i.
+Result<std::string> InfoValue(FsContext& ctx, size_t i, const std::string& key) {
+  ImageEntry& e = ctx.ns.image(i);
+  for (const char* c : kControlNames)
+    if (key == c) return e.control.Summary();
+  if (key == "read_only") return e.read_only ? "1: " + e.read_only_reason : std::string("0");
+  if (key == "format") return e.format;
+  if (key == "virtual_size") return std::to_string(e.virtual_size.load());
+  IMGFS_ASSIGN_OR_RETURN(auto chain, ctx.ns.GetChain(i));
+  Image& top = chain->layer(0);
+  if (key == "chain_depth") return std::to_string(chain->depth());
+  if (key == "allocated") return std::to_string(top.file().AllocatedBytes());
+  if (key == "backing_file") return top.Backing() ? top.Backing()->name : std::string();
+  if (key == "backing_format") {
+    if (!top.Backing()) return std::string();
+    return chain->depth() > 1 ? std::string(chain->layer(1).format_name()) : top.Backing()->format;
+  }
+  if (key == "snapshots") {
+    std::string out;
+    for (const auto& s : top.Snapshots()) out += (out.empty() ? "" : "\n") + s.name;
+    return out;
+  }
+  const ImageInfo info = top.Info();
+  if (key == "cluster_size") return std::to_string(info.cluster_size);
+  if (key == "dirty") return std::string(info.dirty ? "1" : "0");
+  if (key == "corrupt") {
+    for (const auto& f : info.specific)
+      if (f.key == "corrupt") return std::string(f.b ? "1" : "0");
+    return std::string("0");
+  }
+  return NotFound("no attribute user.imgfs." + key);
+}
+
+void ReplyValue(fuse_req_t req, const std::string& v, size_t size) {
+  if (size == 0) fuse_reply_xattr(req, v.size());
+  else if (size < v.size()) fuse_reply_err(req, ERANGE);
+  else fuse_reply_buf(req, v.data(), v.size());
+}
+
+}  // namespace
+
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  FsContext& ctx = Ctx(req);
+  const NodeRef n = NodeOf(ino);
+  const std::string nm(name);
+  if (!Valid(ctx, n) || nm.rfind(kPrefix, 0) != 0) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
+  auto v = InfoValue(ctx, n.image, nm.substr(std::strlen(kPrefix)));
+  if (!v.ok()) {
+    fuse_reply_err(req, v.status().code() == Code::kNotFound ? ENODATA : ErrnoOf(v.status()));
+    return;
+  }
+  ReplyValue(req, v.value(), size);
+}
+
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  FsContext& ctx = Ctx(req);
+  const NodeRef n = NodeOf(ino);
+  std::string list;
+  if (Valid(ctx, n)) {
+    for (const char* k : kInfoNames) list += std::string(kPrefix) + k + '\0';
+    for (const char* k : kControlNames) list += std::string(kPrefix) + k + '\0';
+  }
+  ReplyValue(req, list, size);
+}
+
+void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int) {
+  FsContext& ctx = Ctx(req);
+  const NodeRef n = NodeOf(ino);
+  if (!Valid(ctx, n)) {
+    fuse_reply_err(req, ENOTSUP);
+    return;
+  }
+  std::string v(value, size);
+  while (!v.empty() && (v.back() == '\n' || v.back() == '\0')) v.pop_back();
+  auto cmd = ParseControlAttribute(name, v);
+  if (!cmd.ok()) {
+    // Information attributes are not writable; other names are not ours.
+    const std::string nm(name);
+    bool info = false;
+    for (const char* k : kInfoNames) info |= nm == std::string(kPrefix) + k;
+    fuse_reply_err(req, cmd.status().code() != Code::kNotFound ? EINVAL : info ? EPERM : ENOTSUP);
+    return;
+  }
+  if (ctx.read_only) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Status st = ctx.ns.image(n.image).control.Run(ctx, n.image, cmd.value());
+  fuse_reply_err(req, ErrnoOf(st));
+}
+
+void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char*) {
+  fuse_reply_err(req, Valid(Ctx(req), NodeOf(ino)) ? EPERM : ENOTSUP);
+}
+
+}  // namespace imgfs::fs
