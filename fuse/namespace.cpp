@@ -80,14 +80,21 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
       format = "raw";
     }
   }
-  // Open the whole chain once to validate it (a missing backing file leaves
-  // the image out); it is opened again, lazily, on first use.
+  // Open the whole chain to validate it (a missing backing file leaves the
+  // image out) and keep it: a writable image stays claimed with QEMU's
+  // locks from now on, so no VM starts writing it behind the mount.
   bool writable = !read_only;
   auto chain = Chain::Open(path, format, writable);
   std::string ro_reason = read_only ? "mounted read-only" : "";
   if (!chain.ok() && writable && chain.status().sys_errno() == EACCES) {
     chain = Chain::Open(path, format, false);
     ro_reason = "no write permission on the image file";
+  } else if (!chain.ok() && writable && chain.status().code() == Code::kBusy) {
+    // A VM (or another imgfs) has it: serve it read-only and say who.
+    std::string why = chain.status().message();
+    if (why.rfind(path + ": ", 0) == 0) why = why.substr(path.size() + 2);
+    chain = Chain::Open(path, format, false);
+    ro_reason = why;
   }
   if (!chain.ok()) return chain.status();
   Image* img = &chain.value()->layer(0);
@@ -101,6 +108,7 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   entry->read_only_reason = ro_reason;
   for (size_t d = 0; d < chain.value()->depth(); ++d)
     entry->layer_paths.push_back(io::RealPath(chain.value()->layer_path(d)));
+  entry->chain = std::shared_ptr<Chain>(std::move(chain).value());
   if (auto b = img->Backing()) backing_paths->push_back(io::RealPath(ResolveBackingPath(path, b->name)));
   else backing_paths->push_back("");
   by_name_[name] = images_.size();
@@ -138,6 +146,7 @@ Status Namespace::Scan(const std::string& source, bool read_only) {
     if (it == by_real_path.end() || it->second == i || images_[it->second]->read_only) continue;
     images_[it->second]->read_only = true;
     images_[it->second]->read_only_reason = "it is the backing file of " + images_[i]->name;
+    images_[it->second]->chain.reset();  // drops its write claim; reopened read-only on first use
   }
   for (auto& e : images_) {
     if (e->read_only && !read_only)
@@ -158,6 +167,11 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   if (e.chain) return e.chain;
   if (!e.open_error.ok()) return e.open_error;
   auto chain = Chain::Open(e.path, e.format, !e.read_only);
+  if (!chain.ok() && chain.status().code() == Code::kBusy && !e.read_only) {
+    Log(LogLevel::kWarning, "serving " + e.path + " read-only from now on: " + chain.status().message());
+    chain = Chain::Open(e.path, e.format, false);
+    if (chain.ok()) e.read_only = true;  // the reason stays the one given at mount: see the log
+  }
   if (!chain.ok()) {
     e.open_error = chain.status();
     Log(LogLevel::kError, "cannot serve " + e.path + ": " + chain.status().message());

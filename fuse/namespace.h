@@ -59,13 +59,13 @@ struct ImageEntry {
   std::string path;    // path of the image file
   std::string format;  // probed at mount
   std::atomic<uint64_t> virtual_size{0};  // of disk.raw; changes with resize and snapshot apply
-  bool read_only = false;
-  std::string read_only_reason;
+  std::atomic<bool> read_only{false};
+  std::string read_only_reason;  // set at mount
   std::vector<std::string> layer_paths;  // real paths of the chain's files, top first (at mount)
   Control control;                       // the ctl file's commands
 
   std::mutex mu;                  // guards chain, open_error and snapshot_chains
-  std::shared_ptr<Chain> chain;   // opened on first use
+  std::shared_ptr<Chain> chain;   // opened at mount (read-only backing files: on first use)
   Status open_error;
   std::unordered_map<size_t, std::shared_ptr<Chain>> snapshot_chains;  // by table index
 };

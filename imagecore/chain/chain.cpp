@@ -208,6 +208,9 @@ Status Chain::ReopenLayer(size_t d, bool writable) {
   if (!img.ok()) return img.status();
   if (writable && img.value()->read_only())
     return ReadOnly(paths_[d] + ": " + img.value()->read_only_reason());
+  // It was written through and flushed; readers may still hold runs it
+  // resolved, so it stays open, but not claimed.
+  layers_[d]->DropWriteClaim();
   retired_.push_back(std::move(layers_[d]));
   layers_[d] = std::move(img).value();
   return Status::OK();

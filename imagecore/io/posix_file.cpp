@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "imagecore/file.h"
+#include "qemu_lock.h"
 
 namespace imgfs::io {
 namespace {
@@ -111,6 +112,9 @@ class PosixFile final : public File {
     if (errno != EOPNOTSUPP && errno != ENOSYS) return IoError("punch hole in " + path(), errno);
     return File::Deallocate(off, n);  // the host cannot: write zeros
   }
+
+  Status ClaimForWriting() override { return io::ClaimForWriting(fd_, path()); }
+  void DropClaim() override { io::DropClaim(fd_); }
 
   void StartWriteback(uint64_t off, uint64_t n) override {
     ::sync_file_range(fd_, static_cast<off_t>(off), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);

@@ -70,6 +70,7 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
                                : path.substr(0, slash + 1) + h.data_file;
     auto df = io::OpenPosixFile(dp, img->file_->writable());
     if (!df.ok()) return df.status().Prefixed("external data file");
+    if (opts.writable && img->file_->writable()) IMGFS_RETURN_IF_ERROR(df.value()->ClaimForWriting());
     img->data_file_ = std::move(df).value();
   }
   // An image left dirty (lazy refcounts, then a crash) gets its refcounts

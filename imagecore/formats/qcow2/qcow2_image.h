@@ -57,6 +57,10 @@ class Qcow2Image final : public Image {
   Status MakeEmpty() override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *file_; }
+  void DropWriteClaim() override {
+    file_->DropClaim();
+    if (data_file_) data_file_->DropClaim();
+  }
 
  private:
   Qcow2Image(std::unique_ptr<io::File> file, Header h);

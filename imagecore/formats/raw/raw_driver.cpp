@@ -67,6 +67,7 @@ class RawImage final : public Image {
   }
 
   const io::File& file() const override { return *file_; }
+  void DropWriteClaim() override { file_->DropClaim(); }
 
  private:
   std::unique_ptr<io::File> file_;

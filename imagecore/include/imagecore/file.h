@@ -50,6 +50,11 @@ class File {
   // Finds the next byte >= off that is data (want_data) or a hole. Returns
   // Size() if there is none. Files that cannot tell say all is data.
   virtual uint64_t Seek(uint64_t off, bool want_data) const = 0;
+  // Claims the file for writing with QEMU's locks (see io/qemu_lock.h):
+  // Busy, naming the holder, when a QEMU process or another imgfs uses it.
+  virtual Status ClaimForWriting() { return Status::OK(); }
+  // Gives the claim up while the file stays open.
+  virtual void DropClaim() {}
   // A descriptor the kernel can splice from, or -1.
   virtual int fd() const { return -1; }
   virtual bool writable() const = 0;

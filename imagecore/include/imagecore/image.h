@@ -169,6 +169,9 @@ class Image {
 
   // The file holding the layer (for `disk size` and mtime).
   virtual const io::File& file() const = 0;
+  // Gives up the write claim on the layer's files (see io::File), for an
+  // instance that stays open but will not write again.
+  virtual void DropWriteClaim() {}
 
   bool read_only() const { return !read_only_reason_.empty(); }
   const std::string& read_only_reason() const { return read_only_reason_; }
