@@ -153,8 +153,9 @@ Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
   Join();  // a finished background command
   ImageEntry& e = ctx.ns.image(image);
   Status st;
-  if (cmd.kind != Command::kFlush && cmd.kind != Command::kCheck && e.read_only) {
-    st = ReadOnly(e.name + " is served read-only: " + e.read_only_reason);
+  const bool writes = cmd.kind != Command::kFlush && !(cmd.kind == Command::kCheck && cmd.repair == RepairMode::kNone);
+  if (writes) st = ctx.ns.ClaimForWrite(image);  // ReadOnly, or Busy naming a VM that has it
+  if (!st.ok()) {
   } else if (cmd.kind == Command::kCommit) {
     st = StartCommit(ctx, image, cmd);
     if (st.ok()) return st;  // it reports when it ends
@@ -227,8 +228,6 @@ Status Control::StartCommit(FsContext& ctx, size_t image, const Command& cmd) {
 
 Status Control::StartCheck(FsContext& ctx, size_t image, const Command& cmd) {
   IMGFS_ASSIGN_OR_RETURN(auto chain, ctx.ns.GetChain(image));
-  if (cmd.repair != RepairMode::kNone && ctx.ns.image(image).read_only)
-    return ReadOnly(ctx.ns.image(image).name + " is served read-only: " + ctx.ns.image(image).read_only_reason);
   {
     std::lock_guard<std::mutex> l(mu_);
     busy_ = true;

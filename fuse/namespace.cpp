@@ -64,8 +64,36 @@ std::string BaseName(const std::string& path) {
 
 }  // namespace
 
+namespace {
+// Gives up the write claim the writable open took, noting the file's
+// state. REQUIRES: e.mu, or e not yet shared.
+void Unclaim(ImageEntry& e) {
+  e.chain->layer(0).DropWriteClaim();
+  e.claimed = false;
+  auto st = io::StatPath(e.path);
+  if (st.ok()) {
+    e.stamp_mtime = st.value().mtime;
+    e.stamp_size = st.value().size;
+  }
+}
+}  // namespace
+
+void Namespace::Append(std::unique_ptr<ImageEntry> e) {
+  const size_t i = count_.load(std::memory_order_relaxed);
+  if (i >= kChunk * kMaxChunks) {
+    Log(LogLevel::kError, "too many images: left out " + e->path);
+    return;
+  }
+  if (!chunks_[i / kChunk]) chunks_[i / kChunk].reset(new std::unique_ptr<ImageEntry>[kChunk]);
+  const std::string name = e->name;
+  chunks_[i / kChunk][i % kChunk] = std::move(e);
+  count_.store(i + 1, std::memory_order_release);
+  std::lock_guard<std::mutex> l(names_mu_);
+  by_name_[name] = i;
+}
+
 Status Namespace::Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
-                        std::vector<std::string>* backing_paths) {
+                        std::unique_ptr<ImageEntry>* out) {
   std::string format;
   {
     auto file = io::OpenPosixFile(path, false);
@@ -108,61 +136,140 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   entry->read_only_reason = ro_reason;
   for (size_t d = 0; d < chain.value()->depth(); ++d)
     entry->layer_paths.push_back(io::RealPath(chain.value()->layer_path(d)));
+  if (entry->layer_paths.size() > 1) entry->backing_path = entry->layer_paths[1];
+  auto st = io::StatPath(path);
+  if (st.ok()) {
+    entry->file_ino = st.value().ino;
+    entry->file_dev = st.value().dev;
+  }
   entry->chain = std::shared_ptr<Chain>(std::move(chain).value());
-  if (auto b = img->Backing()) backing_paths->push_back(io::RealPath(ResolveBackingPath(path, b->name)));
-  else backing_paths->push_back("");
-  by_name_[name] = images_.size();
-  images_.push_back(std::move(entry));
+  if (!entry->read_only) Unclaim(*entry);
+  if (entry->read_only && !read_only)
+    Log(LogLevel::kInfo, "serving " + path + " read-only: " + entry->read_only_reason);
+  *out = std::move(entry);
   return Status::OK();
+}
+
+namespace {
+// An image that another listed image builds on is served read-only:
+// writing it would silently change what the overlay shows.
+void ServeAsBacking(ImageEntry& b, const ImageEntry& overlay) {
+  if (b.read_only) return;
+  std::lock_guard<std::mutex> l(b.mu);
+  b.read_only_reason = "it is the backing file of " + overlay.name;
+  b.read_only = true;
+  b.claimed = false;
+  b.chain.reset();  // its write claim goes (open files keep theirs); reopened read-only on first use
+  Log(LogLevel::kInfo, "serving " + b.path + " read-only: " + b.read_only_reason);
+}
+bool BuildsOn(const ImageEntry& overlay, const ImageEntry& b) {
+  return !overlay.backing_path.empty() && !b.layer_paths.empty() && overlay.backing_path == b.layer_paths[0];
+}
+}  // namespace
+
+void Namespace::ProtectBackingOf(size_t i) {
+  for (size_t j = 0; j < size(); ++j)
+    if (j != i && !image(j).removed && BuildsOn(image(i), image(j))) ServeAsBacking(image(j), image(i));
 }
 
 Status Namespace::Scan(const std::string& source, bool read_only) {
   source_ = source;
+  read_only_ = read_only;
   IMGFS_ASSIGN_OR_RETURN(io::FileStat st, io::StatPath(source));
-  std::vector<std::string> backing;  // per image: real path of its backing file
   if (!st.is_dir) {
     if (!st.is_regular && !st.is_block) return InvalidArgument(source + ": not a directory or an image file");
-    Status s = Probe(BaseName(source), source, true, read_only, &backing);
+    std::unique_ptr<ImageEntry> e;
+    Status s = Probe(BaseName(source), source, true, read_only, &e);
     if (!s.ok()) return s.Prefixed(source);
+    Append(std::move(e));
   } else {
+    is_dir_ = true;
     IMGFS_ASSIGN_OR_RETURN(auto names, io::ListDir(source));
-    for (const std::string& name : names) {
-      const std::string path = source + "/" + name;
-      auto fst = io::StatPath(path);
-      if (!fst.ok() || !fst.value().is_regular) continue;
-      Status s = Probe(name, path, false, read_only, &backing);
-      if (s.ok()) continue;
-      std::string why = s.message();
-      if (why.rfind(path + ": ", 0) == 0) why = why.substr(path.size() + 2);
-      Log(LogLevel::kWarning, "left out " + path + ": " + why);
-    }
+    scanning_ = true;
+    for (const std::string& name : names) Added(name);
+    scanning_ = false;
   }
-  // An image that another image in SOURCE builds on is served read-only:
-  // writing it would silently change what the overlay shows.
-  std::unordered_map<std::string, size_t> by_real_path;
-  for (size_t j = 0; j < images_.size(); ++j) by_real_path[io::RealPath(images_[j]->path)] = j;
-  for (size_t i = 0; i < images_.size(); ++i) {
-    auto it = backing[i].empty() ? by_real_path.end() : by_real_path.find(backing[i]);
-    if (it == by_real_path.end() || it->second == i || images_[it->second]->read_only) continue;
-    images_[it->second]->read_only = true;
-    images_[it->second]->read_only_reason = "it is the backing file of " + images_[i]->name;
-    images_[it->second]->chain.reset();  // drops its write claim; reopened read-only on first use
-  }
-  for (auto& e : images_) {
-    if (e->read_only && !read_only)
-      Log(LogLevel::kInfo, "serving " + e->path + " read-only: " + e->read_only_reason);
-  }
-  Log(LogLevel::kInfo, "serving " + std::to_string(images_.size()) + " image(s) from " + source);
+  for (size_t i = 0; i < size(); ++i) ProtectBackingOf(i);
+  Log(LogLevel::kInfo, "serving " + std::to_string(size()) + " image(s) from " + source);
   return Status::OK();
 }
 
+long Namespace::Added(const std::string& name) {
+  const std::string path = source_ + "/" + name;
+  auto fst = io::StatPath(path);
+  if (!fst.ok() || !fst.value().is_regular) return -1;
+  const long old = Find(name);
+  if (old >= 0) {
+    ImageEntry& e = image(size_t(old));
+    if (e.file_ino == fst.value().ino && e.file_dev == fst.value().dev) {
+      // The same file, written and closed. Not by the mount if it holds the
+      // claim; else someone else changed it: what is cached is stale.
+      {
+        std::lock_guard<std::mutex> l(e.mu);
+        if (e.claimed || !e.chain) return -1;
+      }
+      Reopen(size_t(old));
+      Log(LogLevel::kInfo, path + " was changed by another program: reopened");
+      return old;
+    }
+    Removed(name);  // replaced by another file of that name
+  }
+  std::unique_ptr<ImageEntry> e;
+  Status s = Probe(name, path, false, read_only_, &e);
+  if (!s.ok()) {
+    std::string why = s.message();
+    if (why.rfind(path + ": ", 0) == 0) why = why.substr(path.size() + 2);
+    Log(LogLevel::kWarning, "left out " + path + ": " + why);
+    return -1;
+  }
+  if (!e) return -1;  // not an image
+  if (!scanning_) {
+    // Settled before it is listed: its backing file may be listed, or it
+    // may be the backing file of a listed image.
+    for (size_t j = 0; j < size(); ++j) {
+      if (image(j).removed) continue;
+      if (BuildsOn(*e, image(j))) ServeAsBacking(image(j), *e);
+      if (BuildsOn(image(j), *e)) ServeAsBacking(*e, image(j));
+    }
+  }
+  const size_t index = size();
+  Append(std::move(e));
+  return static_cast<long>(index);
+}
+
+long Namespace::Removed(const std::string& name) {
+  long i;
+  {
+    std::lock_guard<std::mutex> l(names_mu_);
+    auto it = by_name_.find(name);
+    if (it == by_name_.end()) return -1;
+    i = static_cast<long>(it->second);
+    by_name_.erase(it);
+  }
+  ImageEntry& e = image(size_t(i));
+  e.removed = true;
+  std::shared_ptr<Chain> chain;
+  {
+    std::lock_guard<std::mutex> l(e.mu);
+    chain = std::move(e.chain);  // open files keep theirs until closed
+    e.snapshot_chains.clear();
+  }
+  if (chain) {
+    Status st = chain->Flush();
+    if (!st.ok()) Log(LogLevel::kError, "flush of " + e.path + " failed: " + st.message());
+  }
+  Log(LogLevel::kInfo, "no longer serving " + e.path + ": it left " + source_);
+  return i;
+}
+
 long Namespace::Find(const std::string& name) const {
+  std::lock_guard<std::mutex> l(names_mu_);
   auto it = by_name_.find(name);
   return it == by_name_.end() ? -1 : static_cast<long>(it->second);
 }
 
 Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
-  ImageEntry& e = *images_[i];
+  ImageEntry& e = image(i);
   std::lock_guard<std::mutex> l(e.mu);
   if (e.chain) return e.chain;
   if (!e.open_error.ok()) return e.open_error;
@@ -178,8 +285,49 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
     return e.open_error;
   }
   e.chain = std::shared_ptr<Chain>(std::move(chain).value());
+  if (!e.read_only && !e.claimed) Unclaim(e);
   if (e.chain->depth() > kMaxLayers) Log(LogLevel::kWarning, e.path + ": only the first 64 layers are shown");
   return e.chain;
+}
+
+Status Namespace::ClaimForWrite(size_t i) {
+  ImageEntry& e = image(i);
+  if (e.read_only) return ReadOnly(e.name + " is served read-only: " + e.read_only_reason);
+  IMGFS_RETURN_IF_ERROR(GetChain(i).status());
+  std::lock_guard<std::mutex> l(e.mu);
+  if (e.claimed) return Status::OK();
+  if (!e.chain) return Busy(e.name + " is being reopened; try again");
+  IMGFS_RETURN_IF_ERROR(e.chain->layer(0).ClaimWriting());
+  auto st = io::StatPath(e.path);
+  const bool same = st.ok() && st.value().size == e.stamp_size && st.value().mtime.tv_sec == e.stamp_mtime.tv_sec &&
+                    st.value().mtime.tv_nsec == e.stamp_mtime.tv_nsec;
+  if (!same) {
+    // Written by someone else while unclaimed: what the chain has cached
+    // may be stale. Open it afresh (handles open now keep the old one).
+    e.chain->layer(0).DropWriteClaim();  // the fresh open claims with its own descriptor
+    auto fresh = Chain::Open(e.path, e.format, true);
+    if (!fresh.ok()) return fresh.status();
+    Log(LogLevel::kInfo, e.path + " changed while the mount did not hold it: reopened");
+    e.chain = std::shared_ptr<Chain>(std::move(fresh).value());
+    e.snapshot_chains.clear();
+    e.virtual_size = e.chain->VirtualSize();
+  }
+  e.claimed = true;
+  return Status::OK();
+}
+
+std::string Namespace::WhyReadOnly(size_t i) {
+  ImageEntry& e = image(i);
+  if (e.read_only) return e.read_only_reason;
+  auto chain = GetChain(i);
+  if (!chain.ok()) return chain.status().message();
+  std::lock_guard<std::mutex> l(e.mu);
+  if (e.claimed) return "";
+  Status st = chain.value()->layer(0).CheckWriteClaim();
+  if (st.ok()) return "";
+  std::string why = st.message();
+  if (why.rfind(e.path + ": ", 0) == 0) why = why.substr(e.path.size() + 2);
+  return why;
 }
 
 Result<std::vector<SnapshotInfo>> Namespace::Snapshots(size_t i) {
@@ -190,7 +338,7 @@ Result<std::vector<SnapshotInfo>> Namespace::Snapshots(size_t i) {
 Result<std::shared_ptr<Chain>> Namespace::GetSnapshotChain(size_t i, size_t index) {
   IMGFS_ASSIGN_OR_RETURN(auto snaps, Snapshots(i));
   if (index >= snaps.size()) return NotFound("no such snapshot");
-  ImageEntry& e = *images_[i];
+  ImageEntry& e = image(i);
   std::lock_guard<std::mutex> l(e.mu);
   auto it = e.snapshot_chains.find(index);
   if (it != e.snapshot_chains.end()) return it->second;
@@ -210,7 +358,7 @@ std::string Namespace::LayerName(const Chain& chain, size_t depth) {
 }
 
 void Namespace::Reopen(size_t i) {
-  ImageEntry& e = *images_[i];
+  ImageEntry& e = image(i);
   std::lock_guard<std::mutex> l(e.mu);
   e.chain.reset();
   e.snapshot_chains.clear();
@@ -220,34 +368,36 @@ void Namespace::Reopen(size_t i) {
 }
 
 void Namespace::ForgetSnapshots(size_t i) {
-  ImageEntry& e = *images_[i];
+  ImageEntry& e = image(i);
   std::lock_guard<std::mutex> l(e.mu);
   e.snapshot_chains.clear();
 }
 
-std::vector<size_t> Namespace::BackingUsers(const std::string& real_path, size_t except) const {
+std::vector<size_t> Namespace::BackingUsers(const std::string& real_path, size_t except) {
   std::vector<size_t> out;
-  for (size_t i = 0; i < images_.size(); ++i) {
-    const auto& p = images_[i]->layer_paths;
-    if (i != except && p.size() > 1 && std::find(p.begin() + 1, p.end(), real_path) != p.end()) out.push_back(i);
+  for (size_t i = 0; i < size(); ++i) {
+    const auto& p = image(i).layer_paths;
+    if (i != except && !image(i).removed && p.size() > 1 && std::find(p.begin() + 1, p.end(), real_path) != p.end())
+      out.push_back(i);
   }
   return out;
 }
 
-std::vector<size_t> Namespace::ImagesAt(const std::string& real_path) const {
+std::vector<size_t> Namespace::ImagesAt(const std::string& real_path) {
   std::vector<size_t> out;
-  for (size_t i = 0; i < images_.size(); ++i)
-    if (!images_[i]->layer_paths.empty() && images_[i]->layer_paths[0] == real_path) out.push_back(i);
+  for (size_t i = 0; i < size(); ++i)
+    if (!image(i).removed && !image(i).layer_paths.empty() && image(i).layer_paths[0] == real_path) out.push_back(i);
   return out;
 }
 
 void Namespace::JoinControls() {
-  for (auto& e : images_) e->control.Join();
+  for (size_t i = 0; i < size(); ++i) image(i).control.Join();
 }
 
 Status Namespace::CloseAll() {
   Status first;
-  for (auto& e : images_) {
+  for (size_t i = 0; i < size(); ++i) {
+    ImageEntry* e = &image(i);
     std::shared_ptr<Chain> chain;
     {
       std::lock_guard<std::mutex> l(e->mu);

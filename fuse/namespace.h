@@ -62,10 +62,22 @@ struct ImageEntry {
   std::atomic<bool> read_only{false};
   std::string read_only_reason;  // set at mount
   std::vector<std::string> layer_paths;  // real paths of the chain's files, top first (at mount)
+  std::string backing_path;              // real path of its backing file, or ""
+  uint64_t file_ino = 0, file_dev = 0;   // the image file when it was probed
+  std::atomic<bool> removed{false};      // gone from SOURCE; its index is never reused
   Control control;                       // the ctl file's commands
 
-  std::mutex mu;                  // guards chain, open_error and snapshot_chains
+  std::mutex mu;                  // guards chain, open_error, snapshot_chains, claimed, stamp
   std::shared_ptr<Chain> chain;   // opened at mount (read-only backing files: on first use)
+  // Whether the mount holds QEMU's write claim on the image. It is taken
+  // at the first write (open for writing, control), kept until unmount,
+  // and not held before: until then a VM may use the image.
+  bool claimed = false;
+  // The file's mtime and size when the claim was given up at mount: if
+  // they differ when it is taken, someone else wrote the image meanwhile
+  // and the chain is opened afresh.
+  struct timespec stamp_mtime {};
+  uint64_t stamp_size = 0;
   Status open_error;
   std::unordered_map<size_t, std::shared_ptr<Chain>> snapshot_chains;  // by table index
 };
@@ -77,12 +89,28 @@ class Namespace {
   // are logged with the reason. Fails only if SOURCE itself is unusable.
   Status Scan(const std::string& source, bool read_only);
 
-  size_t size() const { return images_.size(); }
-  ImageEntry& image(size_t i) { return *images_[i]; }
-  // Index of the image named `name`, or -1.
+  // Images ever listed, removed ones included (their slots stay, so an
+  // index - and the inodes made from it - never means another image).
+  // Slots are appended by one thread at a time (the scan, then the
+  // watcher) and read by any: a slot is filled before `count_` covers it.
+  size_t size() const { return count_.load(std::memory_order_acquire); }
+  ImageEntry& image(size_t i) { return *chunks_[i / kChunk][i % kChunk]; }
+  // Index of the image now named `name`, or -1.
   long Find(const std::string& name) const;
+  // SOURCE changed (the watcher): the file `name` appeared or was
+  // rewritten, or went away. Returns the index added, reopened (the same
+  // file, changed by another program) or removed, or -1.
+  long Added(const std::string& name);
+  long Removed(const std::string& name);
+  bool watches() const { return is_dir_; }
   // The chain of image i, opening it on first use.
   Result<std::shared_ptr<Chain>> GetChain(size_t i);
+  // Takes the write claim on image i before it is first written (see
+  // ImageEntry::claimed). ReadOnly or Busy (naming the holder) if it may
+  // not be written.
+  Status ClaimForWrite(size_t i);
+  // Why image i may not be written now, or "" if it may.
+  std::string WhyReadOnly(size_t i);
   // Internal snapshots of image i, and their view file names.
   Result<std::vector<SnapshotInfo>> Snapshots(size_t i);
   // The read-only chain of snapshot `index` of image i, opened on first use.
@@ -96,9 +124,9 @@ class Namespace {
   // Forgets the snapshot views of image i (after snapshot control).
   void ForgetSnapshots(size_t i);
   // Images other than `except` whose chain holds `real_path` below the top.
-  std::vector<size_t> BackingUsers(const std::string& real_path, size_t except) const;
+  std::vector<size_t> BackingUsers(const std::string& real_path, size_t except);
   // Images whose own file is `real_path`.
-  std::vector<size_t> ImagesAt(const std::string& real_path) const;
+  std::vector<size_t> ImagesAt(const std::string& real_path);
   // Waits for the control commands still running in the background.
   void JoinControls();
   // Flushes and closes every open chain; returns the first error.
@@ -106,11 +134,22 @@ class Namespace {
   const std::string& source() const { return source_; }
 
  private:
+  // Opens the image at `path`; *out stays null for a file that is no image.
   Status Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
-               std::vector<std::string>* backing_paths);
+               std::unique_ptr<ImageEntry>* out);
+  // Serves image i read-only if another listed image builds on it.
+  void ProtectBackingOf(size_t i);
+  void Append(std::unique_ptr<ImageEntry> e);
+
+  static constexpr size_t kChunk = 1024, kMaxChunks = 1024;  // room for a million images
   std::string source_;
-  std::vector<std::unique_ptr<ImageEntry>> images_;
-  std::unordered_map<std::string, size_t> by_name_;
+  bool read_only_ = false;
+  bool is_dir_ = false;
+  bool scanning_ = false;  // Scan is adding: backing protection runs once at its end
+  std::unique_ptr<std::unique_ptr<ImageEntry>[]> chunks_[kMaxChunks];
+  std::atomic<size_t> count_{0};
+  mutable std::mutex names_mu_;                      // guards by_name_
+  std::unordered_map<std::string, size_t> by_name_;  // live images only
 };
 
 }  // namespace imgfs::fs

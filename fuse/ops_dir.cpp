@@ -1,5 +1,6 @@
 // Lookup, attributes and directory listings.
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -37,7 +38,8 @@ bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* o
   switch (node.kind) {
     case NodeKind::kRoot:
       out->push_back({"..", kRootIno, S_IFDIR});
-      for (size_t i = 0; i < ctx.ns.size(); ++i) out->push_back({ctx.ns.image(i).name, InoOf(NodeKind::kImageDir, i), S_IFDIR});
+      for (size_t i = 0; i < ctx.ns.size(); ++i)
+        if (!ctx.ns.image(i).removed) out->push_back({ctx.ns.image(i).name, InoOf(NodeKind::kImageDir, i), S_IFDIR});
       return true;
     case NodeKind::kImageDir:
       out->push_back({"..", kRootIno, S_IFDIR});
@@ -104,6 +106,15 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
   }
   ImageEntry& e = ctx.ns.image(node.image);
   auto f = io::StatPath(e.path);
+  if (!f.ok() && e.removed) {
+    // Gone from SOURCE, reached through a file still open: it stays
+    // usable until closed (lookups no longer find it).
+    io::FileStat gone;
+    gone.mode = 0444;
+    gone.uid = getuid();
+    gone.gid = getgid();
+    f = gone;
+  }
   if (!f.ok()) {
     *err = ErrnoOf(f.status());
     return false;
@@ -266,8 +277,9 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
       // truncate grows the disk; it shrinks it only with -o allow_shrink,
       // so that a stray O_TRUNC-like size change never loses data.
       ImageEntry& e = ctx.ns.image(node.image);
-      if (e.read_only || ctx.read_only) {
-        fuse_reply_err(req, EROFS);
+      Status claim = ctx.read_only ? ReadOnly("mounted read-only") : ctx.ns.ClaimForWrite(node.image);
+      if (!claim.ok()) {
+        fuse_reply_err(req, claim.code() == Code::kBusy ? EBUSY : EROFS);
         return;
       }
       if (attr->st_size < st.st_size && !ctx.allow_shrink) {
@@ -298,6 +310,7 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
   constexpr uint64_t kBlock = 4096;
   uint64_t total = 0, used = 0;
   for (size_t i = 0; i < ctx.ns.size(); ++i) {
+    if (ctx.ns.image(i).removed) continue;
     total += ctx.ns.image(i).virtual_size;
     auto f = io::StatPath(ctx.ns.image(i).path);
     if (f.ok()) used += f.value().allocated;

@@ -51,6 +51,16 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         fuse_reply_err(req, EROFS);
         return;
       }
+      if (want_write) {
+        // The first writer claims the image (QEMU's locks); a VM that has
+        // it makes it read-only for now, and user.imgfs.read_only says why.
+        Status claim = ctx.ns.ClaimForWrite(node.image);
+        if (!claim.ok()) {
+          Log(LogLevel::kWarning, "refused to write " + ctx.ns.image(node.image).path + ": " + claim.message());
+          fuse_reply_err(req, claim.code() == Code::kBusy ? EROFS : ErrnoOf(claim));
+          return;
+        }
+      }
       auto chain = ctx.ns.GetChain(node.image);
       if (!chain.ok()) {
         ReplyStatus(req, chain.status());

@@ -34,7 +34,10 @@ Result<std::string> InfoValue(FsContext& ctx, size_t i, const std::string& key) 
   ImageEntry& e = ctx.ns.image(i);
   for (const char* c : kControlNames)
     if (key == c) return e.control.Summary();
-  if (key == "read_only") return e.read_only ? "1: " + e.read_only_reason : std::string("0");
+  if (key == "read_only") {
+    const std::string why = ctx.ns.WhyReadOnly(i);
+    return why.empty() ? std::string("0") : "1: " + why;
+  }
   if (key == "format") return e.format;
   if (key == "virtual_size") return std::to_string(e.virtual_size.load());
   IMGFS_ASSIGN_OR_RETURN(auto chain, ctx.ns.GetChain(i));

@@ -19,6 +19,7 @@
 #include "ops.h"
 #include "mountinfo.h"
 #include "pidfile.h"
+#include "watcher.h"
 
 namespace imgfs::fs {
 
@@ -230,6 +231,8 @@ int RunMount(const MountConfig& cfg) {
   }
 
   ctx.se = se;
+  Watcher watcher;  // a thread: started in the daemon, after the fork
+  watcher.Start(ctx);
   fuse_loop_config* lc = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(lc, cfg.threads ? cfg.threads : 16);
   fuse_loop_cfg_set_idle_threads(lc, 4);
@@ -237,6 +240,7 @@ int RunMount(const MountConfig& cfg) {
   fuse_loop_cfg_destroy(lc);
 
   fuse_remove_signal_handlers(se);
+  watcher.Stop();
   ctx.ns.JoinControls();  // a commit still running finishes before the flush
   ctx.se = nullptr;
   fuse_session_unmount(se);

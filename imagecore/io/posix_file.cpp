@@ -114,6 +114,7 @@ class PosixFile final : public File {
   }
 
   Status ClaimForWriting() override { return io::ClaimForWriting(fd_, path()); }
+  Status CheckClaim() const override { return io::CheckClaim(fd_, path()); }
   void DropClaim() override { io::DropClaim(fd_); }
 
   void StartWriteback(uint64_t off, uint64_t n) override {

@@ -100,17 +100,23 @@ Status Refused(const std::string& path, const std::string& holder, const std::st
 
 }  // namespace
 
-Status ClaimForWriting(int fd, const std::string& path) {
-  const int held[] = {kConsistentRead, kWrite, kResize};
-  const int unshared[] = {kWrite, kResize};
-  for (int bit : held) {
+constexpr int kHeld[] = {kConsistentRead, kWrite, kResize};
+constexpr int kUnshared[] = {kWrite, kResize};
+
+Status CheckClaim(int fd, const std::string& path) {
+  for (int bit : kHeld) {
     if (LockedByOthers(fd, kSharedBase + bit))
       return Refused(path, Holder(fd, kSharedBase + bit), std::string("does not share its ") + PermName(bit) + " permission");
   }
-  for (int bit : unshared) {
+  for (int bit : kUnshared) {
     if (LockedByOthers(fd, kPermBase + bit))
       return Refused(path, Holder(fd, kPermBase + bit), std::string("holds its ") + PermName(bit) + " permission");
   }
+  return Status::OK();
+}
+
+Status ClaimForWriting(int fd, const std::string& path) {
+  IMGFS_RETURN_IF_ERROR(CheckClaim(fd, path));
   auto take = [&](off_t byte) {
     struct flock fl {};
     fl.l_type = F_RDLCK;
@@ -119,9 +125,9 @@ Status ClaimForWriting(int fd, const std::string& path) {
     fl.l_len = 1;
     return fcntl(fd, F_OFD_SETLK, &fl) == 0 || errno == EINVAL || errno == ENOLCK;  // no locks here: go on
   };
-  for (int bit : held)
+  for (int bit : kHeld)
     if (!take(kPermBase + bit)) return Busy(path + ": cannot take QEMU's " + PermName(bit) + " lock");
-  for (int bit : unshared)
+  for (int bit : kUnshared)
     if (!take(kSharedBase + bit)) return Busy(path + ": cannot take QEMU's " + PermName(bit) + " lock");
   return Status::OK();
 }

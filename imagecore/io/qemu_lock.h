@@ -13,6 +13,8 @@ namespace imgfs::io {
 // naming the process where /proc tells, if someone else holds or forbids
 // any of that. The claim lasts until the descriptor is closed.
 Status ClaimForWriting(int fd, const std::string& path);
+// Whether ClaimForWriting would succeed now (Busy naming the holder if not).
+Status CheckClaim(int fd, const std::string& path);
 // Gives the claim up; the descriptor stays open.
 void DropClaim(int fd);
 

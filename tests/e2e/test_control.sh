@@ -49,6 +49,11 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
 PY
 }
+# pread_fd FD OFFSET LENGTH: bytes read through the open descriptor FD
+# itself (not a reopen through /proc/self/fd), to stdout
+pread_fd() {
+    "$PY" -c 'import os, sys; sys.stdout.buffer.write(os.pread(int(sys.argv[1]), int(sys.argv[3]), int(sys.argv[2])))' "$@"
+}
 # holes PATH: the data/hole map of PATH via SEEK_DATA/SEEK_HOLE, "d:off:end h:off:end ..."
 holes() {
     "$PY" - "$1" <<'PY'
@@ -129,18 +134,18 @@ r=$(errno_of write "$VM/ctl" "frobnicate")
 echo "   sizes follow at once (disk.raw and layers/0); refusals give EINVAL/EROFS with the reason in ctl"
 
 log "snapshots by attribute and ctl; apply shows the old content through an open handle"
-cmp -s <(head -c $((3 * M)) "$VM/disk.raw") <(head -c $((3 * M)) /proc/self/fd/$held) || fail "held handle differs"
+cmp -s <(head -c $((3 * M)) "$VM/disk.raw") <(pread_fd $held 0 $((3 * M))) || fail "held handle differs"
 setfattr -n user.imgfs.snapshot.create -v before "$VM/disk.raw"
 [[ -f $VM/snapshots/before.raw ]] || fail "snapshots/before.raw missing after create"
 head -c $((3 * M)) "$VM/disk.raw" > "$T/before.head"
 printf 'new data' | dd of="$VM/disk.raw" bs=1 seek=$((1 * M)) conv=notrunc status=none
-dd if=/proc/self/fd/$held bs=1 skip=$((1 * M)) count=8 status=none > "$T/seen"   # page cache now holds the new bytes
+pread_fd $held $((1 * M)) 8 > "$T/seen"   # page cache now holds the new bytes
 [[ $(cat "$T/seen") == "new data" ]] || fail "the held handle does not see a write"
 echo "snapshot create second" > "$VM/ctl"
 ls "$VM/snapshots" | sort | tr '\n' ' ' | grep -q "before.raw second.raw" || fail "snapshots/: $(ls "$VM/snapshots")"
 [[ $(getfattr --absolute-names --only-values -n user.imgfs.snapshots "$VM/disk.raw") == $'before\nsecond' ]] || fail "user.imgfs.snapshots"
 setfattr -n user.imgfs.snapshot.apply -v before "$VM/disk.raw"
-cmp -s <(dd if=/proc/self/fd/$held bs=1M count=3 status=none) "$T/before.head" ||
+cmp -s <(pread_fd $held 0 $((3 * M))) "$T/before.head" ||
     fail "after apply, the handle opened before still reads the new bytes (page cache not invalidated)"
 cmp -s <(head -c $((3 * M)) "$VM/disk.raw") "$T/before.head" || fail "after apply, disk.raw does not read as before"
 [[ $(stat -c %s "$VM/disk.raw") == $((128 * M)) ]] || fail "size after apply"

@@ -2,10 +2,13 @@
 # Sharing images with QEMU: imgfs takes QEMU's image locks, both ways.
 #  1. qemu-storage-daemon writes an image first: imgfs serves it read-only,
 #     user.imgfs.read_only names the process, writes get EROFS.
-#  2. imgfs serves an image read-write first: qemu-storage-daemon cannot
-#     open it for writing, qemu-img (without -U) cannot open it, and the
-#     imgfs CLI refuses to change it, pointing at the mount's ctl file.
-#  After imgfs unmounts, QEMU can open the image again.
+#  2. imgfs writes an image first (the claim is taken at the first write):
+#     qemu-storage-daemon cannot open it for writing, qemu-img (without -U)
+#     cannot open it, and the imgfs CLI refuses to change it, pointing at
+#     the mount's ctl file. After imgfs unmounts, QEMU can open it again.
+#  3. An image the mount has not written is free: a VM (qsd) may take it
+#     while mounted; imgfs then refuses to write it and says why; once the
+#     VM is gone imgfs writes it, reading what the VM wrote.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib.sh
@@ -67,8 +70,9 @@ echo "   $ro"
 umount_imgfs "$MNT"
 stop_qsd
 
-log "2. imgfs has vm.qcow2 read-write; then QEMU and the CLI try"
+log "2. imgfs writes vm.qcow2; then QEMU and the CLI try"
 mount_imgfs "$SRC" "$MNT"
+exec {w}<>"$MNT/vm.qcow2/disk.raw"   # a writer: the mount claims the image
 if start_qsd "$SRC/vm.qcow2" "$T/export"; then fail "qemu-storage-daemon exported an image imgfs is writing"; fi
 grep -qi "lock" "$T/qsd.log" || fail "qsd failed for another reason: $(cat "$T/qsd.log")"
 echo "   qsd: $(head -1 "$T/qsd.log")"
@@ -82,9 +86,32 @@ for cmd in "resize $SRC/vm.qcow2 +1M" "snapshot -c s $SRC/vm.qcow2" "commit $SRC
 done
 echo "   CLI: $(cat "$T/out")"
 "$IMGFS" info "$SRC/vm.qcow2" >/dev/null || fail "imgfs info (read-only) refused a mounted image"
+exec {w}>&-
 umount_imgfs "$MNT"
 
 log "after unmount QEMU can open it again"
 start_qsd "$SRC/vm.qcow2" "$T/export" || fail "qsd cannot export vm.qcow2 after imgfs unmounted: $(cat "$T/qsd.log")"
 stop_qsd
+
+log "3. an image the mount has not written: a VM may take it"
+mount_imgfs "$SRC" "$MNT"
+[[ $(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/free.qcow2/disk.raw") == 0 ]] ||
+    fail "free.qcow2 not writable before qsd"
+start_qsd "$SRC/free.qcow2" "$T/export" || fail "qsd could not export free.qcow2 while mounted (unwritten): $(cat "$T/qsd.log")"
+printf 'from qsd' | dd of="$T/export" bs=1 seek=4096 conv=notrunc status=none
+ro=$(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/free.qcow2/disk.raw")
+[[ $ro == "1: in use by qemu-storage-daemon (pid $QSD_PID)"* ]] || fail "free.qcow2 read_only while qsd has it: '$ro'"
+r=$(write_errno "$MNT/free.qcow2/disk.raw")
+[[ $r == EROFS ]] || fail "writing free.qcow2 while qsd has it gave $r"
+echo "   while qsd has it: $ro"
+stop_qsd
+printf 'from imgfs' | dd of="$MNT/free.qcow2/disk.raw" bs=1 seek=8192 conv=notrunc status=none ||
+    fail "imgfs cannot write free.qcow2 after qsd let it go"
+[[ $(dd if="$MNT/free.qcow2/disk.raw" bs=1 skip=4096 count=8 status=none) == "from qsd" ]] ||
+    fail "the mount does not see what qsd wrote"
+umount_imgfs "$MNT"
+check_clean "$SRC/free.qcow2"
+[[ $(qemu-io -f qcow2 -c "read -v 4096 8" "$SRC/free.qcow2" | head -1) == *"from.qsd"* ]] || fail "qsd's write was lost"
+[[ $(qemu-io -f qcow2 -c "read -v 8192 10" "$SRC/free.qcow2" | head -1) == *"from.imgfs"* ]] || fail "imgfs's write was lost"
+echo "   after qsd: imgfs wrote it, both writes are in the image"
 echo "PASS: locks"

@@ -57,6 +57,14 @@ class Qcow2Image final : public Image {
   Status MakeEmpty() override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *file_; }
+  Status ClaimWriting() override {
+    IMGFS_RETURN_IF_ERROR(file_->ClaimForWriting());
+    return data_file_ ? data_file_->ClaimForWriting() : Status::OK();
+  }
+  Status CheckWriteClaim() const override {
+    IMGFS_RETURN_IF_ERROR(file_->CheckClaim());
+    return data_file_ ? data_file_->CheckClaim() : Status::OK();
+  }
   void DropWriteClaim() override {
     file_->DropClaim();
     if (data_file_) data_file_->DropClaim();

@@ -67,6 +67,8 @@ class RawImage final : public Image {
   }
 
   const io::File& file() const override { return *file_; }
+  Status ClaimWriting() override { return file_->ClaimForWriting(); }
+  Status CheckWriteClaim() const override { return file_->CheckClaim(); }
   void DropWriteClaim() override { file_->DropClaim(); }
 
  private:

@@ -53,6 +53,8 @@ class File {
   // Claims the file for writing with QEMU's locks (see io/qemu_lock.h):
   // Busy, naming the holder, when a QEMU process or another imgfs uses it.
   virtual Status ClaimForWriting() { return Status::OK(); }
+  // Whether the claim would be granted now, without taking it.
+  virtual Status CheckClaim() const { return Status::OK(); }
   // Gives the claim up while the file stays open.
   virtual void DropClaim() {}
   // A descriptor the kernel can splice from, or -1.

@@ -169,8 +169,11 @@ class Image {
 
   // The file holding the layer (for `disk size` and mtime).
   virtual const io::File& file() const = 0;
-  // Gives up the write claim on the layer's files (see io::File), for an
-  // instance that stays open but will not write again.
+  // The write claim on the layer's files (see io::File::ClaimForWriting):
+  // a writable open takes it; an instance kept open but idle may give it
+  // up and take it again before it next writes. Check tells without taking.
+  virtual Status ClaimWriting() { return Status::OK(); }
+  virtual Status CheckWriteClaim() const { return Status::OK(); }
   virtual void DropWriteClaim() {}
 
   bool read_only() const { return !read_only_reason_.empty(); }

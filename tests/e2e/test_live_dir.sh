@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The mount follows SOURCE live (inotify): images created, copied in,
+# renamed or deleted there appear and disappear; a removed image that is
+# still open stays readable through that handle until it is closed; an
+# overlay that appears makes its backing image read-only.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+# shellcheck source=e2e_lib.sh
+source "$HERE/e2e_lib.sh"
+
+need_cmd qemu-img qemu-io getfattr cmp
+need_fuse
+tmpdir
+
+SRC=$T/src MNT=$T/mnt
+mkdir -p "$SRC" "$MNT"
+M=$((1024 * 1024))
+
+# wait_for COND...: until COND holds (5 s at most)
+wait_for() {
+    local i
+    for i in $(seq 1 50); do
+        if "$@"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+listed() { [[ -d $MNT/$1 ]] && ls "$MNT" | grep -qx -- "$1"; }
+unlisted() { ! ls "$MNT" | grep -qx -- "$1" && [[ ! -e $MNT/$1 ]]; }
+
+qemu-img create -q -f qcow2 "$SRC/a.qcow2" 8M
+qemu-io -f qcow2 -c "write -P 0x61 0 8M" "$SRC/a.qcow2" >/dev/null
+mount_imgfs "$SRC" "$MNT" --log "$T/log"
+listed a.qcow2 || fail "a.qcow2 not listed at mount"
+
+log "created and copied in"
+qemu-img create -q -f qcow2 "$SRC/b.qcow2" 4M
+qemu-io -f qcow2 -c "write -P 0x62 0 1M" "$SRC/b.qcow2" >/dev/null
+wait_for listed b.qcow2 || fail "b.qcow2 did not appear"
+to_raw "$SRC/b.qcow2" "$T/b.raw"
+assert_same "$MNT/b.qcow2/disk.raw" "$T/b.raw" "b.qcow2/disk.raw"
+head -c $((2 * M)) /dev/urandom > "$T/c.img"
+cp "$T/c.img" "$SRC/c.img"
+wait_for listed c.img || fail "c.img (copied in) did not appear"
+assert_same "$MNT/c.img/disk.raw" "$T/c.img" "c.img/disk.raw"
+echo "not an image" > "$SRC/notes.txt"
+"$IMGFS" create -f qcow2 "$SRC/d.qcow2" 1M >/dev/null   # written aside, renamed in
+wait_for listed d.qcow2 || fail "d.qcow2 (imgfs create) did not appear"
+sleep 0.3
+unlisted notes.txt || fail "notes.txt is listed"
+echo "   qemu-img create, cp and imgfs create appear; other files do not"
+
+log "deleted: gone from the tree, still readable through an open handle"
+exec {held}<"$MNT/b.qcow2/disk.raw"
+rm "$SRC/b.qcow2"
+wait_for unlisted b.qcow2 || fail "b.qcow2 still listed after rm"
+cmp -s - "$T/b.raw" <&$held || fail "an open handle of a removed image does not read its content"
+exec {held}<&-
+echo "   b.qcow2 gone; the open handle read all of it"
+
+log "renamed"
+to_raw "$SRC/a.qcow2" "$T/a.raw"
+mv "$SRC/a.qcow2" "$SRC/renamed.qcow2"
+wait_for unlisted a.qcow2 || fail "a.qcow2 still listed after mv"
+wait_for listed renamed.qcow2 || fail "renamed.qcow2 did not appear"
+assert_same "$MNT/renamed.qcow2/disk.raw" "$T/a.raw" "renamed.qcow2/disk.raw"
+[[ $(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/renamed.qcow2/disk.raw") == 0 ]] ||
+    fail "renamed.qcow2 is read-only: $(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/renamed.qcow2/disk.raw")"
+echo "   a.qcow2 -> renamed.qcow2, writable"
+
+log "an overlay appears: its backing image becomes read-only"
+qemu-img create -q -f qcow2 -b renamed.qcow2 -F qcow2 "$SRC/top.qcow2"
+wait_for listed top.qcow2 || fail "top.qcow2 did not appear"
+ro=$(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/renamed.qcow2/disk.raw")
+[[ $ro == "1: it is the backing file of top.qcow2" ]] || fail "renamed.qcow2 read_only: $ro"
+assert_same "$MNT/top.qcow2/disk.raw" "$T/a.raw" "top.qcow2/disk.raw"
+r=$(write_errno "$MNT/renamed.qcow2/disk.raw")
+[[ $r == EROFS ]] || fail "writing the new overlay's backing image gave $r"
+echo "   $ro"
+
+umount_imgfs "$MNT"
+for f in renamed top c d; do
+    [[ -e $SRC/$f.qcow2 ]] && check_clean "$SRC/$f.qcow2"
+done
+echo "PASS: live_dir"
