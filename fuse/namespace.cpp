@@ -18,6 +18,8 @@ uint64_t InoOf(NodeKind kind, size_t image, size_t depth) {
     case NodeKind::kLayer: return base | (kSubLayerBase + depth);
     case NodeKind::kSnapshotsDir: return base | kSubSnapshotsDir;
     case NodeKind::kCtl: return base | kSubCtl;
+    case NodeKind::kPartitionsDir: return base | kSubPartitionsDir;
+    case NodeKind::kPartition: return base | (kSubPartitionBase + depth);
     case NodeKind::kSnapshot: return base | (kSubSnapshotBase + depth);
     case NodeKind::kInvalid: break;
   }
@@ -36,10 +38,13 @@ NodeRef NodeOf(uint64_t ino) {
     case kSubLayersDir: return {NodeKind::kLayersDir, image, 0};
     case kSubSnapshotsDir: return {NodeKind::kSnapshotsDir, image, 0};
     case kSubCtl: return {NodeKind::kCtl, image, 0};
+    case kSubPartitionsDir: return {NodeKind::kPartitionsDir, image, 0};
     default:
       if (lo >= kSubLayerBase && lo < kSubLayerBase + kMaxLayers) return {NodeKind::kLayer, image, lo - kSubLayerBase};
       if (lo >= kSubSnapshotBase && lo < kSubSnapshotBase + kMaxSnapshotViews)
         return {NodeKind::kSnapshot, image, lo - kSubSnapshotBase};
+      if (lo >= kSubPartitionBase && lo < kSubPartitionBase + kMaxPartitionNumber)
+        return {NodeKind::kPartition, image, lo - kSubPartitionBase};
   }
   return {};
 }
@@ -314,6 +319,13 @@ Status Namespace::ClaimForWrite(size_t i) {
   }
   e.claimed = true;
   return Status::OK();
+}
+
+Result<std::vector<Partition>> Namespace::Partitions(size_t i) {
+  IMGFS_ASSIGN_OR_RETURN(auto chain, GetChain(i));
+  const Chain* c = chain.get();
+  return ReadPartitionTable([c](uint64_t off, void* buf, size_t len) { return c->Read(0, off, buf, len); },
+                            c->VirtualSize());
 }
 
 std::string Namespace::WhyReadOnly(size_t i) {

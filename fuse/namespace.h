@@ -9,11 +9,11 @@
 //   /<image>/snapshots/     kSnapshotsDir  qcow2 images only
 //   /<image>/snapshots/s.raw kSnapshot     internal snapshot, read-only
 //   /<image>/ctl           kCtl           control commands and their state
+//   /<image>/partitions/pN.raw kPartition  partition N of the guest disk
 //
 // Inode numbers are computed, not allocated: image i owns the block
 // (i+1) << 16 and the kind and layer live in the low bits, so lookups need
-// no table and forget needs no bookkeeping. Room is left for partitions/
-// (a later issue) in the same block.
+// no table and forget needs no bookkeeping.
 //
 // Images are probed at mount (header only: cheap even for thousands); the
 // backing chain is opened on first use and kept open until unmount.
@@ -31,24 +31,30 @@
 #include "control.h"
 #include "imagecore/chain.h"
 #include "imagecore/file.h"
+#include "imagecore/partitions.h"
 #include "imagecore/status.h"
 
 namespace imgfs::fs {
 
-enum class NodeKind { kRoot, kImageDir, kDisk, kInfo, kLayersDir, kLayer, kSnapshotsDir, kSnapshot, kCtl, kInvalid };
+enum class NodeKind {
+  kRoot, kImageDir, kDisk, kInfo, kLayersDir, kLayer, kSnapshotsDir, kSnapshot, kCtl, kPartitionsDir, kPartition, kInvalid
+};
 
 constexpr uint64_t kRootIno = 1;
 constexpr unsigned kImageShift = 16;
-constexpr uint64_t kSubDir = 0, kSubDisk = 1, kSubInfo = 2, kSubLayersDir = 3, kSubSnapshotsDir = 4, kSubCtl = 5;
+constexpr uint64_t kSubDir = 0, kSubDisk = 1, kSubInfo = 2, kSubLayersDir = 3, kSubSnapshotsDir = 4, kSubCtl = 5,
+                   kSubPartitionsDir = 6;
 constexpr uint64_t kSubLayerBase = 0x100;  // + depth, depth < 64
 constexpr uint64_t kMaxLayers = 64;
 constexpr uint64_t kSubSnapshotBase = 0x1000;  // + index in the snapshot table
 constexpr uint64_t kMaxSnapshotViews = 0xe000;
+constexpr uint64_t kSubPartitionBase = 0xf000;  // + partition number
+constexpr uint64_t kMaxPartitionNumber = 0x1000;
 
 struct NodeRef {
   NodeKind kind = NodeKind::kInvalid;
   size_t image = 0;  // index into images
-  size_t depth = 0;  // kLayer: depth; kSnapshot: index in the snapshot table
+  size_t depth = 0;  // kLayer: depth; kSnapshot: index in the snapshot table; kPartition: its number
 };
 
 uint64_t InoOf(NodeKind kind, size_t image, size_t depth = 0);
@@ -66,6 +72,7 @@ struct ImageEntry {
   uint64_t file_ino = 0, file_dev = 0;   // the image file when it was probed
   std::atomic<bool> removed{false};      // gone from SOURCE; its index is never reused
   Control control;                       // the ctl file's commands
+  std::atomic<int> open_partition_views{0};  // writes to disk.raw then invalidate them
 
   std::mutex mu;                  // guards chain, open_error, snapshot_chains, claimed, stamp
   std::shared_ptr<Chain> chain;   // opened at mount (read-only backing files: on first use)
@@ -109,6 +116,8 @@ class Namespace {
   // ImageEntry::claimed). ReadOnly or Busy (naming the holder) if it may
   // not be written.
   Status ClaimForWrite(size_t i);
+  // The partitions of image i's disk, read from its partition table now.
+  Result<std::vector<Partition>> Partitions(size_t i);
   // Why image i may not be written now, or "" if it may.
   std::string WhyReadOnly(size_t i);
   // Internal snapshots of image i, and their view file names.

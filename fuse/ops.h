@@ -22,8 +22,11 @@ struct FsContext {
 // What fi->fh points at for an open file.
 struct OpenFile {
   NodeRef node;
-  std::shared_ptr<Chain> chain;  // disk and layer views
+  std::shared_ptr<Chain> chain;  // disk, layer, snapshot and partition views
   size_t depth = 0;
+  // A partition view shows the disk's bytes [shift, shift + limit).
+  uint64_t shift = 0;
+  uint64_t limit = UINT64_MAX;
   bool writable = false;
   std::string content;           // info.json, rendered at open
 };
@@ -41,6 +44,9 @@ void OpStatfs(fuse_req_t req, fuse_ino_t ino);
 bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err);
 std::string InfoJsonOf(FsContext& ctx, size_t image);
 bool HasSnapshotsDir(FsContext& ctx, size_t image);
+// "p<N>.raw", and partition N of an image's disk as its table says now.
+std::string PartitionName(unsigned number);
+Result<Partition> FindPartition(FsContext& ctx, size_t image, unsigned number);
 
 // Extended attributes (ops_xattr.cpp)
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);

@@ -47,6 +47,7 @@ bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* o
       out->push_back({"info.json", InoOf(NodeKind::kInfo, node.image), S_IFREG});
       out->push_back({"ctl", InoOf(NodeKind::kCtl, node.image), S_IFREG});
       out->push_back({"layers", InoOf(NodeKind::kLayersDir, node.image), S_IFDIR});
+      out->push_back({"partitions", InoOf(NodeKind::kPartitionsDir, node.image), S_IFDIR});
       if (HasSnapshotsDir(ctx, node.image))
         out->push_back({"snapshots", InoOf(NodeKind::kSnapshotsDir, node.image), S_IFDIR});
       return true;
@@ -73,6 +74,18 @@ bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* o
         out->push_back({names[k], InoOf(NodeKind::kSnapshot, node.image, k), S_IFREG});
       return true;
     }
+    case NodeKind::kPartitionsDir: {
+      out->push_back({"..", InoOf(NodeKind::kImageDir, node.image), S_IFDIR});
+      auto parts = ctx.ns.Partitions(node.image);
+      if (!parts.ok()) {
+        *err = ErrnoOf(parts.status());
+        return false;
+      }
+      for (const Partition& p : parts.value())
+        if (p.number < kMaxPartitionNumber)
+          out->push_back({PartitionName(p.number), InoOf(NodeKind::kPartition, node.image, p.number), S_IFREG});
+      return true;
+    }
     default:
       *err = ENOTDIR;
       return false;
@@ -80,6 +93,15 @@ bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* o
 }
 
 }  // namespace
+
+std::string PartitionName(unsigned number) { return "p" + std::to_string(number) + ".raw"; }
+
+Result<Partition> FindPartition(FsContext& ctx, size_t image, unsigned number) {
+  IMGFS_ASSIGN_OR_RETURN(auto parts, ctx.ns.Partitions(image));
+  for (const Partition& p : parts)
+    if (p.number == number) return p;
+  return NotFound("no partition " + std::to_string(number));
+}
 
 bool HasSnapshotsDir(FsContext& ctx, size_t image) { return ctx.ns.image(image).format == "qcow2"; }
 
@@ -131,6 +153,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
       [[fallthrough]];
     case NodeKind::kImageDir:
     case NodeKind::kLayersDir:
+    case NodeKind::kPartitionsDir:
       st->st_mode = S_IFDIR | 0755;
       st->st_nlink = node.kind == NodeKind::kImageDir ? 3 : 2;
       return true;
@@ -140,6 +163,18 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
       st->st_size = static_cast<off_t>(e.virtual_size);
       st->st_blocks = static_cast<blkcnt_t>(f.value().allocated / 512);
       return true;
+    case NodeKind::kPartition: {
+      auto p = FindPartition(ctx, node.image, unsigned(node.depth));
+      if (!p.ok()) {
+        *err = ErrnoOf(p.status());
+        return false;
+      }
+      st->st_mode = S_IFREG | (e.read_only ? ro_perm : file_perm);
+      st->st_nlink = 1;
+      st->st_size = static_cast<off_t>(p.value().length);
+      st->st_blocks = 0;  // its clusters are counted on disk.raw
+      return true;
+    }
     case NodeKind::kCtl:
       // Written to run commands, read for their state (direct I/O, so the
       // size says nothing; 0 like /proc files).
@@ -204,6 +239,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       else if (n == "info.json") child = {NodeKind::kInfo, p.image, 0};
       else if (n == "ctl") child = {NodeKind::kCtl, p.image, 0};
       else if (n == "layers") child = {NodeKind::kLayersDir, p.image, 0};
+      else if (n == "partitions") child = {NodeKind::kPartitionsDir, p.image, 0};
       else if (n == "snapshots" && HasSnapshotsDir(ctx, p.image)) child = {NodeKind::kSnapshotsDir, p.image, 0};
       break;
     case NodeKind::kSnapshotsDir: {
@@ -215,6 +251,14 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       auto names = ops::SnapshotFileNames(snaps.value());
       for (size_t k = 0; k < names.size() && k < kMaxSnapshotViews; ++k)
         if (names[k] == n) child = {NodeKind::kSnapshot, p.image, k};
+      break;
+    }
+    case NodeKind::kPartitionsDir: {
+      // "p<N>.raw"
+      if (n.size() > 5 && n[0] == 'p' && n.compare(n.size() - 4, 4, ".raw") == 0) {
+        const unsigned num = unsigned(std::strtoul(n.c_str() + 1, nullptr, 10));
+        if (num && num < kMaxPartitionNumber && PartitionName(num) == n) child = {NodeKind::kPartition, p.image, num};
+      }
       break;
     }
     case NodeKind::kLayersDir: {
@@ -269,7 +313,12 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
       return;
     }
     if (node.kind != NodeKind::kDisk) {
-      const bool file = node.kind == NodeKind::kLayer || node.kind == NodeKind::kInfo || node.kind == NodeKind::kSnapshot;
+      const bool file = node.kind == NodeKind::kLayer || node.kind == NodeKind::kInfo ||
+                        node.kind == NodeKind::kSnapshot || node.kind == NodeKind::kPartition;
+      if (node.kind == NodeKind::kPartition && attr->st_size == st.st_size) {
+        fuse_reply_attr(req, &st, kAttrTimeout);  // O_TRUNC-like no-op; a partition's size is the table's
+        return;
+      }
       fuse_reply_err(req, file ? EROFS : EISDIR);
       return;
     }

@@ -30,6 +30,32 @@ const char* ZeroBuffer() {
 
 OpenFile* Of(fuse_file_info* fi) { return reinterpret_cast<OpenFile*>(fi->fh); }
 
+// The size of what the open file shows (a partition: its part of the disk).
+uint64_t ViewSize(const OpenFile& of) {
+  const uint64_t disk = of.chain->VirtualSize(of.depth);
+  return of.shift >= disk ? 0 : std::min(of.limit, disk - of.shift);
+}
+
+// Pages other views cache of bytes a write just changed: disk.raw's for a
+// write through a partition, open partitions' for one through disk.raw.
+void InvalidateOtherViews(FsContext& ctx, const OpenFile& of, uint64_t disk_off, uint64_t len) {
+  if (of.node.kind == NodeKind::kPartition) {
+    if (ctx.se)
+      fuse_lowlevel_notify_inval_inode(ctx.se, InoOf(NodeKind::kDisk, of.node.image), static_cast<off_t>(disk_off),
+                                       static_cast<off_t>(len));
+    return;
+  }
+  if (ctx.ns.image(of.node.image).open_partition_views.load() == 0) return;
+  auto parts = ctx.ns.Partitions(of.node.image);
+  if (!parts.ok()) return;
+  for (const Partition& p : parts.value()) {
+    if (disk_off + len <= p.offset || disk_off >= p.offset + p.length || !ctx.se) continue;
+    const uint64_t from = std::max(disk_off, p.offset), to = std::min(disk_off + len, p.offset + p.length);
+    fuse_lowlevel_notify_inval_inode(ctx.se, InoOf(NodeKind::kPartition, of.node.image, p.number),
+                                     static_cast<off_t>(from - p.offset), static_cast<off_t>(to - from));
+  }
+}
+
 void ReplyStatus(fuse_req_t req, const Status& st) { fuse_reply_err(req, ErrnoOf(st)); }
 
 }  // namespace
@@ -46,6 +72,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   of->node = node;
   switch (node.kind) {
     case NodeKind::kDisk:
+    case NodeKind::kPartition:
     case NodeKind::kLayer: {
       if (want_write && (node.kind == NodeKind::kLayer || ctx.ns.image(node.image).read_only)) {
         fuse_reply_err(req, EROFS);
@@ -66,13 +93,23 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         ReplyStatus(req, chain.status());
         return;
       }
-      if (node.depth >= chain.value()->depth()) {
+      if (node.kind == NodeKind::kLayer && node.depth >= chain.value()->depth()) {
         fuse_reply_err(req, ENOENT);
         return;
       }
       of->chain = chain.value();
-      of->depth = node.depth;
+      of->depth = node.kind == NodeKind::kLayer ? node.depth : 0;
       of->writable = want_write;
+      if (node.kind == NodeKind::kPartition) {
+        auto part = FindPartition(ctx, node.image, unsigned(node.depth));
+        if (!part.ok()) {
+          ReplyStatus(req, part.status());
+          return;
+        }
+        of->shift = part.value().offset;
+        of->limit = part.value().length;
+        ++ctx.ns.image(node.image).open_partition_views;
+      }
       // disk.raw changes only through this mount, so its page cache stays
       // right across opens; a layer view shares bytes with disk.raw under
       // another inode, so it starts fresh at every open.
@@ -121,7 +158,9 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete Of(fi);
+  OpenFile* of = Of(fi);
+  if (of->node.kind == NodeKind::kPartition) --Ctx(req).ns.image(of->node.image).open_partition_views;
+  delete of;
   fuse_reply_err(req, 0);
 }
 
@@ -146,12 +185,13 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
     return;
   }
   const Chain& chain = *of->chain;
-  const uint64_t vsize = chain.VirtualSize(of->depth);
+  const uint64_t vsize = ViewSize(*of);
   if (off < 0 || static_cast<uint64_t>(off) >= vsize) {
     fuse_reply_buf(req, nullptr, 0);
     return;
   }
   size = std::min<uint64_t>(size, vsize - static_cast<uint64_t>(off));
+  off += static_cast<off_t>(of->shift);  // from here on: disk offsets
 
   // One buffer per resolved run: the image file itself for verbatim data
   // (spliced by the kernel), the zero page for holes, memory otherwise.
@@ -261,12 +301,22 @@ void OpWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off
     fuse_reply_err(req, EINVAL);
     return;
   }
-  Status st = of->chain->Write(static_cast<uint64_t>(off), buf, size);
+  if (of->shift || of->limit != UINT64_MAX) {  // a partition: its end is a wall
+    const uint64_t vsize = ViewSize(*of);
+    if (static_cast<uint64_t>(off) >= vsize) {
+      fuse_reply_err(req, ENOSPC);
+      return;
+    }
+    size = std::min<uint64_t>(size, vsize - static_cast<uint64_t>(off));
+  }
+  const uint64_t disk_off = static_cast<uint64_t>(off) + of->shift;
+  Status st = of->chain->Write(disk_off, buf, size);
   if (!st.ok()) {
     if (st.code() != Code::kNoSpace) Log(LogLevel::kError, "write failed: " + st.message());
     ReplyStatus(req, st);
     return;
   }
+  InvalidateOtherViews(Ctx(req), *of, disk_off, size);
   fuse_reply_write(req, size);
 }
 
@@ -275,7 +325,8 @@ void OpWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off
 // grows the disk, as it grows a file.
 void OpFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
   OpenFile* of = Of(fi);
-  if (!of->chain || of->node.kind != NodeKind::kDisk) {
+  const bool part = of->node.kind == NodeKind::kPartition;
+  if (!of->chain || (of->node.kind != NodeKind::kDisk && !part)) {
     fuse_reply_err(req, of->chain ? EROFS : EOPNOTSUPP);
     return;
   }
@@ -290,7 +341,11 @@ void OpFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fus
   FsContext& ctx = Ctx(req);
   ImageEntry& e = ctx.ns.image(of->node.image);
   const uint64_t begin = static_cast<uint64_t>(off), end = begin + static_cast<uint64_t>(len);
-  const uint64_t size = of->chain->VirtualSize();
+  const uint64_t size = ViewSize(*of);
+  if (part && !(mode & FALLOC_FL_KEEP_SIZE) && end > size) {
+    fuse_reply_err(req, ENOSPC);  // a partition does not grow
+    return;
+  }
   const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
   if ((mode & ~known) || ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE))) {
     fuse_reply_err(req, EOPNOTSUPP);
@@ -303,7 +358,8 @@ void OpFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fus
     InvalidateInode(ctx, InoOf(NodeKind::kLayer, of->node.image, 0));
   }
   if (st.ok() && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) && begin < size) {
-    st = of->chain->WriteZeroes(begin, std::min(end, size) - begin, (mode & FALLOC_FL_PUNCH_HOLE) != 0);
+    st = of->chain->WriteZeroes(begin + of->shift, std::min(end, size) - begin, (mode & FALLOC_FL_PUNCH_HOLE) != 0);
+    if (st.ok()) InvalidateOtherViews(ctx, *of, begin + of->shift, std::min(end, size) - begin);
   }
   if (!st.ok()) Log(LogLevel::kWarning, e.name + ": fallocate: " + st.message());
   ReplyStatus(req, st);
@@ -323,22 +379,24 @@ void OpLseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* 
     return;
   }
   const Chain& chain = *of->chain;
-  const uint64_t size = chain.VirtualSize(of->depth);
+  const uint64_t size = ViewSize(*of);
   if (off < 0 || static_cast<uint64_t>(off) >= size) {
     fuse_reply_err(req, ENXIO);
     return;
   }
-  uint64_t pos = static_cast<uint64_t>(off);
-  while (pos < size) {
+  // Disk offsets inside the loop, view offsets in the replies.
+  uint64_t pos = static_cast<uint64_t>(off) + of->shift;
+  const uint64_t end = of->shift + size;
+  while (pos < end) {
     Resolved r;
-    Status st = chain.Resolve(of->depth, pos, size - pos, &r);
+    Status st = chain.Resolve(of->depth, pos, end - pos, &r);
     if (!st.ok()) {
       ReplyStatus(req, st);
       return;
     }
     const bool is_data = r.kind != Resolved::kZero;
     if (is_data == (whence == SEEK_DATA)) {
-      fuse_reply_lseek(req, static_cast<off_t>(pos));
+      fuse_reply_lseek(req, static_cast<off_t>(pos - of->shift));
       return;
     }
     pos += r.length;

@@ -76,8 +76,8 @@ for img in "${!LAYERS[@]}"; do
     [[ -f $d/info.json ]] || fail "$img/info.json missing"
     got=$(cd "$d" && ls -1A | sort | tr '\n' ' ')
     # qcow2 images also have snapshots/ (internal snapshots as files)
-    want="ctl disk.raw info.json layers "
-    [[ $(head -c 4 "$SRC/$img" | od -An -tx1 | tr -d ' \n') == 514649fb ]] && want="ctl disk.raw info.json layers snapshots "
+    want="ctl disk.raw info.json layers partitions "
+    [[ $(head -c 4 "$SRC/$img" | od -An -tx1 | tr -d ' \n') == 514649fb ]] && want="ctl disk.raw info.json layers partitions snapshots "
     [[ $got == "$want" ]] || fail "$img/ contains '$got', expected '$want'"
     got=$(cd "$d/layers" && ls -1A | sort | tr '\n' ' ')
     [[ $got == "${LAYERS[$img]}" ]] || fail "$img/layers contains '$got', expected '${LAYERS[$img]}'"
