@@ -11,7 +11,7 @@ namespace imgfs::cli {
 // (unless -d); with -b FILE is left as it is, as qemu-img does.
 Runner AddCommit(CLI::App& app) {
   struct Args {
-    std::string file, format, base;
+    std::string file, format, base, cache;
     bool keep = false, progress = false, quiet = false;
   };
   auto a = std::make_shared<Args>();
@@ -20,6 +20,7 @@ Runner AddCommit(CLI::App& app) {
   app.add_flag("-p", a->progress, "show progress");
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
   app.add_option("-f,--format", a->format, "image format (default: probe)");
+  app.add_option("-t", a->cache, "cache mode (accepted for qemu-img compatibility; imgfs writes through its own path)");
   app.add_option("FILE", a->file, "the image")->required();
   return [a, b] {
     const bool show = a->progress && !a->quiet;

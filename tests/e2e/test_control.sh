@@ -149,6 +149,8 @@ cmp -s <(pread_fd $held 0 $((3 * M))) "$T/before.head" ||
     fail "after apply, the handle opened before still reads the new bytes (page cache not invalidated)"
 cmp -s <(head -c $((3 * M)) "$VM/disk.raw") "$T/before.head" || fail "after apply, disk.raw does not read as before"
 [[ $(stat -c %s "$VM/disk.raw") == $((128 * M)) ]] || fail "size after apply"
+echo "snapshot apply second" > "$VM/ctl"
+[[ $(pread_fd $held $((1 * M)) 8) == "new data" ]] || fail "after apply by ctl, the open handle does not read the snapshot's bytes"
 echo "snapshot delete before" > "$VM/ctl"
 [[ ! -e $VM/snapshots/before.raw ]] || fail "snapshots/before.raw still there after delete"
 [[ -f $VM/snapshots/second.raw ]] || fail "snapshots/second.raw gone after deleting 'before'"
