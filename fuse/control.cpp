@@ -146,6 +146,8 @@ void Control::Finish(const Command& cmd, const Status& st, const std::string& de
 }
 
 Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
+  std::unique_lock<std::mutex> run(run_mu_, std::try_to_lock);
+  if (!run.owns_lock()) return Busy("busy: another control command is running on this image");
   {
     std::lock_guard<std::mutex> l(mu_);
     if (busy_) return Busy("busy: " + running_ + " is running on this image");

@@ -52,6 +52,7 @@ class Control {
   Status StartCommit(FsContext& ctx, size_t image, const Command& cmd);
   Status StartCheck(FsContext& ctx, size_t image, const Command& cmd);
 
+  std::mutex run_mu_;      // one Run at a time per image (a second one gets Busy)
   mutable std::mutex mu_;  // guards everything below
   std::string last_;       // "resize +1G: ok", "commit: error: <reason>"
   std::string running_;    // "" or "commit 37% (1.2 GiB of 3.2 GiB)"

@@ -178,7 +178,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
     case NodeKind::kCtl:
       // Written to run commands, read for their state (direct I/O, so the
       // size says nothing; 0 like /proc files).
-      st->st_mode = S_IFREG | (e.read_only || ctx.read_only ? 0444 : 0644);
+      st->st_mode = S_IFREG | (ctx.read_only ? 0444 : 0644);
       st->st_nlink = 1;
       st->st_size = 0;
       return true;

@@ -26,7 +26,7 @@ std::string ResolveBackingPath(const std::string& image_path, const std::string&
 class Chain::Below final : public LayerReader {
  public:
   Below(const Chain* chain, size_t d) : chain_(chain), d_(d) {}
-  uint64_t VirtualSize() const override { return d_ < chain_->depth() ? chain_->VirtualSize(d_) : 0; }
+  uint64_t VirtualSize() const override { return d_ < chain_->depth() ? chain_->VirtualSizeUnlocked(d_) : 0; }
   // Called by a layer's Write or by Commit, under io_mu_ already.
   Status Read(uint64_t off, void* buf, size_t len) const override {
     return chain_->ReadUnlocked(d_, off, buf, len);
@@ -127,7 +127,17 @@ Status Chain::ResolveUnlocked(size_t d, uint64_t off, uint64_t len, Resolved* ou
   return Status::OK();
 }
 
+uint64_t Chain::VirtualSize(size_t d) const {
+  SharedLock l(io_mu_);
+  return layers_[d]->VirtualSize();
+}
+
 Status Chain::ReadResolved(const Resolved& r, uint64_t off, void* buf) const {
+  SharedLock l(io_mu_);
+  return ReadResolvedUnlocked(r, off, buf);
+}
+
+Status Chain::ReadResolvedUnlocked(const Resolved& r, uint64_t off, void* buf) const {
   switch (r.kind) {
     case Resolved::kData: return r.file->PRead(r.host_offset, buf, r.length);
     case Resolved::kZero: std::memset(buf, 0, r.length); return Status::OK();
@@ -151,7 +161,7 @@ Status Chain::ReadUnlocked(size_t d, uint64_t off, void* buf, size_t len) const 
     }
     Resolved r;
     IMGFS_RETURN_IF_ERROR(ResolveUnlocked(d, off, std::min<uint64_t>(len, size - off), &r));
-    IMGFS_RETURN_IF_ERROR(ReadResolved(r, off, p));
+    IMGFS_RETURN_IF_ERROR(ReadResolvedUnlocked(r, off, p));
     p += r.length;
     off += r.length;
     len -= r.length;
@@ -305,7 +315,7 @@ Status Chain::CopyUp(size_t base, const Progress& progress) {
       if (r.kind == Resolved::kZero) {
         IMGFS_RETURN_IF_ERROR(target.WriteZeroes(off, r.length, false, below(base)));
       } else {
-        IMGFS_RETURN_IF_ERROR(ReadResolved(r, off, buf.get()));
+        IMGFS_RETURN_IF_ERROR(ReadResolvedUnlocked(r, off, buf.get()));
         IMGFS_RETURN_IF_ERROR(target.Write(off, buf.get(), r.length, below(base)));
       }
       done += r.length;

@@ -47,7 +47,7 @@ class Chain {
   size_t depth() const { return layers_.size(); }
   Image& layer(size_t d) const { return *layers_[d]; }
   const std::string& layer_path(size_t d) const { return paths_[d]; }
-  uint64_t VirtualSize(size_t d = 0) const { return layers_[d]->VirtualSize(); }
+  uint64_t VirtualSize(size_t d = 0) const;
 
   // The run at `off` of the disk seen from layer `d` down. REQUIRES: off <
   // VirtualSize(d). Bytes below every layer (or past a smaller backing
@@ -80,6 +80,8 @@ class Chain {
   Chain() = default;
   Status ResolveUnlocked(size_t d, uint64_t off, uint64_t len, Resolved* out) const;
   Status ReadUnlocked(size_t d, uint64_t off, void* buf, size_t len) const;
+  Status ReadResolvedUnlocked(const Resolved& r, uint64_t off, void* buf) const;
+  uint64_t VirtualSizeUnlocked(size_t d) const { return layers_[d]->VirtualSize(); }
   // What lies below layer d, for copy-on-write; null at the bottom.
   const LayerReader* below(size_t d) const;
   // Replaces layer d by the same file opened again (writable or not).
