@@ -148,7 +148,10 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
     entry->file_dev = st.value().dev;
   }
   entry->chain = std::shared_ptr<Chain>(std::move(chain).value());
-  if (!entry->read_only) Unclaim(*entry);
+  if (!entry->read_only) {
+    if (claim_at_mount_) entry->claimed = true;  // the writable open took it; it stays
+    else Unclaim(*entry);
+  }
   if (entry->read_only && !read_only)
     Log(LogLevel::kInfo, "serving " + path + " read-only: " + entry->read_only_reason);
   *out = std::move(entry);
@@ -177,8 +180,9 @@ void Namespace::ProtectBackingOf(size_t i) {
     if (j != i && !image(j).removed && BuildsOn(image(i), image(j))) ServeAsBacking(image(j), image(i));
 }
 
-Status Namespace::Scan(const std::string& source, bool read_only) {
+Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_mount) {
   source_ = source;
+  claim_at_mount_ = claim_at_mount;
   read_only_ = read_only;
   IMGFS_ASSIGN_OR_RETURN(io::FileStat st, io::StatPath(source));
   if (!st.is_dir) {
@@ -290,7 +294,8 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
     return e.open_error;
   }
   e.chain = std::shared_ptr<Chain>(std::move(chain).value());
-  if (!e.read_only && !e.claimed) Unclaim(e);
+  if (!e.read_only && !e.claimed && !claim_at_mount_) Unclaim(e);
+  if (!e.read_only && claim_at_mount_) e.claimed = true;
   if (e.chain->depth() > kMaxLayers) Log(LogLevel::kWarning, e.path + ": only the first 64 layers are shown");
   return e.chain;
 }

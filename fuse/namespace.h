@@ -76,9 +76,10 @@ struct ImageEntry {
 
   std::mutex mu;                  // guards chain, open_error, snapshot_chains, claimed, stamp
   std::shared_ptr<Chain> chain;   // opened at mount (read-only backing files: on first use)
-  // Whether the mount holds QEMU's write claim on the image. It is taken
-  // at the first write (open for writing, control), kept until unmount,
-  // and not held before: until then a VM may use the image.
+  // Whether the mount holds QEMU's write claim on the image: from the scan
+  // on (the default), or with -o claim=write from the first write (open
+  // for writing, control) on, so that until then a VM may use the image.
+  // Kept until unmount.
   bool claimed = false;
   // The file's mtime and size when the claim was given up at mount: if
   // they differ when it is taken, someone else wrote the image meanwhile
@@ -94,7 +95,9 @@ class Namespace {
   // Scans SOURCE (a directory, or one image file). Files that are not
   // images are skipped; images that cannot be opened are left out; both
   // are logged with the reason. Fails only if SOURCE itself is unusable.
-  Status Scan(const std::string& source, bool read_only);
+  // With `claim_at_mount`, every writable image is claimed (QEMU's locks)
+  // from the scan on; else only when the mount first writes it.
+  Status Scan(const std::string& source, bool read_only, bool claim_at_mount = true);
 
   // Images ever listed, removed ones included (their slots stay, so an
   // index - and the inodes made from it - never means another image).
@@ -155,6 +158,7 @@ class Namespace {
   bool read_only_ = false;
   bool is_dir_ = false;
   bool scanning_ = false;  // Scan is adding: backing protection runs once at its end
+  bool claim_at_mount_ = true;
   std::unique_ptr<std::unique_ptr<ImageEntry>[]> chunks_[kMaxChunks];
   std::atomic<size_t> count_{0};
   mutable std::mutex names_mu_;                      // guards by_name_

@@ -176,18 +176,27 @@ int RunMount(const MountConfig& cfg) {
   ctx.read_only = cfg.read_only;
   // imgfs's own -o options; the rest go to FUSE.
   std::string fuse_options;
+  bool claim_at_mount = true;
   for (size_t start = 0; start <= cfg.fuse_options.size();) {
     size_t comma = cfg.fuse_options.find(',', start);
     if (comma == std::string::npos) comma = cfg.fuse_options.size();
     const std::string o = cfg.fuse_options.substr(start, comma - start);
     start = comma + 1;
     if (o.empty()) continue;
-    if (o == "allow_shrink") ctx.allow_shrink = true;
-    else fuse_options += (fuse_options.empty() ? "" : ",") + o;
+    if (o == "allow_shrink") {
+      ctx.allow_shrink = true;
+    } else if (o == "claim=mount" || o == "claim=write") {
+      claim_at_mount = o == "claim=mount";
+    } else if (o.rfind("claim=", 0) == 0) {
+      std::fprintf(stderr, "imgfs: -o %s: claim is 'mount' or 'write'\n", o.c_str());
+      return 1;
+    } else {
+      fuse_options += (fuse_options.empty() ? "" : ",") + o;
+    }
   }
   // Absolute, because the daemon leaves the working directory.
   const std::string source = io::RealPath(cfg.source);
-  Status st = ctx.ns.Scan(source, cfg.read_only);
+  Status st = ctx.ns.Scan(source, cfg.read_only, claim_at_mount);
   if (!st.ok()) {
     std::fprintf(stderr, "imgfs: %s\n", st.message().c_str());
     return 1;

@@ -2,7 +2,9 @@
 # The mount follows SOURCE live (inotify): images created, copied in,
 # renamed or deleted there appear and disappear; a removed image that is
 # still open stays readable through that handle until it is closed; an
-# overlay that appears makes its backing image read-only.
+# overlay that appears makes its backing image read-only. Mounted with
+# -o claim=write, so that programs may write images in SOURCE that the
+# mount has not written (qemu-io below), and the mount follows them.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib.sh
@@ -32,7 +34,7 @@ unlisted() { ! ls "$MNT" | grep -qx -- "$1" && [[ ! -e $MNT/$1 ]]; }
 
 qemu-img create -q -f qcow2 "$SRC/a.qcow2" 8M
 qemu-io -f qcow2 -c "write -P 0x61 0 8M" "$SRC/a.qcow2" >/dev/null
-mount_imgfs "$SRC" "$MNT" --log "$T/log"
+mount_imgfs "$SRC" "$MNT" --log "$T/log" -o claim=write
 listed a.qcow2 || fail "a.qcow2 not listed at mount"
 
 log "created and copied in"

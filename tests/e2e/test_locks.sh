@@ -2,13 +2,14 @@
 # Sharing images with QEMU: imgfs takes QEMU's image locks, both ways.
 #  1. qemu-storage-daemon writes an image first: imgfs serves it read-only,
 #     user.imgfs.read_only names the process, writes get EROFS.
-#  2. imgfs writes an image first (the claim is taken at the first write):
+#  2. imgfs mounts an image read-write first (claimed from the mount on):
 #     qemu-storage-daemon cannot open it for writing, qemu-img (without -U)
 #     cannot open it, and the imgfs CLI refuses to change it, pointing at
 #     the mount's ctl file. After imgfs unmounts, QEMU can open it again.
-#  3. An image the mount has not written is free: a VM (qsd) may take it
-#     while mounted; imgfs then refuses to write it and says why; once the
-#     VM is gone imgfs writes it, reading what the VM wrote.
+#  3. With -o claim=write an image the mount has not written is free: a VM
+#     (qsd) may take it while mounted; imgfs then refuses to write it and
+#     says why; once the VM is gone imgfs writes it, reading what the VM
+#     wrote.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib.sh
@@ -70,9 +71,8 @@ echo "   $ro"
 umount_imgfs "$MNT"
 stop_qsd
 
-log "2. imgfs writes vm.qcow2; then QEMU and the CLI try"
+log "2. imgfs has vm.qcow2 mounted read-write; then QEMU and the CLI try"
 mount_imgfs "$SRC" "$MNT"
-exec {w}<>"$MNT/vm.qcow2/disk.raw"   # a writer: the mount claims the image
 if start_qsd "$SRC/vm.qcow2" "$T/export"; then fail "qemu-storage-daemon exported an image imgfs is writing"; fi
 grep -qi "lock" "$T/qsd.log" || fail "qsd failed for another reason: $(cat "$T/qsd.log")"
 echo "   qsd: $(head -1 "$T/qsd.log")"
@@ -86,15 +86,19 @@ for cmd in "resize $SRC/vm.qcow2 +1M" "snapshot -c s $SRC/vm.qcow2" "commit $SRC
 done
 echo "   CLI: $(cat "$T/out")"
 "$IMGFS" info "$SRC/vm.qcow2" >/dev/null || fail "imgfs info (read-only) refused a mounted image"
-exec {w}>&-
+qemu-img create -q -f qcow2 "$T/new.qcow2" 1M && mv "$T/new.qcow2" "$SRC/new.qcow2"
+for i in $(seq 1 50); do [[ -d $MNT/new.qcow2 ]] && break; sleep 0.1; done
+[[ -d $MNT/new.qcow2 ]] || fail "new.qcow2 did not appear"
+if qemu-img info "$SRC/new.qcow2" >/dev/null 2>&1; then fail "an image that appeared in SOURCE is not claimed"; fi
+echo "   an image moved into SOURCE is claimed as it appears"
 umount_imgfs "$MNT"
 
 log "after unmount QEMU can open it again"
 start_qsd "$SRC/vm.qcow2" "$T/export" || fail "qsd cannot export vm.qcow2 after imgfs unmounted: $(cat "$T/qsd.log")"
 stop_qsd
 
-log "3. an image the mount has not written: a VM may take it"
-mount_imgfs "$SRC" "$MNT"
+log "3. -o claim=write: an image the mount has not written is free for a VM"
+mount_imgfs "$SRC" "$MNT" -o claim=write
 [[ $(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/free.qcow2/disk.raw") == 0 ]] ||
     fail "free.qcow2 not writable before qsd"
 start_qsd "$SRC/free.qcow2" "$T/export" || fail "qsd could not export free.qcow2 while mounted (unwritten): $(cat "$T/qsd.log")"
