@@ -30,6 +30,8 @@ const char* ZeroBuffer() {
 
 OpenFile* Of(fuse_file_info* fi) { return reinterpret_cast<OpenFile*>(fi->fh); }
 
+constexpr off_t kPrefetch = 2 << 20;
+
 // The size of what the open file shows (a partition: its part of the disk).
 uint64_t ViewSize(const OpenFile& of) {
   const uint64_t disk = of.chain->VirtualSize(of.depth);
@@ -246,6 +248,14 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
     }
     bufs.push_back(b);
     pos += r.length;
+  }
+  // Sequential readers come back for what follows: ask the host to start
+  // reading the image file past the last spliced run now, so its disk works
+  // while this reply travels (the kernel's own readahead on the image file
+  // is small and starts only when the next request arrives).
+  if (!bufs.empty() && (bufs.back().flags & FUSE_BUF_IS_FD)) {
+    const fuse_buf& last = bufs.back();
+    posix_fadvise(last.fd, last.pos + static_cast<off_t>(last.size), kPrefetch, POSIX_FADV_WILLNEED);
   }
   std::vector<Status> results(deferred.size());
   ParallelFor(deferred.size(), [&](size_t i) {
