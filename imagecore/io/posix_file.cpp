@@ -117,6 +117,10 @@ class PosixFile final : public File {
   Status CheckClaim() const override { return io::CheckClaim(fd_, path()); }
   void DropClaim() override { io::DropClaim(fd_); }
 
+  void WillNeed(uint64_t off, uint64_t n) const override {
+    ::posix_fadvise(fd_, static_cast<off_t>(off), static_cast<off_t>(n), POSIX_FADV_WILLNEED);
+  }
+
   void StartWriteback(uint64_t off, uint64_t n) override {
     ::sync_file_range(fd_, static_cast<off_t>(off), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
   }

@@ -17,6 +17,7 @@
 // refcount that is already durable; a crash leaves at worst leaked clusters.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -172,6 +173,10 @@ class Qcow2Image final : public Image {
 
   std::vector<SnapshotEntry> snapshots_;  // GUARDED_BY(meta_mu_) once open
   uint64_t snapshot_table_bytes_ = 0;     // GUARDED_BY(meta_mu_)
+
+  // Where the last read-ahead hint for compressed data ended (a hint only:
+  // races between readers cost at most a repeated hint).
+  mutable std::atomic<uint64_t> prefetched_until_{0};
 
   std::mutex meta_mu_;
   std::vector<uint64_t> l1_;          // GUARDED_BY(meta_mu_), host byte order

@@ -162,6 +162,15 @@ Status Qcow2Image::ReadCompressedCluster(uint64_t entry, uint8_t* out) {
   const uint64_t host = cr.host, in_len = cr.bytes;
   if (host + in_len > file_->Size() + 512)
     return Corrupt(file_->path() + ": compressed cluster lies past the end of the file");
+  // Compressed clusters are read one small piece at a time; a sequential
+  // reader soon wants what follows, so the host starts on it early.
+  constexpr uint64_t kAhead = 4 << 20;
+  const uint64_t end = host + in_len;
+  uint64_t until = prefetched_until_.load(std::memory_order_relaxed);
+  if (end + kAhead / 2 > until || end + 2 * kAhead < until) {
+    prefetched_until_.store(end + kAhead, std::memory_order_relaxed);
+    file_->WillNeed(end, kAhead);
+  }
   std::vector<uint8_t> in(in_len);
   IMGFS_RETURN_IF_ERROR(file_->PRead(host, in.data(), in_len));
   Status st = header_.compression_type == 1 ? ZstdDecompress(in.data(), in_len, out, cluster_size_)

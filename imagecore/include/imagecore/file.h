@@ -43,6 +43,8 @@ class File {
   // Asks the host to start writing [off, off+n) back now, without waiting,
   // so that a later Sync has less left to do. A hint: may do nothing.
   virtual void StartWriteback(uint64_t off, uint64_t n) {}
+  // Tells the host [off, off+n) will be read soon, so it can start now. A hint.
+  virtual void WillNeed(uint64_t off, uint64_t n) const {}
   // Makes every completed PWrite durable (fdatasync).
   virtual Status Sync() = 0;
   // Bytes the host really stores for this file (st_blocks * 512).
