@@ -5,6 +5,7 @@
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -27,6 +28,7 @@ struct OpenFile {
   // A partition view shows the disk's bytes [shift, shift + limit).
   uint64_t shift = 0;
   uint64_t limit = UINT64_MAX;
+  std::atomic<uint64_t> next_offset{0};  // where a sequential reader reads next (disk offset)
   bool writable = false;
   std::string content;           // info.json, rendered at open
 };

@@ -253,7 +253,10 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
   // reading the image file past the last spliced run now, so its disk works
   // while this reply travels (the kernel's own readahead on the image file
   // is small and starts only when the next request arrives).
-  if (!bufs.empty() && (bufs.back().flags & FUSE_BUF_IS_FD)) {
+  // Only for a reader that continues where it stopped: random readers would
+  // pay for 2 MiB they never read.
+  const bool sequential = of->next_offset.exchange(static_cast<uint64_t>(off) + size) == static_cast<uint64_t>(off);
+  if (sequential && !bufs.empty() && (bufs.back().flags & FUSE_BUF_IS_FD)) {
     const fuse_buf& last = bufs.back();
     posix_fadvise(last.fd, last.pos + static_cast<off_t>(last.size), kPrefetch, POSIX_FADV_WILLNEED);
   }

@@ -105,9 +105,18 @@ Status Chain::Resolve(size_t d, uint64_t off, uint64_t len, Resolved* out) const
 }
 
 Status Chain::ResolveUnlocked(size_t d, uint64_t off, uint64_t len, Resolved* out) const {
-  for (; d < layers_.size(); ++d) {
+  bool decided;
+  return ResolveAbove(d, layers_.size(), off, len, out, &decided);
+}
+
+Status Chain::ResolveAbove(size_t d, size_t stop, uint64_t off, uint64_t len, Resolved* out, bool* decided) const {
+  for (; d < stop; ++d) {
     const uint64_t size = layers_[d]->VirtualSize();
-    if (off >= size) break;  // past a smaller backing file: zeros
+    if (off >= size) {  // past a smaller backing file: zeros
+      *out = Resolved{Resolved::kZero, len, nullptr, 0, d};
+      *decided = true;
+      return Status::OK();
+    }
     Extent e;
     IMGFS_RETURN_IF_ERROR(layers_[d]->BlockStatus(off, std::min(len, size - off), &e));
     if (e.kind == ExtentKind::kUnallocated) {
@@ -121,9 +130,11 @@ Status Chain::ResolveUnlocked(size_t d, uint64_t off, uint64_t len, Resolved* ou
     out->kind = e.kind == ExtentKind::kData ? Resolved::kData
                 : e.kind == ExtentKind::kZero ? Resolved::kZero
                                               : Resolved::kOpaque;
+    *decided = true;
     return Status::OK();
   }
-  *out = Resolved{Resolved::kZero, len, nullptr, 0, d};
+  *out = Resolved{Resolved::kZero, len, nullptr, 0, d};  // below every layer: zeros
+  *decided = false;
   return Status::OK();
 }
 
@@ -264,35 +275,8 @@ Status Chain::CopyUp(size_t base, const Progress& progress) {
   Image& target = *layers_[base];
   const uint64_t size = layers_[0]->VirtualSize();
   // The runs layers [0, base) decide: everything not left to `base` down.
-  // A layer smaller than the ones above it reads as zeros past its end.
-  auto next_run = [&](uint64_t off, Resolved* r, bool* above) -> Status {
-    uint64_t len = size - off;
-    for (size_t d = 0; d < base; ++d) {
-      const uint64_t lsize = layers_[d]->VirtualSize();
-      if (off >= lsize) {
-        *r = Resolved{Resolved::kZero, len, nullptr, 0, d};
-        *above = true;
-        return Status::OK();
-      }
-      Extent e;
-      IMGFS_RETURN_IF_ERROR(layers_[d]->BlockStatus(off, std::min(len, lsize - off), &e));
-      if (e.kind == ExtentKind::kUnallocated) {
-        len = e.length;
-        continue;
-      }
-      r->length = e.length;
-      r->depth = d;
-      r->file = e.file;
-      r->host_offset = e.host_offset;
-      r->kind = e.kind == ExtentKind::kData ? Resolved::kData
-                : e.kind == ExtentKind::kZero ? Resolved::kZero
-                                              : Resolved::kOpaque;
-      *above = true;
-      return Status::OK();
-    }
-    r->length = len;
-    *above = false;
-    return Status::OK();
+  auto next_run = [&](uint64_t off, Resolved* r, bool* above) {
+    return ResolveAbove(0, base, off, size - off, r, above);
   };
   uint64_t total = 0;
   for (uint64_t off = 0; off < size;) {

@@ -76,6 +76,20 @@ void ExpectFlushedDataIntact(const Recording& rec, const std::shared_ptr<io::Fil
   EXPECT_EQ(differ, 0u) << "bytes acknowledged by flush read back as zeros";
 }
 
+// A clean close leaves no leaks; every prefix of the writes (kill -9)
+// leaves a consistent image.
+void ExpectEveryPrefixConsistent(const std::vector<uint8_t>& initial, const std::vector<SharedFile::Op>& ops) {
+  Recording rec;
+  rec.initial = initial;
+  rec.ops = ops;
+  uint64_t leaks = 1;
+  ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, rec.ops.size()), &leaks), "");
+  EXPECT_EQ(leaks, 0u) << "a clean close must leave no leaks";
+  const size_t step = std::max<size_t>(1, rec.ops.size() / 400);
+  for (size_t k = 0; k <= rec.ops.size(); k += step)
+    ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, k)), "") << "after " << k << " of " << rec.ops.size() << " writes";
+}
+
 class CrashTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CrashTest, EveryPrefixIsConsistent) {
@@ -134,15 +148,7 @@ TEST_P(CrashTest, SnapshotOperationsAreCrashSafe) {
     scribble(5);
     ASSERT_TRUE(img->Flush().ok());
   }
-  Recording rec;
-  rec.initial = initial;
-  rec.ops = *log;
-  uint64_t leaks = 1;
-  ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, rec.ops.size()), &leaks), "");
-  EXPECT_EQ(leaks, 0u) << "a clean close must leave no leaks";
-  const size_t step = std::max<size_t>(1, rec.ops.size() / 400);
-  for (size_t k = 0; k <= rec.ops.size(); k += step)
-    ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, k)), "") << "after " << k << " of " << rec.ops.size() << " writes";
+  ExpectEveryPrefixConsistent(initial, *log);
 }
 
 // Zeroing, discarding, growing (with a new L1 table), shrinking and
@@ -188,15 +194,7 @@ TEST_P(CrashTest, ResizeAndZeroingAreCrashSafe) {
     ASSERT_TRUE(img->Flush().ok());
     EXPECT_EQ(test::ReadLayer(*img), model) << "content after emptying";
   }
-  Recording rec;
-  rec.initial = initial;
-  rec.ops = *log;
-  uint64_t leaks = 1;
-  ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, rec.ops.size()), &leaks), "");
-  EXPECT_EQ(leaks, 0u) << "a clean close must leave no leaks";
-  const size_t step = std::max<size_t>(1, rec.ops.size() / 400);
-  for (size_t k = 0; k <= rec.ops.size(); k += step)
-    ASSERT_EQ(test::CheckQcow2(*Rebuild(rec, k)), "") << "after " << k << " of " << rec.ops.size() << " writes";
+  ExpectEveryPrefixConsistent(initial, *log);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, CrashTest, ::testing::Values("", "cluster_size=512", "compat=0.10,cluster_size=4k"));

@@ -177,6 +177,7 @@ class Qcow2Image final : public Image {
   // Where the last read-ahead hint for compressed data ended (a hint only:
   // races between readers cost at most a repeated hint).
   mutable std::atomic<uint64_t> prefetched_until_{0};
+  mutable std::atomic<uint64_t> last_compressed_end_{0};
 
   std::mutex meta_mu_;
   std::vector<uint64_t> l1_;          // GUARDED_BY(meta_mu_), host byte order

@@ -163,13 +163,18 @@ Status Qcow2Image::ReadCompressedCluster(uint64_t entry, uint8_t* out) {
   if (host + in_len > file_->Size() + 512)
     return Corrupt(file_->path() + ": compressed cluster lies past the end of the file");
   // Compressed clusters are read one small piece at a time; a sequential
-  // reader soon wants what follows, so the host starts on it early.
+  // reader soon wants what follows, so the host starts on it early. Only
+  // when this piece follows the previous one closely: random reads would
+  // pay for 4 MiB each.
   constexpr uint64_t kAhead = 4 << 20;
   const uint64_t end = host + in_len;
-  uint64_t until = prefetched_until_.load(std::memory_order_relaxed);
-  if (end + kAhead / 2 > until || end + 2 * kAhead < until) {
-    prefetched_until_.store(end + kAhead, std::memory_order_relaxed);
-    file_->WillNeed(end, kAhead);
+  const uint64_t last = last_compressed_end_.exchange(end, std::memory_order_relaxed);
+  if (host >= last && host - last <= 2 * cluster_size_) {
+    const uint64_t until = prefetched_until_.load(std::memory_order_relaxed);
+    if (end + kAhead / 2 > until || end + 2 * kAhead < until) {
+      prefetched_until_.store(end + kAhead, std::memory_order_relaxed);
+      file_->WillNeed(end, kAhead);
+    }
   }
   std::vector<uint8_t> in(in_len);
   IMGFS_RETURN_IF_ERROR(file_->PRead(host, in.data(), in_len));

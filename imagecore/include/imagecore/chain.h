@@ -79,6 +79,9 @@ class Chain {
   class Below;
   Chain() = default;
   Status ResolveUnlocked(size_t d, uint64_t off, uint64_t len, Resolved* out) const;
+  // Resolves through layers [d, stop) only; *decided is false when none of
+  // them decides the run (it is left to the layers below `stop`).
+  Status ResolveAbove(size_t d, size_t stop, uint64_t off, uint64_t len, Resolved* out, bool* decided) const;
   Status ReadUnlocked(size_t d, uint64_t off, void* buf, size_t len) const;
   Status ReadResolvedUnlocked(const Resolved& r, uint64_t off, void* buf) const;
   uint64_t VirtualSizeUnlocked(size_t d) const { return layers_[d]->VirtualSize(); }
