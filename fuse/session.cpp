@@ -224,7 +224,10 @@ int RunMount(const MountConfig& cfg) {
     fuse_session_destroy(se);
     return 1;
   }
-  RaiseReadahead(mp_real, kMaxIo);
+  // Four requests' worth: the kernel then keeps several 1 MiB reads in
+  // flight, so decoding and the host disk overlap with the replies
+  // (cold sequential reads: 1.5-2.3 GB/s against 0.8-1.7 with 1 MiB).
+  RaiseReadahead(mp_real, 4 * kMaxIo);
   std::unique_ptr<PidFile> pid;
   if (!cfg.foreground) {
     // The parent returns only once the mount is in place and the pid file

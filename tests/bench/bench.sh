@@ -305,7 +305,7 @@ start_subject() {
       # imgfs raises its own mount's readahead to max_read (1 MiB); give the
       # ceiling the same, or it would not be a ceiling for buffered reads.
       # qsd is measured as it ships (128 KiB, the kernel's default).
-      echo 1024 > "/sys/class/bdi/$(mountpoint -d "$MNT")/read_ahead_kb" \
+      echo 4096 > "/sys/class/bdi/$(mountpoint -d "$MNT")/read_ahead_kb" \
         || log "ceiling: could not raise read_ahead_kb"
       ;;
   esac
@@ -581,7 +581,7 @@ if dropok != "1":
     print("WARNING: drop_caches was not writable; read numbers may include page-cache hits.")
 print("qsd = qemu-storage-daemon FUSE export (qcow2 over file driver, default cache); "
       "ceiling = bare splice FUSE server over the qemu-img-converted raw file (read-only),"
-      " with read_ahead_kb raised to 1024 as imgfs does for its own mount; qsd keeps the kernel default (128).")
+      " with read_ahead_kb raised to 4096 as imgfs does for its own mount; qsd keeps the kernel default (128).")
 print("(d)/(e) exist only for imgfs. Random reads: %s s per subject per round." % rt)
 b = vals("baseline", "raw")
 if b:
