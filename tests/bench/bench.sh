@@ -4,8 +4,12 @@
 #
 # Metrics (medians over ROUNDS rounds, fresh mounts every round):
 #   (a) sequential read of the whole disk, 1 MiB reads         MiB/s  (higher = better)
+#       cold (caches dropped: the host disk sets the pace) and
+#   (a') warm (the image file in the host page cache, fresh mount: the FUSE
+#       server sets the pace); (h)/(h') the same on a zstd-compressed qcow2
 #   (b) 4 KiB random reads, O_DIRECT, QD1, fio psync           IOPS   (higher = better)
-#       once with the host cache dropped (cold), then again warm
+#       once with the host cache dropped (cold), then (b') with the image
+#       file in the host page cache (warm)
 #   (c) sequential 1 MiB writes of WRITE_MIB into a fresh empty
 #       qcow2 + fsync, wall clock incl. the fsync              MiB/s  (higher = better)
 #   (d) mount time of a directory of NIMAGES small qcow2 images ms    (lower = better)
@@ -332,9 +336,13 @@ stop_subject() {
 
 # ---------------------------------------------------------------- measurements
 # seq read of the whole disk with 1 MiB reads; wall clock around dd
-measure_seqread() {  # SUBJ DISK
+#   cold: caches dropped (the host disk sets the pace);
+#   warm (3rd arg = the file the subject serves): that file is read into the
+#   host page cache first, so the FUSE server itself sets the pace.  The
+#   mount is fresh either way, so nothing of the disk file is cached yet.
+measure_seqread() {  # SUBJ DISK [BACKING_FILE_TO_WARM]
   local t0 t1 bytes out
-  drop_caches
+  if [[ -n "${3:-}" ]]; then cat "$3" > /dev/null; else drop_caches; fi
   t0=$(now_ns)
   out="$(dd if="$2" of=/dev/null bs=1M 2>&1)" || die "$1: dd read failed: $out"
   t1=$(now_ns)
@@ -344,13 +352,14 @@ measure_seqread() {  # SUBJ DISK
 }
 
 # 4 KiB random reads QD1; O_DIRECT, falling back to buffered if refused
-measure_randread() {  # SUBJ DISK [warm] ; prints "IOPS MODE"
+measure_randread() {  # SUBJ DISK [BACKING_FILE_TO_WARM] ; prints "IOPS MODE"
   local subj="$1" disk="$2" warm="${3:-}" direct mode json
   for direct in 1 0; do
     mode=$([[ $direct == 1 ]] && echo direct || echo buffered)
-    # cold: the image file starts out of the host page cache; warm: right
-    # after the cold run, with whatever it brought in (the server's own cache)
-    [[ -n "$warm" ]] || drop_caches
+    # cold: the image file starts out of the host page cache (the host disk
+    # sets the pace); warm: all of it is in the host page cache first (the
+    # FUSE server sets the pace)
+    if [[ -n "$warm" ]]; then cat "$warm" > /dev/null; else drop_caches; fi
     json="$W/fio-rand-$subj.json"
     rm -f "$json"
     if fio --name=randread --filename="$disk" --rw=randread --bs=4k --direct="$direct" \
@@ -455,6 +464,13 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     s="${read_subjects[$(( (k + r - 1) % n ))]}"
     start_subject "$s" ro "$IMG"
     record mount1 "$s" "$READY_MS"
+    # warm first: the fresh mount has nothing cached; the cold read after it
+    # drops every cache itself
+    served="$IMG"; [[ "$s" == ceiling ]] && served="$REF_RAW"
+    vw="$(measure_seqread "$s" "$DISK" "$served")"
+    record seqwarm "$s" "$vw"
+    stop_subject "$s"
+    start_subject "$s" ro "$IMG"
     v="$(measure_seqread "$s" "$DISK")"
     record seqread "$s" "$v"
     record rss1 "$s" "$(rss_mib "$SPID")"
@@ -462,10 +478,10 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     read -r iops mode <<< "$rr"
     record randread "$s" "$iops"
     echo "$mode" >> "$RES/randmode.$s"
-    rr="$(measure_randread "$s" "$DISK" warm)"
+    rr="$(measure_randread "$s" "$DISK" "$served")"
     read -r wiops _ <<< "$rr"
     record randwarm "$s" "$wiops"
-    log "$s: ready ${READY_MS} ms, seq read $v MiB/s, randread $iops IOPS cold, $wiops warm ($mode)"
+    log "$s: ready ${READY_MS} ms, seq read $v MiB/s cold, $vw warm, randread $iops IOPS cold, $wiops warm ($mode)"
     if (( r == 1 )); then verify_read_content "$s" "$DISK"; fi
     stop_subject "$s"
   done
@@ -473,11 +489,15 @@ for (( r = 1; r <= ROUNDS; r++ )); do
   for s in "${read_subjects[@]}"; do
     [[ "$s" == ceiling ]] && continue
     start_subject "$s" ro "$ZIMG"
+    vw="$(measure_seqread "$s" "$DISK" "$ZIMG")"
+    record zwarm "$s" "$vw"
+    stop_subject "$s"
+    start_subject "$s" ro "$ZIMG"
     v="$(measure_seqread "$s" "$DISK")"
     record zread "$s" "$v"
     if (( r == 1 )); then verify_read_content "$s" "$DISK" "$ZRAW"; fi
     stop_subject "$s"
-    log "$s: seq read of the zstd-compressed image $v MiB/s"
+    log "$s: seq read of the zstd-compressed image $v MiB/s cold, $vw warm"
   done
 
   n=${#write_subjects[@]}
@@ -548,9 +568,11 @@ def mode(s):
 buffered = [s for s in subjects if "buffered" in mode(s)]
 rows = [
     ("seqread", "(a) seq read %s GiB, 1 MiB reads [MiB/s, higher=better]" % size_gib, "%.0f"),
+    ("seqwarm", "(a') the same, image file in the host page cache [MiB/s, higher=better]", "%.0f"),
     ("randread", "(b) 4 KiB rand read QD1 O_DIRECT%s, cold host cache [IOPS, higher=better]" % ("*" if buffered else ""), "%.0f"),
-    ("randwarm", "(b') the same right after, warm host cache [IOPS, higher=better]", "%.0f"),
+    ("randwarm", "(b') the same, image file in the host page cache [IOPS, higher=better]", "%.0f"),
     ("zread", "(h) seq read 1 GiB, zstd-compressed qcow2 [MiB/s, higher=better]", "%.0f"),
+    ("zwarm", "(h') the same, image file in the host page cache [MiB/s, higher=better]", "%.0f"),
     ("write", "(c) seq write %s MiB + fsync, fresh qcow2 [MiB/s, higher=better]" % write_mib, "%.0f"),
     ("mountdir", "(d) mount dir of %s qcow2 until listed [ms, lower=better]" % nimg, "%.0f"),
     ("rssdir", "(e) daemon RSS after ls -l on %s images [MiB, lower=better]" % nimg, "%.1f"),
