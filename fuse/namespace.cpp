@@ -338,6 +338,8 @@ std::string Namespace::WhyReadOnly(size_t i) {
   if (e.read_only) return e.read_only_reason;
   auto chain = GetChain(i);
   if (!chain.ok()) return chain.status().message();
+  std::string damage = chain.value()->layer(0).DamageFound();
+  if (!damage.empty()) return damage;
   std::lock_guard<std::mutex> l(e.mu);
   if (e.claimed) return "";
   Status st = chain.value()->layer(0).CheckWriteClaim();

@@ -22,7 +22,7 @@ Runner AddCheck(CLI::App& app) {
   return [a] {
     RepairMode mode = a->repair == "all" ? RepairMode::kAll : a->repair == "leaks" ? RepairMode::kLeaks : RepairMode::kNone;
     auto r = ops::CheckImage(a->file, a->format, mode);
-    if (!r.ok()) return Fail(r.status().message(), r.status().code() == Code::kUnsupported ? 63 : 1);
+    if (!r.ok()) return Fail(r.status().message(), ops::CheckExitCode(r.status()));
     for (const auto& m : r->messages) std::fprintf(stderr, "%s\n", m.c_str());
     if (a->output == "json") {
       std::fputs(ops::CheckJson(r.value(), a->file, r->format).c_str(), stdout);

@@ -9,7 +9,11 @@ Result<CheckResult> CheckImage(const std::string& path, const std::string& forma
   OpenOptions opts;
   opts.writable = mode != RepairMode::kNone;
   opts.no_repair = true;
-  IMGFS_ASSIGN_OR_RETURN(auto img, OpenImage(path, format, opts));
+  auto opened = OpenImage(path, format, opts);
+  // An image that cannot be opened (even for a feature imgfs lacks) is a
+  // check that could not run (1); only a format without checks gives 63.
+  if (!opened.ok()) return Status(Code::kIoError, opened.status().message(), opened.status().sys_errno());
+  auto& img = opened.value();
   auto r = img->Check(mode);
   if (!r.ok()) return r.status().Prefixed(path);
   r->format = img->format_name();
@@ -78,6 +82,8 @@ std::string CheckJson(const CheckResult& r, const std::string& filename, const s
   if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
   return j.dump(4) + "\n";
 }
+
+int CheckExitCode(const Status& failed) { return failed.code() == Code::kUnsupported ? 63 : 1; }
 
 int CheckExitCode(const CheckResult& r) {
   if (r.check_errors) return 1;

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # qcow2 images corrupted on purpose (bytes patched by this script, no
 # checked-in binaries) are refused or served read-only with a logged reason,
-# or fail only the reads that touch the damage (EIO) — never misread, never
-# written, never a crash of the daemon.
+# never misread, never written, never a crash of the daemon. Damage found
+# while serving (bad L1/L2 entries) fails the reads that touch it (EIO) and
+# makes the image read-only from then on, as qemu does: the attempted write
+# gets EROFS and sets the corrupt bit, the one change such an image gets.
 #
 #   corrupt_bit         the corrupt incompatible bit        -> served read-only (EROFS), reads like qemu
 #   unknown_bit         an unknown incompatible bit          -> absent, reason logged
 #   reftable_unaligned  refcount table offset not aligned    -> absent, reason logged
 #   backing_past_eof    backing name offset outside header   -> absent, reason logged
 #   snaptable_past_eof  snapshot table past EOF              -> absent, reason logged
-#   l2_unaligned        L2 entry of cluster 0 unaligned      -> EIO at offset 0, the rest reads like qemu
-#   l1_unaligned        L1 entry 0 unaligned                 -> EIO at offset 0
-#   compressed_garbage  cluster 0 "compressed" at the L1     -> EIO at offset 0, the rest reads like qemu
+#   l2_unaligned        L2 entry of cluster 0 unaligned      -> EIO at offset 0, the rest reads like qemu, then read-only
+#   l1_unaligned        L1 entry 0 unaligned                 -> EIO at offset 0, then read-only
+#   compressed_garbage  cluster 0 "compressed" at the L1     -> EIO at offset 0, the rest reads like qemu, then read-only
 #   l2_past_eof         cluster 0 at 1 TiB                   -> EIO or qemu's content (zeros)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,7 +22,7 @@ source "$HERE/../lib.sh"
 # shellcheck source=e2e_lib.sh
 source "$HERE/e2e_lib.sh"
 
-need_cmd qemu-img qemu-io cmp mountpoint
+need_cmd qemu-img qemu-io cmp mountpoint getfattr
 need_fuse
 tmpdir
 
@@ -42,6 +44,7 @@ with open(path, "r+b") as f:
     l2 = be64(f, l1) & 0x00fffffffffffe00
     e0 = be64(f, l2)
     if what == "corrupt_bit": put64(f, 72, be64(f, 72) | 2)
+    elif what == "clear_corrupt_bit": put64(f, 72, be64(f, 72) & ~2)
     elif what == "unknown_bit": put64(f, 72, be64(f, 72) | (1 << 10))
     elif what == "l2_unaligned": put64(f, l2, e0 + 512)
     elif what == "l2_past_eof": put64(f, l2, (1 << 40) | (1 << 63))
@@ -107,10 +110,26 @@ for w in "${EIO0[@]}"; do
     d=$MNT/$w.qcow2/disk.raw
     r=$(read_errno "$d" 0 65536)
     [[ $r == EIO ]] || fail "$w.qcow2: reading offset 0 gave $r, expected EIO"
-    r=$(write_errno "$d")
-    [[ $r != OK ]] || fail "$w.qcow2: a write over the damaged cluster succeeded"
+    # a write far from the damage is refused too: the metadata is suspect
+    r=$("$PY" - "$d" <<'PY'
+import errno, os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"x", 3 << 20)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    print("OK")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+PY
+)
+    [[ $r == EROFS ]] || fail "$w.qcow2: a write after the damage was found gave $r, expected EROFS"
+    ro=$(getfattr --absolute-names --only-values -n user.imgfs.read_only "$d")
+    [[ $ro == "1: metadata found damaged: "* ]] || fail "$w.qcow2: user.imgfs.read_only is '$ro'"
     mount_alive "$MNT" || fail "mount stopped answering after $w"
-    echo "   $w: EIO at offset 0"
+    echo "   $w: EIO at offset 0, then read-only ($ro)"
 done
 for w in l2_unaligned compressed_garbage; do
     cmp -s <(dd if="$MNT/$w.qcow2/disk.raw" bs=1M skip=1 status=none) \
@@ -129,7 +148,13 @@ fi
 
 mount_alive "$MNT" || fail "mount not answering"
 umount_imgfs "$MNT"
+for w in "${EIO0[@]}"; do
+    [[ $(qemu-img info --output=json "$SRC/$w.qcow2" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["format-specific"]["data"]["corrupt"])') == True ]] ||
+        fail "$w.qcow2: the corrupt bit was not set"
+    # the header's incompatible-features word was the only change
+    "$PY" "$T/patch.py" "$SRC/$w.qcow2" clear_corrupt_bit
+done
 (cd "$SRC" && sha256sum -- *) > "$T/sums.after"
-diff "$T/sums.before" "$T/sums.after" || fail "a corrupt image was modified"
-echo "   no corrupt image was modified"
+diff "$T/sums.before" "$T/sums.after" || fail "a corrupt image was modified beyond its corrupt bit"
+echo "   damaged images got the corrupt bit and nothing else; no other image was modified"
 echo "PASS: corrupt_qcow2"

@@ -62,7 +62,18 @@ same_report "clean image with a snapshot" "$T/a.qcow2"
 qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 "$T/b.qcow2" 2M
 qio "$T/b.qcow2" qcow2 "write -P 0x44 1000 300k"
 same_report "512-byte clusters, 64-bit refcounts" "$T/b.qcow2"
-rc=0; out=$("$IMGFS" check "$T/raw.img" 2>&1) || rc=$?
+# A check that cannot run exits 1, as qemu-img's: a missing file, and an
+# image with an incompatible feature bit nobody knows (bit 32).
+for what in missing unknown-bit; do
+    f=$T/$what.qcow2
+    if [[ $what == unknown-bit ]]; then
+        qemu-img create -q -f qcow2 "$f" 1M
+        printf '\x01' | dd of="$f" bs=1 seek=$((72 + 3)) conv=notrunc status=none
+    fi
+    rc=0; out=$("$IMGFS" check "$f" 2>&1) || rc=$?
+    qrc=0; qemu-img check "$f" > /dev/null 2>&1 || qrc=$?
+    [[ $rc == 1 && $qrc == 1 ]] || fail "check of a $what image: imgfs exit $rc ($out), qemu-img $qrc, expected 1"
+done
 qemu-img create -q -f raw "$T/raw.img" 1M
 rc=0; out=$("$IMGFS" check -f raw "$T/raw.img" 2>&1) || rc=$?
 [[ $rc == 63 ]] || fail "checking a raw image: exit $rc ($out), expected 63 as qemu-img"

@@ -267,6 +267,12 @@ Result<CheckResult> Qcow2Image::Check(RepairMode mode) {
     if (!(header_.incompatible_features & (kIncompatDirty | kIncompatCorrupt)) && read_only_reason_ != "opened read-only")
       read_only_reason_.clear();
   }
+  if (mode == RepairMode::kAll && !second.corruptions && damaged_.load()) {
+    std::lock_guard<std::mutex> d(damage_mu_);
+    damaged_.store(false);  // repaired: writable again
+    damage_.clear();
+    corrupt_bit_written_ = false;
+  }
   second.leaks_fixed = first.leaks_fixed;
   second.corruptions_fixed = first.corruptions_fixed;
   second.messages.insert(second.messages.begin(), first.messages.begin(), first.messages.end());

@@ -57,6 +57,7 @@ class Qcow2Image final : public Image {
   Status Resize(uint64_t new_size, const LayerReader* below) override;
   Status MakeEmpty() override;
   ImageInfo Info() const override;
+  std::string DamageFound() const override;
   const io::File& file() const override { return *file_; }
   Status ClaimWriting() override {
     IMGFS_RETURN_IF_ERROR(file_->ClaimForWriting());
@@ -101,10 +102,13 @@ class Qcow2Image final : public Image {
   // Block status inside one extended L2 table. REQUIRES: meta_mu_.
   Status ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limit, Extent* out);
   Status CheckHostOffset(uint64_t host, const char* what) const;
+  // Logs `what`, makes the image read-only for good and returns the error
+  // for the request that found it. Any thread, any lock.
+  Status FoundDamage(const std::string& what) const;
 
   // --- writing (qcow2_write.cpp) ------------------------------------------
   Status PrepareForWriteLocked();
-  Status MarkAutoBitmapsInUseLocked();
+  Status MarkBitmapsInUseLocked(bool all);
   // The L2 table for guest cluster `c`, allocating it if absent.
   Result<uint64_t> L2OffsetForWriteLocked(uint64_t c);
   Result<uint64_t> CowL2TableLocked(uint64_t l1_index);
@@ -190,6 +194,14 @@ class Qcow2Image final : public Image {
   uint64_t end_cluster_ = 0;          // GUARDED_BY(meta_mu_): first never-used cluster
   bool end_known_ = false;            // GUARDED_BY(meta_mu_)
   bool write_prepared_ = false;       // GUARDED_BY(meta_mu_)
+  // Metadata found damaged while serving I/O: from then on the image is
+  // read-only, as qemu does, and the next write attempt sets the corrupt
+  // bit on disk so later users run a check first. The flag is set from any
+  // thread; `damage_` is written once, under damage_mu_, before it.
+  mutable std::atomic<bool> damaged_{false};
+  mutable std::mutex damage_mu_;
+  mutable std::string damage_;        // GUARDED_BY(damage_mu_)
+  bool corrupt_bit_written_ = false;  // GUARDED_BY(meta_mu_)
   // Host byte ranges whose references were replaced in memory; their
   // refcounts drop only after the new pointers are durable.
   std::vector<std::pair<uint64_t, uint64_t>> pending_release_;  // GUARDED_BY(meta_mu_)

@@ -10,14 +10,31 @@
 
 namespace imgfs::qcow2 {
 
+Status Qcow2Image::FoundDamage(const std::string& what) const {
+  Status st = Corrupt(file_->path() + ": " + what);
+  std::lock_guard<std::mutex> l(damage_mu_);
+  if (!damaged_.load()) {
+    damage_ = what;
+    damaged_.store(true);
+    Log(LogLevel::kError, st.message() + "; the image is read-only from now on (run imgfs check -r all)");
+  } else {
+    Log(LogLevel::kError, st.message());
+  }
+  return st;
+}
+
+std::string Qcow2Image::DamageFound() const {
+  if (!damaged_.load()) return "";
+  std::lock_guard<std::mutex> l(damage_mu_);
+  return "metadata found damaged: " + damage_;
+}
+
 Status Qcow2Image::CheckHostOffset(uint64_t host, const char* what) const {
   if (host & (cluster_size_ - 1)) {
     char buf[128];
     std::snprintf(buf, sizeof buf, "%s at 0x%llx is not cluster aligned", what,
                   static_cast<unsigned long long>(host));
-    Status st = Corrupt(file_->path() + ": " + buf);
-    Log(LogLevel::kError, st.message());
-    return st;
+    return FoundDamage(buf);
   }
   return Status::OK();
 }
@@ -29,11 +46,7 @@ Result<uint8_t*> Qcow2Image::GetL2Locked(uint64_t l2_offset) {
       [&](uint64_t off, uint8_t* buf) {
         // Tables made in this session are found in the cache; a table on
         // disk must lie inside the file.
-        if (off + cluster_size_ > file_->Size()) {
-          Status st = Corrupt(file_->path() + ": L2 table offset lies past the end of the file");
-          Log(LogLevel::kError, st.message());
-          return st;
-        }
+        if (off + cluster_size_ > file_->Size()) return FoundDamage("L2 table offset lies past the end of the file");
         return file_->PRead(off, buf, cluster_size_);
       },
       [&] { return FlushMetadataLocked(false); });
@@ -136,7 +149,7 @@ Status Qcow2Image::ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limi
   };
   const uint64_t first_sub = off >> sc_bits;
   Sub m = classify(off);
-  if (m.damaged) return Corrupt(file_->path() + ": allocated subcluster without a host cluster");
+  if (m.damaged) return FoundDamage("allocated subcluster without a host cluster");
   if (m.kind == ExtentKind::kData) IMGFS_RETURN_IF_ERROR(CheckHostOffset(m.host & ~(cluster_size_ - 1), "data cluster"));
   uint64_t next = first_sub + 1;
   if (m.kind == ExtentKind::kOpaque) {
@@ -161,7 +174,7 @@ Status Qcow2Image::ReadCompressedCluster(uint64_t entry, uint8_t* out) {
   const CompressedRange cr = DecodeCompressed(entry, cluster_bits_);
   const uint64_t host = cr.host, in_len = cr.bytes;
   if (host + in_len > file_->Size() + 512)
-    return Corrupt(file_->path() + ": compressed cluster lies past the end of the file");
+    return FoundDamage("compressed cluster lies past the end of the file");
   // Compressed clusters are read one small piece at a time; a sequential
   // reader soon wants what follows, so the host starts on it early. Only
   // when this piece follows the previous one closely: random reads would
@@ -180,6 +193,7 @@ Status Qcow2Image::ReadCompressedCluster(uint64_t entry, uint8_t* out) {
   IMGFS_RETURN_IF_ERROR(file_->PRead(host, in.data(), in_len));
   Status st = header_.compression_type == 1 ? ZstdDecompress(in.data(), in_len, out, cluster_size_)
                                             : InflateRaw(in.data(), in_len, out, cluster_size_);
+  if (st.code() == Code::kCorrupt) return FoundDamage(st.message());
   return st.Prefixed(file_->path());
 }
 

@@ -78,7 +78,7 @@ Result<uint8_t*> Qcow2Image::RefBlockForLocked(uint64_t cluster, bool create) {
 
 Status Qcow2Image::AddRefLocked(uint64_t cluster, int64_t delta) {
   IMGFS_ASSIGN_OR_RETURN(uint8_t * blk, RefBlockForLocked(cluster, /*create=*/delta > 0));
-  if (!blk) return Corrupt(file_->path() + ": releasing a cluster that has no refcount");
+  if (!blk) return FoundDamage("releasing a cluster that has no refcount");
   const uint64_t i = cluster % refblock_entries_;
   const uint32_t order = header_.refcount_order;
   const uint64_t max = order == 6 ? ~0ull : (1ull << (1u << order)) - 1;
@@ -86,7 +86,7 @@ Status Qcow2Image::AddRefLocked(uint64_t cluster, int64_t delta) {
   if (delta > 0 && cur > max - uint64_t(delta))
     return Unsupported(file_->path() + ": refcount overflow");
   if (delta < 0 && cur < uint64_t(-delta))
-    return Corrupt(file_->path() + ": refcount would drop below zero");
+    return FoundDamage("refcount would drop below zero");
   SetRefcount(blk, i, order, cur + uint64_t(delta));
   refblock_cache_.MarkDirty(reftable_[cluster / refblock_entries_]);
   return Status::OK();

@@ -97,6 +97,7 @@ Status Qcow2Image::Resize(uint64_t new_size, const LayerReader* below) {
   {
     std::lock_guard<std::mutex> l(meta_mu_);
     IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
+    IMGFS_RETURN_IF_ERROR(MarkBitmapsInUseLocked(true));
     if (new_size < old) return ShrinkLockedTo(new_size);
     if (old & (cluster_size_ - 1)) {
       IMGFS_ASSIGN_OR_RETURN(auto slot, L2SlotLocked(old >> cluster_bits_));

@@ -72,7 +72,7 @@ Status Qcow2Image::AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t d
       return Unsupported("refcount overflow: refcount_bits=" + std::to_string(1u << order) +
                          " cannot count one more reference to cluster " + std::to_string(cluster));
     if (delta < 0 && rc < n * uint64_t(-delta))
-      return Corrupt("refcount of cluster " + std::to_string(cluster) + " is lower than its references");
+      return FoundDamage("refcount of cluster " + std::to_string(cluster) + " is lower than its references");
   }
   for (const auto& [cluster, n] : uses) IMGFS_RETURN_IF_ERROR(AddRefLocked(cluster, delta * int64_t(n)));
   return Status::OK();
@@ -133,7 +133,7 @@ std::vector<uint8_t> EncodeSnapshotTable(const std::vector<Qcow2Image::SnapshotE
     StoreBE32(p + 36, kExtraDataBytes);
     StoreBE64(p + 40, e.info.vm_state_size);
     StoreBE64(p + 48, e.info.virtual_size);
-    StoreBE64(p + 56, e.info.icount == UINT64_MAX ? 0 : e.info.icount);
+    StoreBE64(p + 56, e.info.icount);  // all ones (-1): not recorded, as qemu writes it
     std::memcpy(p + 64, e.info.id.data(), e.info.id.size());
     std::memcpy(p + 64 + e.info.id.size(), e.info.name.data(), e.info.name.size());
   }
@@ -242,6 +242,7 @@ Status Qcow2Image::ApplySnapshot(const std::string& which) {
   if (!found) return NotFound("snapshot '" + which + "' not found");
   const SnapshotEntry snap = *found;
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
+  if (snap.info.virtual_size != header_.size) IMGFS_RETURN_IF_ERROR(MarkBitmapsInUseLocked(true));
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
   IMGFS_ASSIGN_OR_RETURN(auto new_l1, ReadL1Locked(snap.l1_table_offset, snap.l1_size));
   new_l1.resize(std::max<uint64_t>(new_l1.size(), L1EntriesFor(snap.info.virtual_size, cluster_bits_)), 0);

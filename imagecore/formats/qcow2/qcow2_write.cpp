@@ -6,10 +6,25 @@
 
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
+#include "imagecore/log.h"
 
 namespace imgfs::qcow2 {
 
 Status Qcow2Image::PrepareForWriteLocked() {
+  if (damaged_.load()) {
+    // As qemu: the corrupt bit makes the next user check before writing.
+    // The header write is the only one a damaged image still gets.
+    if (!corrupt_bit_written_ && header_.version >= 3 && file_->writable()) {
+      corrupt_bit_written_ = true;
+      header_.incompatible_features |= kIncompatCorrupt;
+      uint8_t raw[8];
+      StoreBE64(raw, header_.incompatible_features);
+      Status st = file_->PWrite(72, raw, sizeof raw);
+      if (st.ok()) st = file_->Sync();
+      if (!st.ok()) Log(LogLevel::kError, file_->path() + ": could not set the corrupt bit: " + st.message());
+    }
+    return ReadOnly(file_->path() + ": " + DamageFound());
+  }
   if (write_prepared_) return Status::OK();
   // Autoclear bits name features whose data we would not keep in step
   // (e.g. dirty bitmaps); the spec asks a writer that does not update them
@@ -21,7 +36,7 @@ Status Qcow2Image::PrepareForWriteLocked() {
   // are marked in_use, which tells their users they are no longer exact,
   // before the first byte is written; disabled ones are not affected.
   if (header_.has_bitmaps_ext && (header_.autoclear_features & kAutoclearBitmaps)) {
-    IMGFS_RETURN_IF_ERROR(MarkAutoBitmapsInUseLocked());
+    IMGFS_RETURN_IF_ERROR(MarkBitmapsInUseLocked(false));
     keep |= kAutoclearBitmaps;
   }
   if (header_.version >= 3 && (header_.autoclear_features & ~keep)) {
@@ -35,7 +50,12 @@ Status Qcow2Image::PrepareForWriteLocked() {
   return Status::OK();
 }
 
-Status Qcow2Image::MarkAutoBitmapsInUseLocked() {
+// all: every bitmap, for a change of the disk size. A bitmap keeps the size
+// it was saved with, and qemu refuses to open an image with a bitmap whose
+// size disagrees with the disk unless it is in_use, which the spec defines
+// as "size or contents may be outdated".
+Status Qcow2Image::MarkBitmapsInUseLocked(bool all) {
+  if (!header_.has_bitmaps_ext || !(header_.autoclear_features & kAutoclearBitmaps)) return Status::OK();
   const uint64_t size = header_.bitmap_directory_size;
   if (!size || size > (64u << 20)) return Status::OK();
   std::vector<uint8_t> dir(size);
@@ -43,7 +63,7 @@ Status Qcow2Image::MarkAutoBitmapsInUseLocked() {
   bool changed = false;
   for (uint64_t p = 0; p + 24 <= size;) {
     const uint32_t flags = LoadBE32(&dir[p + 12]);
-    if ((flags & 2) && !(flags & 1)) {  // auto, not yet in_use
+    if ((all || (flags & 2)) && !(flags & 1)) {  // (auto or all), not yet in_use
       uint8_t raw[4];
       StoreBE32(raw, flags | 1);
       IMGFS_RETURN_IF_ERROR(file_->PWrite(header_.bitmap_directory_offset + p + 12, raw, sizeof raw));

@@ -176,6 +176,10 @@ class Image {
   virtual Status CheckWriteClaim() const { return Status::OK(); }
   virtual void DropWriteClaim() {}
 
+  // Why a layer that opened writable refuses writes now: damage its driver
+  // found while serving I/O ("" = none).
+  virtual std::string DamageFound() const { return ""; }
+
   bool read_only() const { return !read_only_reason_.empty(); }
   const std::string& read_only_reason() const { return read_only_reason_; }
 

@@ -48,6 +48,8 @@ std::string CheckHuman(const CheckResult& r);
 std::string CheckJson(const CheckResult& r, const std::string& filename, const std::string& format);
 // qemu-img check's exit code: 0 clean, 2 corruptions, 3 leaks only.
 int CheckExitCode(const CheckResult& r);
+// ... and when CheckImage failed: 63 the format has no check, 1 otherwise.
+int CheckExitCode(const Status& failed);
 
 // ---- snapshot (ops/snapshot.cpp) ----
 Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& path, const std::string& format);
