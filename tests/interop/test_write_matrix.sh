@@ -12,6 +12,7 @@
 #    data (qcow2 and raw backings, backing zero clusters with stale data,
 #    overlay zero clusters hiding backing data, backing smaller than overlay,
 #    3-deep chain, overlay cluster much larger than the backing's)
+#  - refcount widths 1 to 64 bits (with a qemu snapshot from 2 bits up)
 #  - refcount growth: 512-byte clusters, > 8 MiB of host file, so the refcount
 #    table itself must grow (one 512-byte refcount block covers 256 clusters,
 #    one 512-byte refcount table cluster covers 64 blocks = 8 MiB)
@@ -218,6 +219,26 @@ EOF
     echo "refcount table: $before -> $after clusters, host file $(stat -c %s "$img") bytes"
     [ "$(stat -c %s "$img")" -gt $((9 * MiB)) ] || fail "test setup: host file of $img did not exceed 9 MiB"
     [ "$after" -gt "$before" ] || fail "$img: refcount table did not grow ($before -> $after clusters) although the host file exceeds what it can cover"
+    finish "$img" "$exp" "$img"
+    rm -f "$img" "$exp"
+done
+
+# ---------------------------------------------------------------- refcount widths
+# Every refcount_bits qemu allows, 512-byte clusters so that refcount blocks
+# fill and new ones are allocated; with 2 bits and more a qemu snapshot first,
+# so that writes copy shared clusters and move refcounts down as well as up.
+for bits in 1 2 4 8 16 32 64; do
+    img=rc-$bits.qcow2
+    exp=rc-$bits.raw
+    echo "== refcount_bits=$bits cluster_size=512"
+    qcreate -f qcow2 -o "cluster_size=512,refcount_bits=$bits" "$img" 8M
+    qio "$img" qcow2 "write -P 0x31 0 256K" "write -P 0x32 3M 100K"
+    [ "$bits" -gt 1 ] && qemu-img snapshot -c s "$img"
+    qemu_raw "$img" qcow2 "$exp"
+    w "$img" "$exp" 1000 0x41 5000                       # shared clusters: copy on write
+    w "$img" "$exp" $((3 * MiB + 511)) 0x42 2             # one byte on each side of a cluster edge
+    w "$img" "$exp" $((5 * MiB)) 0x43 $((600 * 1024))     # many new clusters and refcount blocks
+    w "$img" "$exp" $((8 * MiB - 700)) 0x44 700           # the last bytes
     finish "$img" "$exp" "$img"
     rm -f "$img" "$exp"
 done
