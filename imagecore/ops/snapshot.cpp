@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <ctime>
 #include <map>
+#include <set>
 
 #include "imagecore/ops.h"
 #include "imagecore/size.h"
@@ -60,16 +61,24 @@ std::string SnapshotTable(const std::vector<SnapshotInfo>& snaps) {
 std::vector<std::string> SnapshotFileNames(const std::vector<SnapshotInfo>& snaps) {
   std::map<std::string, int> uses;
   for (const auto& s : snaps) ++uses[s.name];
-  std::vector<std::string> out;
-  for (const auto& s : snaps) {
-    if (!s.name.empty() && uses[s.name] == 1 && s.name.find('/') == std::string::npos) {
-      out.push_back(s.name + ".raw");
-      continue;
-    }
+  auto plain = [&](const SnapshotInfo& s) {
+    return !s.name.empty() && uses[s.name] == 1 && s.name.find('/') == std::string::npos;
+  };
+  auto with_id = [](const SnapshotInfo& s) {
     std::string safe = s.name;
     for (char& c : safe)
       if (c == '/') c = '_';
-    out.push_back(s.id + "-" + safe + ".raw");
+    return s.id + "-" + safe + ".raw";
+  };
+  // A plain name that equals another snapshot's ID form (a snapshot named
+  // "3-twice" beside ID 3 "twice" and another "twice") takes its ID form too.
+  std::set<std::string> id_forms;
+  for (const auto& s : snaps)
+    if (!plain(s)) id_forms.insert(with_id(s));
+  std::vector<std::string> out;
+  for (const auto& s : snaps) {
+    if (plain(s) && !id_forms.count(s.name + ".raw")) out.push_back(s.name + ".raw");
+    else out.push_back(with_id(s));
   }
   return out;
 }

@@ -31,6 +31,12 @@ log "an image with snapshots of different data, sizes and names"
     qemu-img snapshot -c twice vm.qcow2
     qemu-img snapshot -c "" vm.qcow2 2>/dev/null || true  # qemu may refuse an empty name
     qemu-io -f qcow2 -c "write -P 0x65 3M 5000" vm.qcow2 >/dev/null  # current state differs from all
+    # holes in a snapshot: its map is the image's map when it was taken
+    qemu-img create -q -f qcow2 -o cluster_size=4096 holes.qcow2 4M
+    qemu-io -f qcow2 -c "write -P 0x71 100k 300k" -c "write -P 0x72 2M 4k" -c "write -z 3M 64k" holes.qcow2 >/dev/null
+    qemu-img map --output=json holes.qcow2 > "$T/holes.map.json"
+    qemu-img snapshot -c h holes.qcow2
+    qemu-io -f qcow2 -c "write -P 0x73 1M 1M" -c "write -z 100k 8k" holes.qcow2 >/dev/null
 )
 
 log "imgfs snapshot -l and info agree with qemu-img"
@@ -75,6 +81,24 @@ done
 [[ $(stat -c %s "$MNT/vm.qcow2/snapshots/small.raw") == $((4 * M)) ]] || fail "snapshot before resize has the wrong size"
 to_raw "$SRC/vm.qcow2" "$T/cur.raw"
 assert_same "$MNT/vm.qcow2/disk.raw" "$T/cur.raw" "disk.raw (current state)"
+"$PY" - "$MNT/holes.qcow2/snapshots/h.raw" "$T/holes.map.json" <<'PYEOF' || fail "SEEK_DATA/SEEK_HOLE on a snapshot view"
+import json, os, sys
+want, pos = [], None
+for e in json.load(open(sys.argv[2])):
+    if e["data"]:
+        if want and want[-1][1] == e["start"]: want[-1][1] += e["length"]
+        else: want.append([e["start"], e["start"] + e["length"]])
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size, got, pos = os.fstat(fd).st_size, [], 0
+while pos < size:
+    try: d = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError: break
+    h = os.lseek(fd, d, os.SEEK_HOLE)
+    got.append([d, h]); pos = h
+if got != want:
+    sys.exit("snapshot view data extents %s, qemu-img map when it was taken %s" % (got, want))
+print("   snapshots/h.raw: SEEK_DATA/SEEK_HOLE give the map of the image when the snapshot was taken")
+PYEOF
 [[ ! -e $MNT/base.qcow2/snapshots/x ]] && [[ -d $MNT/base.qcow2/snapshots ]] || fail "base.qcow2/snapshots/ should exist and be empty"
 
 log "writing an image with snapshots leaves the snapshots as they were"

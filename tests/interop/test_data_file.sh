@@ -37,6 +37,10 @@ for raw in off on; do
         qemu-img info "$img" | grep -q "data file raw: true" || fail "$label: the raw bit was cleared by writing"
         head -c "$(stat -c %s "$T/exp.raw")" "$T/$raw/sub/d.data" | cmp - "$T/exp.raw" || fail "$label: the data file is not the raw disk"
     fi
+    # from another working directory, the relative name still resolves
+    # against the image's directory (where qemu-img 7.2 would not find it)
+    (cd / && "$IMGCAT" "$T/$raw/$img") | cmp - "$T/exp.raw" ||
+        fail "$label: read from another working directory differs (data file resolved against the cwd?)"
     echo "   $label: reads, maps and writes agree with qemu"
 done
 echo "PASS: data_file"
