@@ -73,7 +73,11 @@ Result<Command> ParseCtlLine(const std::string& line) {
     for (size_t i = 1; i < w.size(); ++i) {
       if (w[i] == "--drop") c.drop = true;
       else if (w[i] == "--base" && i + 1 < w.size()) c.arg = w[++i];
-      else return Usage(line, "commit [--base LAYER] [--drop]");
+      else if (w[i] == "--rate" && i + 1 < w.size()) {
+        auto rate = ParseSize(w[++i]);
+        if (!rate.ok() || rate.value() == 0) return InvalidArgument("commit --rate: '" + w[i] + "' is not a rate in bytes per second");
+        c.rate = rate.value();
+      } else return Usage(line, "commit [--base LAYER] [--drop] [--rate BYTES/S]");
     }
   } else if (w[0] == "check") {
     c.kind = Command::kCheck;
@@ -145,6 +149,11 @@ void Control::Finish(const Command& cmd, const Status& st, const std::string& de
   running_.clear();
 }
 
+void Control::Refused(const std::string& text, const Status& st) {
+  std::lock_guard<std::mutex> l(mu_);
+  last_ = text + ": error: " + st.message();
+}
+
 Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
   std::unique_lock<std::mutex> run(run_mu_, std::try_to_lock);
   if (!run.owns_lock()) return Busy("busy: another control command is running on this image");
@@ -203,7 +212,7 @@ Status Control::StartCommit(FsContext& ctx, size_t image, const Command& cmd) {
   {
     std::lock_guard<std::mutex> l(mu_);
     busy_ = true;
-    running_ = "commit 0%";
+    running_ = "commit 0% (counting what to copy)";
   }
   worker_ = std::thread([this, &ctx, image, cmd, chain, base_path] {
     Status st = ops::Commit(*chain, cmd.arg, cmd.drop, [this](uint64_t done, uint64_t total) {
@@ -212,7 +221,7 @@ Status Control::StartCommit(FsContext& ctx, size_t image, const Command& cmd) {
                     HumanSize(done).c_str(), HumanSize(total).c_str());
       std::lock_guard<std::mutex> l(mu_);
       running_ = buf;
-    });
+    }, cmd.rate);
     // The layers below the top changed; the top reads as before.
     for (size_t d = 1; d < chain->depth() && d < kMaxLayers; ++d) InvalidateInode(ctx, InoOf(NodeKind::kLayer, image, d));
     // So did the base's own views if it is in the mount.

@@ -20,12 +20,13 @@ struct Command {
   std::string arg;        // resize: the size; snapshot: the name; commit: the base ("" = backing file)
   bool shrink = false;    // resize
   bool drop = false;      // commit: keep the top as it is
+  uint64_t rate = 0;      // commit: bytes per second, 0 = no limit
   RepairMode repair = RepairMode::kNone;  // check
   std::string text;       // the command as the user gave it, for the state
 };
 
 // One line written to ctl: "resize SIZE|+SIZE|-SIZE [--shrink]",
-// "snapshot create|delete|apply NAME", "commit [--base LAYER] [--drop]",
+// "snapshot create|delete|apply NAME", "commit [--base LAYER] [--drop] [--rate BYTES/S]",
 // "check [--repair leaks|all]", "flush".
 Result<Command> ParseCtlLine(const std::string& line);
 // A write of a control attribute (user.imgfs.resize, .snapshot.create,
@@ -46,6 +47,9 @@ class Control {
   std::string Summary() const;
   // Waits for a command running in the background.
   void Join();
+  // Records a request refused before it could run (bad syntax or value, a
+  // read-only mount) as the last outcome, so that ctl tells why.
+  void Refused(const std::string& text, const Status& st);
 
  private:
   void Finish(const Command& cmd, const Status& st, const std::string& detail);

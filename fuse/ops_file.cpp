@@ -292,7 +292,9 @@ void WriteCtl(fuse_req_t req, const OpenFile& of, const char* buf, size_t size) 
     start = nl + 1;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto cmd = ParseCtlLine(line);
-    Status st = cmd.ok() ? ctx.ns.image(of.node.image).control.Run(ctx, of.node.image, cmd.value()) : cmd.status();
+    Control& control = ctx.ns.image(of.node.image).control;
+    Status st = cmd.ok() ? control.Run(ctx, of.node.image, cmd.value()) : cmd.status();
+    if (!cmd.ok()) control.Refused(line, st);
     if (!st.ok()) {
       ReplyStatus(req, st);
       return;

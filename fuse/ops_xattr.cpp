@@ -115,10 +115,12 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
     const std::string nm(name);
     bool info = false;
     for (const char* k : kInfoNames) info |= nm == std::string(kPrefix) + k;
+    if (cmd.status().code() != Code::kNotFound) ctx.ns.image(n.image).control.Refused(nm + "=" + v, cmd.status());
     fuse_reply_err(req, cmd.status().code() != Code::kNotFound ? EINVAL : info ? EPERM : ENOTSUP);
     return;
   }
   if (ctx.read_only) {
+    ctx.ns.image(n.image).control.Refused(cmd.value().text, ReadOnly("the mount is read-only (-r)"));
     fuse_reply_err(req, EROFS);
     return;
   }

@@ -3,15 +3,16 @@
 
 #include "commands.h"
 #include "imagecore/ops.h"
+#include "imagecore/size.h"
 
 namespace imgfs::cli {
 
-// `imgfs commit [-b BASE] [-d] [-p] [-q] [-f FMT] FILE`, as qemu-img commit:
+// `imgfs commit [-b BASE] [-d] [-p] [-q] [-r RATE] [-f FMT] FILE`, as qemu-img commit:
 // without -b the backing file receives the data and FILE is emptied
 // (unless -d); with -b FILE is left as it is, as qemu-img does.
 Runner AddCommit(CLI::App& app) {
   struct Args {
-    std::string file, format, base, cache;
+    std::string file, format, base, cache, rate;
     bool keep = false, progress = false, quiet = false;
   };
   auto a = std::make_shared<Args>();
@@ -20,6 +21,7 @@ Runner AddCommit(CLI::App& app) {
   app.add_flag("-p", a->progress, "show progress");
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
   app.add_option("-f,--format", a->format, "image format (default: probe)");
+  app.add_option("-r", a->rate, "at most this many bytes per second (size suffixes as for sizes)");
   app.add_option("-t", a->cache, "cache mode (accepted for qemu-img compatibility; imgfs writes through its own path)");
   app.add_option("FILE", a->file, "the image")->required();
   return [a, b] {
@@ -31,7 +33,13 @@ Runner AddCommit(CLI::App& app) {
         std::fflush(stdout);
       };
     }
-    Status st = ops::CommitFile(a->file, a->format, a->base, a->keep || b->count() > 0, progress);
+    uint64_t rate = 0;
+    if (!a->rate.empty()) {
+      auto r = ParseSize(a->rate);
+      if (!r.ok() || r.value() == 0) return Fail("Invalid rate limit specified: '" + a->rate + "'");
+      rate = r.value();
+    }
+    Status st = ops::CommitFile(a->file, a->format, a->base, a->keep || b->count() > 0, progress, rate);
     if (show) std::printf("    (100.00/100%%)\n");
     if (!st.ok()) return Fail(st.message());
     if (!a->quiet) std::printf("Image committed.\n");

@@ -2,6 +2,8 @@
 // `imgfs commit`, the user.imgfs.commit attribute and the ctl line.
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <thread>
 
 #include "imagecore/chain.h"
 #include "imagecore/file.h"
@@ -38,18 +40,28 @@ Result<size_t> FindLayer(const Chain& chain, const std::string& spec) {
   return InvalidArgument("'" + spec + "' is not in the backing chain of " + chain.layer_path(0));
 }
 
-Status Commit(Chain& chain, const std::string& base, bool drop, const Chain::Progress& progress) {
+Status Commit(Chain& chain, const std::string& base, bool drop, const Chain::Progress& progress, uint64_t rate) {
   IMGFS_ASSIGN_OR_RETURN(size_t d, FindLayer(chain, base));
+  Chain::Progress report = progress;
+  if (rate) {
+    // Progress comes after each copied chunk: sleeping there until the
+    // bytes copied so far were due keeps the copy at `rate`.
+    const auto start = std::chrono::steady_clock::now();
+    report = [progress, rate, start](uint64_t done, uint64_t total) {
+      std::this_thread::sleep_until(start + std::chrono::microseconds(done * 1000000 / rate));
+      if (progress) progress(done, total);
+    };
+  }
   // Emptying the top is right only when nothing lies between it and the
   // base: an intermediate layer would otherwise shadow what was committed.
-  return chain.Commit(d, !drop && d == 1, progress);
+  return chain.Commit(d, !drop && d == 1, report);
 }
 
 Status CommitFile(const std::string& path, const std::string& format, const std::string& base, bool drop,
-                  const Chain::Progress& progress) {
+                  const Chain::Progress& progress, uint64_t rate) {
   IMGFS_ASSIGN_OR_RETURN(auto chain, Chain::Open(path, format, true));
   if (chain->layer(0).read_only()) return ReadOnly(path + ": " + chain->layer(0).read_only_reason());
-  IMGFS_RETURN_IF_ERROR(Commit(*chain, base, drop, progress));
+  IMGFS_RETURN_IF_ERROR(Commit(*chain, base, drop, progress, rate));
   return chain->Flush();
 }
 

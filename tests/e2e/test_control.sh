@@ -87,6 +87,13 @@ qemu-img create -q -f qcow2 -b base2.qcow2 -F qcow2 "$SRC/a.qcow2"
 qemu-img create -q -f qcow2 -b base2.qcow2 -F qcow2 "$SRC/b.qcow2"
 qemu-img create -q -f qcow2 "$SRC/lone.qcow2" 32M
 qemu-io -f qcow2 -c "write -P 0x33 0 32M" "$SRC/lone.qcow2" >/dev/null
+qemu-img create -q -f raw "$SRC/plain.img" 8M
+for p in p q r; do   # pairs for commit --base/--drop, by name, and fallocate on an overlay
+    qemu-img create -q -f qcow2 "$SRC/${p}0.qcow2" 8M
+    qemu-io -f qcow2 -c "write -P 0x61 0 8M" "$SRC/${p}0.qcow2" >/dev/null
+    qemu-img create -q -f qcow2 -b "${p}0.qcow2" -F qcow2 "$SRC/${p}1.qcow2"
+    qemu-io -f qcow2 -c "write -P 0x62 1M 1M" "$SRC/${p}1.qcow2" >/dev/null
+done
 mount_imgfs "$SRC" "$MNT" --log "$T/log"
 VM=$MNT/vm.qcow2 LONE=$MNT/lone.qcow2
 
@@ -119,7 +126,7 @@ r=$(errno_of setxattr "$VM/disk.raw" user.imgfs.resize -1M)
 [[ $r == EINVAL ]] || fail "shrink without ,shrink gave $r"
 r=$(errno_of setxattr "$VM/disk.raw" user.imgfs.resize banana)
 [[ $r == EINVAL ]] || fail "bad size gave $r"
-grep -q "error:" "$VM/ctl" || fail "ctl does not show the refusal: $(cat "$VM/ctl")"
+grep -q "^last: user.imgfs.resize=banana: error: " "$VM/ctl" || fail "ctl does not show the refusal: $(cat "$VM/ctl")"
 r=$(errno_of setxattr "$MNT/base.qcow2/disk.raw" user.imgfs.resize +1M)
 [[ $r == EROFS ]] || fail "resize of a read-only image gave $r"
 r=$(errno_of write "$VM/ctl" "resize 100M")
@@ -131,7 +138,15 @@ echo "resize +28M" > "$VM/ctl"
 [[ $(stat -c %s "$VM/disk.raw") == $((128 * M)) ]] || fail "ctl resize +28M"
 r=$(errno_of write "$VM/ctl" "frobnicate")
 [[ $r == EINVAL ]] || fail "unknown ctl command gave $r"
-echo "   sizes follow at once (disk.raw and layers/0); refusals give EINVAL/EROFS with the reason in ctl"
+grep -q "^last: frobnicate: error: unknown command" "$VM/ctl" || fail "ctl does not say why frobnicate failed: $(cat "$VM/ctl")"
+r=$(errno_of setxattr "$MNT/plain.img/disk.raw" user.imgfs.snapshot.create x)
+[[ $r == EOPNOTSUPP || $r == ENOTSUP ]] || fail "a snapshot of a raw image gave $r, expected ENOTSUP"
+grep -q "^last: user.imgfs.snapshot.create=x: error: " "$MNT/plain.img/ctl" || fail "ENOTSUP reason not in ctl: $(cat "$MNT/plain.img/ctl")"
+setfattr -n user.imgfs.resize -v +1M "$LONE"     # the image's directory takes the attributes too
+[[ $(stat -c %s "$LONE/disk.raw") == $((33 * M)) ]] || fail "resize by the directory's attribute"
+setfattr -n user.imgfs.resize -v 32M,shrink "$LONE"
+[[ $(stat -c %s "$LONE/disk.raw") == $((32 * M)) ]] || fail "shrink by the directory's attribute"
+echo "   sizes follow at once (disk.raw, layers/0, by file or directory); refusals give EINVAL/ENOTSUP/EROFS with the reason in ctl"
 
 log "snapshots by attribute and ctl; apply shows the old content through an open handle"
 cmp -s <(head -c $((3 * M)) "$VM/disk.raw") <(pread_fd $held 0 $((3 * M))) || fail "held handle differs"
@@ -188,6 +203,21 @@ open(sys.argv[1], "wb").write(d)
 PY
 cmp -s "$LONE/disk.raw" "$T/lone.exp" || fail "lone.qcow2 content after fallocate"
 echo "   $map"
+# an overlay: zero clusters hide the backing file's data
+fallocate --punch-hole --offset $((4 * M)) --length $((2 * M)) "$MNT/r1.qcow2/disk.raw"
+map=$(holes "$MNT/r1.qcow2/disk.raw")
+[[ $map == "d:0:$((4 * M)) h:$((4 * M)):$((6 * M)) d:$((6 * M)):$((8 * M))" ]] || fail "overlay after punch-hole: $map"
+cmp -s <(dd if="$MNT/r1.qcow2/disk.raw" bs=1M skip=4 count=2 status=none) <(head -c $((2 * M)) /dev/zero) ||
+    fail "the punched range of the overlay does not read as zeros"
+# raw: holes punched in the host file
+printf 'data' | dd of="$MNT/plain.img/disk.raw" bs=1M seek=1 conv=notrunc,fsync status=none
+head -c $((3 * M)) /dev/urandom | dd of="$MNT/plain.img/disk.raw" bs=1M seek=2 conv=notrunc,fsync status=none
+fallocate --punch-hole --offset $((3 * M)) --length $((1 * M)) "$MNT/plain.img/disk.raw"
+map=$(holes "$MNT/plain.img/disk.raw")
+[[ $map == *"h:$((3 * M)):$((4 * M))"* ]] || fail "raw after punch-hole: $map"
+cmp -s <(dd if="$SRC/plain.img" bs=1M skip=3 count=1 status=none) <(head -c $((1 * M)) /dev/zero) ||
+    fail "the punched range of the raw file does not read as zeros"
+echo "   overlay and raw: punched ranges read as zeros and show as holes"
 
 log "commit by ctl (progress, busy) and by attribute; EBUSY for a shared base"
 r=$(errno_of write "$MNT/a.qcow2/ctl" "commit")
@@ -196,20 +226,24 @@ grep -q "backing file of b.qcow2" "$MNT/a.qcow2/ctl" || fail "EBUSY reason not i
 to_raw "$SRC/vm.qcow2" "$T/vm.before"   # qemu's view of the image file as it is now (imgfs flushed on each op)
 cmp -s "$VM/disk.raw" <(cat "$VM/disk.raw") || true
 head -c $((160 * M)) "$VM/disk.raw" > "$T/vm.view"
-echo "commit" > "$VM/ctl"
+exec {bheld}<"$MNT/base.qcow2/disk.raw"           # base's pages cached before the commit
+cat "$MNT/base.qcow2/disk.raw" > /dev/null
+# ~50 MiB to copy at 16 MiB/s: the commit runs for about 3 s
+echo "commit --rate 16M" > "$VM/ctl"
+sleep 0.5
 state=$(cat "$VM/ctl")
+grep -Eq "^current: running: commit [0-9]+% \(([0-9.]+ [KMG]?i?B) of [0-9.]+ MiB\)$" <<<"$state" ||
+    fail "ctl during the commit: $state"
 r=$(errno_of write "$VM/ctl" "flush")
-if [[ $r == EBUSY ]]; then
-    echo "   a second command during the commit: EBUSY ($(grep current <<<"$state"))"
-    wait_idle "$VM/ctl"
-    grep -q "^last: commit: ok" "$VM/ctl" || fail "commit: $(cat "$VM/ctl")"
-else
-    # the commit ended before the probe: then it must have ended well
-    [[ $r == OK ]] || fail "flush after commit gave $r"
-    grep -q "running: commit" <<<"$state" && ! grep -q "current: idle" <<<"$state" &&
-        echo "   (the commit ended between reading ctl and the probe)"
-    grep -q "^warning.*commit\|commit:.*error" "$T/log" && fail "commit failed: $(cat "$T/log")"
-fi
+[[ $r == EBUSY ]] || fail "a second command during the commit gave $r"
+r=$(errno_of setxattr "$VM/disk.raw" user.imgfs.snapshot.create during)
+[[ $r == EBUSY ]] || fail "an attribute command during the commit gave $r"
+echo "   during the commit: $(grep current <<<"$state"); a second command gets EBUSY"
+wait_idle "$VM/ctl"
+grep -q "^last: commit --rate 16M: ok" "$VM/ctl" || fail "commit: $(cat "$VM/ctl")"
+cmp -s <(pread_fd $bheld 0 $((64 * M))) <(head -c $((64 * M)) "$T/vm.view") ||
+    fail "a handle on base.qcow2/disk.raw opened before the commit reads stale pages"
+exec {bheld}<&-
 cmp -s "$VM/disk.raw" "$T/vm.view" || fail "disk.raw reads differently after commit"
 cmp -s <(head -c $((64 * M)) "$MNT/base.qcow2/disk.raw") <(head -c $((64 * M)) "$T/vm.view") ||
     fail "base.qcow2/disk.raw does not show the committed data"
@@ -222,6 +256,21 @@ wait_idle "$VM/ctl"
 grep -q "^last: check: ok" "$VM/ctl" || fail "check by ctl: $(cat "$VM/ctl")"
 echo "   commit and check run in the background; views follow"
 
+log "commit --base by depth with --drop keeps the top; by name through the attribute empties it"
+to_raw "$SRC/p1.qcow2" "$T/p.view"
+echo "commit --base 1 --drop" > "$MNT/p1.qcow2/ctl"
+wait_idle "$MNT/p1.qcow2/ctl"
+grep -q "^last: commit --base 1 --drop: ok" "$MNT/p1.qcow2/ctl" || fail "commit --base 1 --drop: $(cat "$MNT/p1.qcow2/ctl")"
+cmp -s "$MNT/p0.qcow2/disk.raw" "$T/p.view" || fail "p0.qcow2 does not show what was committed"
+cmp -s "$MNT/p1.qcow2/disk.raw" "$T/p.view" || fail "p1.qcow2 reads differently after the commit"
+to_raw "$SRC/q1.qcow2" "$T/q.view"
+setfattr -n user.imgfs.commit -v q0.qcow2 "$MNT/q1.qcow2/disk.raw"
+wait_idle "$MNT/q1.qcow2/ctl"
+grep -q "^last: user.imgfs.commit=q0.qcow2: ok" "$MNT/q1.qcow2/ctl" || fail "commit by name: $(cat "$MNT/q1.qcow2/ctl")"
+cmp -s "$MNT/q0.qcow2/disk.raw" "$T/q.view" || fail "q0.qcow2 does not show what was committed"
+cmp -s "$MNT/q1.qcow2/disk.raw" "$T/q.view" || fail "q1.qcow2 reads differently after the commit"
+echo "   --base/--drop and a base named by file"
+
 umount_imgfs "$MNT"
 
 log "qemu-img sees what the mount did"
@@ -233,11 +282,20 @@ qemu-img compare -q -F raw "$SRC/vm.qcow2" "$T/vm.view" || fail "qemu: vm conten
 qemu-img compare -q -f qcow2 -F raw "$SRC/lone.qcow2" "$T/lone.exp" || fail "qemu: lone content"
 m=$(qemu-img map --output=json "$SRC/vm.qcow2" | "$PY" -c 'import json,sys; print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]))')
 [[ $m == 0 ]] || fail "qemu: vm.qcow2 still holds $m bytes after commit"
+top_bytes() { qemu-img map --output=json "$1" | "$PY" -c 'import json,sys; print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]))'; }
+[[ $(top_bytes "$SRC/p1.qcow2") == $((1 * M)) ]] || fail "qemu: p1.qcow2 should keep its 1 MiB (--drop)"
+[[ $(top_bytes "$SRC/q1.qcow2") == 0 ]] || fail "qemu: q1.qcow2 should be empty after the commit"
+for img in p0 p1 q0 q1 r0 r1; do check_clean "$SRC/$img.qcow2"; done
+"$PY" -c "import sys; d = bytearray(b'\x61' * (8 << 20)); d[1 << 20:2 << 20] = b'\x62' * (1 << 20); d[4 << 20:6 << 20] = bytes(2 << 20); open(sys.argv[1], 'wb').write(d)" "$T/r1.exp"
+qemu-img compare -q -f qcow2 -F raw "$SRC/r1.qcow2" "$T/r1.exp" || fail "qemu: r1 content after punch-hole"
+"$PY" -c "import sys; open(sys.argv[1], 'wb').write(b'\x61' * (8 << 20))" "$T/r0.exp"
+qemu-img compare -q -f qcow2 -F raw "$SRC/r0.qcow2" "$T/r0.exp" || fail "qemu: r0 (the backing file) changed"
 
 log "read-only mount refuses control"
 mount_imgfs "$SRC" "$MNT" -r
 r=$(errno_of setxattr "$MNT/lone.qcow2/disk.raw" user.imgfs.resize +1M)
 [[ $r == EROFS ]] || fail "resize on a read-only mount gave $r"
+# (the kernel refuses it on a read-only mount before imgfs sees it)
 r=$(errno_of write "$MNT/lone.qcow2/ctl" "snapshot create x")
 [[ $r == EROFS || $r == EACCES ]] || fail "ctl on a read-only mount gave $r"
 umount_imgfs "$MNT"

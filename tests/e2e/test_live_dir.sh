@@ -58,6 +58,9 @@ log "deleted: gone from the tree, still readable through an open handle"
 exec {held}<"$MNT/b.qcow2/disk.raw"
 rm "$SRC/b.qcow2"
 wait_for unlisted b.qcow2 || fail "b.qcow2 still listed after rm"
+# nothing of it may come from the page cache: the daemon must serve it
+if [[ -w /proc/sys/vm/drop_caches ]]; then sync; echo 3 > /proc/sys/vm/drop_caches
+else echo "   (not root: cannot drop the page cache; the read below may come from it)"; fi
 cmp -s - "$T/b.raw" <&$held || fail "an open handle of a removed image does not read its content"
 exec {held}<&-
 echo "   b.qcow2 gone; the open handle read all of it"

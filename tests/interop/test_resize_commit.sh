@@ -125,7 +125,7 @@ same_chain() {
          <(qemu-img map --output=json "i-top.qcow2" | sed 's/"offset": [0-9]*//') >/dev/null ||
         fail "$label: the top maps differently from qemu's"
 }
-for args in "" "-d" "-b q-base.qcow2" "-b q-mid.qcow2"; do
+for args in "" "-r 8M" "-d" "-b q-base.qcow2" "-b q-mid.qcow2"; do
     rm -f ./*.qcow2
     make_chain q
     make_chain i
@@ -148,5 +148,12 @@ if "$IMGFS" commit -b nosuch.qcow2 i-top.qcow2 2>err; then fail "committed into 
 out=$("$IMGFS" commit -p -d i-top.qcow2) || fail "imgfs commit -p"
 grep -q "100.00/100%" <<<"$out" || fail "commit -p printed no progress: $out"
 grep -q "Image committed." <<<"$out" || fail "commit printed: $out"
+# -r: about 2.2 MiB to copy at 2 MiB/s takes a second
+t0=$(date +%s%N)
+"$IMGFS" commit -q -d -r 2M i-top.qcow2 || fail "imgfs commit -r 2M"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+(( ms >= 700 )) || fail "commit -r 2M of ~2.2 MiB took $ms ms: the rate limit was not applied"
+echo "   commit -r 2M: $ms ms"
+if "$IMGFS" commit -r 0 i-top.qcow2 2>err; then fail "commit -r 0 was accepted"; fi
 echo "   refusals name the file; -p shows progress"
 echo "PASS: resize_commit"

@@ -82,9 +82,10 @@ Result<uint64_t> ResizeFile(const std::string& path, const std::string& format, 
 Result<size_t> FindLayer(const Chain& chain, const std::string& spec);
 // Merges the layers above `base` into it. The top is emptied afterwards
 // unless `drop` is set or `base` is not the immediate backing file (the
-// layers between would then shadow what was committed).
-Status Commit(Chain& chain, const std::string& base, bool drop, const Chain::Progress& progress);
+// layers between would then shadow what was committed). `rate`: at most
+// that many bytes per second (qemu-img commit -r), 0 = as fast as it goes.
+Status Commit(Chain& chain, const std::string& base, bool drop, const Chain::Progress& progress, uint64_t rate = 0);
 Status CommitFile(const std::string& path, const std::string& format, const std::string& base, bool drop,
-                  const Chain::Progress& progress);
+                  const Chain::Progress& progress, uint64_t rate = 0);
 
 }  // namespace imgfs::ops
