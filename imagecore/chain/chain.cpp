@@ -198,26 +198,31 @@ Status Chain::Flush() {
 }
 
 Status Chain::Resize(uint64_t new_size) {
+  SharedLock w(write_mu_);  // not between a commit's copy and its emptying of the top
   ExclusiveLock l(io_mu_);
   return layers_[0]->Resize(new_size, below(0));
 }
 
 Status Chain::CreateSnapshot(const std::string& name) {
+  SharedLock w(write_mu_);  // not between a commit's copy and its emptying of the top
   ExclusiveLock l(io_mu_);
   return layers_[0]->CreateSnapshot(name);
 }
 
 Status Chain::DeleteSnapshot(const std::string& which) {
+  SharedLock w(write_mu_);  // not between a commit's copy and its emptying of the top
   ExclusiveLock l(io_mu_);
   return layers_[0]->DeleteSnapshot(which);
 }
 
 Status Chain::ApplySnapshot(const std::string& which) {
+  SharedLock w(write_mu_);  // not between a commit's copy and its emptying of the top
   ExclusiveLock l(io_mu_);
   return layers_[0]->ApplySnapshot(which);
 }
 
 Result<CheckResult> Chain::Check(RepairMode mode) {
+  SharedLock w(write_mu_);  // not between a commit's copy and its emptying of the top
   ExclusiveLock l(io_mu_);
   return layers_[0]->Check(mode);
 }

@@ -6,7 +6,8 @@
 // Read, Write, WriteZeroes, Flush) shares `io_mu_`; control operations
 // (Resize, snapshots, Check) take it exclusively, so they run alone and I/O
 // waits for them. Writes also share `write_mu_`, which Commit holds alone
-// for its whole run: writes wait, reads go on while it copies. Lock order:
+// for its whole run: writes and control operations wait, reads go on while
+// it copies. Lock order:
 // write_mu_, then io_mu_. The layers guard their own state below that.
 // A layer replaced by Commit is retired, not destroyed, so a Resolved run
 // handed out before stays readable (its bytes may be stale, never freed).
