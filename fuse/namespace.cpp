@@ -159,20 +159,28 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
 }
 
 namespace {
-// An image that another listed image builds on is served read-only:
-// writing it would silently change what the overlay shows.
+// The depth at which `overlay`'s backing chain holds `b` (0: it does not).
+size_t DepthIn(const ImageEntry& overlay, const ImageEntry& b) {
+  if (b.layer_paths.empty()) return 0;
+  for (size_t d = 1; d < overlay.layer_paths.size(); ++d)
+    if (overlay.layer_paths[d] == b.layer_paths[0]) return d;
+  return 0;
+}
+// An image that another listed image builds on, directly or deeper down its
+// chain, is served read-only: writing it would silently change what the
+// overlay shows.
 void ServeAsBacking(ImageEntry& b, const ImageEntry& overlay) {
   if (b.read_only) return;
+  const size_t d = DepthIn(overlay, b);
   std::lock_guard<std::mutex> l(b.mu);
-  b.read_only_reason = "it is the backing file of " + overlay.name;
+  b.read_only_reason = d == 1 ? "it is the backing file of " + overlay.name
+                              : "it is in the backing chain of " + overlay.name + " (depth " + std::to_string(d) + ")";
   b.read_only = true;
   b.claimed = false;
   b.chain.reset();  // its write claim goes (open files keep theirs); reopened read-only on first use
   Log(LogLevel::kInfo, "serving " + b.path + " read-only: " + b.read_only_reason);
 }
-bool BuildsOn(const ImageEntry& overlay, const ImageEntry& b) {
-  return !overlay.backing_path.empty() && !b.layer_paths.empty() && overlay.backing_path == b.layer_paths[0];
-}
+bool BuildsOn(const ImageEntry& overlay, const ImageEntry& b) { return DepthIn(overlay, b) > 0; }
 }  // namespace
 
 void Namespace::ProtectBackingOf(size_t i) {

@@ -383,7 +383,9 @@ void OpFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fus
 
 void OpFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
   OpenFile* of = Of(fi);
-  Status st = of->chain && of->writable ? of->chain->Flush() : Status::OK();
+  // Also through a descriptor opened read-only (`sync FILE` does that):
+  // fsync makes durable whatever any descriptor wrote before it.
+  Status st = of->chain && !Ctx(req).ns.image(of->node.image).read_only ? of->chain->Flush() : Status::OK();
   if (!st.ok()) Log(LogLevel::kError, "fsync failed: " + st.message());
   fuse_reply_err(req, ErrnoOf(st));
 }

@@ -5,6 +5,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -40,7 +41,8 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   conn->max_read = kMaxIo;
 }
 
-void SetLogging(const MountConfig& cfg) {
+// echo: before daemonizing, warnings go to the terminal as well as to syslog
+void SetLogging(const MountConfig& cfg, bool echo = false) {
   if (!cfg.log_file.empty()) {
     FILE* f = std::fopen(cfg.log_file.c_str(), "a");
     if (f) {
@@ -62,9 +64,10 @@ void SetLogging(const MountConfig& cfg) {
     SetLogSink([](LogLevel level, const std::string& msg) { std::fprintf(stderr, "imgfs: %s\n", msg.c_str()); });
   } else {
     openlog("imgfs", LOG_PID, LOG_DAEMON);
-    SetLogSink([](LogLevel level, const std::string& msg) {
+    SetLogSink([echo](LogLevel level, const std::string& msg) {
       int pri = level == LogLevel::kError ? LOG_ERR : level == LogLevel::kWarning ? LOG_WARNING : LOG_INFO;
       syslog(pri, "%s", msg.c_str());
+      if (echo && level != LogLevel::kInfo) std::fprintf(stderr, "imgfs: %s\n", msg.c_str());
     });
   }
 }
@@ -146,8 +149,8 @@ void FillOps(fuse_lowlevel_ops* ops) {
 
 int RunMount(const MountConfig& cfg) {
   // Before the scan so that left-out images are reported where the user
-  // looks: the terminal, until we daemonize.
-  if (cfg.foreground || !cfg.log_file.empty()) SetLogging(cfg);
+  // looks: the terminal too, until we daemonize; syslog has every line.
+  SetLogging(cfg, /*echo=*/!cfg.foreground && cfg.log_file.empty());
   RaiseFileLimit();
   // An ordinary user may not open /dev/fuse itself: fusermount3 (setuid)
   // does it for libfuse. Only its absence is final.
@@ -260,7 +263,8 @@ int RunMount(const MountConfig& cfg) {
   fuse_session_destroy(se);
   if (!closed.ok()) return 1;
   Log(LogLevel::kInfo, "unmounted " + cfg.mountpoint);
-  return rc == 0 ? 0 : 1;
+  // libfuse reports the signal that ended the loop; that is a clean end.
+  return rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP ? 0 : 1;
 }
 
 }  // namespace imgfs::fs

@@ -197,6 +197,14 @@ Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mo
 
 Status RenameFile(const std::string& from, const std::string& to) {
   if (::rename(from.c_str(), to.c_str()) != 0) return IoError("rename " + from + " to " + to, errno);
+  // The new name itself is durable once its directory is synced.
+  const auto slash = to.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : to.substr(0, slash);
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
   return Status::OK();
 }
 

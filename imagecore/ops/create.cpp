@@ -63,6 +63,9 @@ Status Create(const CreateRequest& req) {
   auto file = io::CreatePosixFile(tmp);
   if (!file.ok()) return file.status();
   Status st = drv->create(*file.value(), opts);
+  // Durable before it takes the final name: a crash then leaves either no
+  // image or a whole one.
+  if (st.ok()) st = file.value()->Sync();
   file.value().reset();
   if (st.ok()) st = io::RenameFile(tmp, req.path);
   if (!st.ok()) io::RemoveFile(tmp);
