@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The mount command's contract: clear one-line errors (bad source, busy
 # mountpoint, not a directory), --log names every image left out or served
-# read-only with the reason, SIGTERM to the daemon unmounts and flushes,
+# read-only with the reason (without --log: warnings on the terminal, -f:
+# everything on stderr), a single image file as SOURCE, -o passed to FUSE,
+# SIGTERM and SIGINT to the daemon and fusermount3 -u unmount and flush,
 # and an ordinary user can mount through fusermount3.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -64,7 +66,55 @@ check_clean "$SRC/top.qcow2"
 got=$(qemu-io -f qcow2 -c "read -v 4096 12" "$SRC/top.qcow2" | head -1)
 grep -q "73 69 67 74 65 72 6d 2d 64 61 74 61" <<< "$got" || fail "data written before SIGTERM not in the image: $got"
 
+log "without --log or -f: what is left out is said on the terminal"
+M2=$T/m2
+mkdir -p "$M2"
+"$IMGFS" mount "$SRC" "$M2" 2> "$T/err" || fail "mount without --log"
+_IMGFS_MOUNTS+=("$M2")
+grep -q "left out .*short.qcow2" "$T/err" || fail "left-out image not reported on stderr: $(cat "$T/err")"
+umount_imgfs "$M2"
+echo "   stderr: $(grep short.qcow2 "$T/err")"
+
+log "a single image file as SOURCE, -o noatime passed to FUSE"
+mount_imgfs "$SRC/base.qcow2" "$M2" -o noatime
+[[ $(ls "$M2") == base.qcow2 ]] || fail "a single-file mount shows: $(ls "$M2")"
+to_raw "$SRC/base.qcow2" "$T/base.raw"
+assert_same "$M2/base.qcow2/disk.raw" "$T/base.raw" "single-file mount"
+grep " $M2 " /proc/mounts | grep -q noatime || fail "-o noatime did not reach the mount: $(grep " $M2 " /proc/mounts)"
+echo "   ok; fusermount3 -u unmounts it, the daemon flushes and exits"
+printf 'fusermount-data' | dd of="$M2/base.qcow2/disk.raw" bs=1 seek=8192 conv=notrunc status=none
+pid=$(pgrep -f "imgfs mount .*$M2" | head -1)
+fusermount3 -u "$M2" || fail "fusermount3 -u"
+for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+! kill -0 "$pid" 2>/dev/null || fail "daemon still running 10 s after fusermount3 -u"
+check_clean "$SRC/base.qcow2"
+qemu-io -f qcow2 -c "read -P 0x66 8192 1" "$SRC/base.qcow2" | grep -q "read 1/1" || fail "write before fusermount3 -u lost"
+
+log "-f: in the foreground, logging to stderr; SIGINT unmounts"
+# (a background job of a script starts with SIGINT ignored: restore it)
+env --default-signal=INT "$IMGFS" mount -f "$SRC" "$M2" 2> "$T/ferr" &
+fpid=$!
+_IMGFS_MOUNTS+=("$M2")
+for _ in $(seq 1 100); do mountpoint -q "$M2" && break; sleep 0.1; done
+mountpoint -q "$M2" || fail "-f mount did not come up: $(cat "$T/ferr")"
+grep -q "short.qcow2" "$T/ferr" || fail "-f: left-out image not on stderr"
+grep -q "base.qcow2.*read-only" "$T/ferr" || fail "-f: read-only image not on stderr: $(cat "$T/ferr")"
+kill -INT "$fpid"
+for _ in $(seq 1 100); do kill -0 "$fpid" 2>/dev/null || break; sleep 0.1; done
+! kill -0 "$fpid" 2>/dev/null || fail "the -f daemon still runs 10 s after SIGINT"
+wait "$fpid" || fail "the -f daemon exited with $? after SIGINT"
+! mountpoint -q "$M2" || fail "still mounted after SIGINT"
+echo "   stderr had $(wc -l < "$T/ferr") lines; SIGINT unmounted and the daemon exited 0"
+
 log "an ordinary user mounts through fusermount3"
+# Debian's udev makes /dev/fuse 0666; where it is not (a bare VM), open it
+# for this part and put it back afterwards.
+if [[ $(id -u) -eq 0 && $(( 0$(stat -c %a /dev/fuse) & 6 )) -ne 6 ]]; then
+    fuse_mode=$(stat -c %a /dev/fuse)
+    chmod 666 /dev/fuse
+    add_cleanup "chmod $fuse_mode /dev/fuse"
+    echo "   (/dev/fuse was mode $fuse_mode: 666 for this test, restored after it)"
+fi
 if [[ $(id -u) -ne 0 ]]; then
     echo "   (already running as an ordinary user: covered by the mounts above)"
 elif ! command -v setpriv >/dev/null || [[ ! -u $(command -v fusermount3) ]]; then
@@ -82,7 +132,7 @@ else
     as_user() { setpriv --reuid=$U --regid=$U --clear-groups env XDG_RUNTIME_DIR="$UD/run" HOME="$UD" "$@"; }
     as_user "$IMGFS" mount "$UD/src" "$UD/mnt" || fail "mount as uid $U failed"
     _IMGFS_MOUNTS+=("$UD/mnt")
-    head -c 1048576 /dev/zero | tr '\0' 'a' > "$UD/expect"
+    qemu-img convert -U -O raw "$UD/src/solo.qcow2" "$UD/expect"
     chmod 644 "$UD/expect"
     as_user cmp -n 1048576 "$UD/mnt/solo.qcow2/disk.raw" "$UD/expect" || fail "user mount reads wrong data"
     printf 'user' | as_user dd of="$UD/mnt/solo.qcow2/disk.raw" bs=1 seek=2M conv=notrunc status=none \

@@ -112,7 +112,48 @@ for i, (g, r) in enumerate(zip(got, ref)):
         sys.exit(f"{name}/info.json[{i}] has a backing-filename but the image has none")
 EOF
 done
-echo "   info.json OK"
+for img in base.qcow2 overlay.qcow2 odd-name.dat data.img; do
+    diff <("$PY" -m json.tool < "$MNT/$img/info.json") <("$IMGFS" info --output=json --backing-chain "$SRC/$img" | "$PY" -m json.tool) ||
+        fail "$img/info.json differs from imgfs info --output=json --backing-chain"
+done
+echo "   info.json OK (as qemu-img says, and exactly what imgfs info prints)"
+
+log "disk.raw takes mtime, mode and owner from the image file, st_blocks from its allocation"
+chmod 640 "$SRC/data.img"; chown 4321:1234 "$SRC/data.img"; touch -d "2001-02-03 04:05:06" "$SRC/data.img"
+sleep 1.2   # the attribute timeout
+for img in base.qcow2 overlay.qcow2 data.img; do
+    want=$(stat -c "%Y %u %g" "$SRC/$img") got=$(stat -c "%Y %u %g" "$MNT/$img/disk.raw")
+    [[ $got == "$want" ]] || fail "$img/disk.raw: mtime uid gid '$got', the image file has '$want'"
+    wm=$(( 0$(stat -c %a "$SRC/$img") )) gm=$(( 0$(stat -c %a "$MNT/$img/disk.raw") ))
+    # read bits as the file's; write bits only where the mount may write
+    (( (gm & 0444) == (wm & 0444) && (gm & ~wm & 0777) == 0 )) || fail "$img/disk.raw: mode $(stat -c %a "$MNT/$img/disk.raw"), file $(stat -c %a "$SRC/$img")"
+    wb=$(stat -c %b "$SRC/$img") gb=$(stat -c %b "$MNT/$img/disk.raw")
+    [[ $gb == "$wb" ]] || fail "$img/disk.raw: st_blocks $gb, the image file has $wb (du would lie)"
+done
+echo "   mtime, owner, mode and st_blocks follow the image files"
+
+log "SEEK_DATA/SEEK_HOLE on the layer views"
+for v in "overlay.qcow2/layers/0-overlay.qcow2.raw overlay.qcow2" "overlay.qcow2/layers/1-base.qcow2.raw base.qcow2"; do
+    read -r view img <<< "$v"
+    qemu-img map -U --output=json "$SRC/$img" > "$T/map.json"
+    "$PY" - "$MNT/$view" "$T/map.json" <<'PYEOF' || fail "$view: SEEK_DATA/SEEK_HOLE differ from qemu-img map of $img"
+import json, os, sys
+want = []
+for e in json.load(open(sys.argv[2])):
+    if e["data"]:
+        if want and want[-1][1] == e["start"]: want[-1][1] += e["length"]
+        else: want.append([e["start"], e["start"] + e["length"]])
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size, got, pos = os.fstat(fd).st_size, [], 0
+while pos < size:
+    try: d = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError: break
+    h = os.lseek(fd, d, os.SEEK_HOLE)
+    got.append([d, h]); pos = h
+if got != want: sys.exit("view %s, qemu-img map %s" % (got, want))
+PYEOF
+    echo "   $view: as qemu-img map $img"
+done
 
 log "checking st_size and content of every view"
 for img in base.qcow2 overlay.qcow2 odd-name.dat data.img; do
