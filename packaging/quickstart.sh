@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds imgfs (Release), makes a demo directory
 # of images with `imgfs create`, mounts it and shows what to try.
-# Safe to run again: it unmounts and rebuilds the demo each time.
+# Safe to run again: it unmounts and rebuilds the demo each time (also
+# after a daemon that died and left its mount behind).
 #   IMGFS_DEMO=/var/tmp/imgfs-demo   where the demo lives
+#   IMGFS_BUILD=build                the build folder (configured if new)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -10,15 +12,19 @@ cd "$ROOT"
 source packaging/deps.sh
 install_missing "${IMGFS_BUILD_DEPS[@]}" "${IMGFS_RUN_DEPS[@]}"
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j2 --target imgfs
-IMGFS=$ROOT/build/mounttool/imgfs
+BUILD=${IMGFS_BUILD:-$ROOT/build}
+[[ -f $BUILD/CMakeCache.txt ]] || cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD" -j2 --target imgfs
+IMGFS=$BUILD/mounttool/imgfs
 
 DEMO=${IMGFS_DEMO:-/var/tmp/imgfs-demo}
 SRC=$DEMO/images
 MNT=$DEMO/mnt
+# A mount left by an earlier run: unmount it, even if its daemon is gone.
+if awk -v m="$MNT" '$2 == m {f = 1} END {exit !f}' /proc/mounts; then
+    "$IMGFS" umount "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT"
+fi
 mkdir -p "$SRC" "$MNT"
-if mountpoint -q "$MNT"; then "$IMGFS" umount "$MNT"; fi
 rm -f "$SRC"/*
 
 # A base disk with data, written through imgfs itself.
