@@ -107,6 +107,7 @@ std::string InfoHuman(const std::vector<LayerInfo>& layers) {
       << "virtual size: " << HumanSize(li.info.virtual_size) << " (" << li.info.virtual_size << " bytes)\n"
       << "disk size: " << HumanSize(li.actual_size) << "\n";
     if (li.info.cluster_size) o << "cluster_size: " << li.info.cluster_size << "\n";
+    if (li.info.dirty) o << "cleanly shut down: no\n";
     if (!li.backing_filename.empty()) {
       o << "backing file: " << li.backing_filename;
       if (li.full_backing_filename != li.backing_filename) o << " (actual path: " << li.full_backing_filename << ")";

@@ -175,4 +175,16 @@ rc=0
 if [ "$rc" -eq 0 ] || [ "$rc" -ge 128 ]; then fail "imgfs info missing.qcow2 exited $rc"; fi
 grep -q 'missing\.qcow2' "$T/err" || fail "imgfs info missing.qcow2: error does not name the file: $(cat "$T/err")"
 
+# The whole output, human and JSON (actual-size, i.e. disk size, included),
+# with and without the chain, byte for byte.
+m=0
+for img in $(ls -- *.qcow2 *.img *.raw 2>/dev/null); do
+    for args in "" "--backing-chain" "--output=json" "--output=json --backing-chain"; do
+        # shellcheck disable=SC2086
+        diff <(qemu-img info -U $args "$img" 2>&1) <("$IMGFS" info $args "$img" 2>&1) >/dev/null ||
+            fail "imgfs info $args $img differs from qemu-img's: $(diff <(qemu-img info -U $args "$img" 2>&1) <("$IMGFS" info $args "$img" 2>&1) | head -6)"
+    done
+    m=$((m + 1))
+done
+echo "   whole output identical to qemu-img info on $m images (4 forms each)"
 echo "PASS: info"
