@@ -2,6 +2,7 @@
 // verbatim), writes, fsync and SEEK_DATA/SEEK_HOLE.
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -269,6 +270,17 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
       ReplyStatus(req, st);
       return;
     }
+  }
+  // All in memory (decoded clusters, zeros): one writev straight from the
+  // buffers. Through libfuse's splice path memory is first copied into a
+  // pipe and then again into the kernel's pages.
+  bool any_fd = false;
+  for (const fuse_buf& b : bufs) any_fd |= (b.flags & FUSE_BUF_IS_FD) != 0;
+  if (!any_fd && bufs.size() < 512) {  // well under IOV_MAX with the header
+    std::vector<iovec> iov(bufs.size());
+    for (size_t i = 0; i < bufs.size(); ++i) iov[i] = {bufs[i].mem, bufs[i].size};
+    fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
+    return;
   }
   std::vector<char> storage(sizeof(fuse_bufvec) + bufs.size() * sizeof(fuse_buf));
   auto* vec = reinterpret_cast<fuse_bufvec*>(storage.data());

@@ -99,7 +99,18 @@ grep -q nosuch.qcow2 err || fail "the error does not name the file: $(cat err)"
 truncate -s 1M disk.raw
 "$IMGFS" resize -q -f raw disk.raw +3M
 [[ $(stat -c %s disk.raw) == $((4 * MiB)) ]] || fail "raw resize: size $(stat -c %s disk.raw)"
-echo "   refusals as qemu-img; raw images resize"
+# what is printed and the exit codes, side by side with qemu-img
+cp disk.raw q-out.raw; cp disk.raw i-out.raw
+for args in "+1M" "--shrink -1M" "-1M"; do
+    qrc=0 irc=0
+    # shellcheck disable=SC2086
+    qout=$(qemu-img resize -f raw q-out.raw $args 2>/dev/null) || qrc=$?
+    # shellcheck disable=SC2086
+    iout=$("$IMGFS" resize -f raw i-out.raw $args 2>/dev/null) || irc=$?
+    [[ $qout == "$iout" && $qrc == "$irc" ]] ||
+        fail "resize $args: imgfs printed '$iout' (exit $irc), qemu-img '$qout' (exit $qrc)"
+done
+echo "   refusals as qemu-img; raw images resize; output and exit codes as qemu-img's"
 
 echo "== commit"
 # make_chain PREFIX: base <- mid <- top, top larger than the rest, with
