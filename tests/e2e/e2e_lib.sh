@@ -81,25 +81,51 @@ assert_size() {
     [[ $s == "$2" ]] || fail "$3: st_size $s, expected $2"
 }
 
-# write_errno PATH: try to overwrite byte 0 of PATH with the byte that is
-# already there (so a wrongly-successful write changes no data).  Prints
-# "OK" if open+write+fsync succeeded, else the errno name (EROFS, EACCES...).
+# write_errno PATH [OFFSET]: try to overwrite the byte at OFFSET (default 0)
+# of PATH with the byte that is already there (so a wrongly-successful write
+# changes no data; where that byte cannot be read, a zero).  Prints "OK" if
+# open+write+fsync succeeded, else the errno name (EROFS, EACCES...).
 write_errno() {
-    "$PY" - "$1" <<'EOF'
+    "$PY" - "$1" "${2:-0}" <<'EOF'
 import errno, os, sys
-p = sys.argv[1]
+p, off = sys.argv[1], int(sys.argv[2])
 try:
-    with open(p, "rb") as f:
-        b = f.read(1) or b"\0"
+    try:
+        with open(p, "rb") as f:
+            f.seek(off)
+            b = f.read(1) or b"\0"
+    except OSError:
+        b = b"\0"
     fd = os.open(p, os.O_WRONLY)
     try:
-        os.pwrite(fd, b, 0)
+        os.pwrite(fd, b, off)
         os.fsync(fd)
     finally:
         os.close(fd)
     print("OK")
 except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
+EOF
+}
+
+# seek_map_is VIEW MAP_JSON: the data extents SEEK_DATA/SEEK_HOLE give on
+# VIEW are those of `qemu-img map --output=json` (adjacent data merged)
+seek_map_is() {
+    "$PY" - "$1" "$2" <<'EOF'
+import json, os, sys
+want = []
+for e in json.load(open(sys.argv[2])):
+    if e["data"]:
+        if want and want[-1][1] == e["start"]: want[-1][1] += e["length"]
+        else: want.append([e["start"], e["start"] + e["length"]])
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size, got, pos = os.fstat(fd).st_size, [], 0
+while pos < size:
+    try: d = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError: break
+    h = os.lseek(fd, d, os.SEEK_HOLE)
+    got.append([d, h]); pos = h
+if got != want: sys.exit("data extents %s, qemu-img map %s" % (got, want))
 EOF
 }
 

@@ -81,24 +81,8 @@ done
 [[ $(stat -c %s "$MNT/vm.qcow2/snapshots/small.raw") == $((4 * M)) ]] || fail "snapshot before resize has the wrong size"
 to_raw "$SRC/vm.qcow2" "$T/cur.raw"
 assert_same "$MNT/vm.qcow2/disk.raw" "$T/cur.raw" "disk.raw (current state)"
-"$PY" - "$MNT/holes.qcow2/snapshots/h.raw" "$T/holes.map.json" <<'PYEOF' || fail "SEEK_DATA/SEEK_HOLE on a snapshot view"
-import json, os, sys
-want, pos = [], None
-for e in json.load(open(sys.argv[2])):
-    if e["data"]:
-        if want and want[-1][1] == e["start"]: want[-1][1] += e["length"]
-        else: want.append([e["start"], e["start"] + e["length"]])
-fd = os.open(sys.argv[1], os.O_RDONLY)
-size, got, pos = os.fstat(fd).st_size, [], 0
-while pos < size:
-    try: d = os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError: break
-    h = os.lseek(fd, d, os.SEEK_HOLE)
-    got.append([d, h]); pos = h
-if got != want:
-    sys.exit("snapshot view data extents %s, qemu-img map when it was taken %s" % (got, want))
-print("   snapshots/h.raw: SEEK_DATA/SEEK_HOLE give the map of the image when the snapshot was taken")
-PYEOF
+seek_map_is "$MNT/holes.qcow2/snapshots/h.raw" "$T/holes.map.json" || fail "SEEK_DATA/SEEK_HOLE on a snapshot view"
+echo "   snapshots/h.raw: SEEK_DATA/SEEK_HOLE give the map of the image when the snapshot was taken"
 [[ ! -e $MNT/base.qcow2/snapshots/x ]] && [[ -d $MNT/base.qcow2/snapshots ]] || fail "base.qcow2/snapshots/ should exist and be empty"
 
 log "writing an image with snapshots leaves the snapshots as they were"

@@ -136,22 +136,7 @@ log "SEEK_DATA/SEEK_HOLE on the layer views"
 for v in "overlay.qcow2/layers/0-overlay.qcow2.raw overlay.qcow2" "overlay.qcow2/layers/1-base.qcow2.raw base.qcow2"; do
     read -r view img <<< "$v"
     qemu-img map -U --output=json "$SRC/$img" > "$T/map.json"
-    "$PY" - "$MNT/$view" "$T/map.json" <<'PYEOF' || fail "$view: SEEK_DATA/SEEK_HOLE differ from qemu-img map of $img"
-import json, os, sys
-want = []
-for e in json.load(open(sys.argv[2])):
-    if e["data"]:
-        if want and want[-1][1] == e["start"]: want[-1][1] += e["length"]
-        else: want.append([e["start"], e["start"] + e["length"]])
-fd = os.open(sys.argv[1], os.O_RDONLY)
-size, got, pos = os.fstat(fd).st_size, [], 0
-while pos < size:
-    try: d = os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError: break
-    h = os.lseek(fd, d, os.SEEK_HOLE)
-    got.append([d, h]); pos = h
-if got != want: sys.exit("view %s, qemu-img map %s" % (got, want))
-PYEOF
+    seek_map_is "$MNT/$view" "$T/map.json" || fail "$view: SEEK_DATA/SEEK_HOLE differ from qemu-img map of $img"
     echo "   $view: as qemu-img map $img"
 done
 

@@ -29,14 +29,18 @@ PYEOF
     [[ $("$IMGFS" check "$img" 2>&1) == $(qemu-img check "$img" 2>&1) ]] || fail "$1: imgfs check differs from qemu-img check"
     echo "   $1: info and check agree with qemu-img"
 }
+# bitmap_flags IMG: "name=flag,flag;name=..." as qemu-img info lists them
+bitmap_flags() {
+    qemu-img info --output=json "$1" | python3 -c '
+import json, sys
+bm = json.load(sys.stdin)["format-specific"]["data"]["bitmaps"]
+print(";".join(b["name"] + "=" + ",".join(b["flags"]) for b in bm))'
+}
 same "two bitmaps, one disabled"
 qemu-img info --output=json "$img" | grep -q '"in-use"' && fail "in_use before any write"
 "$IMGWRITE" "$img" 2097152 0x05 4096 || fail "imgwrite"
 qcheck "$img" "after a write"
-flags=$(qemu-img info --output=json "$img" | python3 -c '
-import json, sys
-bm = json.load(sys.stdin)["format-specific"]["data"]["bitmaps"]
-print(";".join(b["name"] + "=" + ",".join(b["flags"]) for b in bm))')
+flags=$(bitmap_flags "$img")
 [[ $flags == "tracking=in-use,auto;frozen=" ]] || fail "bitmap flags after a write: $flags"
 same "after a write"
 # A size change outdates every bitmap's size: all become in_use (the spec's
@@ -55,10 +59,7 @@ for how in resize apply; do
     fi
     qemu-img info "$img" > /dev/null || fail "$how: qemu-img cannot open the image: $(qemu-img info "$img" 2>&1)"
     qcheck "$img" "after $how"
-    flags=$(qemu-img info --output=json "$img" | python3 -c '
-import json, sys
-bm = json.load(sys.stdin)["format-specific"]["data"]["bitmaps"]
-print(";".join(b["name"] + "=" + ",".join(b["flags"]) for b in bm))')
+    flags=$(bitmap_flags "$img")
     [[ $flags == "tracking=in-use,auto;frozen=in-use" ]] || fail "bitmap flags after $how: $flags"
     echo "   $how: every bitmap in_use, qemu-img opens and checks the image"
 done
