@@ -64,5 +64,10 @@ umount_imgfs() {
 }
 
 # The shared corpus of real images, beside the checkout.
-: "${IMGFS_CORPUS:=$(cd "$TESTS_DIR/../.." && pwd)/shared/corpus}"
+# Beside the checkout; a clone made elsewhere (CI's clean clone) falls back
+# to the workplace's copy.
+if [[ -z ${IMGFS_CORPUS:-} ]]; then
+    IMGFS_CORPUS=$(cd "$TESTS_DIR/../.." && pwd)/shared/corpus
+    [[ -d $IMGFS_CORPUS || ! -d /work/shared/corpus ]] || IMGFS_CORPUS=/work/shared/corpus
+fi
 export IMGFS_CORPUS

@@ -13,7 +13,8 @@
 #    the first 4 MiB).
 #  - the broken images must be refused cleanly (no crash, no hang).
 #  - nothing in the (copied) corpus is modified by reading it.
-# Corpus: $IMGFS_CORPUS, default <repo>/../shared/corpus; skipped if absent.
+# Corpus: $IMGFS_CORPUS, default <repo>/../shared/corpus (else
+# /work/shared/corpus, see tests/lib.sh); skipped if absent.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=interop_lib.sh
