@@ -119,8 +119,7 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
     fuse_reply_err(req, cmd.status().code() != Code::kNotFound ? EINVAL : info ? EPERM : ENOTSUP);
     return;
   }
-  if (ctx.read_only) {
-    ctx.ns.image(n.image).control.Refused(cmd.value().text, ReadOnly("the mount is read-only (-r)"));
+  if (ctx.read_only) {  // the kernel refuses first on a -r mount; kept as a guard
     fuse_reply_err(req, EROFS);
     return;
   }

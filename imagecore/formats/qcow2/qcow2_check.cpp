@@ -260,10 +260,7 @@ Result<CheckResult> Qcow2Image::Check(RepairMode mode) {
   if (mode == RepairMode::kAll && !second.corruptions) clear |= kIncompatCorrupt;
   if (header_.version >= 3 && (header_.incompatible_features & clear)) {
     header_.incompatible_features &= ~clear;
-    uint8_t raw[8];
-    StoreBE64(raw, header_.incompatible_features);
-    IMGFS_RETURN_IF_ERROR(file_->PWrite(72, raw, sizeof raw));
-    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    IMGFS_RETURN_IF_ERROR(WriteHeaderWordLocked(72, header_.incompatible_features));
     if (!(header_.incompatible_features & (kIncompatDirty | kIncompatCorrupt)) && read_only_reason_ != "opened read-only")
       read_only_reason_.clear();
   }

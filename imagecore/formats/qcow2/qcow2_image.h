@@ -108,6 +108,8 @@ class Qcow2Image final : public Image {
 
   // --- writing (qcow2_write.cpp) ------------------------------------------
   Status PrepareForWriteLocked();
+  // A 64-bit header field (feature words) written in place, then synced.
+  Status WriteHeaderWordLocked(uint64_t offset, uint64_t value);
   Status MarkBitmapsInUseLocked(bool all);
   // The L2 table for guest cluster `c`, allocating it if absent.
   Result<uint64_t> L2OffsetForWriteLocked(uint64_t c);

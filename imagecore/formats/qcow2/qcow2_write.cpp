@@ -10,6 +10,13 @@
 
 namespace imgfs::qcow2 {
 
+Status Qcow2Image::WriteHeaderWordLocked(uint64_t offset, uint64_t value) {
+  uint8_t raw[8];
+  StoreBE64(raw, value);
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(offset, raw, sizeof raw));
+  return file_->Sync();
+}
+
 Status Qcow2Image::PrepareForWriteLocked() {
   if (damaged_.load()) {
     // As qemu: the corrupt bit makes the next user check before writing.
@@ -17,10 +24,7 @@ Status Qcow2Image::PrepareForWriteLocked() {
     if (!corrupt_bit_written_ && header_.version >= 3 && file_->writable()) {
       corrupt_bit_written_ = true;
       header_.incompatible_features |= kIncompatCorrupt;
-      uint8_t raw[8];
-      StoreBE64(raw, header_.incompatible_features);
-      Status st = file_->PWrite(72, raw, sizeof raw);
-      if (st.ok()) st = file_->Sync();
+      Status st = WriteHeaderWordLocked(72, header_.incompatible_features);
       if (!st.ok()) Log(LogLevel::kError, file_->path() + ": could not set the corrupt bit: " + st.message());
     }
     return ReadOnly(file_->path() + ": " + DamageFound());
@@ -41,10 +45,7 @@ Status Qcow2Image::PrepareForWriteLocked() {
   }
   if (header_.version >= 3 && (header_.autoclear_features & ~keep)) {
     header_.autoclear_features &= keep;
-    uint8_t raw[8];
-    StoreBE64(raw, header_.autoclear_features);
-    IMGFS_RETURN_IF_ERROR(file_->PWrite(88, raw, sizeof raw));
-    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    IMGFS_RETURN_IF_ERROR(WriteHeaderWordLocked(88, header_.autoclear_features));
   }
   write_prepared_ = true;
   return Status::OK();
