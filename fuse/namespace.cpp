@@ -220,10 +220,13 @@ long Namespace::Added(const std::string& name) {
     ImageEntry& e = image(size_t(old));
     if (e.file_ino == fst.value().ino && e.file_dev == fst.value().dev) {
       // The same file, written and closed. Not by the mount if it holds the
-      // claim; else someone else changed it: what is cached is stale.
+      // claim; else someone else changed it: what is cached is stale. That
+      // holds with no chain open too: the size read at the last event may
+      // be a half-made image's (qemu-img create closes the file several
+      // times, the header first saying size 0).
       {
         std::lock_guard<std::mutex> l(e.mu);
-        if (e.claimed || !e.chain) return -1;
+        if (e.claimed) return -1;
       }
       Reopen(size_t(old));
       Log(LogLevel::kInfo, path + " was changed by another program: reopened");

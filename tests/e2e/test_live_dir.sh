@@ -54,6 +54,23 @@ sleep 0.3
 unlisted notes.txt || fail "notes.txt is listed"
 echo "   qemu-img create, cp and imgfs create appear; other files do not"
 
+log "images made in a burst settle at their final size"
+# qemu-img create closes the file several times, the header first saying
+# size 0: whatever the watcher read in between, the last close wins.
+for n in $(seq 1 12); do
+    qemu-img create -q -f qcow2 "$SRC/burst$n.qcow2" $((n * M))
+    qemu-io -f qcow2 -c "write -P $n 0 64k" "$SRC/burst$n.qcow2" >/dev/null
+done
+for n in $(seq 1 12); do
+    wait_for listed "burst$n.qcow2" || fail "burst$n.qcow2 did not appear"
+    size_is() { [[ $(stat -c %s "$MNT/burst$n.qcow2/disk.raw") == $((n * M)) ]]; }
+    wait_for size_is || fail "burst$n.qcow2/disk.raw: size $(stat -c %s "$MNT/burst$n.qcow2/disk.raw") != $((n * M))"
+    [[ $(head -c 1 "$MNT/burst$n.qcow2/disk.raw" | od -An -tu1 | tr -d ' ') == "$n" ]] ||
+        fail "burst$n.qcow2/disk.raw does not read what qemu-io wrote"
+    rm "$SRC/burst$n.qcow2"
+done
+echo "   12 images made back to back: each at its size, with its data"
+
 log "deleted: gone from the tree, still readable through an open handle"
 exec {held}<"$MNT/b.qcow2/disk.raw"
 rm "$SRC/b.qcow2"
