@@ -110,6 +110,31 @@ view_matches "$MNT/mbr.qcow2/disk.raw" "$MNT/mbr.qcow2/partitions/p2.raw" $((184
 r=$(write_errno "$MNT/mbr.qcow2/layers/0-mbr.qcow2.raw")
 [[ $r == EROFS ]] || fail "layer views stay read-only ($r)"
 
+log "writes to a logical MBR partition and a GPT partition land at their offsets; the end is a wall"
+head -c $M /dev/urandom > "$T/w5"
+dd if="$T/w5" of="$MNT/mbr.qcow2/partitions/p5.raw" bs=64K seek=$((512 * 1024)) oflag=seek_bytes conv=notrunc status=none ||
+    fail "write to p5.raw (logical)"
+view_matches "$MNT/mbr.qcow2/disk.raw" "$T/w5" $((53248 * 512 + 512 * 1024)) $M ||
+    fail "disk.raw does not show what was written through p5.raw at its offset"
+p6_before=$(sha256sum < "$MNT/mbr.qcow2/partitions/p6.raw")
+# 8 KiB at 4 KiB before p5's end: 4 KiB land, the rest is refused
+"$PY" - "$MNT/mbr.qcow2/partitions/p5.raw" $((16384 * 512)) <<'PY' || fail "the end of p5.raw is not a wall"
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+end = int(sys.argv[2])
+n = os.pwrite(fd, b"\xee" * 8192, end - 4096)
+assert n == 4096, n
+try:
+    os.pwrite(fd, b"\xee" * 512, end)
+    raise SystemExit("a write past the end of the partition succeeded")
+except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+PY
+[[ $(sha256sum < "$MNT/mbr.qcow2/partitions/p6.raw") == "$p6_before" ]] || fail "a write at p5's end reached p6"
+head -c $((2 * M)) /dev/urandom > "$T/g3"
+dd if="$T/g3" of="$MNT/gpt.qcow2/partitions/p3.raw" bs=1M conv=notrunc,fsync status=none || fail "write to gpt p3.raw"
+echo "   p5 (logical) and GPT p3 written; 4 KiB of 8 land at p5's end, past it ENOSPC, p6 untouched"
+
 log "the list follows the table"
 sfdisk -q --delete "$MNT/mbr.qcow2/disk.raw" 1 2>/dev/null || sfdisk -q --delete "$MNT/mbr.qcow2/disk.raw" 1
 sleep 1.1  # the kernel may cache the old names for the entry timeout
@@ -119,7 +144,13 @@ echo "   p1 deleted through disk.raw: partitions/ now $(ls "$MNT/mbr.qcow2/parti
 
 umount_imgfs "$MNT"
 check_clean "$SRC/mbr.qcow2"
+check_clean "$SRC/gpt.qcow2"
+to_raw "$SRC/gpt.qcow2" "$T/gpt.after"
+view_matches "$T/gpt.after" "$T/g3" $((40960 * 512)) $((2 * M)) || fail "qemu does not read GPT p3's new data at its offset"
 to_raw "$SRC/mbr.qcow2" "$T/after.raw"
 dd if="$T/after.raw" of="$T/p2.img" bs=512 skip=18432 count=32768 status=none
 e2fsck -fn "$T/p2.img" >/dev/null || fail "qemu's view of partition 2 is not a clean ext4"
+view_matches "$T/after.raw" "$T/w5" $((53248 * 512 + 512 * 1024)) $M || fail "qemu does not read p5's new data at its offset"
+[[ $(dd if="$T/after.raw" bs=512 skip=$((53248 + 16384 - 8)) count=8 status=none | tr -d '\356' | wc -c) == 0 ]] ||
+    fail "qemu does not read the 4 KiB written at p5's end"
 echo "PASS: partitions"
