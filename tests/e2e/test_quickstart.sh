@@ -37,7 +37,7 @@ run_quickstart() { # LABEL
 run_quickstart "first run"
 run_quickstart "second run"
 pkill -9 -f "imgfs mount $IMGFS_DEMO/images" || fail "no daemon to kill"
-sleep 0.3
+for _ in $(seq 1 50); do pgrep -f "imgfs mount $IMGFS_DEMO/images" >/dev/null || break; sleep 0.1; done
 run_quickstart "after its daemon was killed"
 "$IMGFS" umount "$MNT"
 for img in base vm; do check_clean "$IMGFS_DEMO/images/$img.qcow2"; done
