@@ -6,6 +6,7 @@
 #   $IMGFS_BUILD/tests/interop/imgcat   FILE [OFFSET LENGTH]
 #   $IMGFS_BUILD/tests/interop/imgwrite FILE OFFSET PATTERN_BYTE LENGTH
 #   $IMGFS_BUILD/tests/interop/imgmap   FILE
+# and tools/bitmap_runs.py IMAGE, an independent reader of qcow2 dirty bitmaps,
 # and the CLI $IMGFS (create / info).
 #
 # The sourcing script must have set HERE to its own directory.
@@ -21,6 +22,7 @@ IMGFS_BUILD=${IMGFS_BUILD:-$ROOT/build}
     IMGCAT=$IMGFS_BUILD/tests/interop/imgcat
     IMGWRITE=$IMGFS_BUILD/tests/interop/imgwrite
     IMGMAP=$IMGFS_BUILD/tests/interop/imgmap
+    BITMAP_RUNS=$ROOT/tests/interop/tools/bitmap_runs.py
     MiB=$((1024 * 1024))
 }
 

@@ -74,11 +74,9 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
     ref(header_.bitmap_directory_offset, header_.bitmap_directory_size, "bitmap directory");
     std::vector<uint8_t> dir(header_.bitmap_directory_size);
     IMGFS_RETURN_IF_ERROR(file_->PRead(header_.bitmap_directory_offset, dir.data(), dir.size()));
-    for (uint64_t p = 0; p + 24 <= dir.size();) {
-      const uint64_t tbl = LoadBE64(&dir[p]);
-      const uint32_t n = LoadBE32(&dir[p + 8]);
-      const uint32_t extra = LoadBE32(&dir[p + 20]);
-      const uint16_t name_len = LoadBE16(&dir[p + 18]);
+    for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
+      const uint64_t tbl = e.table_offset;
+      const uint32_t n = e.table_size;
       if (n && aligned(tbl, "bitmap table")) {
         ref(tbl, uint64_t(n) * 8, "bitmap table");
         std::vector<uint8_t> t(uint64_t(n) * 8);
@@ -88,7 +86,6 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
           if (d && aligned(d, "bitmap data")) ref(d, cs, "bitmap data");
         }
       }
-      p += (24 + uint64_t(extra) + name_len + 7) & ~uint64_t(7);
     }
   }
 

@@ -33,6 +33,9 @@ Qcow2Image::~Qcow2Image() {
   if (!file_->writable() || read_only()) return;
   Status st = Flush();
   if (!st.ok()) Log(LogLevel::kError, file_->path() + ": flush at close failed: " + st.ToString());
+  std::lock_guard<std::mutex> l(meta_mu_);
+  if (st.ok() && !damaged_.load()) st = StoreTrackedBitmapsLocked();
+  if (!st.ok()) Log(LogLevel::kError, file_->path() + ": dirty bitmaps left in use: " + st.ToString());
 }
 
 Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, const OpenOptions& opts) {
@@ -128,18 +131,13 @@ ImageInfo Qcow2Image::Info() const {
       header_.bitmap_directory_size && header_.bitmap_directory_size <= (64u << 20)) {
     std::vector<uint8_t> dir(header_.bitmap_directory_size);
     if (file_->PRead(header_.bitmap_directory_offset, dir.data(), dir.size()).ok()) {
-      for (uint64_t p = 0; p + 24 <= dir.size();) {
-        const uint32_t flags = LoadBE32(&dir[p + 12]);
-        const uint16_t name_len = LoadBE16(&dir[p + 18]);
-        const uint32_t extra = LoadBE32(&dir[p + 20]);
-        if (p + 24 + extra + name_len > dir.size()) break;
+      for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
         ImageInfo::Bitmap b;
-        b.name.assign(reinterpret_cast<const char*>(&dir[p + 24 + extra]), name_len);
-        b.granularity = 1ull << std::min<uint32_t>(dir[p + 17], 63);
-        if (flags & 1) b.flags.push_back("in-use");
-        if (flags & 2) b.flags.push_back("auto");
+        b.name = e.name;
+        b.granularity = 1ull << std::min<uint32_t>(e.granularity_bits, 63);
+        if (e.flags & 1) b.flags.push_back("in-use");
+        if (e.flags & 2) b.flags.push_back("auto");
         info.bitmaps.push_back(std::move(b));
-        p += (24 + uint64_t(extra) + name_len + 7) & ~uint64_t(7);
       }
     }
   }

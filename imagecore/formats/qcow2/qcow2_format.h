@@ -91,6 +91,21 @@ struct Header {
 
 // Where a compressed cluster's bytes lie: from `host`, `bytes` long (whole
 // 512-byte sectors counted from the one holding `host`).
+// One entry of the bitmap directory; `pos` is its offset in the directory.
+struct BitmapDirEntry {
+  uint64_t pos = 0;
+  uint64_t table_offset = 0;
+  uint32_t table_size = 0;
+  uint32_t flags = 0;
+  uint8_t type = 0;
+  uint8_t granularity_bits = 0;
+  uint32_t extra_size = 0;
+  std::string name;
+};
+// The entries of a bitmap directory as read from the file (a truncated
+// last entry is left out).
+std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir);
+
 struct CompressedRange {
   uint64_t host;
   uint64_t bytes;

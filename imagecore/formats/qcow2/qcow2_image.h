@@ -111,6 +111,21 @@ class Qcow2Image final : public Image {
   // A 64-bit header field (feature words) written in place, then synced.
   Status WriteHeaderWordLocked(uint64_t offset, uint64_t value);
   Status MarkBitmapsInUseLocked(bool all);
+  // --- dirty bitmaps kept in step (qcow2_bitmaps.cpp) ----------------------
+  // An enabled bitmap held in memory from the first write to a clean close.
+  struct TrackedBitmap {
+    uint64_t pos = 0;  // of its entry in the bitmap directory
+    uint32_t granularity_bits = 0;
+    std::vector<uint8_t> bits;          // bit i (LSB first) covers [i << g, (i+1) << g)
+    std::vector<uint64_t> old_table;    // released once the new one is in place
+    uint64_t old_table_offset = 0;
+  };
+  Result<std::vector<uint8_t>> ReadBitmapDirectoryLocked();
+  Result<bool> LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap* out);
+  Status LoadTrackedBitmapsLocked();
+  // The disk changed at [off, off+len): every tracked bitmap records it.
+  void MarkDirtyLocked(uint64_t off, uint64_t len);
+  Status StoreTrackedBitmapsLocked();
   // The L2 table for guest cluster `c`, allocating it if absent.
   Result<uint64_t> L2OffsetForWriteLocked(uint64_t c);
   Result<uint64_t> CowL2TableLocked(uint64_t l1_index);
@@ -196,6 +211,7 @@ class Qcow2Image final : public Image {
   uint64_t end_cluster_ = 0;          // GUARDED_BY(meta_mu_): first never-used cluster
   bool end_known_ = false;            // GUARDED_BY(meta_mu_)
   bool write_prepared_ = false;       // GUARDED_BY(meta_mu_)
+  std::vector<TrackedBitmap> tracked_;  // GUARDED_BY(meta_mu_)
   // Metadata found damaged while serving I/O: from then on the image is
   // read-only, as qemu does, and the next write attempt sets the corrupt
   // bit on disk so later users run a check first. The flag is set from any

@@ -37,9 +37,11 @@ Status Qcow2Image::PrepareForWriteLocked() {
   // is written at its own offset in the data file).
   uint64_t keep = data_file_ ? kAutoclearDataFileRaw : 0;
   // Dirty bitmaps stay valid metadata: the ones that track writes ("auto")
-  // are marked in_use, which tells their users they are no longer exact,
-  // before the first byte is written; disabled ones are not affected.
+  // are loaded to be kept in step, and marked in_use on disk before the
+  // first byte is written until a clean close stores them; disabled ones
+  // are not affected.
   if (header_.has_bitmaps_ext && (header_.autoclear_features & kAutoclearBitmaps)) {
+    IMGFS_RETURN_IF_ERROR(LoadTrackedBitmapsLocked());
     IMGFS_RETURN_IF_ERROR(MarkBitmapsInUseLocked(false));
     keep |= kAutoclearBitmaps;
   }
@@ -54,23 +56,19 @@ Status Qcow2Image::PrepareForWriteLocked() {
 // all: every bitmap, for a change of the disk size. A bitmap keeps the size
 // it was saved with, and qemu refuses to open an image with a bitmap whose
 // size disagrees with the disk unless it is in_use, which the spec defines
-// as "size or contents may be outdated".
+// as "size or contents may be outdated". Those stay in_use: no longer
+// tracked, they are not stored at close.
 Status Qcow2Image::MarkBitmapsInUseLocked(bool all) {
-  if (!header_.has_bitmaps_ext || !(header_.autoclear_features & kAutoclearBitmaps)) return Status::OK();
-  const uint64_t size = header_.bitmap_directory_size;
-  if (!size || size > (64u << 20)) return Status::OK();
-  std::vector<uint8_t> dir(size);
-  IMGFS_RETURN_IF_ERROR(file_->PRead(header_.bitmap_directory_offset, dir.data(), size));
+  if (all) tracked_.clear();
+  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());
   bool changed = false;
-  for (uint64_t p = 0; p + 24 <= size;) {
-    const uint32_t flags = LoadBE32(&dir[p + 12]);
-    if ((all || (flags & 2)) && !(flags & 1)) {  // (auto or all), not yet in_use
+  for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
+    if ((all || (e.flags & 2)) && !(e.flags & 1)) {  // (auto or all), not yet in_use
       uint8_t raw[4];
-      StoreBE32(raw, flags | 1);
-      IMGFS_RETURN_IF_ERROR(file_->PWrite(header_.bitmap_directory_offset + p + 12, raw, sizeof raw));
+      StoreBE32(raw, e.flags | 1);
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(header_.bitmap_directory_offset + e.pos + 12, raw, sizeof raw));
       changed = true;
     }
-    p += (24 + uint64_t(LoadBE32(&dir[p + 20])) + LoadBE16(&dir[p + 18]) + 7) & ~uint64_t(7);
   }
   if (changed) IMGFS_RETURN_IF_ERROR(file_->Sync());
   return Status::OK();
@@ -257,6 +255,7 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
     {
       std::lock_guard<std::mutex> l(meta_mu_);
       IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
+      if (p == buf) MarkDirtyLocked(off, len);  // all of it, before any byte changes
       // Longest run of clusters owned in place with contiguous host offsets.
       uint64_t c = off >> cluster_bits_;
       const uint64_t in = off & (cluster_size_ - 1);

@@ -1,0 +1,167 @@
+// Persistent dirty bitmaps kept in step with writes, the way the spec asks
+// of a writer: the enabled ("auto") bitmaps are loaded at the first write
+// and marked in_use on disk before any data changes; every change of the
+// disk sets their bits in memory; a clean close writes them to new
+// clusters and clears in_use. A crash leaves in_use set, which the spec
+// reads as "may be outdated": never a stale bitmap that claims to be exact.
+#include <algorithm>
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/qcow2/qcow2_image.h"
+#include "imagecore/log.h"
+
+namespace imgfs::qcow2 {
+
+namespace {
+constexpr uint32_t kBitmapInUse = 1, kBitmapAuto = 2, kBitmapExtraCompatible = 4;
+constexpr uint64_t kBitmapOffsetMask = 0x00fffffffffffe00ull;
+// A bitmap bigger than this in memory is not tracked (it is marked in_use
+// instead): 64 MiB covers 2 TiB at 4 KiB granularity.
+constexpr uint64_t kMaxTrackedBytes = 64ull << 20;
+}  // namespace
+
+std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir) {
+  std::vector<BitmapDirEntry> out;
+  for (uint64_t p = 0; p + 24 <= dir.size();) {
+    BitmapDirEntry e;
+    e.pos = p;
+    e.table_offset = LoadBE64(&dir[p]);
+    e.table_size = LoadBE32(&dir[p + 8]);
+    e.flags = LoadBE32(&dir[p + 12]);
+    e.type = dir[p + 16];
+    e.granularity_bits = dir[p + 17];
+    const uint64_t name_size = LoadBE16(&dir[p + 18]);
+    e.extra_size = LoadBE32(&dir[p + 20]);
+    if (p + 24 + e.extra_size + name_size > dir.size()) break;
+    e.name.assign(reinterpret_cast<const char*>(&dir[p + 24 + e.extra_size]), name_size);
+    out.push_back(std::move(e));
+    p += (24 + e.extra_size + name_size + 7) & ~uint64_t(7);
+  }
+  return out;
+}
+
+Result<std::vector<uint8_t>> Qcow2Image::ReadBitmapDirectoryLocked() {
+  const uint64_t size = header_.bitmap_directory_size;
+  if (!header_.has_bitmaps_ext || !(header_.autoclear_features & kAutoclearBitmaps) || !size || size > (64u << 20))
+    return std::vector<uint8_t>{};
+  std::vector<uint8_t> dir(size);
+  IMGFS_RETURN_IF_ERROR(file_->PRead(header_.bitmap_directory_offset, dir.data(), size));
+  return dir;
+}
+
+// Loads one enabled bitmap into memory; false (and nothing loaded) where it
+// is not one this writer can keep exact: it is then only marked in_use.
+Result<bool> Qcow2Image::LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap* out) {
+  if (e.type != 1 || (e.extra_size && !(e.flags & kBitmapExtraCompatible))) return false;
+  if (e.granularity_bits < 9 || e.granularity_bits > 31) return false;
+  const uint64_t bits = (header_.size + (uint64_t(1) << e.granularity_bits) - 1) >> e.granularity_bits;
+  const uint64_t bytes = (bits + 7) / 8;
+  if (bytes > kMaxTrackedBytes) return false;
+  if (e.table_size != (bytes + cluster_size_ - 1) / cluster_size_) return false;  // outdated size
+  if (e.table_offset & (cluster_size_ - 1)) return false;
+  std::vector<uint8_t> raw(uint64_t(e.table_size) * 8);
+  if (!raw.empty()) IMGFS_RETURN_IF_ERROR(file_->PRead(e.table_offset, raw.data(), raw.size()));
+  out->pos = e.pos;
+  out->granularity_bits = e.granularity_bits;
+  out->bits.assign(bytes, 0);
+  out->old_table.resize(e.table_size);
+  out->old_table_offset = e.table_offset;
+  for (uint32_t i = 0; i < e.table_size; ++i) {
+    const uint64_t t = LoadBE64(&raw[uint64_t(i) * 8]);
+    out->old_table[i] = t;
+    const uint64_t at = uint64_t(i) * cluster_size_;
+    const uint64_t n = std::min(cluster_size_, bytes - at);
+    const uint64_t host = t & kBitmapOffsetMask;
+    if (t & ~(kBitmapOffsetMask | 1)) return false;  // reserved bits
+    if (host) {
+      if (t & 1) return false;
+      if (host & (cluster_size_ - 1) || host + cluster_size_ > file_->Size() + cluster_size_) return false;
+      IMGFS_RETURN_IF_ERROR(file_->PRead(host, &out->bits[at], n));
+    } else if (t & 1) {
+      std::memset(&out->bits[at], 0xff, n);
+    }
+  }
+  if (bits % 8) out->bits.back() &= uint8_t((1u << (bits % 8)) - 1);  // tail bits stay zero
+  return true;
+}
+
+Status Qcow2Image::LoadTrackedBitmapsLocked() {
+  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());
+  for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
+    if ((e.flags & (kBitmapAuto | kBitmapInUse)) != kBitmapAuto) continue;
+    TrackedBitmap b;
+    IMGFS_ASSIGN_OR_RETURN(bool ok, LoadBitmapLocked(e, &b));
+    if (ok) tracked_.push_back(std::move(b));
+    else Log(LogLevel::kInfo, file_->path() + ": bitmap '" + e.name + "' is not tracked; it is marked in use");
+  }
+  return Status::OK();
+}
+
+void Qcow2Image::MarkDirtyLocked(uint64_t off, uint64_t len) {
+  if (!len) return;
+  for (TrackedBitmap& b : tracked_) {
+    if (b.bits.empty()) continue;
+    uint64_t first = off >> b.granularity_bits;
+    const uint64_t last = std::min<uint64_t>((off + len - 1) >> b.granularity_bits, b.bits.size() * 8 - 1);
+    for (; first <= last && (first & 7); ++first) b.bits[first / 8] |= uint8_t(1u << (first & 7));
+    if (first + 8 <= last + 1) {
+      const uint64_t whole = (last + 1 - first) / 8;
+      std::memset(&b.bits[first / 8], 0xff, whole);
+      first += whole * 8;
+    }
+    for (; first <= last; ++first) b.bits[first / 8] |= uint8_t(1u << (first & 7));
+  }
+}
+
+// Data and tables go to new clusters and are durable (refcounts too)
+// before a directory entry points at them; in_use is cleared only after
+// that; the old clusters are released last, so a crash at any point leaves
+// an in_use bitmap or a leak, never a bitmap that reads wrong.
+Status Qcow2Image::StoreTrackedBitmapsLocked() {
+  if (tracked_.empty()) return Status::OK();
+  const uint64_t dir_off = header_.bitmap_directory_offset;
+  for (TrackedBitmap& b : tracked_) {
+    const uint64_t n = b.old_table.size();
+    std::vector<uint8_t> table(n * 8, 0);
+    for (uint64_t i = 0; i < n; ++i) {
+      const uint64_t at = i * cluster_size_;
+      const uint64_t len = std::min(cluster_size_, b.bits.size() - at);
+      if (std::all_of(&b.bits[at], &b.bits[at] + len, [](uint8_t x) { return x == 0; })) continue;
+      IMGFS_ASSIGN_OR_RETURN(uint64_t host, AllocateClustersLocked(1));
+      std::vector<uint8_t> cl(cluster_size_, 0);
+      std::memcpy(cl.data(), &b.bits[at], len);
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(host, cl.data(), cl.size()));
+      StoreBE64(&table[i * 8], host);
+    }
+    uint64_t table_off = 0;
+    if (n) {
+      const uint64_t clusters = (n * 8 + cluster_size_ - 1) / cluster_size_;
+      IMGFS_ASSIGN_OR_RETURN(table_off, AllocateClustersLocked(clusters));
+      table.resize(clusters * cluster_size_, 0);
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(table_off, table.data(), table.size()));
+    }
+    IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    uint8_t raw[8];
+    StoreBE64(raw, table_off);
+    IMGFS_RETURN_IF_ERROR(file_->PWrite(dir_off + b.pos, raw, 8));
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    for (uint64_t t : b.old_table)
+      if (t & kBitmapOffsetMask) pending_release_.emplace_back(t & kBitmapOffsetMask, cluster_size_);
+    if (b.old_table_offset && n) pending_release_.emplace_back(b.old_table_offset, n * 8);
+  }
+  // Now every entry points at its new, complete data: clear in_use.
+  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());
+  for (const TrackedBitmap& b : tracked_) {
+    if (b.pos + 16 > dir.size()) continue;
+    uint8_t raw[4];
+    StoreBE32(raw, LoadBE32(&dir[b.pos + 12]) & ~kBitmapInUse);
+    IMGFS_RETURN_IF_ERROR(file_->PWrite(dir_off + b.pos + 12, raw, 4));
+  }
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  tracked_.clear();
+  return FlushMetadataLocked(/*apply_releases=*/true);
+}
+
+}  // namespace imgfs::qcow2
