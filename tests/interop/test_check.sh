@@ -49,6 +49,10 @@ elif what == "too-low":       # a referenced cluster marked free
     set_rc((l2e(1) & 0x00fffffffffffe00) >> cb, 0)
 elif what == "past-end":      # guest cluster 1 points 64 MiB into a file far shorter
     f.seek(l2_off + 8); f.write(struct.pack(">Q", (l2e(1) & ~0x00fffffffffffe00) | (64 << 20)))
+elif what == "compressed-past-end":  # compressed guest cluster 0's bytes 64 GiB on
+    x = 62 - (cb - 8)
+    e = l2e(0); assert e >> 62 & 1, "cluster 0 is not compressed"
+    f.seek(l2_off); f.write(struct.pack(">Q", (e & ~((1 << x) - 1)) | (64 << 30)))
 elif what == "overlap":       # guest cluster 2 points at guest cluster 0's host cluster
     f.seek(l2_off + 16); f.write(struct.pack(">Q", l2e(0)))
 PYEOF
@@ -111,5 +115,26 @@ for damage in leak too-high too-low overlap past-end; do
     qcheck "$img" "after imgfs check -r $mode ('$damage')"
     qemu-img compare -q -f raw "$T/before.raw" "$img" || fail "repair of '$damage' changed reachable data"
     echo "   damage '$damage': imgfs check -r $mode leaves an image qemu-img calls clean, data kept"
+done
+# A snapshot of an image whose references run past the end of the file is
+# refused, naming the cause: counting them would grow the file toward them
+# (qemu-img snapshot -c writes refcount blocks out there until EFBIG).
+head -c 1M /dev/zero | tr '\0' 'z' > "$T/c.raw"
+qemu-img convert -c -f raw -O qcow2 -o cluster_size=4096 "$T/c.raw" "$T/cpe.qcow2"
+for damage in compressed-past-end past-end; do
+    img=$T/snap-$damage.qcow2
+    if [[ $damage == past-end ]]; then
+        qemu-img create -q -f qcow2 "$img" 4M
+        qio "$img" qcow2 "write -P 0x61 0 128k"
+    else
+        cp "$T/cpe.qcow2" "$img"
+    fi
+    patch "$img" "$damage"
+    size=$(stat -c %s "$img")
+    rc=0; out=$("$IMGFS" snapshot -c s "$img" 2>&1) || rc=$?
+    [[ $rc == 1 ]] || fail "snapshot -c of an image with '$damage' exit $rc: $out"
+    grep -q "past the end of the file" <<<"$out" || fail "snapshot -c refusal does not say why: $out"
+    (( $(stat -c %s "$img") <= size + 65536 )) || fail "snapshot -c grew the file from $size to $(stat -c %s "$img")"
+    echo "   damage '$damage': snapshot -c refused ($(tail -1 <<<"$out" | sed 's/.*: //'))"
 done
 echo "PASS: check"

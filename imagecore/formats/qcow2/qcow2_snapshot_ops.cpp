@@ -9,6 +9,7 @@
 // that `qemu-img check -r all` repairs. Nothing is lost or mis-shared.
 #include <algorithm>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <unordered_map>
@@ -45,9 +46,20 @@ Status Qcow2Image::AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t d
   // below zero) fails the operation before anything was touched.
   std::unordered_map<uint64_t, uint64_t> uses;  // cluster -> walks through it
   std::vector<uint8_t> table(cluster_size_);
+  // A reference a cluster or more past the end of the file is damage (as
+  // qemu-img check counts it): counting it would make refcount blocks for
+  // a region that does not exist and grow the file toward it.
+  const uint64_t limit = file_->Size() + cluster_size_;
+  auto past_end = [&](uint64_t host, uint64_t len, const char* what) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%s at 0x%llx lies past the end of the file", what,
+                  static_cast<unsigned long long>(host));
+    return host > limit || len > limit - host ? FoundDamage(buf) : Status::OK();
+  };
   for (uint64_t e : l1) {
     const uint64_t l2 = e & kOffsetMask;
     if (!l2) continue;
+    IMGFS_RETURN_IF_ERROR(past_end(l2, cluster_size_, "L2 table"));
     {
       IMGFS_ASSIGN_OR_RETURN(uint8_t * t, GetL2Locked(l2));
       std::memcpy(table.data(), t, cluster_size_);
@@ -57,9 +69,11 @@ Status Qcow2Image::AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t d
       const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
       if (d & kOflagCompressed) {
         const CompressedRange cr = DecodeCompressed(d, cluster_bits_);
+        IMGFS_RETURN_IF_ERROR(past_end(cr.host, cr.bytes, "compressed cluster"));
         for (uint64_t c = cr.host >> cluster_bits_; c <= (cr.host + cr.bytes - 1) >> cluster_bits_; ++c) ++uses[c];
       } else if (d & kOffsetMask) {
         IMGFS_RETURN_IF_ERROR(CheckHostOffset(d & kOffsetMask, "data cluster"));
+        if (!data_file_) IMGFS_RETURN_IF_ERROR(past_end(d & kOffsetMask, cluster_size_, "data cluster"));
         ++uses[(d & kOffsetMask) >> cluster_bits_];
       }
     }
