@@ -53,6 +53,12 @@ elif what == "compressed-past-end":  # compressed guest cluster 0's bytes 64 GiB
     x = 62 - (cb - 8)
     e = l2e(0); assert e >> 62 & 1, "cluster 0 is not compressed"
     f.seek(l2_off); f.write(struct.pack(">Q", (e & ~((1 << x) - 1)) | (64 << 30)))
+elif what == "reftable-reserved":  # a reserved bit in the refcount table's first entry
+    f.seek(rt_off); f.write(struct.pack(">Q", rb_off | 1))
+elif what == "refblock-outside":   # the first refcount block 1 GiB past the end of the file
+    f.seek(rt_off); f.write(struct.pack(">Q", 1 << 30))
+elif what == "refblock-overlap":   # the first refcount block is guest cluster 0's data
+    f.seek(rt_off); f.write(struct.pack(">Q", l2e(0) & 0x00fffffffffffe00))
 elif what == "overlap":       # guest cluster 2 points at guest cluster 0's host cluster
     f.seek(l2_off + 16); f.write(struct.pack(">Q", l2e(0)))
 PYEOF
@@ -116,6 +122,31 @@ for damage in leak too-high too-low overlap past-end; do
     qemu-img compare -q -f raw "$T/before.raw" "$img" || fail "repair of '$damage' changed reachable data"
     echo "   damage '$damage': imgfs check -r $mode leaves an image qemu-img calls clean, data kept"
 done
+# A refcount table that cannot be trusted is rebuilt from the references,
+# as qemu-img check -r all does ("Rebuilding refcount structure").
+for damage in reftable-reserved refblock-outside refblock-overlap; do
+    img=$T/$damage.qcow2
+    qemu-img create -q -f qcow2 -o cluster_size=4096 "$img" 4M
+    qio "$img" qcow2 "write -P 0x71 0 64k" "write -P 0x72 1M 100k"
+    qemu-img snapshot -c s1 "$img"
+    qio "$img" qcow2 "write -P 0x73 8k 8k"
+    qemu-img convert -U -O raw "$img" "$T/before.raw"
+    qemu-img convert -U -l s1 -O raw "$img" "$T/before.s1.raw"
+    patch "$img" "$damage"
+    rc=0; "$IMGFS" check "$img" > "$T/check.out" 2>&1 || rc=$?
+    qrc=0; qemu-img check "$img" > /dev/null 2>&1 || qrc=$?
+    [[ $rc == "$qrc" && $rc == 2 ]] || fail "check of '$damage': imgfs exit $rc, qemu-img $qrc, expected 2: $(cat "$T/check.out")"
+    "$IMGFS" check -r all "$img" > "$T/repair.out" 2>&1 || { cat "$T/repair.out" >&2; fail "imgfs check -r all failed on '$damage'"; }
+    grep -q "Rebuilding refcount structure" "$T/repair.out" || fail "'$damage' repaired without a rebuild: $(cat "$T/repair.out")"
+    qcheck "$img" "after imgfs check -r all ('$damage')"
+    qemu-img compare -q -f raw "$T/before.raw" "$img" || fail "repair of '$damage' changed the disk"
+    qemu-img convert -l s1 -O raw "$img" "$T/after.s1.raw"
+    cmp -s "$T/before.s1.raw" "$T/after.s1.raw" || fail "repair of '$damage' changed the snapshot"
+    "$IMGWRITE" "$img" 2097152 0x74 65536 || fail "a write after the rebuild of '$damage'"
+    qcheck "$img" "after a write to the rebuilt '$damage'"
+    echo "   damage '$damage': refcount structure rebuilt, disk and snapshot kept, writable"
+done
+
 # A snapshot of an image whose references run past the end of the file is
 # refused, naming the cause: counting them would grow the file toward them
 # (qemu-img snapshot -c writes refcount blocks out there until EFBIG).

@@ -36,8 +36,34 @@ struct CopiedCheck {
 
 }  // namespace
 
-Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
+Result<uint64_t> Qcow2Image::BadRefTableEntriesLocked(CheckResult* r) {
+  const uint64_t bytes = uint64_t(header_.refcount_table_clusters) << cluster_bits_;
+  std::vector<uint8_t> raw(bytes);
+  IMGFS_RETURN_IF_ERROR(file_->PRead(header_.refcount_table_offset, raw.data(), bytes));
+  uint64_t bad = 0;
+  for (uint64_t i = 0; i < bytes / 8; ++i) {
+    const uint64_t e = LoadBE64(&raw[i * 8]);
+    const uint64_t off = e & kRefTableOffsetMask;
+    if (e & ~kRefTableOffsetMask) {
+      r->messages.push_back(Fmt("ERROR refcount table entry %" PRIu64 " has reserved bits set", i));
+    } else if (off & (cluster_size_ - 1)) {
+      r->messages.push_back(
+          Fmt("ERROR refcount block %" PRIu64 " is not cluster aligned; refcount table entry corrupted", i));
+    } else if (off && off >= file_->Size()) {
+      r->messages.push_back(Fmt("ERROR refcount block %" PRIu64 " is outside image", i));
+    } else {
+      continue;
+    }
+    ++bad;
+  }
+  return bad;
+}
+
+Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<uint64_t>* plain_refs, bool* rebuild) {
   *r = CheckResult{};
+  IMGFS_ASSIGN_OR_RETURN(const uint64_t bad_entries, BadRefTableEntriesLocked(r));
+  r->corruptions += bad_entries;
+  if (rebuild) *rebuild = bad_entries > 0;
   IMGFS_RETURN_IF_ERROR(LoadRefTableLocked());
   const uint64_t cs = cluster_size_;
   const uint64_t file_clusters = (file_->Size() + cs - 1) >> cluster_bits_;
@@ -65,9 +91,6 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
   };
 
   ref(0, cs, "header");
-  ref(header_.refcount_table_offset, uint64_t(header_.refcount_table_clusters) << cluster_bits_, "refcount table");
-  for (uint64_t b : reftable_)
-    if (b && aligned(b, "refcount block")) ref(b, cs, "refcount block");
 
   // Bitmaps: directory, each bitmap's table, and the table's data clusters.
   if (header_.has_bitmaps_ext && header_.bitmap_directory_size && header_.bitmap_directory_size < (64u << 20)) {
@@ -178,6 +201,20 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r) {
     else ++r->corruptions;
   }
 
+  // The refcount structures last, so that what a rebuild needs is at hand.
+  if (plain_refs) *plain_refs = refs;
+  ref(header_.refcount_table_offset, uint64_t(header_.refcount_table_clusters) << cluster_bits_, "refcount table");
+  for (uint64_t b : reftable_)
+    if (b && aligned(b, "refcount block")) ref(b, cs, "refcount block");
+  for (size_t i = 0; i < reftable_.size(); ++i) {
+    const uint64_t b = reftable_[i] >> cluster_bits_;
+    if (reftable_[i] && b < file_clusters && refs[b] > 1) {
+      r->messages.push_back(Fmt("ERROR refcount block %zu refcount=%" PRIu64 " (it overlaps other data)", i, refs[b]));
+      ++r->corruptions;
+      if (rebuild) *rebuild = true;
+    }
+  }
+
   // Stored refcounts against the references found.
   uint64_t highest = 0;
   bool any = false;
@@ -241,8 +278,29 @@ Result<CheckResult> Qcow2Image::Check(RepairMode mode) {
     return ReadOnly(file_->path() + ": open read-write to repair");
   std::lock_guard<std::mutex> l(meta_mu_);
   if (file_->writable() && !read_only()) IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
+  // Refcount structures that cannot be trusted are rebuilt from the
+  // references before anything else is repaired (repairs allocate).
+  CheckResult scan;
+  uint64_t fixed_by_rebuild = 0;
+  if (mode == RepairMode::kAll) {
+    std::vector<uint64_t> plain;
+    bool rebuild = false;
+    IMGFS_RETURN_IF_ERROR(CheckPassLocked(RepairMode::kNone, &scan, &plain, &rebuild));
+    if (rebuild) {
+      IMGFS_RETURN_IF_ERROR(RebuildRefcountsLocked(plain));
+      scan.messages.push_back("Rebuilding refcount structure");
+      fixed_by_rebuild = scan.corruptions + scan.leaks;
+    } else {
+      scan = CheckResult{};
+    }
+  }
   CheckResult first;
   IMGFS_RETURN_IF_ERROR(CheckPassLocked(mode, &first));
+  if (fixed_by_rebuild) {
+    const uint64_t left = first.corruptions + first.corruptions_fixed + first.leaks + first.leaks_fixed;
+    first.corruptions_fixed += fixed_by_rebuild > left ? fixed_by_rebuild - left : 0;
+    first.messages.insert(first.messages.begin(), scan.messages.begin(), scan.messages.end());
+  }
   if (!first.leaks_fixed && !first.corruptions_fixed) {
     if (mode != RepairMode::kAll || first.corruptions) return first;
   }

@@ -102,6 +102,9 @@ class Qcow2Image final : public Image {
   // Block status inside one extended L2 table. REQUIRES: meta_mu_.
   Status ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limit, Extent* out);
   Status CheckHostOffset(uint64_t host, const char* what) const;
+  // Damage if [host, host+len) of the image file ends a cluster or more past
+  // its end: writing or counting there would grow the file toward garbage.
+  Status CheckWithinFile(uint64_t host, uint64_t len, const char* what) const;
   // Logs `what`, makes the image read-only for good and returns the error
   // for the request that found it. Any thread, any lock.
   Status FoundDamage(const std::string& what) const;
@@ -160,7 +163,13 @@ class Qcow2Image final : public Image {
   // --- check and repair (qcow2_check.cpp) --------------------------------
   // One pass: counts references, compares with refcounts and COPIED flags;
   // with `fix` set, makes refcounts and flags match what it found.
-  Status CheckPassLocked(RepairMode fix, CheckResult* out);
+  // `plain_refs`, if given, receives the references counted without the
+  // refcount structures; `rebuild` is set when those structures cannot be
+  // trusted (bad table entries, a block that overlaps other data).
+  Status CheckPassLocked(RepairMode fix, CheckResult* out, std::vector<uint64_t>* plain_refs = nullptr,
+                         bool* rebuild = nullptr);
+  // Refcount table entries with reserved bits, unaligned, or past the end.
+  Result<uint64_t> BadRefTableEntriesLocked(CheckResult* out);
 
   // --- refcounts (qcow2_refcount.cpp) -------------------------------------
   Status LoadRefTableLocked();
@@ -171,6 +180,7 @@ class Qcow2Image final : public Image {
   Result<uint64_t> RefcountLocked(uint64_t cluster);
   Result<uint8_t*> RefBlockForLocked(uint64_t cluster, bool create);
   Status GrowRefTableLocked(uint64_t min_entries);
+  Status RebuildRefcountsLocked(const std::vector<uint64_t>& refs);
   // Writes back dirty metadata in crash-safe order; see the file comment.
   Status FlushMetadataLocked(bool apply_releases);
   Status WriteL1Locked();

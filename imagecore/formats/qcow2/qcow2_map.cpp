@@ -1,6 +1,7 @@
 // qcow2 reading: guest offset -> L1 -> L2 -> host cluster, block status,
 // and compressed clusters.
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "base/compress.h"
@@ -37,6 +38,16 @@ Status Qcow2Image::CheckHostOffset(uint64_t host, const char* what) const {
     return FoundDamage(buf);
   }
   return Status::OK();
+}
+
+Status Qcow2Image::CheckWithinFile(uint64_t host, uint64_t len, const char* what) const {
+  // As qemu-img check: a region ending a cluster or more past the end.
+  const uint64_t limit = file_->Size() + cluster_size_;
+  if (host <= limit && len <= limit - host) return Status::OK();
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%s at 0x%llx lies past the end of the file", what,
+                static_cast<unsigned long long>(host));
+  return FoundDamage(buf);
 }
 
 Result<uint8_t*> Qcow2Image::GetL2Locked(uint64_t l2_offset) {

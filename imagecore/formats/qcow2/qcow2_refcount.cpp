@@ -1,6 +1,7 @@
 // qcow2 host cluster management: refcounts, allocation at the end of the
 // file, refcount table growth, and the ordered write-back of metadata.
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "base/endian.h"
@@ -120,6 +121,16 @@ Status Qcow2Image::FindEndLocked() {
       break;
     }
   }
+  // A crash leaves at most the clusters being allocated counted past the
+  // end; counts far beyond it are garbage (a damaged refcount block), and
+  // allocating after them would grow the file toward it.
+  const uint64_t eof = (file_->Size() + cluster_size_ - 1) >> cluster_bits_;
+  if (end > eof + std::max<uint64_t>(1, (1ull << 30) >> cluster_bits_)) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "refcounts count cluster %llu, far past the end of the file (cluster %llu)",
+                  static_cast<unsigned long long>(end - 1), static_cast<unsigned long long>(eof));
+    return FoundDamage(buf);
+  }
   end_cluster_ = std::max<uint64_t>(end, 1);
   end_known_ = true;
   return Status::OK();
@@ -171,6 +182,61 @@ Status Qcow2Image::GrowRefTableLocked(uint64_t min_entries) {
   // The old table is unreferenced now; free it at the next write-back.
   for (uint64_t i = 0; i < old_clusters; ++i)
     pending_release_.emplace_back(old_offset + (i << cluster_bits_), cluster_size_);
+  return Status::OK();
+}
+
+// A new refcount table and blocks, made from `refs` (the references a check
+// counted, refcount structures left out) and placed past everything else,
+// so the damaged ones are never read again. The header switches to the new
+// table in one write after the new structure is durable: a crash before it
+// leaves the old structure as it was.
+Status Qcow2Image::RebuildRefcountsLocked(const std::vector<uint64_t>& refs) {
+  const uint64_t per = refblock_entries_;
+  const uint64_t start =
+      std::max<uint64_t>(refs.size(), (file_->Size() + cluster_size_ - 1) >> cluster_bits_);
+  uint64_t nb = 0, nt = 0;  // blocks and table clusters, which count themselves
+  for (;;) {
+    const uint64_t nb2 = (start + nb + nt + per - 1) / per;
+    const uint64_t nt2 = (nb2 * 8 + cluster_size_ - 1) / cluster_size_;
+    if (nb2 == nb && nt2 == nt) break;
+    nb = nb2, nt = nt2;
+  }
+  const uint32_t order = header_.refcount_order;
+  const uint64_t max = order == 6 ? ~0ull : (1ull << (1u << order)) - 1;
+  std::vector<uint8_t> blocks(nb * cluster_size_, 0);
+  auto set = [&](uint64_t c, uint64_t v) { SetRefcount(&blocks[(c / per) * cluster_size_], c % per, order, v); };
+  for (uint64_t c = 0; c < refs.size(); ++c) {
+    if (refs[c] > max)
+      return Unsupported(file_->path() + ": refcount overflow: cluster " + std::to_string(c) + " has " +
+                         std::to_string(refs[c]) + " references");
+    if (refs[c]) set(c, refs[c]);
+  }
+  for (uint64_t c = start; c < start + nb + nt; ++c) set(c, 1);
+  std::vector<uint8_t> table(nt * cluster_size_, 0);
+  std::vector<uint64_t> entries(nt * cluster_size_ / 8, 0);
+  for (uint64_t i = 0; i < nb; ++i) {
+    entries[i] = (start + i) << cluster_bits_;
+    StoreBE64(&table[i * 8], entries[i]);
+  }
+  const uint64_t table_off = (start + nb) << cluster_bits_;
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(start << cluster_bits_, blocks.data(), blocks.size()));
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(table_off, table.data(), table.size()));
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  uint8_t raw[12];
+  StoreBE64(raw, table_off);
+  StoreBE32(raw + 8, uint32_t(nt));
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(48, raw, sizeof raw));
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  for (uint64_t b : reftable_)
+    if (b) refblock_cache_.Drop(b);  // the old blocks, dirty or not, are gone
+  header_.refcount_table_offset = table_off;
+  header_.refcount_table_clusters = uint32_t(nt);
+  reftable_ = std::move(entries);
+  reftable_loaded_ = true;
+  reftable_dirty_ = false;
+  pending_release_.clear();  // the new counts already leave those clusters out
+  end_cluster_ = start + nb + nt;
+  end_known_ = true;
   return Status::OK();
 }
 

@@ -9,7 +9,6 @@
 // that `qemu-img check -r all` repairs. Nothing is lost or mis-shared.
 #include <algorithm>
 #include <cstdlib>
-#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <unordered_map>
@@ -46,16 +45,9 @@ Status Qcow2Image::AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t d
   // below zero) fails the operation before anything was touched.
   std::unordered_map<uint64_t, uint64_t> uses;  // cluster -> walks through it
   std::vector<uint8_t> table(cluster_size_);
-  // A reference a cluster or more past the end of the file is damage (as
-  // qemu-img check counts it): counting it would make refcount blocks for
-  // a region that does not exist and grow the file toward it.
-  const uint64_t limit = file_->Size() + cluster_size_;
-  auto past_end = [&](uint64_t host, uint64_t len, const char* what) {
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "%s at 0x%llx lies past the end of the file", what,
-                  static_cast<unsigned long long>(host));
-    return host > limit || len > limit - host ? FoundDamage(buf) : Status::OK();
-  };
+  // A reference past the end of the file is damage: counting it would make
+  // refcount blocks for a region that does not exist.
+  auto past_end = [&](uint64_t host, uint64_t len, const char* what) { return CheckWithinFile(host, len, what); };
   for (uint64_t e : l1) {
     const uint64_t l2 = e & kOffsetMask;
     if (!l2) continue;

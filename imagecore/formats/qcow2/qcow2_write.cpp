@@ -263,12 +263,14 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
       const uint64_t e = slot.first;
       if (InPlace(e, slot.second)) {
         in_place = true;
+        if (!data_file_) IMGFS_RETURN_IF_ERROR(CheckWithinFile(e & kOffsetMask, cluster_size_, "data cluster"));
         host = (e & kOffsetMask) + in;
         n = std::min<uint64_t>(len, cluster_size_ - in);
         uint64_t expect = (e & kOffsetMask) + cluster_size_;
         while (n < len && (c + 1) % l2_entries_ != 0) {
           IMGFS_ASSIGN_OR_RETURN(auto slot2, L2SlotLocked(c + 1));
           if (!InPlace(slot2.first, slot2.second) || (slot2.first & kOffsetMask) != expect) break;
+          if (!data_file_) IMGFS_RETURN_IF_ERROR(CheckWithinFile(expect, cluster_size_, "data cluster"));
           ++c;
           expect += cluster_size_;
           n = std::min<uint64_t>(len, n + cluster_size_);
