@@ -133,6 +133,12 @@ for damage in reftable-reserved refblock-outside refblock-overlap; do
     qemu-img convert -U -O raw "$img" "$T/before.raw"
     qemu-img convert -U -l s1 -O raw "$img" "$T/before.s1.raw"
     patch "$img" "$damage"
+    if [[ $damage == refblock-outside ]]; then
+        size=$(stat -c %s "$img")
+        "$IMGWRITE" "$img" 3145728 0x75 4096 2> "$T/w.err" && fail "a write through a refcount block past the end succeeded"
+        grep -q "past the end of the file" "$T/w.err" || fail "write refusal does not say why: $(cat "$T/w.err")"
+        [[ $(stat -c %s "$img") == "$size" ]] || fail "the refused write grew the file to $(stat -c %s "$img")"
+    fi
     rc=0; "$IMGFS" check "$img" > "$T/check.out" 2>&1 || rc=$?
     qrc=0; qemu-img check "$img" > /dev/null 2>&1 || qrc=$?
     [[ $rc == "$qrc" && $rc == 2 ]] || fail "check of '$damage': imgfs exit $rc, qemu-img $qrc, expected 2: $(cat "$T/check.out")"
@@ -146,6 +152,27 @@ for damage in reftable-reserved refblock-outside refblock-overlap; do
     qcheck "$img" "after a write to the rebuilt '$damage'"
     echo "   damage '$damage': refcount structure rebuilt, disk and snapshot kept, writable"
 done
+
+# An L1 entry naming an L2 table past the end of the file: reads of its
+# range fail (damage); -r all clears the entry, so they read as zeros.
+img=$T/l1-past-end.qcow2
+qemu-img create -q -f qcow2 -o cluster_size=4096 "$img" 4M
+qio "$img" qcow2 "write -P 0x76 0 64k" "write -P 0x77 3M 64k"
+qemu-img convert -U -O raw "$img" "$T/before.raw"
+python3 - "$img" <<'PYEOF'
+import struct, sys
+f = open(sys.argv[1], "r+b"); d = f.read()
+l1_off = struct.unpack(">Q", d[40:48])[0]
+f.seek(l1_off + 8 * 1)   # guest 2-4 MiB (2 MiB per L2 table at 4 KiB clusters)
+f.write(struct.pack(">Q", (1 << 63) | (1 << 40)))
+PYEOF
+"$IMGCAT" "$img" > /dev/null 2>&1 && fail "reading through an L2 table past the end succeeded"
+"$IMGFS" check -r all "$img" > "$T/repair.out" 2>&1 || { cat "$T/repair.out" >&2; fail "check -r all on an L1 entry past the end"; }
+grep -q "Repairing L1 entry 1" "$T/repair.out" || fail "L1 repair not reported: $(cat "$T/repair.out")"
+qcheck "$img" "after repairing an L1 entry past the end"
+dd if=/dev/zero of="$T/before.raw" bs=64k seek=48 count=1 conv=notrunc status=none
+qemu-img compare -q -f raw "$T/before.raw" "$img" || fail "after the L1 repair the range does not read as zeros, or more changed"
+echo "   L1 entry past the end: cleared by -r all, its range reads as zeros"
 
 # A snapshot of an image whose references run past the end of the file is
 # refused, naming the cause: counting them would grow the file toward them

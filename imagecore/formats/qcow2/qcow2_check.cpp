@@ -64,7 +64,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
   IMGFS_ASSIGN_OR_RETURN(const uint64_t bad_entries, BadRefTableEntriesLocked(r));
   r->corruptions += bad_entries;
   if (rebuild) *rebuild = bad_entries > 0;
-  IMGFS_RETURN_IF_ERROR(LoadRefTableLocked());
+  IMGFS_RETURN_IF_ERROR(LoadRefTableLocked(/*lenient=*/true));
   const uint64_t cs = cluster_size_;
   const uint64_t file_clusters = (file_->Size() + cs - 1) >> cluster_bits_;
   std::vector<uint64_t> refs(file_clusters, 0);
@@ -122,6 +122,16 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       const uint64_t l2 = l1[i] & kOffsetMask;
       if (!l2 || !aligned(l2, "L2 table")) continue;
       if (l2 + cs > file_->Size()) {
+        if (active && fix == RepairMode::kAll) {
+          // Nothing of it exists to read: the entry goes, and the range
+          // reads from below (or as zeros) instead of failing.
+          r->messages.push_back(Fmt("Repairing L1 entry %" PRIu64 ": L2 table offset=%" PRIx64
+                                    " lies past the end of the file; now unallocated", i, l2));
+          l1_[i] = 0;
+          l1_dirty_ = true;
+          ++r->corruptions_fixed;
+          continue;
+        }
         r->messages.push_back(Fmt("ERROR L2 table offset=%" PRIx64 " lies past the end of the file", l2));
         ++r->corruptions;
         continue;

@@ -172,7 +172,9 @@ class Qcow2Image final : public Image {
   Result<uint64_t> BadRefTableEntriesLocked(CheckResult* out);
 
   // --- refcounts (qcow2_refcount.cpp) -------------------------------------
-  Status LoadRefTableLocked();
+  // Loads the refcount table; a block that lies where no block can is
+  // damage, or with `lenient` (a check, which reports it) left out.
+  Status LoadRefTableLocked(bool lenient = false);
   Status FindEndLocked();
   // Reserves n contiguous new clusters and sets their refcount to 1.
   Result<uint64_t> AllocateClustersLocked(uint64_t n);

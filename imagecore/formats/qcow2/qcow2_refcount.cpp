@@ -40,16 +40,27 @@ void SetRefcount(uint8_t* blk, uint64_t i, uint32_t order, uint64_t v) {
 
 }  // namespace
 
-Status Qcow2Image::LoadRefTableLocked() {
+Status Qcow2Image::LoadRefTableLocked(bool lenient) {
   if (reftable_loaded_) return Status::OK();
   const uint64_t bytes = uint64_t(header_.refcount_table_clusters) << cluster_bits_;
   std::vector<uint8_t> raw(bytes);
   IMGFS_RETURN_IF_ERROR(file_->PRead(header_.refcount_table_offset, raw.data(), bytes));
-  reftable_.resize(bytes / 8);
-  for (size_t i = 0; i < reftable_.size(); ++i) {
-    reftable_[i] = LoadBE64(&raw[i * 8]) & kRefTableOffsetMask;
-    if (reftable_[i]) IMGFS_RETURN_IF_ERROR(CheckHostOffset(reftable_[i], "refcount block"));
+  std::vector<uint64_t> table(bytes / 8);
+  for (size_t i = 0; i < table.size(); ++i) {
+    table[i] = LoadBE64(&raw[i * 8]) & kRefTableOffsetMask;
+    if (!table[i]) continue;
+    // A block that is not where a block can be: writing it back would put
+    // garbage counts at a garbage place (and grow the file toward it).
+    const bool misplaced = (table[i] & (cluster_size_ - 1)) || table[i] > file_->Size();
+    if (!misplaced) continue;
+    if (lenient) {
+      table[i] = 0;  // a check counts it as absent (and reports it)
+      continue;
+    }
+    IMGFS_RETURN_IF_ERROR(CheckHostOffset(table[i], "refcount block"));
+    IMGFS_RETURN_IF_ERROR(CheckWithinFile(table[i], cluster_size_, "refcount block"));
   }
+  reftable_ = std::move(table);
   reftable_loaded_ = true;
   return Status::OK();
 }
