@@ -47,11 +47,10 @@ Status Qcow2Image::AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t d
   std::vector<uint8_t> table(cluster_size_);
   // A reference past the end of the file is damage: counting it would make
   // refcount blocks for a region that does not exist.
-  auto past_end = [&](uint64_t host, uint64_t len, const char* what) { return CheckWithinFile(host, len, what); };
   for (uint64_t e : l1) {
     const uint64_t l2 = e & kOffsetMask;
     if (!l2) continue;
-    IMGFS_RETURN_IF_ERROR(past_end(l2, cluster_size_, "L2 table"));
+    IMGFS_RETURN_IF_ERROR(CheckWithinFile(l2, cluster_size_, "L2 table"));
     {
       IMGFS_ASSIGN_OR_RETURN(uint8_t * t, GetL2Locked(l2));
       std::memcpy(table.data(), t, cluster_size_);
@@ -61,11 +60,11 @@ Status Qcow2Image::AddRefsForL1Locked(const std::vector<uint64_t>& l1, int64_t d
       const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
       if (d & kOflagCompressed) {
         const CompressedRange cr = DecodeCompressed(d, cluster_bits_);
-        IMGFS_RETURN_IF_ERROR(past_end(cr.host, cr.bytes, "compressed cluster"));
+        IMGFS_RETURN_IF_ERROR(CheckWithinFile(cr.host, cr.bytes, "compressed cluster"));
         for (uint64_t c = cr.host >> cluster_bits_; c <= (cr.host + cr.bytes - 1) >> cluster_bits_; ++c) ++uses[c];
       } else if (d & kOffsetMask) {
         IMGFS_RETURN_IF_ERROR(CheckHostOffset(d & kOffsetMask, "data cluster"));
-        if (!data_file_) IMGFS_RETURN_IF_ERROR(past_end(d & kOffsetMask, cluster_size_, "data cluster"));
+        if (!data_file_) IMGFS_RETURN_IF_ERROR(CheckWithinFile(d & kOffsetMask, cluster_size_, "data cluster"));
         ++uses[(d & kOffsetMask) >> cluster_bits_];
       }
     }
