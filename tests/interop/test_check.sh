@@ -174,6 +174,29 @@ dd if=/dev/zero of="$T/before.raw" bs=64k seek=48 count=1 conv=notrunc status=no
 qemu-img compare -q -f raw "$T/before.raw" "$img" || fail "after the L1 repair the range does not read as zeros, or more changed"
 echo "   L1 entry past the end: cleared by -r all, its range reads as zeros"
 
+# A refcount 2 GiB past the end of the file (in the block that holds the
+# end): allocating after it would grow the file that far, so a write is
+# refused as damage; it is a leak, and -r leaks clears it.
+img=$T/far-refcount.qcow2
+qemu-img create -q -f qcow2 "$img" 1G
+qio "$img" qcow2 "write -P 0x78 0 1M"
+python3 - "$img" <<'PYEOF'
+import struct, sys
+f = open(sys.argv[1], "r+b"); d = f.read()
+rt = struct.unpack(">Q", d[48:56])[0]; rb = struct.unpack(">Q", d[rt:rt + 8])[0]
+f.seek(rb + 2 * 32000); f.write(struct.pack(">H", 1))   # cluster 32000 of 64 KiB: 2 GiB in
+PYEOF
+size=$(stat -c %s "$img")
+"$IMGWRITE" "$img" 2097152 0x79 4096 2> "$T/w.err" && fail "a write allocating after a refcount 2 GiB past the end succeeded"
+grep -q "far past the end of the file" "$T/w.err" || fail "refusal does not say why: $(cat "$T/w.err")"
+[[ $(stat -c %s "$img") == "$size" ]] || fail "the refused write grew the file"
+"$IMGFS" check -r leaks "$img" > "$T/repair.out" 2>&1 || { cat "$T/repair.out" >&2; fail "check -r leaks"; }
+grep -q "Repairing cluster 32000 refcount=1 reference=0" "$T/repair.out" || fail "the far refcount was not repaired: $(cat "$T/repair.out")"
+"$IMGWRITE" "$img" 2097152 0x79 4096 || fail "a write after the repair"
+qcheck "$img" "after repairing a far refcount and writing"
+(( $(stat -c %s "$img") < 64 << 20 )) || fail "the file grew to $(stat -c %s "$img")"
+echo "   refcount 2 GiB past the end: writes refused, check -r leaks clears it, writes work"
+
 # A snapshot of an image whose references run past the end of the file is
 # refused, naming the cause: counting them would grow the file toward them
 # (qemu-img snapshot -c writes refcount blocks out there until EFBIG).

@@ -258,10 +258,13 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       }
     }
   }
-  // Refcounts past the end of the file are leaks too (a truncated image).
-  for (size_t ti = (file_clusters + refblock_entries_ - 1) / refblock_entries_; ti < reftable_.size(); ++ti) {
+  // Refcounts past the end of the file are leaks too (a truncated image, a
+  // crash mid-allocation), from the block that holds the end on. The end as
+  // it is now: a repair above may have allocated past the old one.
+  const uint64_t end_now = std::max(file_clusters, (file_->Size() + cs - 1) >> cluster_bits_);
+  for (size_t ti = end_now / refblock_entries_; ti < reftable_.size(); ++ti) {
     if (!reftable_[ti]) continue;
-    for (uint64_t c = std::max(file_clusters, ti * refblock_entries_); c < (ti + 1) * refblock_entries_; ++c) {
+    for (uint64_t c = std::max(end_now, ti * refblock_entries_); c < (ti + 1) * refblock_entries_; ++c) {
       IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c));
       if (!rc) continue;
       highest = c;
