@@ -98,10 +98,38 @@ Status Qcow2Image::LoadTrackedBitmapsLocked() {
   return Status::OK();
 }
 
+Status Qcow2Image::TrackAllBitmapsLocked() {
+  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());
+  for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
+    if (e.flags & kBitmapInUse) continue;
+    if (std::any_of(tracked_.begin(), tracked_.end(), [&](const TrackedBitmap& t) { return t.pos == e.pos; })) continue;
+    TrackedBitmap b;
+    IMGFS_ASSIGN_OR_RETURN(bool ok, LoadBitmapLocked(e, &b));
+    b.enabled = (e.flags & kBitmapAuto) != 0;
+    if (ok) tracked_.push_back(std::move(b));
+  }
+  return Status::OK();
+}
+
+void Qcow2Image::ResizeTrackedBitmapsLocked(uint64_t size) {
+  for (size_t i = 0; i < tracked_.size();) {
+    TrackedBitmap& b = tracked_[i];
+    const uint64_t bits = (size + (uint64_t(1) << b.granularity_bits) - 1) >> b.granularity_bits;
+    const uint64_t bytes = (bits + 7) / 8;
+    if (bytes > kMaxTrackedBytes) {
+      tracked_.erase(tracked_.begin() + long(i));  // stays in_use
+      continue;
+    }
+    b.bits.resize(bytes, 0);
+    if (bits % 8) b.bits.back() &= uint8_t((1u << (bits % 8)) - 1);
+    ++i;
+  }
+}
+
 void Qcow2Image::MarkDirtyLocked(uint64_t off, uint64_t len) {
   if (!len) return;
   for (TrackedBitmap& b : tracked_) {
-    if (b.bits.empty()) continue;
+    if (!b.enabled || b.bits.empty()) continue;
     uint64_t first = off >> b.granularity_bits;
     const uint64_t last = std::min<uint64_t>((off + len - 1) >> b.granularity_bits, b.bits.size() * 8 - 1);
     for (; first <= last && (first & 7); ++first) b.bits[first / 8] |= uint8_t(1u << (first & 7));
@@ -120,9 +148,11 @@ void Qcow2Image::MarkDirtyLocked(uint64_t off, uint64_t len) {
 // an in_use bitmap or a leak, never a bitmap that reads wrong.
 Status Qcow2Image::StoreTrackedBitmapsLocked() {
   if (tracked_.empty()) return Status::OK();
+  ResizeTrackedBitmapsLocked(header_.size);  // whatever a failed resize left, the size on disk rules
   const uint64_t dir_off = header_.bitmap_directory_offset;
   for (TrackedBitmap& b : tracked_) {
-    const uint64_t n = b.old_table.size();
+    const uint64_t n = (b.bits.size() + cluster_size_ - 1) / cluster_size_;  // after any resize
+    const uint64_t old_n = b.old_table.size();
     std::vector<uint8_t> table(n * 8, 0);
     for (uint64_t i = 0; i < n; ++i) {
       const uint64_t at = i * cluster_size_;
@@ -143,13 +173,18 @@ Status Qcow2Image::StoreTrackedBitmapsLocked() {
     }
     IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));
     IMGFS_RETURN_IF_ERROR(file_->Sync());
+    // Offset and size: two writes, both while the entry is still in_use.
     uint8_t raw[8];
     StoreBE64(raw, table_off);
     IMGFS_RETURN_IF_ERROR(file_->PWrite(dir_off + b.pos, raw, 8));
+    if (n != old_n) {
+      StoreBE32(raw, uint32_t(n));
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(dir_off + b.pos + 8, raw, 4));
+    }
     IMGFS_RETURN_IF_ERROR(file_->Sync());
     for (uint64_t t : b.old_table)
       if (t & kBitmapOffsetMask) pending_release_.emplace_back(t & kBitmapOffsetMask, cluster_size_);
-    if (b.old_table_offset && n) pending_release_.emplace_back(b.old_table_offset, n * 8);
+    if (b.old_table_offset && old_n) pending_release_.emplace_back(b.old_table_offset, old_n * 8);
   }
   // Now every entry points at its new, complete data: clear in_use.
   IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());

@@ -119,6 +119,7 @@ class Qcow2Image final : public Image {
   struct TrackedBitmap {
     uint64_t pos = 0;  // of its entry in the bitmap directory
     uint32_t granularity_bits = 0;
+    bool enabled = true;  // records changes (auto); a disabled one is held only to be resized
     std::vector<uint8_t> bits;          // bit i (LSB first) covers [i << g, (i+1) << g)
     std::vector<uint64_t> old_table;    // released once the new one is in place
     uint64_t old_table_offset = 0;
@@ -126,6 +127,12 @@ class Qcow2Image final : public Image {
   Result<std::vector<uint8_t>> ReadBitmapDirectoryLocked();
   Result<bool> LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap* out);
   Status LoadTrackedBitmapsLocked();
+  // Before a resize: every bitmap that can be kept exact is held, enabled
+  // or not, so that it is stored at its new size (as qemu resizes them).
+  Status TrackAllBitmapsLocked();
+  // After a resize to `size`: new bits are clear, cut bits are gone; a
+  // bitmap that would outgrow the memory limit is left in_use.
+  void ResizeTrackedBitmapsLocked(uint64_t size);
   // The disk changed at [off, off+len): every tracked bitmap records it.
   void MarkDirtyLocked(uint64_t off, uint64_t len);
   Status StoreTrackedBitmapsLocked();

@@ -97,13 +97,21 @@ Status Qcow2Image::Resize(uint64_t new_size, const LayerReader* below) {
   {
     std::lock_guard<std::mutex> l(meta_mu_);
     IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
+    // Bitmaps follow the disk's size, as qemu resizes them: held in memory
+    // and in_use on disk until they are stored at their new size at close.
+    IMGFS_RETURN_IF_ERROR(TrackAllBitmapsLocked());
     IMGFS_RETURN_IF_ERROR(MarkBitmapsInUseLocked(true));
-    if (new_size < old) return ShrinkLockedTo(new_size);
+    if (new_size < old) {
+      IMGFS_RETURN_IF_ERROR(ShrinkLockedTo(new_size));
+      ResizeTrackedBitmapsLocked(new_size);
+      return Status::OK();
+    }
     if (old & (cluster_size_ - 1)) {
       IMGFS_ASSIGN_OR_RETURN(auto slot, L2SlotLocked(old >> cluster_bits_));
       tail_allocated = HasHost(slot.first) || (slot.first & kOflagCompressed);
     }
     IMGFS_RETURN_IF_ERROR(GrowLockedTo(new_size));
+    ResizeTrackedBitmapsLocked(new_size);
   }
   if (data_file_ && data_file_->Size() < new_size) IMGFS_RETURN_IF_ERROR(data_file_->Truncate(new_size));
   // What was past the old end must read as zeros: bytes a shrink left in the

@@ -247,8 +247,12 @@ Status Qcow2Image::ApplySnapshot(const std::string& which) {
   if (!found) return NotFound("snapshot '" + which + "' not found");
   const SnapshotEntry snap = *found;
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
-  if (snap.info.virtual_size != header_.size) IMGFS_RETURN_IF_ERROR(MarkBitmapsInUseLocked(true));
-  else MarkDirtyLocked(0, header_.size);  // the spec counts a snapshot switch as a change
+  if (snap.info.virtual_size != header_.size) {
+    tracked_.clear();  // no longer exact at either size: they stay in_use
+    IMGFS_RETURN_IF_ERROR(MarkBitmapsInUseLocked(true));
+  } else {
+    MarkDirtyLocked(0, header_.size);  // the spec counts a snapshot switch as a change
+  }
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
   IMGFS_ASSIGN_OR_RETURN(auto new_l1, ReadL1Locked(snap.l1_table_offset, snap.l1_size));
   new_l1.resize(std::max<uint64_t>(new_l1.size(), L1EntriesFor(snap.info.virtual_size, cluster_bits_)), 0);

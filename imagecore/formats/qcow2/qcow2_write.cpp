@@ -56,10 +56,9 @@ Status Qcow2Image::PrepareForWriteLocked() {
 // all: every bitmap, for a change of the disk size. A bitmap keeps the size
 // it was saved with, and qemu refuses to open an image with a bitmap whose
 // size disagrees with the disk unless it is in_use, which the spec defines
-// as "size or contents may be outdated". Those stay in_use: no longer
-// tracked, they are not stored at close.
+// as "size or contents may be outdated". The ones held in memory are stored
+// at their new size at close; the others stay in_use.
 Status Qcow2Image::MarkBitmapsInUseLocked(bool all) {
-  if (all) tracked_.clear();
   IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());
   bool changed = false;
   for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
