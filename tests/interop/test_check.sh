@@ -218,4 +218,14 @@ for damage in compressed-past-end past-end; do
     (( $(stat -c %s "$img") <= size + 65536 )) || fail "snapshot -c grew the file from $size to $(stat -c %s "$img")"
     echo "   damage '$damage': snapshot -c refused ($(tail -1 <<<"$out" | sed 's/.*: //'))"
 done
+# -r all gives the compressed cluster that cannot be read a zeroed cluster:
+# its 4 KiB read as zeros instead of failing; the rest is as it was.
+img=$T/snap-compressed-past-end.qcow2
+"$IMGCAT" "$img" > /dev/null 2>&1 && fail "reading a compressed cluster past the end succeeded"
+"$IMGFS" check -r all "$img" > "$T/repair.out" 2>&1 || { cat "$T/repair.out" >&2; fail "check -r all on a compressed cluster past the end"; }
+grep -q "Repairing compressed cluster at offset 0x1000000000" "$T/repair.out" || fail "not repaired: $(cat "$T/repair.out")"
+qcheck "$img" "after repairing a compressed cluster past the end"
+dd if=/dev/zero of="$T/c.raw" bs=4096 count=1 conv=notrunc status=none
+qemu-img compare -q -f raw "$T/c.raw" "$img" || fail "after the repair: not zeros there, or more changed"
+echo "   compressed cluster past the end: -r all makes it a zeroed cluster, the rest unchanged"
 echo "PASS: check"

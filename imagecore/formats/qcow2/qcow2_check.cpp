@@ -139,10 +139,32 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       ref(l2, cs, "L2 table");
       if (active) copied.push_back({true, i, l1[i], l2 >> cluster_bits_});
       IMGFS_RETURN_IF_ERROR(file_->PRead(l2, table.data(), cs));
+      // Guest cluster j of this table, whose bytes lie past the end of the
+      // file, gets a zeroed cluster of its own (-r all, active table only).
+      auto give_zeroed = [&](uint64_t j, const char* what, uint64_t host) -> Status {
+        IMGFS_ASSIGN_OR_RETURN(uint64_t fresh, AllocateClustersLocked(1));
+        std::vector<uint8_t> zeros(cs, 0);
+        IMGFS_RETURN_IF_ERROR(file_->PWrite(fresh, zeros.data(), cs));
+        IMGFS_ASSIGN_OR_RETURN(uint8_t * t, GetL2Locked(l2));
+        StoreBE64(t + j * entry_bytes_, fresh | kOflagCopied);
+        if (extended_l2_) StoreBE64(t + j * entry_bytes_ + 8, 0xffffffffull);
+        l2_cache_.MarkDirty(l2);
+        r->messages.push_back(Fmt("Repairing %s at offset 0x%" PRIx64
+                                  " past the end of the file: now a zeroed cluster at 0x%" PRIx64,
+                                  what, host, fresh));
+        ++r->corruptions_fixed;
+        ++r->allocated_clusters;
+        return Status::OK();
+      };
       for (uint64_t j = 0; j < l2_entries_; ++j) {
         const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
         if (d & kOflagCompressed) {
           const CompressedRange cr = DecodeCompressed(d, cluster_bits_);
+          if (active && fix == RepairMode::kAll && ((cr.host + cr.bytes - 1) >> cluster_bits_) >= file_clusters) {
+            // Nothing of it can be decoded: zeros instead of a read error.
+            IMGFS_RETURN_IF_ERROR(give_zeroed(j, "compressed cluster", cr.host));
+            continue;
+          }
           ref(cr.host, cr.bytes, "compressed cluster");
           if (active) {
             ++r->allocated_clusters;
@@ -158,20 +180,9 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
         const uint64_t host = d & kOffsetMask;
         if (!HasHost(d) || !aligned(host, "data cluster")) continue;
         if (active && fix == RepairMode::kAll && !data_file_ && host >= file_clusters * cs) {
-          // Past the end of the file the cluster reads as zeros: give it a
-          // zeroed cluster of its own, so the guest sees the same bytes.
-          IMGFS_ASSIGN_OR_RETURN(uint64_t fresh, AllocateClustersLocked(1));
-          std::vector<uint8_t> zeros(cs, 0);
-          IMGFS_RETURN_IF_ERROR(file_->PWrite(fresh, zeros.data(), cs));
-          IMGFS_ASSIGN_OR_RETURN(uint8_t * t, GetL2Locked(l2));
-          StoreBE64(t + j * entry_bytes_, fresh | kOflagCopied);
-          if (extended_l2_) StoreBE64(t + j * entry_bytes_ + 8, 0xffffffffull);
-          l2_cache_.MarkDirty(l2);
-          r->messages.push_back(Fmt("Repairing data cluster at offset 0x%" PRIx64
-                                    " past the end of the file: now a zeroed cluster at 0x%" PRIx64,
-                                    host, fresh));
-          ++r->corruptions_fixed;
-          ++r->allocated_clusters;
+          // Past the end of the file the cluster reads as zeros: so it
+          // still does, from a cluster of its own.
+          IMGFS_RETURN_IF_ERROR(give_zeroed(j, "data cluster", host));
           continue;
         }
         if (!data_file_) ref(host, cs, "data cluster");  // data-file clusters are not refcounted
