@@ -14,7 +14,6 @@
 namespace imgfs::qcow2 {
 
 namespace {
-constexpr uint32_t kBitmapInUse = 1, kBitmapAuto = 2, kBitmapExtraCompatible = 4;
 constexpr uint64_t kBitmapOffsetMask = 0x00fffffffffffe00ull;
 // A bitmap bigger than this in memory is not tracked (it is marked in_use
 // instead): 64 MiB covers 2 TiB at 4 KiB granularity.
@@ -41,7 +40,7 @@ std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir
   return out;
 }
 
-Result<std::vector<uint8_t>> Qcow2Image::ReadBitmapDirectoryLocked() {
+Result<std::vector<uint8_t>> Qcow2Image::ReadBitmapDirectory() const {
   const uint64_t size = header_.bitmap_directory_size;
   if (!header_.has_bitmaps_ext || !(header_.autoclear_features & kAutoclearBitmaps) || !size || size > (64u << 20))
     return std::vector<uint8_t>{};
@@ -76,7 +75,7 @@ Result<bool> Qcow2Image::LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap
     if (t & ~(kBitmapOffsetMask | 1)) return false;  // reserved bits
     if (host) {
       if (t & 1) return false;
-      if (host & (cluster_size_ - 1) || host + cluster_size_ > file_->Size() + cluster_size_) return false;
+      if (host & (cluster_size_ - 1) || !WithinFile(host, cluster_size_)) return false;
       IMGFS_RETURN_IF_ERROR(file_->PRead(host, &out->bits[at], n));
     } else if (t & 1) {
       std::memset(&out->bits[at], 0xff, n);
@@ -87,7 +86,7 @@ Result<bool> Qcow2Image::LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap
 }
 
 Status Qcow2Image::LoadTrackedBitmapsLocked() {
-  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());
+  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
   for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
     if ((e.flags & (kBitmapAuto | kBitmapInUse)) != kBitmapAuto) continue;
     TrackedBitmap b;
@@ -99,7 +98,7 @@ Status Qcow2Image::LoadTrackedBitmapsLocked() {
 }
 
 Status Qcow2Image::TrackAllBitmapsLocked() {
-  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());
+  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
   for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
     if (e.flags & kBitmapInUse) continue;
     if (std::any_of(tracked_.begin(), tracked_.end(), [&](const TrackedBitmap& t) { return t.pos == e.pos; })) continue;
@@ -187,7 +186,7 @@ Status Qcow2Image::StoreTrackedBitmapsLocked() {
     if (b.old_table_offset && old_n) pending_release_.emplace_back(b.old_table_offset, old_n * 8);
   }
   // Now every entry points at its new, complete data: clear in_use.
-  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());
+  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
   for (const TrackedBitmap& b : tracked_) {
     if (b.pos + 16 > dir.size()) continue;
     uint8_t raw[4];

@@ -127,18 +127,15 @@ ImageInfo Qcow2Image::Info() const {
   auto integer = [&](const char* k, const char* h, int64_t v) { info.specific.push_back(F{k, h, F::kInt, "", false, v}); };
   const bool v3 = header_.version >= 3;
   // Bitmaps count only while the extension is marked consistent.
-  if (header_.has_bitmaps_ext && (header_.autoclear_features & kAutoclearBitmaps) &&
-      header_.bitmap_directory_size && header_.bitmap_directory_size <= (64u << 20)) {
-    std::vector<uint8_t> dir(header_.bitmap_directory_size);
-    if (file_->PRead(header_.bitmap_directory_offset, dir.data(), dir.size()).ok()) {
-      for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
-        ImageInfo::Bitmap b;
-        b.name = e.name;
-        b.granularity = 1ull << std::min<uint32_t>(e.granularity_bits, 63);
-        if (e.flags & 1) b.flags.push_back("in-use");
-        if (e.flags & 2) b.flags.push_back("auto");
-        info.bitmaps.push_back(std::move(b));
-      }
+  auto dir = ReadBitmapDirectory();
+  if (dir.ok()) {
+    for (const BitmapDirEntry& e : ParseBitmapDirectory(dir.value())) {
+      ImageInfo::Bitmap b;
+      b.name = e.name;
+      b.granularity = 1ull << std::min<uint32_t>(e.granularity_bits, 63);
+      if (e.flags & kBitmapInUse) b.flags.push_back("in-use");
+      if (e.flags & kBitmapAuto) b.flags.push_back("auto");
+      info.bitmaps.push_back(std::move(b));
     }
   }
   str("compat", "compat", v3 ? "1.1" : "0.10");

@@ -89,8 +89,9 @@ struct Header {
   std::vector<uint8_t> EncodeFixed() const;
 };
 
-// Where a compressed cluster's bytes lie: from `host`, `bytes` long (whole
-// 512-byte sectors counted from the one holding `host`).
+// Bitmap directory entry flags.
+constexpr uint32_t kBitmapInUse = 1, kBitmapAuto = 2, kBitmapExtraCompatible = 4;
+
 // One entry of the bitmap directory; `pos` is its offset in the directory.
 struct BitmapDirEntry {
   uint64_t pos = 0;
@@ -106,6 +107,8 @@ struct BitmapDirEntry {
 // last entry is left out).
 std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir);
 
+// Where a compressed cluster's bytes lie: from `host`, `bytes` long (whole
+// 512-byte sectors counted from the one holding `host`).
 struct CompressedRange {
   uint64_t host;
   uint64_t bytes;

@@ -102,8 +102,10 @@ class Qcow2Image final : public Image {
   // Block status inside one extended L2 table. REQUIRES: meta_mu_.
   Status ExtendedStatus(const uint8_t* l2, uint64_t off, uint64_t limit, Extent* out);
   Status CheckHostOffset(uint64_t host, const char* what) const;
-  // Damage if [host, host+len) of the image file ends a cluster or more past
-  // its end: writing or counting there would grow the file toward garbage.
+  // Whether [host, host+len) of the image file ends less than a cluster past
+  // its end; CheckWithinFile makes it damage when not: writing or counting
+  // there would grow the file toward garbage.
+  bool WithinFile(uint64_t host, uint64_t len) const;
   Status CheckWithinFile(uint64_t host, uint64_t len, const char* what) const;
   // Logs `what`, makes the image read-only for good and returns the error
   // for the request that found it. Any thread, any lock.
@@ -124,7 +126,9 @@ class Qcow2Image final : public Image {
     std::vector<uint64_t> old_table;    // released once the new one is in place
     uint64_t old_table_offset = 0;
   };
-  Result<std::vector<uint8_t>> ReadBitmapDirectoryLocked();
+  // The bitmap directory, or nothing while the extension is not marked
+  // consistent (autoclear bit clear).
+  Result<std::vector<uint8_t>> ReadBitmapDirectory() const;
   Result<bool> LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap* out);
   Status LoadTrackedBitmapsLocked();
   // Before a resize: every bitmap that can be kept exact is held, enabled

@@ -40,10 +40,14 @@ Status Qcow2Image::CheckHostOffset(uint64_t host, const char* what) const {
   return Status::OK();
 }
 
-Status Qcow2Image::CheckWithinFile(uint64_t host, uint64_t len, const char* what) const {
-  // As qemu-img check: a region ending a cluster or more past the end.
+bool Qcow2Image::WithinFile(uint64_t host, uint64_t len) const {
+  // As qemu-img check: a region ending a cluster or more past the end is not.
   const uint64_t limit = file_->Size() + cluster_size_;
-  if (host <= limit && len <= limit - host) return Status::OK();
+  return host <= limit && len <= limit - host;
+}
+
+Status Qcow2Image::CheckWithinFile(uint64_t host, uint64_t len, const char* what) const {
+  if (WithinFile(host, len)) return Status::OK();
   char buf[160];
   std::snprintf(buf, sizeof buf, "%s at 0x%llx lies past the end of the file", what,
                 static_cast<unsigned long long>(host));

@@ -51,8 +51,7 @@ Status Qcow2Image::LoadRefTableLocked(bool lenient) {
     if (!table[i]) continue;
     // A block that is not where a block can be: writing it back would put
     // garbage counts at a garbage place (and grow the file toward it).
-    const bool misplaced = (table[i] & (cluster_size_ - 1)) || table[i] > file_->Size();
-    if (!misplaced) continue;
+    if (!(table[i] & (cluster_size_ - 1)) && WithinFile(table[i], cluster_size_)) continue;
     if (lenient) {
       table[i] = 0;  // a check counts it as absent (and reports it)
       continue;

@@ -59,12 +59,12 @@ Status Qcow2Image::PrepareForWriteLocked() {
 // as "size or contents may be outdated". The ones held in memory are stored
 // at their new size at close; the others stay in_use.
 Status Qcow2Image::MarkBitmapsInUseLocked(bool all) {
-  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectoryLocked());
+  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
   bool changed = false;
   for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
-    if ((all || (e.flags & 2)) && !(e.flags & 1)) {  // (auto or all), not yet in_use
+    if ((all || (e.flags & kBitmapAuto)) && !(e.flags & kBitmapInUse)) {
       uint8_t raw[4];
-      StoreBE32(raw, e.flags | 1);
+      StoreBE32(raw, e.flags | kBitmapInUse);
       IMGFS_RETURN_IF_ERROR(file_->PWrite(header_.bitmap_directory_offset + e.pos + 12, raw, sizeof raw));
       changed = true;
     }
