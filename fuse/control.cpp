@@ -1,5 +1,7 @@
 #include "control.h"
 
+#include "guard.h"
+
 #include <cstdio>
 #include <sstream>
 #include <vector>
@@ -142,16 +144,25 @@ void Control::Join() {
   if (t.joinable()) t.join();
 }
 
+namespace {
+// What ctl shows of a request: a name of 70,000 characters is cut.
+std::string Clip(const std::string& text) {
+  constexpr size_t kMax = 160;
+  if (text.size() <= kMax) return text;
+  return text.substr(0, kMax) + "... (" + std::to_string(text.size()) + " bytes)";
+}
+}  // namespace
+
 void Control::Finish(const Command& cmd, const Status& st, const std::string& detail) {
   std::lock_guard<std::mutex> l(mu_);
-  last_ = cmd.text + ": " + (st.ok() ? "ok" + detail : "error: " + st.message());
+  last_ = Clip(cmd.text) + ": " + (st.ok() ? "ok" + detail : "error: " + Clip(st.message()));
   busy_ = false;
   running_.clear();
 }
 
 void Control::Refused(const std::string& text, const Status& st) {
   std::lock_guard<std::mutex> l(mu_);
-  last_ = text + ": error: " + st.message();
+  last_ = Clip(text) + ": error: " + Clip(st.message());
 }
 
 Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
@@ -184,6 +195,8 @@ Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
       st = size.status();
       e.virtual_size = chain.value()->VirtualSize();
       InvalidateDisk(ctx, image);
+    } else if (cmd.kind == Command::kSnapshotCreate && cmd.arg.find('\n') != std::string::npos) {
+      st = InvalidArgument("a snapshot name may not hold a newline (user.imgfs.snapshots lists one per line)");
     } else {
       const std::vector<std::string> old_names = SnapshotNames(ctx, image);
       const ops::SnapshotAction action = cmd.kind == Command::kSnapshotCreate   ? ops::SnapshotAction::kCreate
@@ -197,7 +210,7 @@ Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
       }
     }
   }
-  if (!st.ok()) Log(LogLevel::kWarning, e.name + ": " + cmd.text + ": " + st.message());
+  if (!st.ok()) Log(LogLevel::kWarning, e.name + ": " + Clip(cmd.text) + ": " + Clip(st.message()));
   Finish(cmd, st, "");
   return st;
 }
@@ -214,7 +227,7 @@ Status Control::StartCommit(FsContext& ctx, size_t image, const Command& cmd) {
     busy_ = true;
     running_ = "commit 0% (counting what to copy)";
   }
-  worker_ = std::thread([this, &ctx, image, cmd, chain, base_path] {
+  RunInBackground(cmd, [this, &ctx, image, cmd, chain, base_path] {
     Status st = ops::Commit(*chain, cmd.arg, cmd.drop, [this](uint64_t done, uint64_t total) {
       char buf[128];
       std::snprintf(buf, sizeof buf, "commit %d%% (%s of %s)", total ? int(done * 100 / total) : 100,
@@ -231,10 +244,21 @@ Status Control::StartCommit(FsContext& ctx, size_t image, const Command& cmd) {
       for (size_t d = 1; d < kMaxLayers && d < ctx.ns.image(j).layer_paths.size(); ++d)
         InvalidateInode(ctx, InoOf(NodeKind::kLayer, j, d));
     }
-    if (!st.ok()) Log(LogLevel::kWarning, ctx.ns.image(image).name + ": " + cmd.text + ": " + st.message());
+    if (!st.ok()) Log(LogLevel::kWarning, ctx.ns.image(image).name + ": " + Clip(cmd.text) + ": " + Clip(st.message()));
     Finish(cmd, st, "");
   });
   return Status::OK();
+}
+
+void Control::RunInBackground(const Command& cmd, std::function<void()> body) {
+  worker_ = std::thread([this, cmd, body] {
+    bool finished = false;
+    RunGuarded(cmd.text, [&] {
+      body();
+      finished = true;
+    });
+    if (!finished) Finish(cmd, Status(Code::kIoError, "internal error (the log says which)"), "");
+  });
 }
 
 Status Control::StartCheck(FsContext& ctx, size_t image, const Command& cmd) {
@@ -244,7 +268,7 @@ Status Control::StartCheck(FsContext& ctx, size_t image, const Command& cmd) {
     busy_ = true;
     running_ = "check";
   }
-  worker_ = std::thread([this, cmd, chain] {
+  RunInBackground(cmd, [this, cmd, chain] {
     auto r = chain->Check(cmd.repair);
     Status st = r.status();
     std::string detail;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -55,6 +56,9 @@ class Control {
   void Finish(const Command& cmd, const Status& st, const std::string& detail);
   Status StartCommit(FsContext& ctx, size_t image, const Command& cmd);
   Status StartCheck(FsContext& ctx, size_t image, const Command& cmd);
+  // Runs `body` (which ends with Finish) on worker_; an exception ends the
+  // command with an error instead of the daemon.
+  void RunInBackground(const Command& cmd, std::function<void()> body);
 
   std::mutex run_mu_;      // one Run at a time per image (a second one gets Busy)
   mutable std::mutex mu_;  // guards everything below

@@ -20,3 +20,12 @@ int ErrnoOf(const Status& st) {
 }
 
 }  // namespace imgfs::fs
+
+namespace imgfs::fs {
+
+int ControlErrnoOf(const Status& st) {
+  if (st.code() == Code::kNotFound) return EINVAL;
+  return ErrnoOf(st);
+}
+
+}  // namespace imgfs::fs

@@ -100,8 +100,9 @@ void Namespace::Append(std::unique_ptr<ImageEntry> e) {
 Status Namespace::Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
                         std::unique_ptr<ImageEntry>* out) {
   std::string format;
+  const io::ImageAccess access = io::AccessForImage(path);
   {
-    auto file = io::OpenPosixFile(path, false);
+    auto file = io::OpenPosixFile(path, false, access.self);
     if (!file.ok()) return file.status();
     const FormatDriver* drv = ProbeFormat(*file.value());
     if (drv) {
@@ -117,16 +118,16 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   // image out) and keep it: a writable image stays claimed with QEMU's
   // locks from now on, so no VM starts writing it behind the mount.
   bool writable = !read_only;
-  auto chain = Chain::Open(path, format, writable);
+  auto chain = Chain::Open(path, format, writable, access);
   std::string ro_reason = read_only ? "mounted read-only" : "";
   if (!chain.ok() && writable && chain.status().sys_errno() == EACCES) {
-    chain = Chain::Open(path, format, false);
+    chain = Chain::Open(path, format, false, access);
     ro_reason = "no write permission on the image file";
   } else if (!chain.ok() && writable && chain.status().code() == Code::kBusy) {
     // A VM (or another imgfs) has it: serve it read-only and say who.
     std::string why = chain.status().message();
     if (why.rfind(path + ": ", 0) == 0) why = why.substr(path.size() + 2);
-    chain = Chain::Open(path, format, false);
+    chain = Chain::Open(path, format, false, access);
     ro_reason = why;
   }
   if (!chain.ok()) return chain.status();
@@ -135,6 +136,7 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   entry->name = name;
   entry->path = path;
   entry->format = format;
+  entry->access = access;
   entry->virtual_size = img->VirtualSize();
   if (ro_reason.empty() && img->read_only()) ro_reason = img->read_only_reason();
   entry->read_only = !ro_reason.empty();
@@ -293,10 +295,10 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   std::lock_guard<std::mutex> l(e.mu);
   if (e.chain) return e.chain;
   if (!e.open_error.ok()) return e.open_error;
-  auto chain = Chain::Open(e.path, e.format, !e.read_only);
+  auto chain = Chain::Open(e.path, e.format, !e.read_only, e.access);
   if (!chain.ok() && chain.status().code() == Code::kBusy && !e.read_only) {
     Log(LogLevel::kWarning, "serving " + e.path + " read-only from now on: " + chain.status().message());
-    chain = Chain::Open(e.path, e.format, false);
+    chain = Chain::Open(e.path, e.format, false, e.access);
     if (chain.ok()) e.read_only = true;  // the reason stays the one given at mount: see the log
   }
   if (!chain.ok()) {
@@ -326,7 +328,7 @@ Status Namespace::ClaimForWrite(size_t i) {
     // Written by someone else while unclaimed: what the chain has cached
     // may be stale. Open it afresh (handles open now keep the old one).
     e.chain->layer(0).DropWriteClaim();  // the fresh open claims with its own descriptor
-    auto fresh = Chain::Open(e.path, e.format, true);
+    auto fresh = Chain::Open(e.path, e.format, true, e.access);
     if (!fresh.ok()) return fresh.status();
     Log(LogLevel::kInfo, e.path + " changed while the mount did not hold it: reopened");
     e.chain = std::shared_ptr<Chain>(std::move(fresh).value());
@@ -372,7 +374,7 @@ Result<std::shared_ptr<Chain>> Namespace::GetSnapshotChain(size_t i, size_t inde
   std::lock_guard<std::mutex> l(e.mu);
   auto it = e.snapshot_chains.find(index);
   if (it != e.snapshot_chains.end()) return it->second;
-  auto chain = Chain::OpenSnapshot(e.path, e.format, snaps[index].id);
+  auto chain = Chain::OpenSnapshot(e.path, e.format, snaps[index].id, e.access);
   if (!chain.ok()) {
     Log(LogLevel::kError, "cannot serve snapshot '" + snaps[index].name + "' of " + e.path + ": " +
                               chain.status().message());
@@ -393,7 +395,10 @@ void Namespace::Reopen(size_t i) {
   e.chain.reset();
   e.snapshot_chains.clear();
   e.open_error = Status::OK();
-  auto img = OpenImage(e.path, e.format, OpenOptions{});
+  OpenOptions opts;
+  opts.file_access = e.access.self;
+  opts.access = e.access.named;
+  auto img = OpenImage(e.path, e.format, opts);
   if (img.ok()) e.virtual_size = img.value()->VirtualSize();
 }
 

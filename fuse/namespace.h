@@ -64,6 +64,10 @@ struct ImageEntry {
   std::string name;    // file name in SOURCE, and the directory's name
   std::string path;    // path of the image file
   std::string format;  // probed at mount
+  // The rights every file of the image is opened with: its owner's when the
+  // daemon (root) serves other users, so that an image names nothing its
+  // owner could not open (see imagecore/access.h).
+  io::ImageAccess access;
   std::atomic<uint64_t> virtual_size{0};  // of disk.raw; changes with resize and snapshot apply
   std::atomic<bool> read_only{false};
   std::string read_only_reason;  // set at mount

@@ -44,6 +44,9 @@ void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
 void OpStatfs(fuse_req_t req, fuse_ino_t ino);
 // Attributes of a node; false if it does not exist (errno in *err).
 bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err);
+// The permission bits of views of image `image` that read its chain from
+// `depth` down, for an image file `top` (see permissions.h).
+mode_t ChainPerm(FsContext& ctx, size_t image, const io::FileStat& top, size_t depth);
 std::string InfoJsonOf(FsContext& ctx, size_t image);
 bool HasSnapshotsDir(FsContext& ctx, size_t image);
 // "p<N>.raw", and partition N of an image's disk as its table says now.

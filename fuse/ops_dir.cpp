@@ -12,6 +12,7 @@
 #include "imagecore/ops.h"
 #include "notify.h"
 #include "ops.h"
+#include "permissions.h"
 
 namespace imgfs::fs {
 
@@ -107,9 +108,18 @@ bool HasSnapshotsDir(FsContext& ctx, size_t image) { return ctx.ns.image(image).
 
 std::string InfoJsonOf(FsContext& ctx, size_t image) {
   const ImageEntry& e = ctx.ns.image(image);
-  auto info = ops::CollectInfo(e.path, e.format, true);
-  if (!info.ok()) return "{\"error\": \"" + info.status().message() + "\"}\n";
+  auto info = ops::CollectInfo(e.path, e.format, true, e.access);
+  if (!info.ok()) return ops::InfoErrorJson(info.status().message());
   return ops::InfoJson(info.value(), true);
+}
+
+mode_t ChainPerm(FsContext& ctx, size_t image, const io::FileStat& top, size_t depth) {
+  if (ctx.ns.image(image).removed) return top.mode & 0666;
+  auto chain = ctx.ns.GetChain(image);
+  if (!chain.ok()) return top.mode & 0666;  // nothing opens: the bits grant nothing more
+  auto files = chain.value()->StatFiles(depth);
+  if (depth == 0 && !files.empty()) files.erase(files.begin());  // the image file itself: `top`
+  return ViewPerm(top, files);
 }
 
 bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
@@ -142,7 +152,8 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
     return false;
   }
   FromFile(f.value(), st);
-  const mode_t file_perm = f.value().mode & 0777;
+  // What a view may grant (see permissions.h): the disk's, or a layer's.
+  const mode_t file_perm = ChainPerm(ctx, node.image, f.value(), node.kind == NodeKind::kLayer ? node.depth : 0);
   const mode_t ro_perm = file_perm & ~0222;
   switch (node.kind) {
     case NodeKind::kSnapshotsDir:
@@ -154,7 +165,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
     case NodeKind::kImageDir:
     case NodeKind::kLayersDir:
     case NodeKind::kPartitionsDir:
-      st->st_mode = S_IFDIR | 0755;
+      st->st_mode = S_IFDIR | DirPerm(file_perm);
       st->st_nlink = node.kind == NodeKind::kImageDir ? 3 : 2;
       return true;
     case NodeKind::kDisk:
@@ -178,12 +189,12 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
     case NodeKind::kCtl:
       // Written to run commands, read for their state (direct I/O, so the
       // size says nothing; 0 like /proc files).
-      st->st_mode = S_IFREG | (ctx.read_only ? 0444 : 0644);
+      st->st_mode = S_IFREG | (file_perm & (ctx.read_only ? 0444 : 0644));
       st->st_nlink = 1;
       st->st_size = 0;
       return true;
     case NodeKind::kInfo:
-      st->st_mode = S_IFREG | 0444;
+      st->st_mode = S_IFREG | (file_perm & 0444);
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>(InfoJsonOf(ctx, node.image).size());
       return true;
@@ -197,9 +208,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
         *err = ENOENT;
         return false;
       }
-      auto lf = io::StatPath(chain.value()->layer_path(node.depth));
-      if (lf.ok()) FromFile(lf.value(), st);
-      st->st_mode = S_IFREG | ((lf.ok() ? lf.value().mode : 0444) & 0555);
+      st->st_mode = S_IFREG | (file_perm & 0444);
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>(chain.value()->VirtualSize(node.depth));
       st->st_blocks = static_cast<blkcnt_t>(chain.value()->layer(node.depth).file().AllocatedBytes() / 512);
@@ -211,7 +220,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
         *err = ErrnoOf(chain.status());
         return false;
       }
-      st->st_mode = S_IFREG | (f.value().mode & 0444);
+      st->st_mode = S_IFREG | (file_perm & 0444);
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>(chain.value()->VirtualSize(0));
       st->st_blocks = 0;  // shares its clusters with the image: du counts them there

@@ -16,6 +16,7 @@
 #include "imagecore/parallel.h"
 #include "notify.h"
 #include "ops.h"
+#include "permissions.h"
 
 namespace imgfs::fs {
 
@@ -61,6 +62,28 @@ void InvalidateOtherViews(FsContext& ctx, const OpenFile& of, uint64_t disk_off,
 
 void ReplyStatus(fuse_req_t req, const Status& st) { fuse_reply_err(req, ErrnoOf(st)); }
 
+// Whether the caller may read every file below the image that a view from
+// `depth` down reads. The bits the view shows are a bound per class of
+// users (see permissions.h); this is the exact check, as the kernel would
+// make it on each file.
+bool CallerMayReadChain(fuse_req_t req, const Chain& chain, size_t depth) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  if (c->uid == 0) return true;
+  auto files = chain.StatFiles(depth);
+  if (depth == 0 && !files.empty()) files.erase(files.begin());  // the image file: the kernel checked its bits
+  bool all_public = true;
+  for (const io::FileStat& f : files) all_public &= (f.mode & 0444) == 0444;
+  if (all_public) return true;
+  std::vector<gid_t> groups(64);
+  int n = fuse_req_getgroups(req, int(groups.size()), groups.data());
+  if (n > int(groups.size())) {
+    groups.resize(size_t(n));
+    n = fuse_req_getgroups(req, int(groups.size()), groups.data());
+  }
+  groups.resize(n > 0 ? std::min(size_t(n), groups.size()) : 0);
+  return MayReadAll(files, c->uid, c->gid, groups);
+}
+
 }  // namespace
 
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -100,6 +123,10 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         fuse_reply_err(req, ENOENT);
         return;
       }
+      if (!CallerMayReadChain(req, *chain.value(), of->depth = node.kind == NodeKind::kLayer ? node.depth : 0)) {
+        fuse_reply_err(req, EACCES);
+        return;
+      }
       of->chain = chain.value();
       of->depth = node.kind == NodeKind::kLayer ? node.depth : 0;
       of->writable = want_write;
@@ -129,6 +156,10 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         ReplyStatus(req, chain.status());
         return;
       }
+      if (!CallerMayReadChain(req, *chain.value(), 0)) {
+        fuse_reply_err(req, EACCES);
+        return;
+      }
       of->chain = chain.value();
       of->depth = 0;
       fi->keep_cache = 1;  // a snapshot never changes while mounted
@@ -146,6 +177,10 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     case NodeKind::kInfo:
       if (want_write) {
         fuse_reply_err(req, EACCES);
+        return;
+      }
+      if (auto chain = ctx.ns.GetChain(node.image); chain.ok() && !CallerMayReadChain(req, *chain.value(), 0)) {
+        fuse_reply_err(req, EACCES);  // it names and sizes every file of the chain
         return;
       }
       of->content = InfoJsonOf(ctx, node.image);
@@ -308,7 +343,7 @@ void WriteCtl(fuse_req_t req, const OpenFile& of, const char* buf, size_t size) 
     Status st = cmd.ok() ? control.Run(ctx, of.node.image, cmd.value()) : cmd.status();
     if (!cmd.ok()) control.Refused(line, st);
     if (!st.ok()) {
-      ReplyStatus(req, st);
+      fuse_reply_err(req, ControlErrnoOf(st));
       return;
     }
   }

@@ -17,6 +17,18 @@ namespace imgfs::fs {
 
 namespace {
 
+// A name on a line of its own: a newline (qemu-img accepts one in a
+// snapshot name) is written \n and a backslash \\, so lines stay names.
+std::string OneLine(const std::string& name) {
+  std::string out;
+  for (char c : name) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
 constexpr const char* kPrefix = "user.imgfs.";
 
 // Readable attributes, in listing order. The control attributes read as
@@ -51,7 +63,7 @@ Result<std::string> InfoValue(FsContext& ctx, size_t i, const std::string& key) 
   }
   if (key == "snapshots") {
     std::string out;
-    for (const auto& s : top.Snapshots()) out += (out.empty() ? "" : "\n") + s.name;
+    for (const auto& s : top.Snapshots()) out += (out.empty() ? "" : "\n") + OneLine(s.name);
     return out;
   }
   const ImageInfo info = top.Info();
@@ -124,7 +136,7 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
     return;
   }
   Status st = ctx.ns.image(n.image).control.Run(ctx, n.image, cmd.value());
-  fuse_reply_err(req, ErrnoOf(st));
+  fuse_reply_err(req, ControlErrnoOf(st));
 }
 
 void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char*) {

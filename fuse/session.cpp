@@ -17,6 +17,7 @@
 
 #include "imagecore/log.h"
 #include "imgfs_fuse.h"
+#include "guard.h"
 #include "ops.h"
 #include "mountinfo.h"
 #include "pidfile.h"
@@ -128,23 +129,24 @@ std::string EscapeOption(const std::string& v) {
 
 void FillOps(fuse_lowlevel_ops* ops) {
   std::memset(ops, 0, sizeof *ops);
+  // Every handler that replies runs under Guard (guard.h).
   ops->init = OpInit;
-  ops->lookup = OpLookup;
-  ops->getattr = OpGetattr;
-  ops->setattr = OpSetattr;
-  ops->readdir = OpReaddir;
-  ops->statfs = OpStatfs;
-  ops->open = OpOpen;
-  ops->read = OpRead;
-  ops->write = OpWrite;
-  ops->fsync = OpFsync;
-  ops->release = OpRelease;
-  ops->lseek = OpLseek;
-  ops->fallocate = OpFallocate;
-  ops->getxattr = OpGetxattr;
-  ops->listxattr = OpListxattr;
-  ops->setxattr = OpSetxattr;
-  ops->removexattr = OpRemovexattr;
+  ops->lookup = Guard<OpLookup>::Call;
+  ops->getattr = Guard<OpGetattr>::Call;
+  ops->setattr = Guard<OpSetattr>::Call;
+  ops->readdir = Guard<OpReaddir>::Call;
+  ops->statfs = Guard<OpStatfs>::Call;
+  ops->open = Guard<OpOpen>::Call;
+  ops->read = Guard<OpRead>::Call;
+  ops->write = Guard<OpWrite>::Call;
+  ops->fsync = Guard<OpFsync>::Call;
+  ops->release = Guard<OpRelease>::Call;
+  ops->lseek = Guard<OpLseek>::Call;
+  ops->fallocate = Guard<OpFallocate>::Call;
+  ops->getxattr = Guard<OpGetxattr>::Call;
+  ops->listxattr = Guard<OpListxattr>::Call;
+  ops->setxattr = Guard<OpSetxattr>::Call;
+  ops->removexattr = Guard<OpRemovexattr>::Call;
 }
 
 int RunMount(const MountConfig& cfg) {

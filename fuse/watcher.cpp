@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "imagecore/log.h"
+#include "guard.h"
 #include "notify.h"
 #include "ops.h"
 
@@ -29,7 +30,7 @@ void Watcher::Start(FsContext& ctx) {
     Log(LogLevel::kWarning, "not following changes in " + ctx.ns.source() + ": " + std::strerror(errno));
     return;
   }
-  thread_ = std::thread([this, &ctx] { Run(ctx); });
+  thread_ = std::thread([this, &ctx] { RunGuarded("following " + ctx.ns.source(), [&] { Run(ctx); }); });
 }
 
 void Watcher::Stop() {

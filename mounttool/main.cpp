@@ -1,6 +1,7 @@
 // imgfs: mount directories of disk images as raw files, and the qemu-img
 // style commands on the same image core.
 #include <cctype>
+#include <exception>
 #include <map>
 #include <string>
 #include <vector>
@@ -57,7 +58,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "imgfs: %s (see 'imgfs --help')\n", e.what());
     return 1;
   }
-  for (auto& [sub, run] : runners)
-    if (sub->parsed()) return run();
+  // No exception leaves a command: it fails with one line, as any error.
+  try {
+    for (auto& [sub, run] : runners)
+      if (sub->parsed()) return run();
+  } catch (const std::exception& e) {
+    return imgfs::cli::Fail(std::string("internal error: ") + e.what());
+  } catch (...) {
+    return imgfs::cli::Fail("internal error");
+  }
   return 1;
 }

@@ -10,10 +10,6 @@
 
 namespace imgfs {
 
-namespace {
-constexpr size_t kMaxChainDepth = 64;
-}
-
 std::string ResolveBackingPath(const std::string& image_path, const std::string& backing_name) {
   if (backing_name.empty() || backing_name[0] == '/') return backing_name;
   if (backing_name.find("://") != std::string::npos || backing_name.rfind("json:", 0) == 0) return backing_name;
@@ -43,18 +39,20 @@ const LayerReader* Chain::below(size_t d) const {
   return d + 1 < layers_.size() ? below_[d].get() : nullptr;
 }
 
-Result<std::unique_ptr<Chain>> Chain::Open(const std::string& path, const std::string& format, bool writable) {
-  return OpenImpl(path, format, writable, "");
+Result<std::unique_ptr<Chain>> Chain::Open(const std::string& path, const std::string& format, bool writable,
+                                           const io::ImageAccess& access) {
+  return OpenImpl(path, format, writable, "", access);
 }
 
 Result<std::unique_ptr<Chain>> Chain::OpenSnapshot(const std::string& path, const std::string& format,
-                                                   const std::string& snapshot_id) {
-  return OpenImpl(path, format, false, snapshot_id);
+                                                   const std::string& snapshot_id, const io::ImageAccess& access) {
+  return OpenImpl(path, format, false, snapshot_id, access);
 }
 
 Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const std::string& format, bool writable,
-                                               const std::string& snapshot_id) {
+                                               const std::string& snapshot_id, const io::ImageAccess& access) {
   std::unique_ptr<Chain> chain(new Chain());
+  chain->access_ = access;
   std::set<std::string> seen;
   std::string cur = path, fmt = format;
   for (size_t d = 0;; ++d) {
@@ -64,6 +62,8 @@ Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const st
     if (!seen.insert(key).second) return Corrupt(path + ": backing chain loops back to " + cur);
     OpenOptions opts;
     opts.writable = writable && d == 0;
+    opts.file_access = d == 0 ? access.self : access.named;
+    opts.access = access.named;
     auto img = OpenImage(cur, fmt, opts);
     if (!img.ok()) {
       if (d == 0) return img.status();
@@ -98,6 +98,17 @@ struct ExclusiveLock {
   RwLock& mu_;
 };
 }  // namespace
+
+std::vector<io::FileStat> Chain::StatFiles(size_t d) const {
+  SharedLock l(io_mu_);
+  std::vector<io::FileStat> out;
+  for (; d < layers_.size(); ++d)
+    for (const io::File* f : layers_[d]->files()) {
+      auto st = f->Stat();
+      out.push_back(st.ok() ? st.value() : io::FileStat{});  // unknown: mode 0 grants nothing
+    }
+  return out;
+}
 
 Status Chain::Resolve(size_t d, uint64_t off, uint64_t len, Resolved* out) const {
   SharedLock l(io_mu_);
@@ -230,6 +241,8 @@ Result<CheckResult> Chain::Check(RepairMode mode) {
 Status Chain::ReopenLayer(size_t d, bool writable) {
   OpenOptions opts;
   opts.writable = writable;
+  opts.file_access = d == 0 ? access_.self : access_.named;
+  opts.access = access_.named;
   auto img = OpenImage(paths_[d], layers_[d]->format_name(), opts);
   if (!img.ok()) return img.status();
   if (writable && img.value()->read_only())

@@ -51,7 +51,7 @@ std::string SniffForeignFormat(const io::File& file) {
 
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::string& format,
                                          const OpenOptions& opts) {
-  IMGFS_ASSIGN_OR_RETURN(auto file, io::OpenPosixFile(path, opts.writable));
+  IMGFS_ASSIGN_OR_RETURN(auto file, io::OpenPosixFile(path, opts.writable, opts.file_access));
   // Before anything is written (a dirty image is repaired at open).
   if (opts.writable) IMGFS_RETURN_IF_ERROR(file->ClaimForWriting());
   const FormatDriver* drv = nullptr;

@@ -19,6 +19,24 @@
 namespace imgfs::io {
 namespace {
 
+FileStat FromStat(const struct stat& st) {
+  FileStat fs;
+  fs.is_dir = S_ISDIR(st.st_mode);
+  fs.is_regular = S_ISREG(st.st_mode);
+  fs.is_block = S_ISBLK(st.st_mode);
+  fs.mode = st.st_mode;
+  fs.uid = st.st_uid;
+  fs.gid = st.st_gid;
+  fs.size = static_cast<uint64_t>(st.st_size);
+  fs.allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+  fs.atime = st.st_atim;
+  fs.mtime = st.st_mtim;
+  fs.ctime = st.st_ctim;
+  fs.dev = st.st_dev;
+  fs.ino = st.st_ino;
+  return fs;
+}
+
 class PosixFile final : public File {
  public:
   PosixFile(std::string path, int fd, bool writable, uint64_t size)
@@ -149,6 +167,12 @@ class PosixFile final : public File {
     return std::min<uint64_t>(static_cast<uint64_t>(r), size);
   }
 
+  Result<FileStat> Stat() const override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return IoError("stat " + path(), errno);
+    return FromStat(st);
+  }
+
   int fd() const override { return fd_; }
   bool writable() const override { return writable_; }
 
@@ -169,6 +193,10 @@ Result<std::unique_ptr<File>> Wrap(const std::string& path, int fd, bool writabl
     ::close(fd);
     return InvalidArgument(path + ": is a directory");
   }
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    ::close(fd);
+    return InvalidArgument(path + ": not a regular file or block device");
+  }
   uint64_t size = static_cast<uint64_t>(st.st_size);
   if (S_ISBLK(st.st_mode)) {
     off_t end = ::lseek(fd, 0, SEEK_END);
@@ -179,14 +207,26 @@ Result<std::unique_ptr<File>> Wrap(const std::string& path, int fd, bool writabl
 
 }  // namespace
 
-Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable) {
-  int fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable, const Access& as) {
+  // O_NONBLOCK: a FIFO or a device named as an image must not hang the
+  // open; such files are refused in Wrap, and the flag is cleared there
+  // for what is kept.
+  int fd;
+  {
+    ScopedAccess scope(as);
+    if (!scope.ok()) return IoError("open " + path + " as " + as.who(), EPERM);
+    fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  }
   if (fd < 0) {
     int e = errno;
     if (e == ENOENT) return Status(Code::kNotFound, path + ": No such file or directory", e);
+    if (as.as_user && (e == EACCES || e == EPERM))
+      return Status(Code::kIoError, "open " + path + ": " + std::strerror(e) + " (as its owner, " + as.who() + ")", e);
     return IoError("open " + path, e);
   }
-  return Wrap(path, fd, writable);
+  auto file = Wrap(path, fd, writable);
+  if (file.ok()) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return file;
 }
 
 Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mode) {
@@ -217,21 +257,7 @@ Result<FileStat> StatPath(const std::string& path) {
     if (e == ENOENT) return Status(Code::kNotFound, path + ": No such file or directory", e);
     return IoError("stat " + path, e);
   }
-  FileStat fs;
-  fs.is_dir = S_ISDIR(st.st_mode);
-  fs.is_regular = S_ISREG(st.st_mode);
-  fs.is_block = S_ISBLK(st.st_mode);
-  fs.mode = st.st_mode;
-  fs.uid = st.st_uid;
-  fs.gid = st.st_gid;
-  fs.size = static_cast<uint64_t>(st.st_size);
-  fs.allocated = static_cast<uint64_t>(st.st_blocks) * 512;
-  fs.atime = st.st_atim;
-  fs.mtime = st.st_mtim;
-  fs.ctime = st.st_ctim;
-  fs.dev = st.st_dev;
-  fs.ino = st.st_ino;
-  return fs;
+  return FromStat(st);
 }
 
 Result<std::vector<std::string>> ListDir(const std::string& path) {

@@ -1,6 +1,8 @@
 // `check`: run a format's consistency check and report it as qemu-img does.
 #include <nlohmann/json.hpp>
 
+#include "base/json_text.h"
+
 #include "imagecore/ops.h"
 
 namespace imgfs::ops {
@@ -80,7 +82,7 @@ std::string CheckJson(const CheckResult& r, const std::string& filename, const s
   j["format"] = format;
   if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;
   if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
-  return j.dump(4) + "\n";
+  return DumpQemuJson(j) + "\n";
 }
 
 int CheckExitCode(const Status& failed) { return failed.code() == Code::kUnsupported ? 63 : 1; }

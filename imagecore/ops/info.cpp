@@ -1,19 +1,26 @@
 // `info`: what qemu-img info shows, as text and as JSON (same field names
 // and order as qemu-img 7.2, so scripts that parse one parse the other).
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
+#include "base/json_text.h"
 #include "imagecore/chain.h"
 #include "imagecore/ops.h"
 #include "imagecore/size.h"
 
 namespace imgfs::ops {
 
-Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::string& format, bool backing_chain) {
+Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::string& format, bool backing_chain,
+                                           const io::ImageAccess& access) {
   std::vector<LayerInfo> out;
+  std::set<std::string> seen = {io::RealPath(path)};
   std::string cur = path, fmt = format;
-  for (size_t d = 0; d < 64; ++d) {
-    auto img = OpenImage(cur, fmt, OpenOptions{});
+  for (size_t d = 0; d < kMaxChainDepth; ++d) {
+    OpenOptions opts;
+    opts.file_access = d == 0 ? access.self : access.named;
+    opts.access = access.named;
+    auto img = OpenImage(cur, fmt, opts);
     if (!img.ok()) {
       if (d == 0) return img.status();
       return img.status().Prefixed(path + ": cannot open backing file");
@@ -30,11 +37,14 @@ Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::s
       li.backing_format = backing->format;
     }
     out.push_back(li);
-    if (!backing_chain || !backing) break;
+    if (!backing_chain || !backing) return out;
+    // As qemu-img: a chain that comes back to one of its files is an error.
+    if (!seen.insert(io::RealPath(li.full_backing_filename)).second)
+      return InvalidArgument("Backing file '" + backing->name + "' creates an infinite loop.");
     cur = li.full_backing_filename;
     fmt = li.backing_format;
   }
-  return out;
+  return Unsupported(path + ": backing chain deeper than " + std::to_string(kMaxChainDepth));
 }
 
 namespace {
@@ -91,10 +101,14 @@ nlohmann::ordered_json LayerJson(const LayerInfo& li) {
 }  // namespace
 
 std::string InfoJson(const std::vector<LayerInfo>& layers, bool as_chain) {
-  if (!as_chain && !layers.empty()) return LayerJson(layers[0]).dump(4) + "\n";
+  if (!as_chain && !layers.empty()) return DumpQemuJson(LayerJson(layers[0])) + "\n";
   nlohmann::ordered_json arr = nlohmann::ordered_json::array();
   for (const auto& li : layers) arr.push_back(LayerJson(li));
-  return arr.dump(4) + "\n";
+  return DumpQemuJson(arr) + "\n";
+}
+
+std::string InfoErrorJson(const std::string& message) {
+  return DumpQemuJson({{"error", message}}) + "\n";
 }
 
 std::string InfoHuman(const std::vector<LayerInfo>& layers) {

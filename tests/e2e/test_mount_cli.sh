@@ -129,15 +129,19 @@ else
     cp "$SRC/base.qcow2" "$UD/src/solo.qcow2"
     chown -R "$U:$U" "$UD"
     chmod 755 "$T"
+    # The build may sit where the user cannot go (a checkout in /root):
+    # the user runs a copy of the binary from its own directory.
+    cp "$IMGFS" "$UD/imgfs"
+    chown "$U:$U" "$UD/imgfs"
     as_user() { setpriv --reuid=$U --regid=$U --clear-groups env XDG_RUNTIME_DIR="$UD/run" HOME="$UD" "$@"; }
-    as_user "$IMGFS" mount "$UD/src" "$UD/mnt" || fail "mount as uid $U failed"
+    as_user "$UD/imgfs" mount "$UD/src" "$UD/mnt" || fail "mount as uid $U failed"
     _IMGFS_MOUNTS+=("$UD/mnt")
     qemu-img convert -U -O raw "$UD/src/solo.qcow2" "$UD/expect"
     chmod 644 "$UD/expect"
     as_user cmp -n 1048576 "$UD/mnt/solo.qcow2/disk.raw" "$UD/expect" || fail "user mount reads wrong data"
     printf 'user' | as_user dd of="$UD/mnt/solo.qcow2/disk.raw" bs=1 seek=2M conv=notrunc status=none \
         || fail "user cannot write its own image"
-    as_user "$IMGFS" umount "$UD/mnt" || fail "umount as uid $U failed"
+    as_user "$UD/imgfs" umount "$UD/mnt" || fail "umount as uid $U failed"
     check_clean "$UD/src/solo.qcow2"
     echo "   uid $U mounted, read, wrote and unmounted"
 fi

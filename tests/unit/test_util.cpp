@@ -84,7 +84,7 @@ std::vector<uint8_t> ReadLayer(Image& img) {
   return out;
 }
 
-std::string CheckQcow2(const io::File& f, uint64_t* leaks) {
+std::string CheckQcow2(const io::File& f, uint64_t* leaks, bool copied) {
   using namespace qcow2;
   auto h = Header::Read(f);
   if (!h.ok()) return "header: " + h.status().ToString();
@@ -117,7 +117,9 @@ std::string CheckQcow2(const io::File& f, uint64_t* leaks) {
   }
   if (h->nb_snapshots) ref(h->snapshots_offset, so - h->snapshots_offset);
   std::vector<uint8_t> l2(cs);
+  std::vector<std::pair<uint64_t, bool>> active;  // cluster, COPIED: the active tables' entries
   for (auto [l1off, l1n] : l1s) {
+    const bool is_active = active.empty() && l1off == h->l1_table_offset;
     for (uint32_t i = 0; i < l1n; ++i) {
       uint8_t e[8];
       (void)f.PRead(l1off + i * 8, e, 8);
@@ -125,6 +127,7 @@ std::string CheckQcow2(const io::File& f, uint64_t* leaks) {
       if (!l2off) continue;
       if (l2off % cs) return "misaligned L2 table";
       ref(l2off, cs);
+      if (is_active) active.emplace_back(l2off / cs, (LoadBE64(e) & kOflagCopied) != 0);
       (void)f.PRead(l2off, l2.data(), cs);
       for (uint64_t j = 0; j < cs / 8; ++j) {
         uint64_t d = LoadBE64(&l2[j * 8]);
@@ -136,6 +139,7 @@ std::string CheckQcow2(const io::File& f, uint64_t* leaks) {
         } else if (d & kOffsetMask) {
           if ((d & kOffsetMask) % cs) return "misaligned data cluster";
           ref(d & kOffsetMask, cs);
+          if (is_active) active.emplace_back((d & kOffsetMask) / cs, (d & kOflagCopied) != 0);
         }
       }
     }
@@ -167,6 +171,11 @@ std::string CheckQcow2(const io::File& f, uint64_t* leaks) {
     if (rc < n) return "cluster " + std::to_string(c) + " has refcount " + std::to_string(rc) + " but " +
                        std::to_string(n) + " references";
   }
+  if (copied)
+    for (auto [c, flag] : active)
+      if ((refcount(c) == 1) != flag)
+        return "OFLAG_COPIED: cluster " + std::to_string(c) + " has refcount " + std::to_string(refcount(c)) +
+               (flag ? " but COPIED set" : " but COPIED clear");
   const uint64_t clusters = (f.Size() + cs - 1) / cs;
   for (uint64_t c = 0; c < clusters; ++c) {
     auto it = refs.find(c);

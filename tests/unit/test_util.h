@@ -52,6 +52,8 @@ std::vector<uint8_t> ReadLayer(Image& img);
 // refcount table, snapshot table and every L1 walk (active and snapshots)
 // reference has a refcount at least the number of references. Returns "" if consistent, else the first problem.
 // `leaks` receives the number of clusters with refcount > references.
-std::string CheckQcow2(const io::File& f, uint64_t* leaks = nullptr);
+// With `copied`, also qemu-img check's rule for the active tables: an L1
+// or L2 entry carries COPIED exactly when its cluster's refcount is 1.
+std::string CheckQcow2(const io::File& f, uint64_t* leaks = nullptr, bool copied = false);
 
 }  // namespace imgfs::test

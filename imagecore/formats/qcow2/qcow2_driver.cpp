@@ -71,7 +71,7 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
     const std::string dp = h.data_file[0] == '/' || slash == std::string::npos
                                ? h.data_file
                                : path.substr(0, slash + 1) + h.data_file;
-    auto df = io::OpenPosixFile(dp, img->file_->writable());
+    auto df = io::OpenPosixFile(dp, img->file_->writable(), opts.access);
     if (!df.ok()) return df.status().Prefixed("external data file");
     if (opts.writable && img->file_->writable()) IMGFS_RETURN_IF_ERROR(df.value()->ClaimForWriting());
     img->data_file_ = std::move(df).value();
@@ -106,7 +106,7 @@ Result<std::unique_ptr<Qcow2Image>> Qcow2Image::Load(std::unique_ptr<io::File> f
   if (!img->file_->writable()) why = "opened read-only";
   else if (h.incompatible_features & kIncompatCorrupt) why = "the image is marked corrupt";
   else if (h.incompatible_features & kIncompatDirty)
-    why = "the dirty bit is set (refcounts may be stale after a crash with lazy_refcounts; repair with 'qemu-img check -r all')";
+    why = "the dirty bit is set (refcounts may be stale after a crash; repair with 'qemu-img check -r all')";
   return img;
 }
 

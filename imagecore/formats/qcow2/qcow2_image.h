@@ -59,6 +59,10 @@ class Qcow2Image final : public Image {
   ImageInfo Info() const override;
   std::string DamageFound() const override;
   const io::File& file() const override { return *file_; }
+  std::vector<const io::File*> files() const override {
+    if (data_file_) return {file_.get(), data_file_.get()};
+    return {file_.get()};
+  }
   Status ClaimWriting() override {
     IMGFS_RETURN_IF_ERROR(file_->ClaimForWriting());
     return data_file_ ? data_file_->ClaimForWriting() : Status::OK();
@@ -115,6 +119,17 @@ class Qcow2Image final : public Image {
   Status PrepareForWriteLocked();
   // A 64-bit header field (feature words) written in place, then synced.
   Status WriteHeaderWordLocked(uint64_t offset, uint64_t value);
+  // Snapshot control and shrinking change refcounts and COPIED flags in
+  // several writes that no order keeps consistent at every step. On v3 the
+  // dirty bit is made durable first, so that after a crash the next
+  // read-write open (imgfs's or qemu's) rebuilds them; End clears it once
+  // the operation `st` succeeded and is durable (a failure leaves it set:
+  // the state may be half changed). v2 has no such bit.
+  Status BeginRefcountWindowLocked();
+  Status EndRefcountWindowLocked(Status st);
+  Status CreateSnapshotLocked(const std::string& name);
+  Status DeleteSnapshotLocked(const std::string& which);
+  Status ApplySnapshotLocked(const std::string& which);
   Status MarkBitmapsInUseLocked(bool all);
   // --- dirty bitmaps kept in step (qcow2_bitmaps.cpp) ----------------------
   // An enabled bitmap held in memory from the first write to a clean close.
@@ -243,6 +258,7 @@ class Qcow2Image final : public Image {
   mutable std::mutex damage_mu_;
   mutable std::string damage_;        // GUARDED_BY(damage_mu_)
   bool corrupt_bit_written_ = false;  // GUARDED_BY(meta_mu_)
+  bool window_dirty_ = false;         // GUARDED_BY(meta_mu_): Begin set the dirty bit
   // Host byte ranges whose references were replaced in memory; their
   // refcounts drop only after the new pointers are durable.
   std::vector<std::pair<uint64_t, uint64_t>> pending_release_;  // GUARDED_BY(meta_mu_)

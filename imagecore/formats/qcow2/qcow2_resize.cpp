@@ -102,7 +102,8 @@ Status Qcow2Image::Resize(uint64_t new_size, const LayerReader* below) {
     IMGFS_RETURN_IF_ERROR(TrackAllBitmapsLocked());
     IMGFS_RETURN_IF_ERROR(MarkBitmapsInUseLocked(true));
     if (new_size < old) {
-      IMGFS_RETURN_IF_ERROR(ShrinkLockedTo(new_size));
+      IMGFS_RETURN_IF_ERROR(BeginRefcountWindowLocked());
+      IMGFS_RETURN_IF_ERROR(EndRefcountWindowLocked(ShrinkLockedTo(new_size)));
       ResizeTrackedBitmapsLocked(new_size);
       return Status::OK();
     }

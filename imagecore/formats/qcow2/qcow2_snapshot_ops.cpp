@@ -185,6 +185,11 @@ Status Qcow2Image::CreateSnapshot(const std::string& name) {
   std::lock_guard<std::mutex> l(meta_mu_);
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
+  IMGFS_RETURN_IF_ERROR(BeginRefcountWindowLocked());
+  return EndRefcountWindowLocked(CreateSnapshotLocked(name));
+}
+
+Status Qcow2Image::CreateSnapshotLocked(const std::string& name) {
   unsigned long max_id = 0;
   for (const auto& s : snapshots_) max_id = std::max(max_id, std::strtoul(s.info.id.c_str(), nullptr, 10));
 
@@ -219,11 +224,15 @@ Status Qcow2Image::CreateSnapshot(const std::string& name) {
 Status Qcow2Image::DeleteSnapshot(const std::string& which) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   std::lock_guard<std::mutex> l(meta_mu_);
-  const SnapshotEntry* found = FindSnapshot(which);
-  if (!found) return NotFound("snapshot '" + which + "' not found");
-  const SnapshotEntry victim = *found;
+  if (!FindSnapshot(which)) return NotFound("snapshot '" + which + "' not found");
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
+  IMGFS_RETURN_IF_ERROR(BeginRefcountWindowLocked());
+  return EndRefcountWindowLocked(DeleteSnapshotLocked(which));
+}
+
+Status Qcow2Image::DeleteSnapshotLocked(const std::string& which) {
+  const SnapshotEntry victim = *FindSnapshot(which);
   IMGFS_ASSIGN_OR_RETURN(auto snap_l1, ReadL1Locked(victim.l1_table_offset, victim.l1_size));
   std::vector<SnapshotEntry> entries;
   for (const auto& s : snapshots_)
@@ -243,10 +252,14 @@ Status Qcow2Image::DeleteSnapshot(const std::string& which) {
 Status Qcow2Image::ApplySnapshot(const std::string& which) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   std::lock_guard<std::mutex> l(meta_mu_);
-  const SnapshotEntry* found = FindSnapshot(which);
-  if (!found) return NotFound("snapshot '" + which + "' not found");
-  const SnapshotEntry snap = *found;
+  if (!FindSnapshot(which)) return NotFound("snapshot '" + which + "' not found");
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
+  IMGFS_RETURN_IF_ERROR(BeginRefcountWindowLocked());
+  return EndRefcountWindowLocked(ApplySnapshotLocked(which));
+}
+
+Status Qcow2Image::ApplySnapshotLocked(const std::string& which) {
+  const SnapshotEntry snap = *FindSnapshot(which);
   if (snap.info.virtual_size != header_.size) {
     tracked_.clear();  // no longer exact at either size: they stay in_use
     IMGFS_RETURN_IF_ERROR(MarkBitmapsInUseLocked(true));

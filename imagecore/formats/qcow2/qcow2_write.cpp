@@ -17,6 +17,22 @@ Status Qcow2Image::WriteHeaderWordLocked(uint64_t offset, uint64_t value) {
   return file_->Sync();
 }
 
+Status Qcow2Image::BeginRefcountWindowLocked() {
+  if (header_.version < 3 || (header_.incompatible_features & kIncompatDirty)) return Status::OK();
+  header_.incompatible_features |= kIncompatDirty;
+  window_dirty_ = true;
+  return WriteHeaderWordLocked(72, header_.incompatible_features);
+}
+
+Status Qcow2Image::EndRefcountWindowLocked(Status st) {
+  if (!window_dirty_ || !st.ok()) return st;
+  IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  header_.incompatible_features &= ~kIncompatDirty;
+  window_dirty_ = false;
+  return WriteHeaderWordLocked(72, header_.incompatible_features);
+}
+
 Status Qcow2Image::PrepareForWriteLocked() {
   if (damaged_.load()) {
     // As qemu: the corrupt bit makes the next user check before writing.

@@ -24,6 +24,10 @@
 
 namespace imgfs {
 
+// Chains deeper than this are refused (qemu has no such limit, but no real
+// chain comes near it, and each layer costs descriptors and memory).
+constexpr size_t kMaxChainDepth = 64;
+
 // One run of guest bytes as the chain resolves it.
 struct Resolved {
   enum Kind { kData, kZero, kOpaque } kind = kZero;
@@ -38,17 +42,24 @@ class Chain {
   // Opens `path` (format "" = probe) writable or not, and its backing chain
   // read-only. Relative backing names resolve against the directory of the
   // image that names them; a stored backing format is used, never probed.
-  static Result<std::unique_ptr<Chain>> Open(const std::string& path, const std::string& format, bool writable);
+  // Files are opened with the rights `access` (see imagecore/access.h):
+  // the image file with `self`, every file below it with `named`.
+  static Result<std::unique_ptr<Chain>> Open(const std::string& path, const std::string& format, bool writable,
+                                             const io::ImageAccess& access = io::ImageAccess());
   // The same, read-only, with internal snapshot `snapshot_id` of the image
   // as the top layer (its backing chain is the image's).
   static Result<std::unique_ptr<Chain>> OpenSnapshot(const std::string& path, const std::string& format,
-                                                     const std::string& snapshot_id);
+                                                     const std::string& snapshot_id,
+                                                     const io::ImageAccess& access = io::ImageAccess());
   ~Chain();
 
   size_t depth() const { return layers_.size(); }
   Image& layer(size_t d) const { return *layers_[d]; }
   const std::string& layer_path(size_t d) const { return paths_[d]; }
   uint64_t VirtualSize(size_t d = 0) const;
+  // What the filesystem shows of every file the disk seen from layer `d`
+  // down reads from (each layer's image file and the files it names).
+  std::vector<io::FileStat> StatFiles(size_t d) const;
 
   // The run at `off` of the disk seen from layer `d` down. REQUIRES: off <
   // VirtualSize(d). Bytes below every layer (or past a smaller backing
@@ -97,7 +108,8 @@ class Chain {
   mutable RwLock write_mu_;
   mutable RwLock io_mu_;
   static Result<std::unique_ptr<Chain>> OpenImpl(const std::string& path, const std::string& format, bool writable,
-                                                 const std::string& snapshot_id);
+                                                 const std::string& snapshot_id, const io::ImageAccess& access);
+  io::ImageAccess access_;  // set at open, then constant
   std::vector<std::unique_ptr<Image>> layers_;
   std::vector<std::string> paths_;
   std::vector<std::unique_ptr<Below>> below_;  // below_[d] reads from depth d+1 down

@@ -15,9 +15,25 @@
 #include <ctime>
 #include <sys/types.h>
 
+#include "imagecore/access.h"
 #include "imagecore/status.h"
 
 namespace imgfs::io {
+
+// What the filesystem shows of a host file.
+struct FileStat {
+  bool is_dir = false;
+  bool is_regular = false;
+  bool is_block = false;
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  uint64_t size = 0;
+  uint64_t allocated = 0;  // st_blocks * 512
+  struct timespec atime {}, mtime {}, ctime {};
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
 
 class File {
  public:
@@ -59,6 +75,8 @@ class File {
   virtual Status CheckClaim() const { return Status::OK(); }
   // Gives the claim up while the file stays open.
   virtual void DropClaim() {}
+  // What the filesystem shows of the open file (owner, mode...).
+  virtual Result<FileStat> Stat() const;
   // A descriptor the kernel can splice from, or -1.
   virtual int fd() const { return -1; }
   virtual bool writable() const = 0;
@@ -71,28 +89,16 @@ class File {
   std::string path_;
 };
 
-// Opens a host file. O_CLOEXEC always; writable opens use O_RDWR.
-Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable);
+// Opens a host file (a regular file or a block device; anything else is
+// refused without blocking) with the rights `as`. O_CLOEXEC always;
+// writable opens use O_RDWR.
+Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable, const Access& as = Access());
 // Creates (O_EXCL) a new host file for writing.
 Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mode = 0644);
 // Renames a file (same file system); removes a file. For create's
 // write-then-rename.
 Status RenameFile(const std::string& from, const std::string& to);
 void RemoveFile(const std::string& path);
-// What the filesystem shows of a host file.
-struct FileStat {
-  bool is_dir = false;
-  bool is_regular = false;
-  bool is_block = false;
-  mode_t mode = 0;
-  uid_t uid = 0;
-  gid_t gid = 0;
-  uint64_t size = 0;
-  uint64_t allocated = 0;  // st_blocks * 512
-  struct timespec atime {}, mtime {}, ctime {};
-  dev_t dev = 0;
-  ino_t ino = 0;
-};
 Result<FileStat> StatPath(const std::string& path);
 // Names in a directory (no "." or ".."), sorted.
 Result<std::vector<std::string>> ListDir(const std::string& path);

@@ -13,10 +13,16 @@
 namespace imgfs {
 
 struct OpenOptions {
+  OpenOptions() = default;
+  explicit OpenOptions(bool w) : writable(w) {}
   bool writable = false;
   // Set by `check`: report an image left dirty as it is instead of
   // repairing it at open (as qemu-img check opens images).
   bool no_repair = false;
+  // The rights the image file is opened with, and those for every file it
+  // names (see imagecore/access.h).
+  io::Access file_access;
+  io::Access access;
 };
 
 // Options for creating an image. `options` holds the -o key=value pairs;

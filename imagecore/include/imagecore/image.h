@@ -169,6 +169,9 @@ class Image {
 
   // The file holding the layer (for `disk size` and mtime).
   virtual const io::File& file() const = 0;
+  // Every file the layer reads from: file() first, then the others it
+  // opened (a qcow2 external data file).
+  virtual std::vector<const io::File*> files() const { return {&file()}; }
   // The write claim on the layer's files (see io::File::ClaimForWriting):
   // a writable open takes it; an instance kept open but idle may give it
   // up and take it again before it next writes. Check tells without taking.

@@ -35,10 +35,14 @@ struct LayerInfo {
   std::vector<SnapshotInfo> snapshots;
 };
 // One entry, or with `backing_chain` one per layer from the top down.
-Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::string& format, bool backing_chain);
+// Files are opened with the rights `access`; a chain that loops is an error.
+Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::string& format, bool backing_chain,
+                                           const io::ImageAccess& access = io::ImageAccess());
 // qemu-img's JSON: an object, or an array when `as_chain`.
 std::string InfoJson(const std::vector<LayerInfo>& layers, bool as_chain);
 std::string InfoHuman(const std::vector<LayerInfo>& layers);
+// {"error": message} in the same JSON style.
+std::string InfoErrorJson(const std::string& message);
 
 // ---- check (ops/check.cpp) ----
 // Checks (and with a repair mode, repairs) the image at `path`.
