@@ -15,6 +15,7 @@ class MemFile final : public File {
   explicit MemFile(std::string name) : File(std::move(name)) {}
 
   Status PRead(uint64_t off, void* buf, size_t n) const override {
+    if (n == 0) return Status::OK();  // buf may be null (an empty vector's data())
     std::lock_guard<std::mutex> l(mu_);
     auto* p = static_cast<char*>(buf);
     std::memset(p, 0, n);
@@ -25,6 +26,7 @@ class MemFile final : public File {
     return Status::OK();
   }
   Status PWrite(uint64_t off, const void* buf, size_t n) override {
+    if (n == 0) return Status::OK();  // as pwrite: no growth, buf may be null
     std::lock_guard<std::mutex> l(mu_);
     if (data_.size() < off + n) data_.resize(off + n);
     std::memcpy(data_.data() + off, buf, n);
