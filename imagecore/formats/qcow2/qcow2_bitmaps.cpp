@@ -33,7 +33,8 @@ std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir
     const uint64_t name_size = LoadBE16(&dir[p + 18]);
     e.extra_size = LoadBE32(&dir[p + 20]);
     if (p + 24 + e.extra_size + name_size > dir.size()) break;
-    e.name.assign(reinterpret_cast<const char*>(&dir[p + 24 + e.extra_size]), name_size);
+    // Through data(): an empty name may end exactly at the directory's end.
+    e.name.assign(reinterpret_cast<const char*>(dir.data()) + p + 24 + e.extra_size, name_size);
     out.push_back(std::move(e));
     p += (24 + e.extra_size + name_size + 7) & ~uint64_t(7);
   }

@@ -40,8 +40,10 @@ Status Qcow2Image::ReadSnapshotTable() {
     if (extra_len >= 8) e.info.vm_state_size = LoadBE64(&var[0]);
     if (extra_len >= 16) e.info.virtual_size = LoadBE64(&var[8]);
     if (extra_len >= 24) e.info.icount = LoadBE64(&var[16]);
-    e.info.id.assign(reinterpret_cast<const char*>(&var[extra_len]), id_len);
-    e.info.name.assign(reinterpret_cast<const char*>(&var[extra_len + id_len]), name_len);
+    // Through data(): ids and names may be empty, and var[] with them.
+    const char* strings = reinterpret_cast<const char*>(var.data()) + extra_len;
+    e.info.id.assign(strings, id_len);
+    e.info.name.assign(strings + id_len, name_len);
     if (e.l1_table_offset % cluster_size_) return Corrupt("snapshot '" + e.info.name + "': L1 table is misaligned");
     if (uint64_t(e.l1_size) * 8 > kMaxL1Bytes || e.l1_table_offset + uint64_t(e.l1_size) * 8 > file_size)
       return Corrupt("snapshot '" + e.info.name + "': L1 table is out of bounds");
