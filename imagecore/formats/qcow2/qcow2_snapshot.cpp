@@ -47,6 +47,10 @@ Status Qcow2Image::ReadSnapshotTable() {
     if (e.l1_table_offset % cluster_size_) return Corrupt("snapshot '" + e.info.name + "': L1 table is misaligned");
     if (uint64_t(e.l1_size) * 8 > kMaxL1Bytes || e.l1_table_offset + uint64_t(e.l1_size) * 8 > file_size)
       return Corrupt("snapshot '" + e.info.name + "': L1 table is out of bounds");
+    // Applying it sizes the active L1 for this disk size: bound it as the
+    // header's (the largest disk a kMaxL1Bytes table maps).
+    if (e.info.virtual_size > (kMaxL1Bytes / 8) << (2 * cluster_bits_ - 3))
+      return Corrupt("snapshot '" + e.info.name + "': disk size is too large");
     snapshots_.push_back(std::move(e));
     off += (sizeof fixed + var_len + 7) & ~uint64_t(7);
   }
