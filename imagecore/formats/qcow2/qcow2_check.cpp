@@ -102,6 +102,9 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       const uint32_t n = e.table_size;
       if (n && aligned(tbl, "bitmap table")) {
         ref(tbl, uint64_t(n) * 8, "bitmap table");
+        // One past the end was counted as damage just above; reading it
+        // would allocate up to 32 GiB (table_size is 32 bits) for zeros.
+        if (!WithinFile(tbl, uint64_t(n) * 8)) continue;
         std::vector<uint8_t> t(uint64_t(n) * 8);
         IMGFS_RETURN_IF_ERROR(file_->PRead(tbl, t.data(), t.size()));
         for (uint32_t i = 0; i < n; ++i) {
