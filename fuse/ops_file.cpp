@@ -14,6 +14,7 @@
 #include "imagecore/log.h"
 #include "imagecore/ops.h"
 #include "imagecore/parallel.h"
+#include "imagecore/read_epoch.h"
 #include "notify.h"
 #include "ops.h"
 #include "permissions.h"
@@ -229,6 +230,9 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
     fuse_reply_buf(req, nullptr, 0);
     return;
   }
+  // From resolving to the end of the reply (the kernel splices from the
+  // image file): no cluster this read resolved is handed out again meanwhile.
+  ReadScope reading;
   size = std::min<uint64_t>(size, vsize - static_cast<uint64_t>(off));
   off += static_cast<off_t>(of->shift);  // from here on: disk offsets
 

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "imagecore/format.h"
+#include "imagecore/read_epoch.h"
 
 namespace imgfs {
 
@@ -169,6 +170,7 @@ Status Chain::ReadResolvedUnlocked(const Resolved& r, uint64_t off, void* buf) c
 }
 
 Status Chain::Read(size_t d, uint64_t off, void* buf, size_t len) const {
+  ReadScope reading;  // a write beside this read may free clusters: none is reused under it
   SharedLock l(io_mu_);
   return ReadUnlocked(d, off, buf, len);
 }

@@ -168,6 +168,7 @@ Status Qcow2Image::StoreTrackedBitmapsLocked() {
     if (n) {
       const uint64_t clusters = (n * 8 + cluster_size_ - 1) / cluster_size_;
       IMGFS_ASSIGN_OR_RETURN(table_off, AllocateClustersLocked(clusters));
+      overlap_.Add(table_off >> cluster_bits_, clusters, kMetaBitmapTable);
       table.resize(clusters * cluster_size_, 0);
       IMGFS_RETURN_IF_ERROR(file_->PWrite(table_off, table.data(), table.size()));
     }

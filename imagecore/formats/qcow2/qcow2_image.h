@@ -18,12 +18,15 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "base/table_cache.h"
 #include "formats/qcow2/qcow2_format.h"
+#include "formats/qcow2/qcow2_overlap.h"
 #include "imagecore/format.h"
 #include "imagecore/image.h"
 
@@ -197,13 +200,27 @@ class Qcow2Image final : public Image {
   // Refcount table entries with reserved bits, unaligned, or past the end.
   Result<uint64_t> BadRefTableEntriesLocked(CheckResult* out);
 
+  // --- overlap check (qcow2_overlap.cpp) ----------------------------------
+  Status BuildOverlapMapLocked();
+  // Damage (and the corrupt bit) if [host, host+len) holds metadata other
+  // than the kinds in `allowed` (a MetaKind mask; 0 for guest data).
+  Status CheckOverlapLocked(uint64_t host, uint64_t len, uint16_t allowed, const char* what);
+
   // --- refcounts (qcow2_refcount.cpp) -------------------------------------
   // Loads the refcount table; a block that lies where no block can is
   // damage, or with `lenient` (a check, which reports it) left out.
   Status LoadRefTableLocked(bool lenient = false);
   Status FindEndLocked();
-  // Reserves n contiguous new clusters and sets their refcount to 1.
+  // Reserves n contiguous free clusters (reused ones first, else at the
+  // end of the file) and sets their refcount to 1.
   Result<uint64_t> AllocateClustersLocked(uint64_t n);
+  // A free run of n clusters from free_, or 0 (cluster 0 is the header).
+  // Each is checked to still have refcount 0 (a repair may have counted it).
+  Result<uint64_t> TakeFreeLocked(uint64_t n);
+  // Refcount of `cluster` reached zero.
+  void ClusterFreedLocked(uint64_t cluster);
+  // The clusters below the end whose refcount is 0, into free_.
+  Status FindFreeLocked();
   Status AddRefLocked(uint64_t cluster, int64_t delta);
   Result<uint64_t> RefcountLocked(uint64_t cluster);
   Result<uint8_t*> RefBlockForLocked(uint64_t cluster, bool create);
@@ -262,6 +279,19 @@ class Qcow2Image final : public Image {
   // Host byte ranges whose references were replaced in memory; their
   // refcounts drop only after the new pointers are durable.
   std::vector<std::pair<uint64_t, uint64_t>> pending_release_;  // GUARDED_BY(meta_mu_)
+
+  // Metadata clusters, for the check before every write (qcow2_overlap.cpp).
+  OverlapMap overlap_;          // GUARDED_BY(meta_mu_)
+  bool overlap_built_ = false;  // GUARDED_BY(meta_mu_)
+  // Free clusters below the end of the file, handed out before the file
+  // grows. A cluster freed while mounted waits in quarantine_ (with its
+  // read-epoch tag) until no read that may still use it is in flight; at
+  // most kMaxFreeTracked are remembered (the rest stay free on disk and are
+  // found again at the next open).
+  static constexpr size_t kMaxFreeTracked = 1 << 18;
+  std::set<uint64_t> free_;                              // GUARDED_BY(meta_mu_)
+  std::deque<std::pair<uint64_t, uint64_t>> quarantine_;  // GUARDED_BY(meta_mu_): cluster, tag
+  bool free_scanned_ = false;                             // GUARDED_BY(meta_mu_)
 };
 
 }  // namespace imgfs::qcow2

@@ -4,7 +4,10 @@
 #include <cstdio>
 #include <cstring>
 
+#include <unordered_set>
+
 #include "base/endian.h"
+#include "imagecore/read_epoch.h"
 #include "formats/qcow2/qcow2_image.h"
 
 namespace imgfs::qcow2 {
@@ -80,6 +83,7 @@ Result<uint8_t*> Qcow2Image::RefBlockForLocked(uint64_t cluster, bool create) {
     reftable_[ti] = b << cluster_bits_;
     reftable_dirty_ = true;
     IMGFS_RETURN_IF_ERROR(refblock_cache_.Create(b << cluster_bits_, flush_all).status());
+    overlap_.Add(b, 1, kMetaRefBlock);
     IMGFS_RETURN_IF_ERROR(AddRefLocked(b, 1));
   }
   return refblock_cache_.Get(
@@ -100,7 +104,77 @@ Status Qcow2Image::AddRefLocked(uint64_t cluster, int64_t delta) {
     return FoundDamage("refcount would drop below zero");
   SetRefcount(blk, i, order, cur + uint64_t(delta));
   refblock_cache_.MarkDirty(reftable_[cluster / refblock_entries_]);
+  if (cur + uint64_t(delta) == 0) ClusterFreedLocked(cluster);
   return Status::OK();
+}
+
+void Qcow2Image::ClusterFreedLocked(uint64_t cluster) {
+  overlap_.Remove(cluster);
+  l2_cache_.Drop(cluster << cluster_bits_);  // a freed table must never be written back over new data
+  if (cluster == 0 || free_.size() + quarantine_.size() >= kMaxFreeTracked) return;
+  quarantine_.emplace_back(cluster, CloseReadEpoch());
+}
+
+Status Qcow2Image::FindFreeLocked() {
+  if (free_scanned_) return Status::OK();
+  free_scanned_ = true;
+  // Clusters freed since the open wait in quarantine: not free yet.
+  std::unordered_set<uint64_t> waiting;
+  for (const auto& q : quarantine_) waiting.insert(q.first);
+  const uint32_t order = header_.refcount_order;
+  for (uint64_t ti = 0; ti < reftable_.size() && ti * refblock_entries_ < end_cluster_; ++ti) {
+    if (!reftable_[ti]) continue;  // clusters without a block are past what ever was used
+    IMGFS_ASSIGN_OR_RETURN(uint8_t * blk, RefBlockForLocked(ti * refblock_entries_, false));
+    if (!blk) continue;
+    const uint64_t first = ti * refblock_entries_;
+    const uint64_t last = std::min(first + refblock_entries_, end_cluster_);
+    for (uint64_t c = std::max<uint64_t>(first, 1); c < last; ++c) {
+      if (free_.size() + quarantine_.size() >= kMaxFreeTracked) return Status::OK();
+      if (!GetRefcount(blk, c - first, order) && !waiting.count(c)) free_.insert(c);
+    }
+  }
+  return Status::OK();
+}
+
+Result<uint64_t> Qcow2Image::TakeFreeLocked(uint64_t n) {
+  if (!quarantine_.empty()) {
+    // Tags grow along the queue: release from the front while no read that
+    // could still use a cluster is in flight.
+    const uint64_t oldest = OldestOpenRead();
+    while (!quarantine_.empty() && quarantine_.front().second < oldest) {
+      free_.insert(quarantine_.front().first);
+      quarantine_.pop_front();
+    }
+  }
+  if (n == 1) {
+    while (!free_.empty()) {
+      const uint64_t c = *free_.begin();
+      free_.erase(free_.begin());
+      IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c));
+      if (rc == 0) return c;
+    }
+    return uint64_t{0};
+  }
+  // First fit for a run; the scan is bounded (a miss grows the file).
+  uint64_t run_start = 0, run_len = 0, prev = 0, scanned = 0;
+  for (auto it = free_.begin(); it != free_.end() && scanned < 65536; ++it, ++scanned) {
+    if (run_len && *it == prev + 1) {
+      ++run_len;
+    } else {
+      run_start = *it;
+      run_len = 1;
+    }
+    prev = *it;
+    if (run_len == n) {
+      free_.erase(free_.find(run_start), std::next(it));
+      for (uint64_t c = run_start; c < run_start + n; ++c) {
+        IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c));
+        if (rc) return uint64_t{0};  // counted again meanwhile: the rest of the run is lost to reuse, not to data
+      }
+      return run_start;
+    }
+  }
+  return uint64_t{0};
 }
 
 Result<uint64_t> Qcow2Image::RefcountLocked(uint64_t cluster) {
@@ -148,11 +222,17 @@ Status Qcow2Image::FindEndLocked() {
 
 Result<uint64_t> Qcow2Image::AllocateClustersLocked(uint64_t n) {
   IMGFS_RETURN_IF_ERROR(FindEndLocked());
-  const uint64_t start = end_cluster_;
-  if (((start + n) << cluster_bits_) >> cluster_bits_ != start + n || ((start + n) << cluster_bits_) > kOffsetMask)
-    return NoSpace(file_->path() + ": host offsets exhausted");
-  end_cluster_ += n;
+  IMGFS_RETURN_IF_ERROR(FindFreeLocked());
+  IMGFS_ASSIGN_OR_RETURN(uint64_t start, TakeFreeLocked(n));
+  if (!start) {
+    start = end_cluster_;
+    if (((start + n) << cluster_bits_) >> cluster_bits_ != start + n || ((start + n) << cluster_bits_) > kOffsetMask)
+      return NoSpace(file_->path() + ": host offsets exhausted");
+    end_cluster_ += n;
+  }
   for (uint64_t i = 0; i < n; ++i) IMGFS_RETURN_IF_ERROR(AddRefLocked(start + i, 1));
+  // A cluster the refcounts call free but the metadata uses: damage.
+  IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(start << cluster_bits_, n << cluster_bits_, 0, "a new cluster"));
   return start << cluster_bits_;
 }
 
@@ -175,6 +255,7 @@ Status Qcow2Image::GrowRefTableLocked(uint64_t min_entries) {
   end_cluster_ += clusters;
   reftable_.resize(entries, 0);
   for (uint64_t i = 0; i < clusters; ++i) IMGFS_RETURN_IF_ERROR(AddRefLocked(start + i, 1));
+  overlap_.Add(start, clusters, kMetaRefTable);
 
   // Invariant: the header may name the new table only once the table and
   // every block it points to are durable.
@@ -247,10 +328,17 @@ Status Qcow2Image::RebuildRefcountsLocked(const std::vector<uint64_t>& refs) {
   pending_release_.clear();  // the new counts already leave those clusters out
   end_cluster_ = start + nb + nt;
   end_known_ = true;
+  // Free clusters and metadata are found again from the new structure.
+  free_.clear();
+  free_scanned_ = false;
+  overlap_built_ = false;
   return Status::OK();
 }
 
 Status Qcow2Image::WriteRefTableLocked() {
+  IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(header_.refcount_table_offset,
+                                           uint64_t(header_.refcount_table_clusters) << cluster_bits_,
+                                           kMetaRefTable, "the refcount table"));
   std::vector<uint8_t> raw(uint64_t(header_.refcount_table_clusters) << cluster_bits_, 0);
   for (size_t i = 0; i < reftable_.size() && i * 8 < raw.size(); ++i) StoreBE64(&raw[i * 8], reftable_[i]);
   IMGFS_RETURN_IF_ERROR(file_->PWrite(header_.refcount_table_offset, raw.data(), raw.size()));
@@ -259,6 +347,7 @@ Status Qcow2Image::WriteRefTableLocked() {
 }
 
 Status Qcow2Image::WriteL1Locked() {
+  IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(header_.l1_table_offset, l1_.size() * 8, kMetaL1, "the L1 table"));
   std::vector<uint8_t> raw(l1_.size() * 8);
   for (size_t i = 0; i < l1_.size(); ++i) StoreBE64(&raw[i * 8], l1_[i]);
   IMGFS_RETURN_IF_ERROR(file_->PWrite(header_.l1_table_offset, raw.data(), raw.size()));
@@ -267,11 +356,18 @@ Status Qcow2Image::WriteL1Locked() {
 }
 
 Status Qcow2Image::FlushMetadataLocked(bool apply_releases) {
-  auto write_table = [&](uint64_t off, const uint8_t* b) { return file_->PWrite(off, b, cluster_size_); };
+  auto write_refblock = [&](uint64_t off, const uint8_t* b) {
+    IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(off, cluster_size_, kMetaRefBlock, "a refcount block"));
+    return file_->PWrite(off, b, cluster_size_);
+  };
+  auto write_l2 = [&](uint64_t off, const uint8_t* b) {
+    IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(off, cluster_size_, kMetaL2, "an L2 table"));
+    return file_->PWrite(off, b, cluster_size_);
+  };
   const bool rc_dirty = refblock_cache_.HasDirty() || reftable_dirty_;
   const bool map_dirty = l2_cache_.HasDirty() || l1_dirty_;
   if (rc_dirty) {
-    IMGFS_RETURN_IF_ERROR(refblock_cache_.WriteBack(write_table));
+    IMGFS_RETURN_IF_ERROR(refblock_cache_.WriteBack(write_refblock));
     if (reftable_dirty_) {
       IMGFS_RETURN_IF_ERROR(file_->Sync());  // blocks before the table that points at them
       IMGFS_RETURN_IF_ERROR(WriteRefTableLocked());
@@ -282,7 +378,7 @@ Status Qcow2Image::FlushMetadataLocked(bool apply_releases) {
     if (data_file_) IMGFS_RETURN_IF_ERROR(data_file_->Sync());
     IMGFS_RETURN_IF_ERROR(file_->Sync());
     if (l2_cache_.HasDirty()) {
-      IMGFS_RETURN_IF_ERROR(l2_cache_.WriteBack(write_table));
+      IMGFS_RETURN_IF_ERROR(l2_cache_.WriteBack(write_l2));
       if (l1_dirty_) IMGFS_RETURN_IF_ERROR(file_->Sync());  // L2 tables before L1
     }
     if (l1_dirty_) IMGFS_RETURN_IF_ERROR(WriteL1Locked());
@@ -297,7 +393,7 @@ Status Qcow2Image::FlushMetadataLocked(bool apply_releases) {
       for (uint64_t c = off >> cluster_bits_; c <= (off + len - 1) >> cluster_bits_; ++c)
         IMGFS_RETURN_IF_ERROR(AddRefLocked(c, -1));
     }
-    IMGFS_RETURN_IF_ERROR(refblock_cache_.WriteBack(write_table));
+    IMGFS_RETURN_IF_ERROR(refblock_cache_.WriteBack(write_refblock));
   }
   return Status::OK();
 }

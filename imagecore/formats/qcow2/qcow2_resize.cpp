@@ -36,6 +36,7 @@ Status Qcow2Image::GrowLockedTo(uint64_t new_size) {
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));
   const uint64_t clusters = (need * 8 + cluster_size_ - 1) >> cluster_bits_;
   IMGFS_ASSIGN_OR_RETURN(uint64_t off, AllocateClustersLocked(clusters));
+  overlap_.Add(off >> cluster_bits_, clusters, kMetaL1);
   std::vector<uint8_t> raw(clusters << cluster_bits_, 0);
   for (size_t i = 0; i < l1_.size(); ++i) StoreBE64(&raw[i * 8], l1_[i]);
   IMGFS_RETURN_IF_ERROR(file_->PWrite(off, raw.data(), raw.size()));

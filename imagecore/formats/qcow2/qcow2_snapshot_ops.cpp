@@ -155,6 +155,7 @@ Status Qcow2Image::WriteSnapshotTableLocked(const std::vector<SnapshotEntry>& en
   uint64_t offset = 0;
   if (clusters) {
     IMGFS_ASSIGN_OR_RETURN(offset, AllocateClustersLocked(clusters));
+    overlap_.Add(offset >> cluster_bits_, clusters, kMetaSnapshotTable);
     std::vector<uint8_t> padded(clusters << cluster_bits_, 0);
     std::memcpy(padded.data(), table.data(), table.size());
     IMGFS_RETURN_IF_ERROR(file_->PWrite(offset, padded.data(), padded.size()));
@@ -200,6 +201,7 @@ Status Qcow2Image::CreateSnapshotLocked(const std::string& name) {
   const uint64_t l1_clusters = (uint64_t(e.l1_size) * 8 + cluster_size_ - 1) >> cluster_bits_;
   if (l1_clusters) {
     IMGFS_ASSIGN_OR_RETURN(e.l1_table_offset, AllocateClustersLocked(l1_clusters));
+    overlap_.Add(e.l1_table_offset >> cluster_bits_, l1_clusters, kMetaSnapshotL1);
     std::vector<uint8_t> raw(l1_clusters << cluster_bits_, 0);
     for (size_t i = 0; i < l1_.size(); ++i) StoreBE64(&raw[i * 8], l1_[i]);
     IMGFS_RETURN_IF_ERROR(file_->PWrite(e.l1_table_offset, raw.data(), raw.size()));
@@ -280,6 +282,7 @@ Status Qcow2Image::ApplySnapshotLocked(const std::string& which) {
   const bool moved = new_clusters > old_clusters;
   if (moved) {
     IMGFS_ASSIGN_OR_RETURN(l1_offset, AllocateClustersLocked(new_clusters));
+    overlap_.Add(l1_offset >> cluster_bits_, new_clusters, kMetaL1);
     IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));
   }
   std::vector<uint8_t> raw(std::max(old_clusters, new_clusters) << cluster_bits_, 0);

@@ -44,7 +44,10 @@ Status Qcow2Image::SubclusterWriteLocked(uint64_t off, const uint8_t* buf, uint6
 
   uint64_t host = e & kOffsetMask;
   const bool fresh = !HasHost(e);
-  if (!fresh && !data_file_) IMGFS_RETURN_IF_ERROR(CheckWithinFile(host, cluster_size_, "data cluster"));
+  if (!fresh && !data_file_) {
+    IMGFS_RETURN_IF_ERROR(CheckWithinFile(host, cluster_size_, "data cluster"));
+    IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(host, cluster_size_, 0, "guest data"));
+  }
   if (fresh) {
     if (data_file_) {
       host = base;

@@ -95,11 +95,14 @@ Result<uint64_t> Qcow2Image::L2OffsetForWriteLocked(uint64_t c) {
   const uint64_t e = l1_[l1_index];
   if (e & kOffsetMask) {
     if (!(e & kOflagCopied)) return CowL2TableLocked(l1_index);
+    // The table is about to change: refuse now if it is not only an L2 table.
+    IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(e & kOffsetMask, cluster_size_, kMetaL2, "an L2 table"));
     return e & kOffsetMask;
   }
   // A new L2 table: its refcount is set now, its content reaches the disk
   // at write-back before the L1 entry that points at it.
   IMGFS_ASSIGN_OR_RETURN(uint64_t off, AllocateClustersLocked(1));
+  overlap_.Add(off >> cluster_bits_, 1, kMetaL2);
   IMGFS_RETURN_IF_ERROR(l2_cache_.Create(off, [&] { return FlushMetadataLocked(false); }).status());
   l1_[l1_index] = off | kOflagCopied;
   l1_dirty_ = true;
@@ -126,6 +129,7 @@ Result<uint64_t> Qcow2Image::CowL2TableLocked(uint64_t l1_index) {
     if (e & kOflagCopied) StoreBE64(&copy[j * entry_bytes_], e & ~kOflagCopied);
   }
   IMGFS_ASSIGN_OR_RETURN(uint64_t fresh, AllocateClustersLocked(1));
+  overlap_.Add(fresh >> cluster_bits_, 1, kMetaL2);
   IMGFS_ASSIGN_OR_RETURN(uint8_t * dst, l2_cache_.Create(fresh, [&] { return FlushMetadataLocked(false); }));
   std::memcpy(dst, copy.data(), cluster_size_);
   l1_[l1_index] = fresh | kOflagCopied;
@@ -290,6 +294,7 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
           expect += cluster_size_;
           n = std::min<uint64_t>(len, n + cluster_size_);
         }
+        if (!data_file_) IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(host, n, 0, "guest data"));
       } else if (SubclusterWritable(e) && (HasHost(e) || in || len < cluster_size_)) {
         n = std::min<uint64_t>(len, cluster_size_ - in);
         IMGFS_RETURN_IF_ERROR(SubclusterWriteLocked(off, p, n, below));
