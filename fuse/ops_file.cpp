@@ -124,7 +124,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         fuse_reply_err(req, ENOENT);
         return;
       }
-      if (!CallerMayReadChain(req, *chain.value(), of->depth = node.kind == NodeKind::kLayer ? node.depth : 0)) {
+      if (!CallerMayReadChain(req, *chain.value(), node.kind == NodeKind::kLayer ? node.depth : 0)) {
         fuse_reply_err(req, EACCES);
         return;
       }

@@ -18,11 +18,14 @@ constexpr uint64_t kBitmapOffsetMask = 0x00fffffffffffe00ull;
 // A bitmap bigger than this in memory is not tracked (it is marked in_use
 // instead): 64 MiB covers 2 TiB at 4 KiB granularity.
 constexpr uint64_t kMaxTrackedBytes = 64ull << 20;
+// All tracked bitmaps together: a hostile directory may name thousands.
+constexpr uint64_t kMaxTrackedTotal = 256ull << 20;
 }  // namespace
 
-std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir) {
+std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir, uint32_t max_entries) {
   std::vector<BitmapDirEntry> out;
-  for (uint64_t p = 0; p + 24 <= dir.size();) {
+  max_entries = std::min(max_entries, kMaxBitmaps);
+  for (uint64_t p = 0; p + 24 <= dir.size() && out.size() < max_entries;) {
     BitmapDirEntry e;
     e.pos = p;
     e.table_offset = LoadBE64(&dir[p]);
@@ -43,7 +46,10 @@ std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir
 
 Result<std::vector<uint8_t>> Qcow2Image::ReadBitmapDirectory() const {
   const uint64_t size = header_.bitmap_directory_size;
-  if (!header_.has_bitmaps_ext || !(header_.autoclear_features & kAutoclearBitmaps) || !size || size > (64u << 20))
+  // Bounded as qemu bounds it, and inside the file: a directory past the end
+  // would read as 64 MiB of zeros, millions of empty entries.
+  if (!header_.has_bitmaps_ext || !(header_.autoclear_features & kAutoclearBitmaps) || !size || size > (64u << 20) ||
+      !header_.nb_bitmaps || header_.nb_bitmaps > kMaxBitmaps || !WithinFile(header_.bitmap_directory_offset, size))
     return std::vector<uint8_t>{};
   std::vector<uint8_t> dir(size);
   IMGFS_RETURN_IF_ERROR(file_->PRead(header_.bitmap_directory_offset, dir.data(), size));
@@ -58,8 +64,12 @@ Result<bool> Qcow2Image::LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap
   const uint64_t bits = (header_.size + (uint64_t(1) << e.granularity_bits) - 1) >> e.granularity_bits;
   const uint64_t bytes = (bits + 7) / 8;
   if (bytes > kMaxTrackedBytes) return false;
+  uint64_t held = 0;
+  for (const TrackedBitmap& t : tracked_) held += t.bits.size();
+  if (held + bytes > kMaxTrackedTotal) return false;
   if (e.table_size != (bytes + cluster_size_ - 1) / cluster_size_) return false;  // outdated size
   if (e.table_offset & (cluster_size_ - 1)) return false;
+  if (e.table_size && !WithinFile(e.table_offset, uint64_t(e.table_size) * 8)) return false;
   std::vector<uint8_t> raw(uint64_t(e.table_size) * 8);
   if (!raw.empty()) IMGFS_RETURN_IF_ERROR(file_->PRead(e.table_offset, raw.data(), raw.size()));
   out->pos = e.pos;
@@ -88,7 +98,7 @@ Result<bool> Qcow2Image::LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap
 
 Status Qcow2Image::LoadTrackedBitmapsLocked() {
   IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
-  for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
+  for (const BitmapDirEntry& e : ParseBitmapDirectory(dir, header_.nb_bitmaps)) {
     if ((e.flags & (kBitmapAuto | kBitmapInUse)) != kBitmapAuto) continue;
     TrackedBitmap b;
     IMGFS_ASSIGN_OR_RETURN(bool ok, LoadBitmapLocked(e, &b));
@@ -100,7 +110,7 @@ Status Qcow2Image::LoadTrackedBitmapsLocked() {
 
 Status Qcow2Image::TrackAllBitmapsLocked() {
   IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
-  for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
+  for (const BitmapDirEntry& e : ParseBitmapDirectory(dir, header_.nb_bitmaps)) {
     if (e.flags & kBitmapInUse) continue;
     if (std::any_of(tracked_.begin(), tracked_.end(), [&](const TrackedBitmap& t) { return t.pos == e.pos; })) continue;
     TrackedBitmap b;

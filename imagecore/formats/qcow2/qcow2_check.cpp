@@ -7,6 +7,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <unordered_set>
 
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
@@ -97,7 +98,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
     ref(header_.bitmap_directory_offset, header_.bitmap_directory_size, "bitmap directory");
     std::vector<uint8_t> dir(header_.bitmap_directory_size);
     IMGFS_RETURN_IF_ERROR(file_->PRead(header_.bitmap_directory_offset, dir.data(), dir.size()));
-    for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
+    for (const BitmapDirEntry& e : ParseBitmapDirectory(dir, header_.nb_bitmaps)) {
       const uint64_t tbl = e.table_offset;
       const uint32_t n = e.table_size;
       if (n && aligned(tbl, "bitmap table")) {
@@ -119,8 +120,22 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
   // checks) and every snapshot's.
   std::vector<CopiedCheck> copied;
   std::vector<uint8_t> table(cs);
+  // A hostile L1 may name one L2 table thousands of times: its references
+  // are counted at every visit (that is the damage to report), but its
+  // entries are checked and repaired once, and the messages are bounded.
+  std::unordered_set<uint64_t> active_seen;
+  constexpr size_t kMaxMessages = 10000;
+  constexpr uint64_t kMaxZeroedClusters = 4096;
+  uint64_t zeroed_given = 0;
+  uint64_t dropped_messages = 0;
+  auto trim_messages = [&] {
+    if (r->messages.size() <= kMaxMessages) return;
+    dropped_messages += r->messages.size() - kMaxMessages;
+    r->messages.resize(kMaxMessages);
+  };
   auto walk = [&](const std::vector<uint64_t>& l1, bool active) -> Status {
     for (uint64_t i = 0; i < l1.size(); ++i) {
+      trim_messages();
       uint64_t next_contiguous = 0;  // fragmentation is counted within one L2 table
       const uint64_t l2 = l1[i] & kOffsetMask;
       if (!l2 || !aligned(l2, "L2 table")) continue;
@@ -141,10 +156,29 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       }
       ref(l2, cs, "L2 table");
       if (active) copied.push_back({true, i, l1[i], l2 >> cluster_bits_});
+      const bool first_visit = !active || active_seen.insert(l2).second;
+      if (!first_visit) {  // count its references again, check nothing twice
+        IMGFS_RETURN_IF_ERROR(file_->PRead(l2, table.data(), cs));
+        for (uint64_t j = 0; j < l2_entries_; ++j) {
+          const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
+          if (d & kOflagCompressed) {
+            const CompressedRange cr = DecodeCompressed(d, cluster_bits_);
+            ref(cr.host, cr.bytes, "compressed cluster");
+          } else if (HasHost(d) && !data_file_ && !((d & kOffsetMask) & (cs - 1))) {
+            ref(d & kOffsetMask, cs, "data cluster");
+          }
+        }
+        continue;
+      }
       IMGFS_RETURN_IF_ERROR(file_->PRead(l2, table.data(), cs));
       // Guest cluster j of this table, whose bytes lie past the end of the
       // file, gets a zeroed cluster of its own (-r all, active table only).
       auto give_zeroed = [&](uint64_t j, const char* what, uint64_t host) -> Status {
+        // Bounded: a hostile table could ask for gigabytes of zeroed clusters.
+        if (++zeroed_given > kMaxZeroedClusters) {
+          ++r->corruptions;
+          return Status::OK();
+        }
         IMGFS_ASSIGN_OR_RETURN(uint64_t fresh, AllocateClustersLocked(1));
         std::vector<uint8_t> zeros(cs, 0);
         IMGFS_RETURN_IF_ERROR(file_->PWrite(fresh, zeros.data(), cs));
@@ -208,6 +242,9 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
     IMGFS_ASSIGN_OR_RETURN(auto l1, ReadL1Locked(s.l1_table_offset, s.l1_size));
     IMGFS_RETURN_IF_ERROR(walk(l1, false));
   }
+  trim_messages();
+  if (dropped_messages)
+    r->messages.push_back(Fmt("(%" PRIu64 " more messages like these left out)", dropped_messages));
   r->total_clusters = (header_.size + cs - 1) >> cluster_bits_;
 
   // COPIED must say "refcount is 1" exactly, with the refcounts as stored

@@ -129,7 +129,7 @@ ImageInfo Qcow2Image::Info() const {
   // Bitmaps count only while the extension is marked consistent.
   auto dir = ReadBitmapDirectory();
   if (dir.ok()) {
-    for (const BitmapDirEntry& e : ParseBitmapDirectory(dir.value())) {
+    for (const BitmapDirEntry& e : ParseBitmapDirectory(dir.value(), header_.nb_bitmaps)) {
       ImageInfo::Bitmap b;
       b.name = e.name;
       b.granularity = 1ull << std::min<uint32_t>(e.granularity_bits, 63);

@@ -105,7 +105,9 @@ struct BitmapDirEntry {
 };
 // The entries of a bitmap directory as read from the file (a truncated
 // last entry is left out).
-std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir);
+// At most `max_entries` (the header's nb_bitmaps) are read.
+constexpr uint32_t kMaxBitmaps = 65535;  // qemu's limit
+std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir, uint32_t max_entries = kMaxBitmaps);
 
 // Where a compressed cluster's bytes lie: from `host`, `bytes` long (whole
 // 512-byte sectors counted from the one holding `host`).

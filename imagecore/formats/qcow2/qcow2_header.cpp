@@ -120,7 +120,7 @@ Result<Header> Header::Read(const io::File& file) {
   if (h.backing_file_offset) {
     if (h.backing_file_size > 1023 || h.backing_file_size == 0)
       return Corrupt("invalid backing file name length");
-    if (h.backing_file_offset + h.backing_file_size > cs)
+    if (h.backing_file_offset > cs || h.backing_file_size > cs - h.backing_file_offset)  // no wrap-around
       return Corrupt("backing file name lies outside the header cluster");
     h.backing_file.assign(reinterpret_cast<const char*>(&c0[h.backing_file_offset]), h.backing_file_size);
   }

@@ -62,7 +62,7 @@ Status Qcow2Image::BuildOverlapMapLocked() {
     add(header_.bitmap_directory_offset, header_.bitmap_directory_size, kMetaBitmapDirectory);
     auto dir = ReadBitmapDirectory();
     if (dir.ok())
-      for (const BitmapDirEntry& e : ParseBitmapDirectory(dir.value()))
+      for (const BitmapDirEntry& e : ParseBitmapDirectory(dir.value(), header_.nb_bitmaps))
         add(e.table_offset, uint64_t(e.table_size) * 8, kMetaBitmapTable);
   }
   overlap_built_ = true;

@@ -155,9 +155,10 @@ Result<uint64_t> Qcow2Image::TakeFreeLocked(uint64_t n) {
     }
     return uint64_t{0};
   }
-  // First fit for a run; the scan is bounded (a miss grows the file).
+  // First fit for a run among the lowest free clusters; the scan is short
+  // (it runs for every multi-cluster allocation), and a miss grows the file.
   uint64_t run_start = 0, run_len = 0, prev = 0, scanned = 0;
-  for (auto it = free_.begin(); it != free_.end() && scanned < 65536; ++it, ++scanned) {
+  for (auto it = free_.begin(); it != free_.end() && scanned < 1024; ++it, ++scanned) {
     if (run_len && *it == prev + 1) {
       ++run_len;
     } else {

@@ -4,6 +4,8 @@
 // it, so a crash in between leaves leaks, never a dangling pointer.
 #include <algorithm>
 
+#include <unordered_set>
+
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
 
@@ -77,7 +79,14 @@ Status Qcow2Image::ShrinkLockedTo(uint64_t new_size) {
   IMGFS_RETURN_IF_ERROR(WriteSizeFieldsLocked(new_size, uint32_t(l1_.size()), header_.l1_table_offset));
   const uint64_t first_gone = (new_size + cluster_size_ - 1) >> cluster_bits_;
   const uint64_t first_table = (first_gone + l2_entries_ - 1) / l2_entries_;
-  for (size_t i = first_table; i < l1_.size(); ++i) IMGFS_RETURN_IF_ERROR(DropL2TableLocked(i));
+  // An L2 table named twice (damage) is released once: a hostile L1 naming
+  // one table 100,000 times must not queue a billion releases.
+  std::unordered_set<uint64_t> dropped;
+  for (size_t i = first_table; i < l1_.size(); ++i) {
+    const uint64_t t = l1_[i] & kOffsetMask;
+    if (t && !dropped.insert(t).second) return FoundDamage("L2 table " + std::to_string(t) + " is named twice");
+    IMGFS_RETURN_IF_ERROR(DropL2TableLocked(i));
+  }
   const uint64_t straddle_end = std::min(first_table * l2_entries_, old_clusters);
   for (uint64_t c = first_gone; c < straddle_end;) {
     IMGFS_ASSIGN_OR_RETURN(c, ClearClustersLocked(c, straddle_end, false));

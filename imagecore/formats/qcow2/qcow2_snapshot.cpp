@@ -9,7 +9,8 @@ namespace imgfs::qcow2 {
 
 namespace {
 constexpr uint32_t kSnapshotEntryFixed = 40;
-constexpr uint32_t kMaxSnapshots = 65536;  // as qemu: more is damage
+constexpr uint32_t kMaxSnapshots = 65536;              // as qemu: more is damage
+constexpr uint64_t kMaxSnapshotTableBytes = 64 << 20;  // as qemu (QCOW_MAX_SNAPSHOTS_SIZE)
 }  // namespace
 
 Status Qcow2Image::ReadSnapshotTable() {
@@ -33,6 +34,8 @@ Status Qcow2Image::ReadSnapshotTable() {
     const uint64_t var_len = uint64_t(extra_len) + id_len + name_len;
     if (extra_len > 1024 || off + sizeof fixed + var_len > file_size)
       return Corrupt("snapshot table entry " + std::to_string(i) + " is damaged");
+    if (off + sizeof fixed + var_len - header_.snapshots_offset > kMaxSnapshotTableBytes)
+      return Corrupt("snapshot table is larger than 64 MiB");
     std::vector<uint8_t> var(var_len);
     IMGFS_RETURN_IF_ERROR(file_->PRead(off + sizeof fixed, var.data(), var.size()));
     // Extra data: 64-bit VM state size, disk size, icount (each optional).

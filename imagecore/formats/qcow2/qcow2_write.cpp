@@ -77,7 +77,7 @@ Status Qcow2Image::PrepareForWriteLocked() {
 Status Qcow2Image::MarkBitmapsInUseLocked(bool all) {
   IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
   bool changed = false;
-  for (const BitmapDirEntry& e : ParseBitmapDirectory(dir)) {
+  for (const BitmapDirEntry& e : ParseBitmapDirectory(dir, header_.nb_bitmaps)) {
     if ((all || (e.flags & kBitmapAuto)) && !(e.flags & kBitmapInUse)) {
       uint8_t raw[4];
       StoreBE32(raw, e.flags | kBitmapInUse);
