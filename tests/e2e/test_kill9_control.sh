@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kill -9 during control operations (snapshot create, delete and apply, a
-# shrinking resize) through a mount: after the crash, the next open by imgfs
+# shrinking resize, a commit) through a mount: after the crash, the next open by imgfs
 # (a mount) and, on a copy, by qemu (qemu-io, read-write) leaves the image
 # with leaks at most, and every byte fsync'd before the operation began is
 # intact (after an apply: the old disk or the snapshot's, whole).
@@ -33,10 +33,10 @@ stop_daemon() {
     DAEMON=""
 }
 add_cleanup stop_daemon
-start_daemon() {
+start_daemon() {  # [IMAGE]: the one to wait for
     "$IMGFS" mount -f "$SRC" "$MNT" 2>>"$T/log" &
     DAEMON=$!
-    for _ in $(seq 1 100); do [[ -e $MNT/vm.qcow2/disk.raw ]] && return 0; sleep 0.05; done
+    for _ in $(seq 1 100); do [[ -e $MNT/${1:-vm.qcow2}/disk.raw ]] && return 0; sleep 0.05; done
     fail "mount did not come up"
 }
 # The state qemu sees now, as a hash of the raw disk.
@@ -99,4 +99,31 @@ for ((r = 0; r < ROUNDS; ++r)); do
 done
 echo "   $dirty_seen of $ROUNDS rounds were killed inside the dirty window"
 leaks_only "$IMG" "at the end"
+
+# Commit: killed while it copies into the base or empties the top. The disk
+# reads the same whatever the moment (the base holds the data, durably,
+# before the top lets go of it).
+rm -f "$IMG"
+BASE=$T/base.qcow2
+qemu-img create -q -f qcow2 -o cluster_size=4k "$BASE" 64M
+qemu-io -f qcow2 -c "write -P 0x22 0 32M" "$BASE" >/dev/null
+qemu-img create -q -f qcow2 -o cluster_size=4k -b "$BASE" -F qcow2 "$SRC/top.qcow2"
+CROUNDS=${KILL9_COMMIT_ROUNDS:-6}
+for ((r = 0; r < CROUNDS; ++r)); do
+    start_daemon top.qcow2
+    head -c $((8 * M)) /dev/urandom | dd of="$MNT/top.qcow2/disk.raw" bs=1M seek=$((r * 4)) conv=notrunc,fsync status=none
+    before=$(disk_sha "$SRC/top.qcow2")
+    echo commit > "$MNT/top.qcow2/ctl" &
+    sleep "${DELAYS[$((r * 3 % ${#DELAYS[@]}))]}"
+    stop_daemon
+    wait 2>/dev/null || true
+    start_daemon top.qcow2
+    "$IMGFS" umount "$MNT" || fail "commit round $r: umount failed"
+    wait "$DAEMON" 2>/dev/null || true
+    DAEMON=""
+    leaks_only "$SRC/top.qcow2" "commit round $r: the top"
+    leaks_only "$BASE" "commit round $r: the base"
+    [[ $(disk_sha "$SRC/top.qcow2") == "$before" ]] || fail "commit round $r: the disk changed"
+    echo "   commit round $r, killed after ${DELAYS[$((r * 3 % ${#DELAYS[@]}))]} s: leaks at most, the disk unchanged"
+done
 echo "PASS: kill9_control"

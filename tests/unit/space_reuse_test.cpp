@@ -65,11 +65,26 @@ TEST(SpaceReuse, NoReuseUnderAReadThatStartedBeforeTheFree) {
   EXPECT_EQ(test::CheckQcow2(*f, nullptr, true), "");
 }
 
+TEST(SpaceReuse, FreeClustersAreTrimmedFromTheEndAtClose) {
+  auto f = test::NewQcow2(16 << 20);
+  const uint64_t empty = f->Size();
+  {
+    auto img = test::OpenShared(f, true);
+    WriteThenDiscard(*img, 32, 0x66);
+  }
+  EXPECT_LE(f->Size(), empty + 2 * kCluster) << "the discarded clusters at the end stayed in the file";
+  EXPECT_EQ(test::CheckQcow2(*f, nullptr, true), "");
+}
+
 TEST(SpaceReuse, FreeClustersAreFoundAgainAtTheNextOpen) {
   auto f = test::NewQcow2(16 << 20);
   {
     auto img = test::OpenShared(f, true);
-    WriteThenDiscard(*img, 32, 0x44);
+    std::vector<uint8_t> d(32 * kCluster, 0x44);
+    ASSERT_TRUE(img->Write(0, d.data(), d.size(), nullptr).ok());
+    ASSERT_TRUE(img->Write(d.size(), d.data(), kCluster, nullptr).ok());  // used, after them
+    ASSERT_TRUE(img->Flush().ok());
+    ASSERT_TRUE(img->WriteZeroes(0, d.size(), true, nullptr).ok());
   }
   const uint64_t size = f->Size();
   auto img = test::OpenShared(f, true);

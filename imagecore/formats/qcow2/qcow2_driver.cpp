@@ -36,6 +36,8 @@ Qcow2Image::~Qcow2Image() {
   std::lock_guard<std::mutex> l(meta_mu_);
   if (st.ok() && !damaged_.load()) st = StoreTrackedBitmapsLocked();
   if (!st.ok()) Log(LogLevel::kError, file_->path() + ": dirty bitmaps left in use: " + st.ToString());
+  if (st.ok() && !damaged_.load() && write_prepared_) st = TrimTailLocked();
+  if (!st.ok()) Log(LogLevel::kWarning, file_->path() + ": free clusters at the end not trimmed: " + st.ToString());
 }
 
 Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, const OpenOptions& opts) {

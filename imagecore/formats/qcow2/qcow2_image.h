@@ -221,6 +221,9 @@ class Qcow2Image final : public Image {
   void ClusterFreedLocked(uint64_t cluster);
   // The clusters below the end whose refcount is 0, into free_.
   Status FindFreeLocked();
+  // At close: the file ends at its last used cluster (what a commit
+  // emptied, or reuse left free at the end, goes back to the host).
+  Status TrimTailLocked();
   Status AddRefLocked(uint64_t cluster, int64_t delta);
   Result<uint64_t> RefcountLocked(uint64_t cluster);
   Result<uint8_t*> RefBlockForLocked(uint64_t cluster, bool create);

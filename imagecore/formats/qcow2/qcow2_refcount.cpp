@@ -136,6 +136,23 @@ Status Qcow2Image::FindFreeLocked() {
   return Status::OK();
 }
 
+Status Qcow2Image::TrimTailLocked() {
+  IMGFS_RETURN_IF_ERROR(FindEndLocked());
+  IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
+  uint64_t last = end_cluster_;
+  while (last > 1) {
+    IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(last - 1));
+    if (rc) break;
+    --last;
+  }
+  const uint64_t end = last << cluster_bits_;
+  if (end >= file_->Size()) return Status::OK();
+  // Everything past `end` is free, and nothing reads this image any more.
+  IMGFS_RETURN_IF_ERROR(file_->Truncate(end));
+  end_cluster_ = last;
+  return file_->Sync();
+}
+
 Result<uint64_t> Qcow2Image::TakeFreeLocked(uint64_t n) {
   if (!quarantine_.empty()) {
     // Tags grow along the queue: release from the front while no read that
