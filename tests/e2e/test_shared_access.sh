@@ -25,7 +25,7 @@ tmpdir
 chmod 755 "$T"
 
 U=65534
-as_user() { setpriv --reuid=$U --regid=$U --clear-groups "$@"; }
+as_user() { (cd / && setpriv --reuid=$U --regid=$U --clear-groups "$@"); }
 SRC=$T/src MNT=$T/mnt ROOTONLY=$T/rootonly
 mkdir -p "$SRC" "$MNT" "$ROOTONLY"
 chown "$U:$U" "$SRC"

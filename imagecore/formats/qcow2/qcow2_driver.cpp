@@ -63,6 +63,7 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
     return Corrupt("refcount table lies past the end of the file (truncated image?)");
 
   IMGFS_ASSIGN_OR_RETURN(auto img, Load(std::move(file), h));
+  img->file_access_ = opts.file_access;
   IMGFS_RETURN_IF_ERROR(img->ReadSnapshotTable());
   if (h.incompatible_features & kIncompatDataFile) {
     if (h.data_file.empty()) return Unsupported("external data file without a file name in the image");

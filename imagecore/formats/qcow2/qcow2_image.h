@@ -235,6 +235,7 @@ class Qcow2Image final : public Image {
   Status WriteRefTableLocked();
 
   const std::unique_ptr<io::File> file_;
+  io::Access file_access_;  // the rights file_ was opened with (set at open)
   // The external data file (data_file=...), or null: guest clusters then
   // live in it at their guest offsets and are not refcounted.
   std::unique_ptr<io::File> data_file_;
