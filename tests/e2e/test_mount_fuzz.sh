@@ -34,25 +34,16 @@ qemu-img create -q -f qcow2 -b b.raw -F raw "$SEEDS/ov.qcow2"
 qemu-io -f qcow2 -c "write -P 9 64k 64k" "$SEEDS/ov.qcow2" >/dev/null
 cp "$SEEDS/b.raw" "$SRC/b.raw"
 
-"$PY" - "$SEEDS" "$SRC" "$N" <<'EOF'
+"$PY" - "$SEEDS" "$SRC" "$N" "$HERE/../interop/tools" <<'EOF'
 import os, random, sys
 seeds_dir, src, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sys.path.insert(0, sys.argv[4])
+from damage import damage
 seeds = sorted(f for f in os.listdir(seeds_dir) if f.endswith(".qcow2"))
 for it in range(n):
     rnd = random.Random(7000 + it)
     name = rnd.choice(seeds)
-    data = bytearray(open(os.path.join(seeds_dir, name), "rb").read())
-    hot = min(len(data), rnd.choice([512, 4096, 65536, len(data)]))
-    for _ in range(rnd.randint(1, 8)):
-        pos = rnd.randrange(hot)
-        k = rnd.random()
-        if k < 0.5: data[pos] = rnd.randrange(256)
-        elif k < 0.8: data[pos] ^= 1 << rnd.randrange(8)
-        else:
-            v = rnd.choice([0, 0xff, 0x80, 0x7f, 1])
-            for j in range(rnd.randint(1, 8)):
-                if pos + j < len(data): data[pos + j] = v
-    if rnd.random() < 0.1: data = data[:rnd.randrange(len(data))]
+    data = damage(bytearray(open(os.path.join(seeds_dir, name), "rb").read()), rnd, (512, 4096, 65536))
     open(os.path.join(src, "f%03d-%s" % (it, name)), "wb").write(bytes(data))
 EOF
 qemu-img create -q -f qcow2 "$SRC/good.qcow2" 8M

@@ -8,6 +8,8 @@ offset). Refusals and errors are fine: that is what damage should get.
 Deterministic for a given SEED. Exit 1 on any finding, with its image kept
 in WORKDIR."""
 import os, random, shutil, subprocess, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from damage import damage
 B = sys.argv[1]            # build dir
 N = int(sys.argv[2])
 seed0 = int(sys.argv[3])
@@ -51,18 +53,7 @@ for it in range(N):
     src = rnd.choice(seeds)
     img = f"{W}/t.qcow2"
     shutil.copy(src, img)
-    data = bytearray(open(img, "rb").read())
-    hot = min(len(data), rnd.choice([4096, 65536, 1 << 20, len(data)]))
-    for _ in range(rnd.randint(1, 8)):
-        pos = rnd.randrange(0, hot)
-        kind = rnd.random()
-        if kind < 0.5: data[pos] = rnd.randrange(256)
-        elif kind < 0.8: data[pos] ^= 1 << rnd.randrange(8)
-        else:
-            v = rnd.choice([0, 0xff, 0x80, 0x7f, 1])
-            for j in range(rnd.randint(1, 8)):
-                if pos + j < len(data): data[pos + j] = v
-    if rnd.random() < 0.1: data = data[:rnd.randrange(len(data))]
+    data = damage(bytearray(open(img, "rb").read()), rnd)
     open(img, "wb").write(bytes(data))
     keep = bytes(data)
     runs = [[IMGFS, "info", img], [IMGFS, "info", "--output=json", img], [IMGFS, "check", img],
