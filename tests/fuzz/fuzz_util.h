@@ -11,6 +11,8 @@ namespace imgfs::fuzz {
 
 // Inputs larger than this are skipped: big inputs only slow the fuzzer.
 constexpr size_t kMaxInput = 1 << 20;
+// Memory files of the targets stop growing here (writes past it: no space).
+constexpr uint64_t kMaxFileBytes = 64ull << 20;
 
 // Drops imagecore's log lines (damage found, repairs): at thousands of
 // inputs a second they would drown the fuzzer's own output.
