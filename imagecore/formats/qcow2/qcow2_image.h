@@ -214,6 +214,12 @@ class Qcow2Image final : public Image {
   // Reserves n contiguous free clusters (reused ones first, else at the
   // end of the file) and sets their refcount to 1.
   Result<uint64_t> AllocateClustersLocked(uint64_t n);
+  // Up to max_n clusters for guest data: the lowest free run (*got of
+  // them, maybe fewer), or at the end of the file when none is free.
+  Result<uint64_t> AllocateRunLocked(uint64_t max_n, uint64_t* got);
+  Result<uint64_t> TakeFreeRunLocked(uint64_t max_n, uint64_t* got);
+  // Moves clusters no read can still use from quarantine_ to free_.
+  void ReleaseQuarantineLocked();
   // A free run of n clusters from free_, or 0 (cluster 0 is the header).
   // Each is checked to still have refcount 0 (a repair may have counted it).
   Result<uint64_t> TakeFreeLocked(uint64_t n);

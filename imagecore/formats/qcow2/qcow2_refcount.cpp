@@ -153,16 +153,51 @@ Status Qcow2Image::TrimTailLocked() {
   return file_->Sync();
 }
 
-Result<uint64_t> Qcow2Image::TakeFreeLocked(uint64_t n) {
-  if (!quarantine_.empty()) {
-    // Tags grow along the queue: release from the front while no read that
-    // could still use a cluster is in flight.
-    const uint64_t oldest = OldestOpenRead();
-    while (!quarantine_.empty() && quarantine_.front().second < oldest) {
-      free_.insert(quarantine_.front().first);
-      quarantine_.pop_front();
-    }
+void Qcow2Image::ReleaseQuarantineLocked() {
+  if (quarantine_.empty()) return;
+  // Tags grow along the queue: release from the front while no read that
+  // could still use a cluster is in flight.
+  const uint64_t oldest = OldestOpenRead();
+  while (!quarantine_.empty() && quarantine_.front().second < oldest) {
+    free_.insert(quarantine_.front().first);
+    quarantine_.pop_front();
   }
+}
+
+Result<uint64_t> Qcow2Image::TakeFreeRunLocked(uint64_t max_n, uint64_t* got) {
+  ReleaseQuarantineLocked();
+  *got = 0;
+  while (!free_.empty()) {
+    const uint64_t c = *free_.begin();
+    free_.erase(free_.begin());
+    IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c));
+    if (rc) continue;  // counted again meanwhile (a repair)
+    *got = 1;
+    while (*got < max_n) {
+      auto next = free_.find(c + *got);
+      if (next == free_.end()) break;
+      free_.erase(next);
+      IMGFS_ASSIGN_OR_RETURN(uint64_t rc2, RefcountLocked(c + *got));
+      if (rc2) break;
+      ++*got;
+    }
+    return c;
+  }
+  return uint64_t{0};
+}
+
+Result<uint64_t> Qcow2Image::AllocateRunLocked(uint64_t max_n, uint64_t* got) {
+  IMGFS_RETURN_IF_ERROR(FindEndLocked());
+  IMGFS_RETURN_IF_ERROR(FindFreeLocked());
+  IMGFS_ASSIGN_OR_RETURN(uint64_t start, TakeFreeRunLocked(max_n, got));
+  if (!start) return AllocateClustersLocked((*got = max_n));
+  for (uint64_t i = 0; i < *got; ++i) IMGFS_RETURN_IF_ERROR(AddRefLocked(start + i, 1));
+  IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(start << cluster_bits_, *got << cluster_bits_, 0, "a new cluster"));
+  return start << cluster_bits_;
+}
+
+Result<uint64_t> Qcow2Image::TakeFreeLocked(uint64_t n) {
+  ReleaseQuarantineLocked();
   if (n == 1) {
     while (!free_.empty()) {
       const uint64_t c = *free_.begin();

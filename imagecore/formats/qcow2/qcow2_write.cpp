@@ -220,12 +220,17 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
       old_bitmap.push_back(bitmap);
     }
   }
-  const uint64_t n = old.size();
   // With an external data file a guest cluster's place is its guest offset.
+  // Else the clusters are the lowest free run (reused space), which may be
+  // shorter than the write: the rest goes in the next round.
   uint64_t host = c0 << cluster_bits_;
   if (!data_file_) {
-    IMGFS_ASSIGN_OR_RETURN(host, AllocateClustersLocked(n));
+    uint64_t got = 0;
+    IMGFS_ASSIGN_OR_RETURN(host, AllocateRunLocked(old.size(), &got));
+    old.resize(got);
+    old_bitmap.resize(got);
   }
+  const uint64_t n = old.size();
 
   const uint64_t run_start = c0 << cluster_bits_;
   const uint64_t run_end = (c0 + n) << cluster_bits_;
