@@ -395,10 +395,7 @@ void Namespace::Reopen(size_t i) {
   e.chain.reset();
   e.snapshot_chains.clear();
   e.open_error = Status::OK();
-  OpenOptions opts;
-  opts.file_access = e.access.self;
-  opts.access = e.access.named;
-  auto img = OpenImage(e.path, e.format, opts);
+  auto img = OpenImage(e.path, e.format, LayerOptions(e.access, true));
   if (img.ok()) e.virtual_size = img.value()->VirtualSize();
 }
 

@@ -117,9 +117,7 @@ mode_t ChainPerm(FsContext& ctx, size_t image, const io::FileStat& top, size_t d
   if (ctx.ns.image(image).removed) return top.mode & 0666;
   auto chain = ctx.ns.GetChain(image);
   if (!chain.ok()) return top.mode & 0666;  // nothing opens: the bits grant nothing more
-  auto files = chain.value()->StatFiles(depth);
-  if (depth == 0 && !files.empty()) files.erase(files.begin());  // the image file itself: `top`
-  return ViewPerm(top, files);
+  return ViewPerm(top, FilesBelowImage(*chain.value(), depth));
 }
 
 bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {

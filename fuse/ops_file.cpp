@@ -70,8 +70,7 @@ void ReplyStatus(fuse_req_t req, const Status& st) { fuse_reply_err(req, ErrnoOf
 bool CallerMayReadChain(fuse_req_t req, const Chain& chain, size_t depth) {
   const fuse_ctx* c = fuse_req_ctx(req);
   if (c->uid == 0) return true;
-  auto files = chain.StatFiles(depth);
-  if (depth == 0 && !files.empty()) files.erase(files.begin());  // the image file: the kernel checked its bits
+  const auto files = FilesBelowImage(chain, depth);  // the image file: the kernel checked its bits
   bool all_public = true;
   for (const io::FileStat& f : files) all_public &= (f.mode & 0444) == 0444;
   if (all_public) return true;

@@ -29,6 +29,12 @@ mode_t DirPerm(mode_t perm) {
   return d;
 }
 
+std::vector<io::FileStat> FilesBelowImage(const Chain& chain, size_t depth) {
+  auto files = chain.StatFiles(depth);
+  if (depth == 0 && !files.empty()) files.erase(files.begin());
+  return files;
+}
+
 bool MayReadAll(const std::vector<io::FileStat>& files, uid_t uid, gid_t gid, const std::vector<gid_t>& groups) {
   for (const io::FileStat& f : files)
     if (!io::MayAccess(f.uid, f.gid, f.mode, uid, gid, groups, false)) return false;

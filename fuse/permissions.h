@@ -11,6 +11,7 @@
 
 #include <vector>
 
+#include "imagecore/chain.h"
 #include "imagecore/file.h"
 
 namespace imgfs::fs {
@@ -21,6 +22,9 @@ mode_t ViewPerm(const io::FileStat& top, const std::vector<io::FileStat>& lower)
 // A directory's bits for a view with bits `perm`: r-x where it reads, and
 // w for the owner where it writes (the control attributes of the directory).
 mode_t DirPerm(mode_t perm);
+// The files a view of `chain` from `depth` down reads, other than the image
+// file itself (whose bits the view starts from): the `lower` of ViewPerm.
+std::vector<io::FileStat> FilesBelowImage(const Chain& chain, size_t depth);
 // Whether the user (uid, gid, groups) may read every file in `files`.
 bool MayReadAll(const std::vector<io::FileStat>& files, uid_t uid, gid_t gid, const std::vector<gid_t>& groups);
 

@@ -61,10 +61,7 @@ Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const st
     char real[PATH_MAX];
     std::string key = ::realpath(cur.c_str(), real) ? std::string(real) : cur;
     if (!seen.insert(key).second) return Corrupt(path + ": backing chain loops back to " + cur);
-    OpenOptions opts;
-    opts.writable = writable && d == 0;
-    opts.file_access = d == 0 ? access.self : access.named;
-    opts.access = access.named;
+    const OpenOptions opts = LayerOptions(access, d == 0, writable && d == 0);
     auto img = OpenImage(cur, fmt, opts);
     if (!img.ok()) {
       if (d == 0) return img.status();
@@ -241,10 +238,7 @@ Result<CheckResult> Chain::Check(RepairMode mode) {
 }
 
 Status Chain::ReopenLayer(size_t d, bool writable) {
-  OpenOptions opts;
-  opts.writable = writable;
-  opts.file_access = d == 0 ? access_.self : access_.named;
-  opts.access = access_.named;
+  const OpenOptions opts = LayerOptions(access_, d == 0, writable);
   auto img = OpenImage(paths_[d], layers_[d]->format_name(), opts);
   if (!img.ok()) return img.status();
   if (writable && img.value()->read_only())

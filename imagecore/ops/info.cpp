@@ -17,10 +17,7 @@ Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::s
   std::set<std::string> seen = {io::RealPath(path)};
   std::string cur = path, fmt = format;
   for (size_t d = 0; d < kMaxChainDepth; ++d) {
-    OpenOptions opts;
-    opts.file_access = d == 0 ? access.self : access.named;
-    opts.access = access.named;
-    auto img = OpenImage(cur, fmt, opts);
+    auto img = OpenImage(cur, fmt, LayerOptions(access, d == 0));
     if (!img.ok()) {
       if (d == 0) return img.status();
       return img.status().Prefixed(path + ": cannot open backing file");

@@ -217,6 +217,8 @@ class Qcow2Image final : public Image {
   // Up to max_n clusters for guest data: the lowest free run (*got of
   // them, maybe fewer), or at the end of the file when none is free.
   Result<uint64_t> AllocateRunLocked(uint64_t max_n, uint64_t* got);
+  // Both: `exact` runs of n, or the lowest run up to n (*got).
+  Result<uint64_t> AllocateLocked(uint64_t n, bool exact, uint64_t* got);
   Result<uint64_t> TakeFreeRunLocked(uint64_t max_n, uint64_t* got);
   // Moves clusters no read can still use from quarantine_ to free_.
   void ReleaseQuarantineLocked();

@@ -186,27 +186,10 @@ Result<uint64_t> Qcow2Image::TakeFreeRunLocked(uint64_t max_n, uint64_t* got) {
   return uint64_t{0};
 }
 
-Result<uint64_t> Qcow2Image::AllocateRunLocked(uint64_t max_n, uint64_t* got) {
-  IMGFS_RETURN_IF_ERROR(FindEndLocked());
-  IMGFS_RETURN_IF_ERROR(FindFreeLocked());
-  IMGFS_ASSIGN_OR_RETURN(uint64_t start, TakeFreeRunLocked(max_n, got));
-  if (!start) return AllocateClustersLocked((*got = max_n));
-  for (uint64_t i = 0; i < *got; ++i) IMGFS_RETURN_IF_ERROR(AddRefLocked(start + i, 1));
-  IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(start << cluster_bits_, *got << cluster_bits_, 0, "a new cluster"));
-  return start << cluster_bits_;
-}
-
 Result<uint64_t> Qcow2Image::TakeFreeLocked(uint64_t n) {
+  uint64_t got = 0;
+  if (n == 1) return TakeFreeRunLocked(1, &got);
   ReleaseQuarantineLocked();
-  if (n == 1) {
-    while (!free_.empty()) {
-      const uint64_t c = *free_.begin();
-      free_.erase(free_.begin());
-      IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c));
-      if (rc == 0) return c;
-    }
-    return uint64_t{0};
-  }
   // First fit for a run among the lowest free clusters; the scan is short
   // (it runs for every multi-cluster allocation), and a miss grows the file.
   uint64_t run_start = 0, run_len = 0, prev = 0, scanned = 0;
@@ -273,19 +256,32 @@ Status Qcow2Image::FindEndLocked() {
   return Status::OK();
 }
 
-Result<uint64_t> Qcow2Image::AllocateClustersLocked(uint64_t n) {
+Result<uint64_t> Qcow2Image::AllocateClustersLocked(uint64_t n) { return AllocateLocked(n, true, nullptr); }
+
+Result<uint64_t> Qcow2Image::AllocateRunLocked(uint64_t max_n, uint64_t* got) {
+  return AllocateLocked(max_n, false, got);
+}
+
+Result<uint64_t> Qcow2Image::AllocateLocked(uint64_t n, bool exact, uint64_t* got) {
   IMGFS_RETURN_IF_ERROR(FindEndLocked());
   IMGFS_RETURN_IF_ERROR(FindFreeLocked());
-  IMGFS_ASSIGN_OR_RETURN(uint64_t start, TakeFreeLocked(n));
+  uint64_t start = 0, taken = n;
+  if (exact) {
+    IMGFS_ASSIGN_OR_RETURN(start, TakeFreeLocked(n));
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(start, TakeFreeRunLocked(n, &taken));
+  }
   if (!start) {
+    taken = n;
     start = end_cluster_;
     if (((start + n) << cluster_bits_) >> cluster_bits_ != start + n || ((start + n) << cluster_bits_) > kOffsetMask)
       return NoSpace(file_->path() + ": host offsets exhausted");
     end_cluster_ += n;
   }
-  for (uint64_t i = 0; i < n; ++i) IMGFS_RETURN_IF_ERROR(AddRefLocked(start + i, 1));
+  for (uint64_t i = 0; i < taken; ++i) IMGFS_RETURN_IF_ERROR(AddRefLocked(start + i, 1));
   // A cluster the refcounts call free but the metadata uses: damage.
-  IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(start << cluster_bits_, n << cluster_bits_, 0, "a new cluster"));
+  IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(start << cluster_bits_, taken << cluster_bits_, 0, "a new cluster"));
+  if (got) *got = taken;
   return start << cluster_bits_;
 }
 

@@ -25,6 +25,16 @@ struct OpenOptions {
   io::Access access;
 };
 
+// The options to open one layer with the rights `a`: a chain's top image
+// file with `self`, a file another layer named with `named`; what the
+// layer names in turn, always with `named`.
+inline OpenOptions LayerOptions(const io::ImageAccess& a, bool top, bool writable = false) {
+  OpenOptions o(writable);
+  o.file_access = top ? a.self : a.named;
+  o.access = a.named;
+  return o;
+}
+
 // Options for creating an image. `options` holds the -o key=value pairs;
 // each driver takes out the keys it knows and refuses the rest.
 struct CreateOptions {
