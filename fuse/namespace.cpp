@@ -183,6 +183,14 @@ void ServeAsBacking(ImageEntry& b, const ImageEntry& overlay) {
   Log(LogLevel::kInfo, "serving " + b.path + " read-only: " + b.read_only_reason);
 }
 bool BuildsOn(const ImageEntry& overlay, const ImageEntry& b) { return DepthIn(overlay, b) > 0; }
+// Whether the file of `e` still opens as the chain it was listed with.
+bool SameChain(const ImageEntry& e) {
+  auto chain = Chain::Open(e.path, e.format, false, e.access);
+  if (!chain.ok() || chain.value()->depth() != e.layer_paths.size()) return false;
+  for (size_t d = 0; d < e.layer_paths.size(); ++d)
+    if (io::RealPath(chain.value()->layer_path(d)) != e.layer_paths[d]) return false;
+  return true;
+}
 }  // namespace
 
 void Namespace::ProtectBackingOf(size_t i) {
@@ -230,11 +238,16 @@ long Namespace::Added(const std::string& name) {
         std::lock_guard<std::mutex> l(e.mu);
         if (e.claimed) return -1;
       }
-      Reopen(size_t(old));
-      Log(LogLevel::kInfo, path + " was changed by another program: reopened");
-      return old;
+      if (SameChain(e)) {
+        Reopen(size_t(old));
+        Log(LogLevel::kInfo, path + " was changed by another program: reopened");
+        return old;
+      }
+      // It now names other backing files (qemu-img create writes the
+      // header before the backing name): list it anew, so that what it
+      // builds on is protected. An entry's chain paths never change.
     }
-    Removed(name);  // replaced by another file of that name
+    Removed(name);  // replaced by another file of that name, or by another chain
   }
   std::unique_ptr<ImageEntry> e;
   Status s = Probe(name, path, false, read_only_, &e);
