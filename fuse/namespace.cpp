@@ -1,6 +1,7 @@
 #include "namespace.h"
 
 #include <algorithm>
+#include <set>
 
 #include "imagecore/format.h"
 #include "imagecore/log.h"
@@ -62,6 +63,13 @@ bool HasRawExtension(const std::string& name) {
   return false;
 }
 
+// The other files of the image at `path` by its header (none if it is no image).
+std::vector<std::string> MemberPaths(const std::string& path) {
+  auto file = io::OpenPosixFile(path, false, io::AccessForImage(path).self);
+  if (!file.ok()) return {};
+  return MemberPathsOf(*file.value());
+}
+
 std::string BaseName(const std::string& path) {
   auto s = path.find_last_of('/');
   return s == std::string::npos ? path : path.substr(s + 1);
@@ -72,14 +80,27 @@ std::string BaseName(const std::string& path) {
 namespace {
 // Gives up the write claim the writable open took, noting the file's
 // state. REQUIRES: e.mu, or e not yet shared.
+// Size and mtime of every file of the image, as one string to compare.
+std::string StampOf(const ImageEntry& e) {
+  std::string out;
+  auto add = [&out](const std::string& path) {
+    auto st = io::StatPath(path);
+    if (!st.ok()) {
+      out += "?;";
+      return;
+    }
+    out += std::to_string(st.value().size) + ":" + std::to_string(st.value().mtime.tv_sec) + "." +
+           std::to_string(st.value().mtime.tv_nsec) + ";";
+  };
+  add(e.path);
+  for (const std::string& m : e.member_paths) add(m);
+  return out;
+}
+
 void Unclaim(ImageEntry& e) {
   e.chain->layer(0).DropWriteClaim();
   e.claimed = false;
-  auto st = io::StatPath(e.path);
-  if (st.ok()) {
-    e.stamp_mtime = st.value().mtime;
-    e.stamp_size = st.value().size;
-  }
+  e.stamp = StampOf(e);
 }
 }  // namespace
 
@@ -144,6 +165,8 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   for (size_t d = 0; d < chain.value()->depth(); ++d)
     entry->layer_paths.push_back(io::RealPath(chain.value()->layer_path(d)));
   if (entry->layer_paths.size() > 1) entry->backing_path = entry->layer_paths[1];
+  for (const Image::LayerFile& f : img->files())
+    if (f.role != FileRole::kImage && f.file->path() != path) entry->member_paths.push_back(io::RealPath(f.file->path()));
   auto st = io::StatPath(path);
   if (st.ok()) {
     entry->file_ino = st.value().ino;
@@ -212,8 +235,19 @@ Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_
   } else {
     is_dir_ = true;
     IMGFS_ASSIGN_OR_RETURN(auto names, io::ListDir(source));
+    // Files that belong to another image (extents, data files) are never
+    // probed as images: opening them writable would also claim them.
+    std::set<std::string> members;
+    for (const std::string& name : names)
+      for (const std::string& m : MemberPaths(source + "/" + name)) members.insert(io::RealPath(m));
     scanning_ = true;
-    for (const std::string& name : names) Added(name);
+    for (const std::string& name : names) {
+      if (members.count(io::RealPath(source + "/" + name))) {
+        Log(LogLevel::kInfo, source + "/" + name + ": a file of another image, not listed");
+        continue;
+      }
+      Added(name);
+    }
     scanning_ = false;
   }
   for (size_t i = 0; i < size(); ++i) ProtectBackingOf(i);
@@ -225,6 +259,26 @@ long Namespace::Added(const std::string& name) {
   const std::string path = source_ + "/" + name;
   auto fst = io::StatPath(path);
   if (!fst.ok() || !fst.value().is_regular) return -1;
+  if (!scanning_) {
+    const long owner = OwnerOf(io::RealPath(path));
+    if (owner >= 0) {
+      // An extent or data file was written: its image is what changed.
+      ImageEntry& e = image(size_t(owner));
+      {
+        std::lock_guard<std::mutex> l(e.mu);
+        if (e.claimed) return -1;  // the mount's own writes
+      }
+      Reopen(size_t(owner));
+      Log(LogLevel::kInfo, path + " (a file of " + e.name + ") was changed by another program: reopened");
+      return owner;
+    }
+    // A new image may take files that are listed as images of their own.
+    for (const std::string& m : MemberPaths(path)) {
+      const std::string real = io::RealPath(m);
+      for (size_t j = 0; j < size(); ++j)
+        if (!image(j).removed && !image(j).layer_paths.empty() && image(j).layer_paths[0] == real) Hide(j, name);
+    }
+  }
   const long old = Find(name);
   if (old >= 0) {
     ImageEntry& e = image(size_t(old));
@@ -297,6 +351,32 @@ long Namespace::Removed(const std::string& name) {
   return i;
 }
 
+long Namespace::OwnerOf(const std::string& real_path) {
+  for (size_t i = 0; i < size(); ++i) {
+    const ImageEntry& e = image(i);
+    if (!e.removed && std::find(e.member_paths.begin(), e.member_paths.end(), real_path) != e.member_paths.end())
+      return static_cast<long>(i);
+  }
+  return -1;
+}
+
+void Namespace::Hide(size_t j, const std::string& owner) {
+  ImageEntry& e = image(j);
+  {
+    std::lock_guard<std::mutex> l(names_mu_);
+    by_name_.erase(e.name);
+  }
+  e.removed = true;
+  std::shared_ptr<Chain> chain;
+  {
+    std::lock_guard<std::mutex> l(e.mu);
+    chain = std::move(e.chain);  // its claim goes with it (open files keep theirs)
+    e.snapshot_chains.clear();
+  }
+  if (chain) (void)chain->Flush();
+  Log(LogLevel::kInfo, e.path + " is a file of " + owner + ": no longer listed as an image");
+}
+
 long Namespace::Find(const std::string& name) const {
   std::lock_guard<std::mutex> l(names_mu_);
   auto it = by_name_.find(name);
@@ -334,10 +414,7 @@ Status Namespace::ClaimForWrite(size_t i) {
   if (e.claimed) return Status::OK();
   if (!e.chain) return Busy(e.name + " is being reopened; try again");
   IMGFS_RETURN_IF_ERROR(e.chain->layer(0).ClaimWriting());
-  auto st = io::StatPath(e.path);
-  const bool same = st.ok() && st.value().size == e.stamp_size && st.value().mtime.tv_sec == e.stamp_mtime.tv_sec &&
-                    st.value().mtime.tv_nsec == e.stamp_mtime.tv_nsec;
-  if (!same) {
+  if (StampOf(e) != e.stamp) {
     // Written by someone else while unclaimed: what the chain has cached
     // may be stale. Open it afresh (handles open now keep the old one).
     e.chain->layer(0).DropWriteClaim();  // the fresh open claims with its own descriptor

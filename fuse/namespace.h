@@ -73,6 +73,10 @@ struct ImageEntry {
   std::string read_only_reason;  // set at mount
   std::vector<std::string> layer_paths;  // real paths of the chain's files, top first (at mount)
   std::string backing_path;              // real path of its backing file, or ""
+  // Real paths of the image's other files (extents, a data file), at
+  // listing: they are not listed as images, and a change to one is a
+  // change to this image.
+  std::vector<std::string> member_paths;
   uint64_t file_ino = 0, file_dev = 0;   // the image file when it was probed
   std::atomic<bool> removed{false};      // gone from SOURCE; its index is never reused
   Control control;                       // the ctl file's commands
@@ -85,11 +89,10 @@ struct ImageEntry {
   // for writing, control) on, so that until then a VM may use the image.
   // Kept until unmount.
   bool claimed = false;
-  // The file's mtime and size when the claim was given up at mount: if
-  // they differ when it is taken, someone else wrote the image meanwhile
-  // and the chain is opened afresh.
-  struct timespec stamp_mtime {};
-  uint64_t stamp_size = 0;
+  // The size and mtime of every file of the image when the claim was
+  // given up at mount: if they differ when it is taken, someone else wrote
+  // the image meanwhile and the chain is opened afresh.
+  std::string stamp;
   Status open_error;
   std::unordered_map<size_t, std::shared_ptr<Chain>> snapshot_chains;  // by table index
 };
@@ -116,6 +119,9 @@ class Namespace {
   // file, changed by another program) or removed, or -1.
   long Added(const std::string& name);
   long Removed(const std::string& name);
+  // Index of the listed image that has the file at `real_path` among its
+  // other files, or -1.
+  long OwnerOf(const std::string& real_path);
   bool watches() const { return is_dir_; }
   // The chain of image i, opening it on first use.
   Result<std::shared_ptr<Chain>> GetChain(size_t i);
@@ -161,6 +167,8 @@ class Namespace {
   std::string source_;
   bool read_only_ = false;
   bool is_dir_ = false;
+  // Stops listing image j: it is a file of image `owner` (named `name`).
+  void Hide(size_t j, const std::string& owner);
   bool scanning_ = false;  // Scan is adding: backing protection runs once at its end
   bool claim_at_mount_ = true;
   std::unique_ptr<std::unique_ptr<ImageEntry>[]> chunks_[kMaxChunks];

@@ -9,6 +9,7 @@
 
 #include "errno_map.h"
 #include "imagecore/log.h"
+#include "imagecore/format.h"
 #include "imagecore/ops.h"
 #include "notify.h"
 #include "ops.h"
@@ -104,7 +105,9 @@ Result<Partition> FindPartition(FsContext& ctx, size_t image, unsigned number) {
   return NotFound("no partition " + std::to_string(number));
 }
 
-bool HasSnapshotsDir(FsContext& ctx, size_t image) { return ctx.ns.image(image).format == "qcow2"; }
+bool HasSnapshotsDir(FsContext& ctx, size_t image) {
+  return CapabilitiesOf(ctx.ns.image(image).format).internal_snapshots;
+}
 
 std::string InfoJsonOf(FsContext& ctx, size_t image) {
   const ImageEntry& e = ctx.ns.image(image);
@@ -118,6 +121,16 @@ mode_t ChainPerm(FsContext& ctx, size_t image, const io::FileStat& top, size_t d
   auto chain = ctx.ns.GetChain(image);
   if (!chain.ok()) return top.mode & 0666;  // nothing opens: the bits grant nothing more
   return ViewPerm(top, FilesBelowImage(*chain.value(), depth));
+}
+
+// Bytes the host stores for every file of image `e` (`main`: its image file).
+uint64_t AllocatedOf(const ImageEntry& e, const io::FileStat& main) {
+  uint64_t sum = main.allocated;
+  for (const std::string& m : e.member_paths) {
+    auto st = io::StatPath(m);
+    if (st.ok()) sum += st.value().allocated;
+  }
+  return sum;
 }
 
 bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
@@ -170,7 +183,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
       st->st_mode = S_IFREG | (e.read_only ? ro_perm : file_perm);
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>(e.virtual_size);
-      st->st_blocks = static_cast<blkcnt_t>(f.value().allocated / 512);
+      st->st_blocks = static_cast<blkcnt_t>(AllocatedOf(e, f.value()) / 512);
       return true;
     case NodeKind::kPartition: {
       auto p = FindPartition(ctx, node.image, unsigned(node.depth));
@@ -209,7 +222,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
       st->st_mode = S_IFREG | (file_perm & 0444);
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>(chain.value()->VirtualSize(node.depth));
-      st->st_blocks = static_cast<blkcnt_t>(chain.value()->layer(node.depth).file().AllocatedBytes() / 512);
+      st->st_blocks = static_cast<blkcnt_t>(chain.value()->layer(node.depth).AllocatedBytes() / 512);
       return true;
     }
     case NodeKind::kSnapshot: {

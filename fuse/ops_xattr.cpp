@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "errno_map.h"
+#include "imagecore/format.h"
 #include "imagecore/ops.h"
 #include "ops.h"
 
@@ -55,7 +56,7 @@ Result<std::string> InfoValue(FsContext& ctx, size_t i, const std::string& key) 
   IMGFS_ASSIGN_OR_RETURN(auto chain, ctx.ns.GetChain(i));
   Image& top = chain->layer(0);
   if (key == "chain_depth") return std::to_string(chain->depth());
-  if (key == "allocated") return std::to_string(top.file().AllocatedBytes());
+  if (key == "allocated") return std::to_string(top.AllocatedBytes());
   if (key == "backing_file") return top.Backing() ? top.Backing()->name : std::string();
   if (key == "backing_format") {
     if (!top.Backing()) return std::string();
@@ -106,8 +107,17 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   const NodeRef n = NodeOf(ino);
   std::string list;
   if (Valid(ctx, n)) {
-    for (const char* k : kInfoNames) list += std::string(kPrefix) + k + '\0';
-    for (const char* k : kControlNames) list += std::string(kPrefix) + k + '\0';
+    // What the format cannot do is not listed (it is refused if set).
+    const Capabilities& caps = CapabilitiesOf(ctx.ns.image(n.image).format);
+    auto shown = [&](const std::string& k) {
+      if (k.rfind("snapshot", 0) == 0) return caps.internal_snapshots;
+      if (k == "resize") return caps.resize;
+      return true;
+    };
+    for (const char* k : kInfoNames)
+      if (shown(k)) list += std::string(kPrefix) + k + '\0';
+    for (const char* k : kControlNames)
+      if (shown(k)) list += std::string(kPrefix) + k + '\0';
   }
   ReplyValue(req, list, size);
 }

@@ -11,14 +11,6 @@
 
 namespace imgfs {
 
-std::string ResolveBackingPath(const std::string& image_path, const std::string& backing_name) {
-  if (backing_name.empty() || backing_name[0] == '/') return backing_name;
-  if (backing_name.find("://") != std::string::npos || backing_name.rfind("json:", 0) == 0) return backing_name;
-  auto slash = image_path.rfind('/');
-  if (slash == std::string::npos) return backing_name;
-  return image_path.substr(0, slash + 1) + backing_name;
-}
-
 // Reads "from depth d down" for the driver of depth d-1 (copy-on-write).
 class Chain::Below final : public LayerReader {
  public:
@@ -76,7 +68,7 @@ Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const st
     chain->layers_.push_back(std::move(img).value());
     chain->paths_.push_back(cur);
     if (!backing) break;
-    cur = ResolveBackingPath(cur, backing->name);
+    cur = ResolveNamedPath(cur, backing->name);
     fmt = backing->format;
   }
   for (size_t d = 0; d < chain->layers_.size(); ++d)
@@ -101,8 +93,8 @@ std::vector<io::FileStat> Chain::StatFiles(size_t d) const {
   SharedLock l(io_mu_);
   std::vector<io::FileStat> out;
   for (; d < layers_.size(); ++d)
-    for (const io::File* f : layers_[d]->files()) {
-      auto st = f->Stat();
+    for (const Image::LayerFile& f : layers_[d]->files()) {
+      auto st = f.file->Stat();
       out.push_back(st.ok() ? st.value() : io::FileStat{});  // unknown: mode 0 grants nothing
     }
   return out;

@@ -17,4 +17,31 @@ Status Image::WriteZeroes(uint64_t off, uint64_t len, bool, const LayerReader* b
   return Status::OK();
 }
 
+uint64_t Image::AllocatedBytes() const {
+  uint64_t sum = 0;
+  std::vector<const io::File*> seen;
+  for (const LayerFile& f : files()) {
+    if (std::find(seen.begin(), seen.end(), f.file) != seen.end()) continue;  // an extent named twice
+    seen.push_back(f.file);
+    sum += f.file->AllocatedBytes();
+  }
+  return sum;
+}
+
+Status Image::ClaimWriting() {
+  for (const LayerFile& f : files())
+    if (f.file->writable()) IMGFS_RETURN_IF_ERROR(f.file->ClaimForWriting());
+  return Status::OK();
+}
+
+Status Image::CheckWriteClaim() const {
+  for (const LayerFile& f : files())
+    if (f.file->writable()) IMGFS_RETURN_IF_ERROR(f.file->CheckClaim());
+  return Status::OK();
+}
+
+void Image::DropWriteClaim() {
+  for (const LayerFile& f : files()) f.file->DropClaim();
+}
+
 }  // namespace imgfs

@@ -18,6 +18,12 @@ const FormatDriver* FindFormat(const std::string& name) {
   return nullptr;
 }
 
+const Capabilities& CapabilitiesOf(const std::string& format) {
+  static const Capabilities none;
+  const FormatDriver* d = FindFormat(format);
+  return d ? d->caps : none;
+}
+
 const FormatDriver* ProbeFormat(const io::File& file) {
   uint8_t head[512];
   if (!file.PRead(0, head, sizeof head).ok()) return nullptr;
@@ -31,6 +37,16 @@ const FormatDriver* ProbeFormat(const io::File& file) {
     }
   }
   return best;
+}
+
+std::vector<std::string> MemberPathsOf(const io::File& file) {
+  const FormatDriver* drv = ProbeFormat(file);
+  if (!drv || !drv->members) return {};
+  auto names = drv->members(file);
+  if (!names.ok()) return {};  // the open will say what is wrong
+  std::vector<std::string> out;
+  for (const std::string& n : names.value()) out.push_back(ResolveNamedPath(file.path(), n));
+  return out;
 }
 
 std::string SniffForeignFormat(const io::File& file) {
@@ -51,7 +67,7 @@ std::string SniffForeignFormat(const io::File& file) {
 
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::string& format,
                                          const OpenOptions& opts) {
-  IMGFS_ASSIGN_OR_RETURN(auto file, io::OpenPosixFile(path, opts.writable, opts.file_access));
+  IMGFS_ASSIGN_OR_RETURN(auto file, opts.files().Open(path, opts.writable, opts.file_access));
   // Before anything is written (a dirty image is repaired at open).
   if (opts.writable) IMGFS_RETURN_IF_ERROR(file->ClaimForWriting());
   const FormatDriver* drv = nullptr;
@@ -74,6 +90,18 @@ Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::str
     return img.status().Prefixed(path);
   }
   return img;
+}
+
+Result<std::unique_ptr<io::File>> OpenOptions::OpenNamed(const std::string& naming_path, const std::string& name,
+                                                         bool writable) const {
+  const std::string path = ResolveNamedPath(naming_path, name);
+  auto file = files().Open(path, writable, access);
+  if (!file.ok()) {
+    if (file.status().message().rfind(path, 0) == 0) return file.status();
+    return file.status().Prefixed(path);
+  }
+  if (writable) IMGFS_RETURN_IF_ERROR(file.value()->ClaimForWriting());
+  return file;
 }
 
 }  // namespace imgfs

@@ -44,7 +44,7 @@ Status Create(const CreateRequest& req) {
 
   if (!opts.backing_file.empty()) {
     // Open the backing file (as qemu-img does) to check it and learn its size.
-    auto chain = Chain::Open(ResolveBackingPath(req.path, opts.backing_file), opts.backing_format, false);
+    auto chain = Chain::Open(ResolveNamedPath(req.path, opts.backing_file), opts.backing_format, false);
     if (!chain.ok()) return chain.status().Prefixed("could not open backing file");
     if (opts.backing_format.empty()) opts.backing_format = chain.value()->layer(0).format_name();
     if (req.size.empty()) opts.size = chain.value()->VirtualSize();

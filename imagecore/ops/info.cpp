@@ -25,12 +25,12 @@ Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::s
     LayerInfo li;
     li.filename = cur;
     li.info = img.value()->Info();
-    li.actual_size = img.value()->file().AllocatedBytes();
+    li.actual_size = img.value()->AllocatedBytes();
     li.snapshots = img.value()->Snapshots();
     auto backing = img.value()->Backing();
     if (backing) {
       li.backing_filename = backing->name;
-      li.full_backing_filename = ResolveBackingPath(cur, backing->name);
+      li.full_backing_filename = ResolveNamedPath(cur, backing->name);
       li.backing_format = backing->format;
     }
     out.push_back(li);

@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include <cerrno>
 #include <cstring>
 #include <map>
 
@@ -38,6 +39,51 @@ std::shared_ptr<io::File> FileWith(const std::vector<uint8_t>& bytes) {
   std::shared_ptr<io::File> f = io::NewMemFile();
   if (!bytes.empty()) (void)f->PWrite(0, bytes.data(), bytes.size());
   return f;
+}
+
+std::shared_ptr<io::File> MemFiles::Add(const std::string& path, std::shared_ptr<io::File> f) {
+  if (!f) f = io::NewMemFile(path);
+  std::lock_guard<std::mutex> l(mu_);
+  files_[path] = f;
+  return f;
+}
+
+std::shared_ptr<io::File> MemFiles::Get(const std::string& path) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = files_.find(path);
+  return it == files_.end() ? nullptr : it->second;
+}
+
+Result<std::unique_ptr<io::File>> MemFiles::Open(const std::string& path, bool, const io::Access&) const {
+  auto f = Get(path);
+  if (!f) return NotFound(path + ": No such file or directory");
+  return std::unique_ptr<io::File>(std::make_unique<SharedFile>(f));
+}
+
+Result<std::unique_ptr<io::File>> MemFiles::Create(const std::string& path) const {
+  if (Get(path)) return IoError(path, EEXIST);
+  return std::unique_ptr<io::File>(std::make_unique<SharedFile>(const_cast<MemFiles*>(this)->Add(path)));
+}
+
+Status MemFiles::Rename(const std::string& from, const std::string& to) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = files_.find(from);
+  if (it == files_.end()) return NotFound(from + ": No such file or directory");
+  files_[to] = it->second;
+  files_.erase(from);
+  return Status::OK();
+}
+
+void MemFiles::Remove(const std::string& path) const {
+  std::lock_guard<std::mutex> l(mu_);
+  files_.erase(path);
+}
+
+std::vector<std::string> MemFiles::Paths() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<std::string> out;
+  for (const auto& [p, f] : files_) out.push_back(p);
+  return out;
 }
 
 std::shared_ptr<io::File> NewQcow2(uint64_t size, const std::string& options) {

@@ -2,7 +2,9 @@
 // recorded and replayed, and a small independent qcow2 consistency check.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,24 @@ class SharedFile : public io::File {
  private:
   std::shared_ptr<io::File> inner_;
   std::shared_ptr<std::vector<Op>> log_;
+};
+
+// Files by path in memory, for drivers that open files by name (extents,
+// data files). Open hands out SharedFile views of the same bytes.
+class MemFiles final : public FileOpener {
+ public:
+  std::shared_ptr<io::File> Add(const std::string& path, std::shared_ptr<io::File> f = nullptr);
+  std::shared_ptr<io::File> Get(const std::string& path) const;
+  Result<std::unique_ptr<io::File>> Open(const std::string& path, bool writable, const io::Access&) const override;
+  Result<std::unique_ptr<io::File>> Create(const std::string& path) const override;
+  bool Exists(const std::string& path) const override { return Get(path) != nullptr; }
+  Status Rename(const std::string& from, const std::string& to) const override;
+  void Remove(const std::string& path) const override;
+  std::vector<std::string> Paths() const;
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::map<std::string, std::shared_ptr<io::File>> files_;
 };
 
 std::vector<uint8_t> Contents(const io::File& f);

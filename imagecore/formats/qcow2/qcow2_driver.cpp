@@ -69,14 +69,8 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
     if (h.data_file.empty()) return Unsupported("external data file without a file name in the image");
     if (h.nb_snapshots) return Corrupt("internal snapshots with an external data file");
     // The name resolves like a backing file's: against the image's directory.
-    const std::string& path = img->file_->path();
-    const auto slash = path.rfind('/');
-    const std::string dp = h.data_file[0] == '/' || slash == std::string::npos
-                               ? h.data_file
-                               : path.substr(0, slash + 1) + h.data_file;
-    auto df = io::OpenPosixFile(dp, img->file_->writable(), opts.access);
+    auto df = opts.OpenNamed(img->file_->path(), h.data_file, opts.writable && img->file_->writable());
     if (!df.ok()) return df.status().Prefixed("external data file");
-    if (opts.writable && img->file_->writable()) IMGFS_RETURN_IF_ERROR(df.value()->ClaimForWriting());
     img->data_file_ = std::move(df).value();
   }
   // An image left dirty (lazy refcounts, then a crash) gets its refcounts
@@ -173,6 +167,17 @@ int Probe(const uint8_t* head, size_t len) {
 }
 }  // namespace
 
-const FormatDriver kDriver = {"qcow2", Probe, Qcow2Image::Open, CreateImage};
+static Capabilities Qcow2Caps() {
+  Capabilities c;
+  c.internal_snapshots = c.bitmaps = c.make_empty = c.discard = c.resize = c.compressed_writes = true;
+  c.several_files = true;  // an external data file
+  return c;
+}
+static Result<std::vector<std::string>> Members(const io::File& file) {
+  IMGFS_ASSIGN_OR_RETURN(Header h, Header::Read(file));
+  if (!(h.incompatible_features & kIncompatDataFile) || h.data_file.empty()) return std::vector<std::string>{};
+  return std::vector<std::string>{h.data_file};
+}
+const FormatDriver kDriver = {"qcow2", Probe, Qcow2Image::Open, CreateImage, Qcow2Caps(), Members};
 
 }  // namespace imgfs::qcow2

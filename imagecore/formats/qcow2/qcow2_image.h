@@ -62,21 +62,9 @@ class Qcow2Image final : public Image {
   ImageInfo Info() const override;
   std::string DamageFound() const override;
   const io::File& file() const override { return *file_; }
-  std::vector<const io::File*> files() const override {
-    if (data_file_) return {file_.get(), data_file_.get()};
-    return {file_.get()};
-  }
-  Status ClaimWriting() override {
-    IMGFS_RETURN_IF_ERROR(file_->ClaimForWriting());
-    return data_file_ ? data_file_->ClaimForWriting() : Status::OK();
-  }
-  Status CheckWriteClaim() const override {
-    IMGFS_RETURN_IF_ERROR(file_->CheckClaim());
-    return data_file_ ? data_file_->CheckClaim() : Status::OK();
-  }
-  void DropWriteClaim() override {
-    file_->DropClaim();
-    if (data_file_) data_file_->DropClaim();
+  std::vector<LayerFile> files() const override {
+    if (data_file_) return {{file_.get(), FileRole::kImage}, {data_file_.get(), FileRole::kDataFile}};
+    return {{file_.get(), FileRole::kImage}};
   }
 
  private:

@@ -67,9 +67,7 @@ class RawImage final : public Image {
   }
 
   const io::File& file() const override { return *file_; }
-  Status ClaimWriting() override { return file_->ClaimForWriting(); }
-  Status CheckWriteClaim() const override { return file_->CheckClaim(); }
-  void DropWriteClaim() override { file_->DropClaim(); }
+  std::vector<LayerFile> files() const override { return {{file_.get(), FileRole::kImage}}; }
 
  private:
   std::unique_ptr<io::File> file_;
@@ -92,6 +90,11 @@ Status Create(io::File& file, const CreateOptions& opts) {
 
 }  // namespace
 
-const FormatDriver kDriver = {"raw", Probe, Open, Create};
+static Capabilities RawCaps() {
+  Capabilities c;
+  c.discard = c.resize = true;
+  return c;
+}
+const FormatDriver kDriver = {"raw", Probe, Open, Create, RawCaps()};
 
 }  // namespace imgfs::raw

@@ -116,7 +116,5 @@ class Chain {
   std::vector<std::unique_ptr<Image>> retired_;  // GUARDED_BY(io_mu_) exclusive
 };
 
-// Where a backing name stored in the image at `image_path` points.
-std::string ResolveBackingPath(const std::string& image_path, const std::string& backing_name);
 
 }  // namespace imgfs

@@ -5,9 +5,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "imagecore/file.h"
 #include "imagecore/image.h"
+#include "imagecore/named_files.h"
 #include "imagecore/status.h"
 
 namespace imgfs {
@@ -23,6 +25,15 @@ struct OpenOptions {
   // names (see imagecore/access.h).
   io::Access file_access;
   io::Access access;
+  // Where files come from (null: the host's).
+  const FileOpener* opener = nullptr;
+
+  const FileOpener& files() const { return opener ? *opener : HostFiles(); }
+  // Opens a file that the file at `naming_path` names (an extent, a data
+  // file), resolved as backing names are, with the rights `access`; a
+  // writable open takes QEMU's write claim on it. Errors name the path.
+  Result<std::unique_ptr<io::File>> OpenNamed(const std::string& naming_path, const std::string& name,
+                                              bool writable) const;
 };
 
 // The options to open one layer with the rights `a`: a chain's top image
@@ -44,6 +55,19 @@ struct CreateOptions {
   std::map<std::string, std::string> options;
 };
 
+// What a format can do. The views, attributes, `ctl` and the CLI follow
+// these rather than a format's name.
+struct Capabilities {
+  bool internal_snapshots = false;
+  bool bitmaps = false;
+  bool make_empty = false;         // emptied after commit
+  bool discard = false;            // punch-hole frees host space
+  bool change_backing = false;     // rebase
+  bool resize = false;
+  bool compressed_writes = false;
+  bool several_files = false;      // an image may be more than one file
+};
+
 struct FormatDriver {
   const char* name;
   // Scores how well the first bytes of a file match (0 = not this format).
@@ -51,16 +75,27 @@ struct FormatDriver {
   Result<std::unique_ptr<Image>> (*open)(std::unique_ptr<io::File> file, const OpenOptions& opts);
   // Writes a new image into an empty file.
   Status (*create)(io::File& file, const CreateOptions& opts);
+  Capabilities caps;
+  // The other files the image in `file` consists of (extents, a data
+  // file), as stored; read from the header only, so that a directory
+  // listing can tell them from images without opening every chain. Null:
+  // the image is one file.
+  Result<std::vector<std::string>> (*members)(const io::File& file) = nullptr;
 };
 
 // The driver with this name, or null.
 const FormatDriver* FindFormat(const std::string& name);
+// What the format of `image` can do (nothing, for an unknown name).
+const Capabilities& CapabilitiesOf(const std::string& format);
 // The best match by content, or null if no driver claims the file. Raw never
 // claims a file by content: callers decide when raw is meant.
 const FormatDriver* ProbeFormat(const io::File& file);
 // A short name for a file whose magic is known but not served ("vmdk"...).
 std::string SniffForeignFormat(const io::File& file);
 
+// The paths of the other files the image at `path` consists of, resolved
+// (empty for a one-file image or a file that is no image).
+std::vector<std::string> MemberPathsOf(const io::File& file);
 // Opens one layer: `format` names the driver, or "" probes, falling back to
 // raw. Errors name the file.
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::string& format,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "imagecore/file.h"
+#include "imagecore/named_files.h"
 #include "imagecore/status.h"
 
 namespace imgfs {
@@ -167,17 +168,24 @@ class Image {
   }
   virtual ImageInfo Info() const = 0;
 
-  // The file holding the layer (for `disk size` and mtime).
+  // The file holding the layer (its header or descriptor).
   virtual const io::File& file() const = 0;
-  // Every file the layer reads from: file() first, then the others it
-  // opened (a qcow2 external data file).
-  virtual std::vector<const io::File*> files() const { return {&file()}; }
-  // The write claim on the layer's files (see io::File::ClaimForWriting):
-  // a writable open takes it; an instance kept open but idle may give it
-  // up and take it again before it next writes. Check tells without taking.
-  virtual Status ClaimWriting() { return Status::OK(); }
-  virtual Status CheckWriteClaim() const { return Status::OK(); }
-  virtual void DropWriteClaim() {}
+  // Every file the layer reads from, each with its role: file() first,
+  // then those it opened by name (extents, an external data file).
+  struct LayerFile {
+    io::File* file;
+    FileRole role;
+  };
+  virtual std::vector<LayerFile> files() const = 0;
+  // Bytes the host stores for all of them (`disk size`, st_blocks).
+  uint64_t AllocatedBytes() const;
+  // The write claim on every writable file of the layer (see
+  // io::File::ClaimForWriting): a writable open takes it; an instance kept
+  // open but idle may give it up and take it again before it next writes.
+  // Check tells without taking.
+  virtual Status ClaimWriting();
+  virtual Status CheckWriteClaim() const;
+  virtual void DropWriteClaim();
 
   // Why a layer that opened writable refuses writes now: damage its driver
   // found while serving I/O ("" = none).
