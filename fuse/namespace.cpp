@@ -159,6 +159,10 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   entry->format = format;
   entry->access = access;
   entry->virtual_size = img->VirtualSize();
+  if (!chain.value()->parent_mismatch().empty()) {
+    Log(LogLevel::kWarning, chain.value()->parent_mismatch());
+    if (ro_reason.empty()) ro_reason = chain.value()->parent_mismatch();
+  }
   if (ro_reason.empty() && img->read_only()) ro_reason = img->read_only_reason();
   entry->read_only = !ro_reason.empty();
   entry->read_only_reason = ro_reason;

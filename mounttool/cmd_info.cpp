@@ -21,6 +21,8 @@ Runner AddInfo(CLI::App& app) {
     if (!info.ok()) return Fail(info.status().message());
     std::string out = a->output == "json" ? ops::InfoJson(info.value(), a->chain) : ops::InfoHuman(info.value());
     std::fputs(out.c_str(), stdout);
+    for (const auto& li : info.value())
+      if (!li.parent_mismatch.empty()) std::fprintf(stderr, "imgfs: warning: %s\n", li.parent_mismatch.c_str());
     return 0;
   };
 }

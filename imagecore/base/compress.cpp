@@ -1,5 +1,7 @@
 #include "base/compress.h"
 
+#include <string>
+
 #include <zlib.h>
 #include <zstd.h>
 
@@ -40,6 +42,25 @@ Status InflateRaw(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len
   // early (Z_STREAM_END) or stop for lack of output (Z_BUF_ERROR).
   if ((r == Z_STREAM_END || r == Z_BUF_ERROR || r == Z_OK) && produced == out_len) return Status::OK();
   return Corrupt("compressed cluster does not inflate to a full cluster");
+}
+
+Status InflateZlib(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len, size_t* produced) {
+  thread_local ZlibState state;  // its own: this one expects the zlib header
+  z_stream& zs = state.zs;
+  if (!state.ready) {
+    if (inflateInit2(&zs, 15) != Z_OK) return Status(Code::kIoError, "zlib: cannot initialise");
+    state.ready = true;
+  } else if (inflateReset(&zs) != Z_OK) {
+    return Status(Code::kIoError, "zlib: cannot reset");
+  }
+  zs.next_in = const_cast<Bytef*>(in);
+  zs.avail_in = static_cast<uInt>(in_len);
+  zs.next_out = out;
+  zs.avail_out = static_cast<uInt>(out_len);
+  const int r = inflate(&zs, Z_FINISH);
+  *produced = out_len - zs.avail_out;
+  if (r == Z_STREAM_END || ((r == Z_BUF_ERROR || r == Z_OK) && *produced == out_len)) return Status::OK();
+  return Corrupt("compressed grain does not inflate (zlib error " + std::to_string(r) + ")");
 }
 
 Status ZstdDecompress(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len) {

@@ -27,5 +27,17 @@ inline void StoreBE64(uint8_t* p, uint64_t v) {
 inline uint32_t LoadLE32(const uint8_t* p) {
   return uint32_t(p[3]) << 24 | uint32_t(p[2]) << 16 | uint32_t(p[1]) << 8 | p[0];
 }
+inline uint16_t LoadLE16(const uint8_t* p) { return uint16_t(p[1] << 8 | p[0]); }
+inline uint64_t LoadLE64(const uint8_t* p) { return uint64_t(LoadLE32(p + 4)) << 32 | LoadLE32(p); }
+inline void StoreLE16(uint8_t* p, uint16_t v) {
+  p[0] = uint8_t(v);
+  p[1] = uint8_t(v >> 8);
+}
+inline void StoreLE32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+inline void StoreLE64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
+}
 
 }  // namespace imgfs

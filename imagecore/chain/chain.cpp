@@ -64,6 +64,13 @@ Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const st
       if (!snap.ok()) return snap.status();
       img = std::move(snap).value();
     }
+    if (d > 0 && chain->parent_mismatch_.empty()) {
+      Status link = chain->layers_[d - 1]->CheckParent(*img.value());
+      if (!link.ok()) {
+        chain->parent_mismatch_ = link.message();
+        chain->layers_[0]->MarkReadOnly(link.message());  // writes would land on a disk that is not this one
+      }
+    }
     std::optional<BackingRef> backing = img.value()->Backing();
     chain->layers_.push_back(std::move(img).value());
     chain->paths_.push_back(cur);

@@ -3,12 +3,13 @@
 
 #include "formats/qcow2/qcow2_driver.h"
 #include "formats/raw/raw_driver.h"
+#include "formats/vmdk/vmdk_image.h"
 #include "imagecore/format.h"
 
 namespace imgfs {
 namespace {
 
-const FormatDriver* const kDrivers[] = {&qcow2::kDriver, &raw::kDriver};
+const FormatDriver* const kDrivers[] = {&qcow2::kDriver, &vmdk::kDriver, &raw::kDriver};
 
 }  // namespace
 
@@ -52,9 +53,6 @@ std::vector<std::string> MemberPathsOf(const io::File& file) {
 std::string SniffForeignFormat(const io::File& file) {
   uint8_t head[512];
   if (!file.PRead(0, head, sizeof head).ok()) return "";
-  if (!std::memcmp(head, "KDMV", 4) || !std::memcmp(head, "COWD", 4) ||
-      !std::memcmp(head, "# Disk DescriptorFile", 21))
-    return "vmdk";
   if (!std::memcmp(head, "vhdxfile", 8)) return "vhdx";
   if (!std::memcmp(head, "conectix", 8)) return "vpc";
   uint64_t size = file.Size();

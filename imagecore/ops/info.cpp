@@ -16,11 +16,16 @@ Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::s
   std::vector<LayerInfo> out;
   std::set<std::string> seen = {io::RealPath(path)};
   std::string cur = path, fmt = format;
+  std::unique_ptr<Image> child;
   for (size_t d = 0; d < kMaxChainDepth; ++d) {
     auto img = OpenImage(cur, fmt, LayerOptions(access, d == 0));
     if (!img.ok()) {
       if (d == 0) return img.status();
       return img.status().Prefixed(path + ": cannot open backing file");
+    }
+    if (child) {
+      Status link = child->CheckParent(*img.value());
+      if (!link.ok()) out.back().parent_mismatch = link.message();
     }
     LayerInfo li;
     li.filename = cur;
@@ -34,7 +39,18 @@ Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::s
       li.backing_format = backing->format;
     }
     out.push_back(li);
-    if (!backing_chain || !backing) return out;
+    if (!backing) return out;
+    if (!backing_chain) {
+      // Open the parent only to see whether it is the one this layer was
+      // made on; that it cannot be opened is for the chain to report.
+      auto parent = OpenImage(ResolveNamedPath(cur, backing->name), backing->format, LayerOptions(access, false));
+      if (parent.ok()) {
+        Status link = img.value()->CheckParent(*parent.value());
+        if (!link.ok()) out.back().parent_mismatch = link.message();
+      }
+      return out;
+    }
+    child = std::move(img).value();
     // As qemu-img: a chain that comes back to one of its files is an error.
     if (!seen.insert(io::RealPath(li.full_backing_filename)).second)
       return InvalidArgument("Backing file '" + backing->name + "' creates an infinite loop.");
@@ -45,6 +61,60 @@ Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::s
 }
 
 namespace {
+
+nlohmann::ordered_json FieldsJson(const std::vector<ImageInfo::Field>& fields, const ImageInfo* with_bitmaps) {
+  nlohmann::ordered_json data = nlohmann::ordered_json::object();
+  for (const auto& f : fields) {
+    switch (f.kind) {
+      case ImageInfo::Field::kString: data[f.key] = f.s; break;
+      case ImageInfo::Field::kBool: data[f.key] = f.b; break;
+      case ImageInfo::Field::kInt: data[f.key] = f.i; break;
+      case ImageInfo::Field::kUint: data[f.key] = f.u; break;
+      case ImageInfo::Field::kList: {
+        nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+        for (const auto& item : f.list) arr.push_back(FieldsJson(item, nullptr));
+        data[f.key] = arr;
+        break;
+      }
+    }
+    if (with_bitmaps && f.key == "lazy-refcounts" && !with_bitmaps->bitmaps.empty()) {
+      nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+      for (const auto& b : with_bitmaps->bitmaps)
+        arr.push_back({{"flags", b.flags}, {"name", b.name}, {"granularity", b.granularity}});
+      data["bitmaps"] = arr;
+    }
+  }
+  return data;
+}
+
+void FieldsHuman(std::ostream& o, const std::vector<ImageInfo::Field>& fields, const std::string& indent,
+                 const ImageInfo* with_bitmaps) {
+  for (const auto& f : fields) {
+    o << indent << f.human << ":";
+    switch (f.kind) {
+      case ImageInfo::Field::kString: o << " " << f.s; break;
+      case ImageInfo::Field::kBool: o << " " << (f.b ? "true" : "false"); break;
+      case ImageInfo::Field::kInt: o << " " << f.i; break;
+      case ImageInfo::Field::kUint: o << " " << f.u; break;
+      case ImageInfo::Field::kList: break;
+    }
+    o << "\n";
+    if (f.kind == ImageInfo::Field::kList)
+      for (size_t k = 0; k < f.list.size(); ++k) {
+        o << indent << "    [" << k << "]:\n";
+        FieldsHuman(o, f.list[k], indent + "        ", nullptr);
+      }
+    if (with_bitmaps && f.key == "lazy-refcounts" && !with_bitmaps->bitmaps.empty()) {
+      o << "    bitmaps:\n";
+      for (size_t b = 0; b < with_bitmaps->bitmaps.size(); ++b) {
+        const auto& bm = with_bitmaps->bitmaps[b];
+        o << "        [" << b << "]:\n            flags:\n";
+        for (size_t k = 0; k < bm.flags.size(); ++k) o << "                [" << k << "]: " << bm.flags[k] << "\n";
+        o << "            name: " << bm.name << "\n            granularity: " << bm.granularity << "\n";
+      }
+    }
+  }
+}
 
 nlohmann::ordered_json LayerJson(const LayerInfo& li) {
   nlohmann::ordered_json j;
@@ -70,23 +140,8 @@ nlohmann::ordered_json LayerJson(const LayerInfo& li) {
   if (li.info.cluster_size) j["cluster-size"] = li.info.cluster_size;
   j["format"] = li.info.format;
   j["actual-size"] = li.actual_size;
-  if (!li.info.specific.empty()) {
-    nlohmann::ordered_json data = nlohmann::ordered_json::object();
-    for (const auto& f : li.info.specific) {
-      switch (f.kind) {
-        case ImageInfo::Field::kString: data[f.key] = f.s; break;
-        case ImageInfo::Field::kBool: data[f.key] = f.b; break;
-        case ImageInfo::Field::kInt: data[f.key] = f.i; break;
-      }
-      if (f.key == "lazy-refcounts" && !li.info.bitmaps.empty()) {
-        nlohmann::ordered_json arr = nlohmann::ordered_json::array();
-        for (const auto& b : li.info.bitmaps)
-          arr.push_back({{"flags", b.flags}, {"name", b.name}, {"granularity", b.granularity}});
-        data["bitmaps"] = arr;
-      }
-    }
-    j["format-specific"] = {{"type", li.info.format}, {"data", data}};
-  }
+  if (!li.info.specific.empty())
+    j["format-specific"] = {{"type", li.info.format}, {"data", FieldsJson(li.info.specific, &li.info)}};
   if (!li.backing_filename.empty()) {
     j["full-backing-filename"] = li.full_backing_filename;
     j["backing-filename"] = li.backing_filename;
@@ -128,24 +183,7 @@ std::string InfoHuman(const std::vector<LayerInfo>& layers) {
     if (!li.snapshots.empty()) o << "Snapshot list:\n" << SnapshotTable(li.snapshots);
     if (!li.info.specific.empty()) {
       o << "Format specific information:\n";
-      for (const auto& f : li.info.specific) {
-        o << "    " << f.human << ": ";
-        switch (f.kind) {
-          case ImageInfo::Field::kString: o << f.s; break;
-          case ImageInfo::Field::kBool: o << (f.b ? "true" : "false"); break;
-          case ImageInfo::Field::kInt: o << f.i; break;
-        }
-        o << "\n";
-        if (f.key == "lazy-refcounts" && !li.info.bitmaps.empty()) {
-          o << "    bitmaps:\n";
-          for (size_t b = 0; b < li.info.bitmaps.size(); ++b) {
-            const auto& bm = li.info.bitmaps[b];
-            o << "        [" << b << "]:\n            flags:\n";
-            for (size_t k = 0; k < bm.flags.size(); ++k) o << "                [" << k << "]: " << bm.flags[k] << "\n";
-            o << "            name: " << bm.name << "\n            granularity: " << bm.granularity << "\n";
-          }
-        }
-      }
+      FieldsHuman(o, li.info.specific, "    ", &li.info);
     }
   }
   return o.str();

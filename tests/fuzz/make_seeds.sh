@@ -8,6 +8,8 @@
 #   snapshot_table/  tables cut out of them (seed_tables.py)
 #   bitmap_dir/      bitmap directories with their tables, cut out of them
 #   partitions/      u64 disk size (LE) + the first bytes of MBR/GPT disks
+#   vmdk/            sparse extents (KDMV, COWD, seSparse), whole
+#   vmdk_descriptor/ descriptor texts
 #   ctl/ size/       text
 # Exits 77 (skip) when qemu-img, qemu-io or python3 is missing.
 set -euo pipefail
@@ -18,7 +20,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [[ $# -eq 1 ]] || { echo "usage: $0 OUT_DIR" >&2; exit 2; }
 OUT=$1
 need_cmd qemu-img qemu-io python3 head
-mkdir -p "$OUT"/{qcow2,snapshot_table,bitmap_dir,partitions,ctl,size}
+mkdir -p "$OUT"/{qcow2,snapshot_table,bitmap_dir,partitions,ctl,size,vmdk,vmdk_descriptor}
 [[ -z $(ls -A "$OUT/qcow2") ]] || fail "$OUT is not empty"
 tmpdir
 MAX=$((1024 * 1024))
@@ -82,6 +84,38 @@ qi create -f qcow2 -o data_file=data.raw,cluster_size=4k datafile.qcow2 1M
 qi create -f qcow2 -o data_file=data2.raw,data_file_raw=on datafile-raw.qcow2 1M
 
 for f in *.qcow2; do keep "$f" "$f"; done
+
+echo "== vmdk extents and descriptors"
+mkdir vmdk && (
+    cd vmdk
+    for sub in monolithicSparse twoGbMaxExtentSparse monolithicFlat; do
+        qi create -f vmdk -o subformat=$sub $sub.vmdk 4M
+        qio -f vmdk -c 'write -P 0x11 0 64k' -c 'write -P 0x22 1000k 8k' $sub.vmdk
+    done
+    qi create -f vmdk -o zeroed_grain=on zeroed.vmdk 4M
+    qio -f vmdk -c 'write -P 0x11 100 64k' -c 'write -z 1M 128k' zeroed.vmdk
+    qi create -f vmdk -b monolithicSparse.vmdk -F vmdk child.vmdk
+    head -c 256k /dev/urandom >r.raw && head -c 256k /dev/zero >>r.raw
+    qi convert -f raw -O vmdk -o subformat=streamOptimized r.raw qemu-stream.vmdk
+    for k in cowd sesparse stream; do python3 "$HERE/../interop/tools/make_vmdk.py" "$k" .; done
+)
+for f in vmdk/*.vmdk; do
+    [[ $f == *-flat.vmdk ]] && continue
+    if head -c 4 "$f" | grep -qaE 'KDMV|COWD' || [[ $(head -c 4 "$f" | od -An -tx1 | tr -d ' ') == bebafeca ]]; then
+        head -c "$MAX" "$f" >"$OUT/vmdk/$(basename "$f")"
+    else
+        cp "$f" "$OUT/vmdk_descriptor/$(basename "$f")"
+    fi
+done
+# The descriptors embedded in the sparse files, cut out.
+for f in vmdk/monolithicSparse.vmdk vmdk/child.vmdk vmdk/zeroed.vmdk; do
+    dd if="$f" bs=512 skip=1 count=20 status=none | tr -d '\000' >"$OUT/vmdk_descriptor/embedded-$(basename "$f")"
+done
+if [[ -d $IMGFS_CORPUS/vmdk ]]; then
+    while IFS= read -r -d '' f; do
+        head -c "$MAX" "$f" >"$OUT/vmdk/corpus-$(basename "$f")"
+    done < <(find "$IMGFS_CORPUS/vmdk" -type f -name '*.vmdk' -print0 | sort -z)
+fi
 
 echo "== the shared corpus ($IMGFS_CORPUS)"
 n_corpus=0

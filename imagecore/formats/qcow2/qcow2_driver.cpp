@@ -119,9 +119,9 @@ ImageInfo Qcow2Image::Info() const {
   info.cluster_size = cluster_size_;
   info.dirty = (header_.incompatible_features & kIncompatDirty) != 0;
   using F = ImageInfo::Field;
-  auto str = [&](const char* k, const char* h, std::string v) { info.specific.push_back(F{k, h, F::kString, std::move(v)}); };
-  auto boolean = [&](const char* k, const char* h, bool v) { info.specific.push_back(F{k, h, F::kBool, "", v}); };
-  auto integer = [&](const char* k, const char* h, int64_t v) { info.specific.push_back(F{k, h, F::kInt, "", false, v}); };
+  auto str = [&](const char* k, const char* h, std::string v) { info.specific.push_back(F::Str(k, h, std::move(v))); };
+  auto boolean = [&](const char* k, const char* h, bool v) { info.specific.push_back(F::Bool(k, h, v)); };
+  auto integer = [&](const char* k, const char* h, int64_t v) { info.specific.push_back(F::Int(k, h, v)); };
   const bool v3 = header_.version >= 3;
   // Bitmaps count only while the extension is marked consistent.
   auto dir = ReadBitmapDirectory();

@@ -54,6 +54,9 @@ class Chain {
   ~Chain();
 
   size_t depth() const { return layers_.size(); }
+  // Why a layer's backing file is not the one it was made on (VMDK's
+  // parentCID), or "". Set at open.
+  const std::string& parent_mismatch() const { return parent_mismatch_; }
   Image& layer(size_t d) const { return *layers_[d]; }
   const std::string& layer_path(size_t d) const { return paths_[d]; }
   uint64_t VirtualSize(size_t d = 0) const;
@@ -110,6 +113,7 @@ class Chain {
   static Result<std::unique_ptr<Chain>> OpenImpl(const std::string& path, const std::string& format, bool writable,
                                                  const std::string& snapshot_id, const io::ImageAccess& access);
   io::ImageAccess access_;  // set at open, then constant
+  std::string parent_mismatch_;  // set at open, then constant
   std::vector<std::unique_ptr<Image>> layers_;
   std::vector<std::string> paths_;
   std::vector<std::unique_ptr<Below>> below_;  // below_[d] reads from depth d+1 down

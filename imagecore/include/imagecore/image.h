@@ -55,10 +55,41 @@ struct ImageInfo {
   struct Field {
     std::string key;          // qemu-img json name, e.g. "lazy-refcounts"
     std::string human;        // qemu-img human name, e.g. "lazy refcounts"
-    enum Kind { kString, kBool, kInt } kind;
+    enum Kind { kString, kBool, kInt, kUint, kList } kind = kString;
     std::string s;
     bool b = false;
     int64_t i = 0;
+    uint64_t u = 0;
+    std::vector<std::vector<Field>> list;  // kList: objects, as vmdk's "extents"
+
+    static Field Str(std::string k, std::string h, std::string v) {
+      Field f = Make(std::move(k), std::move(h), kString);
+      f.s = std::move(v);
+      return f;
+    }
+    static Field Bool(std::string k, std::string h, bool v) {
+      Field f = Make(std::move(k), std::move(h), kBool);
+      f.b = v;
+      return f;
+    }
+    static Field Int(std::string k, std::string h, int64_t v) {
+      Field f = Make(std::move(k), std::move(h), kInt);
+      f.i = v;
+      return f;
+    }
+    static Field Uint(std::string k, std::string h, uint64_t v) {
+      Field f = Make(std::move(k), std::move(h), kUint);
+      f.u = v;
+      return f;
+    }
+    static Field List(std::string k, std::string h) { return Make(std::move(k), std::move(h), kList); }
+    static Field Make(std::string k, std::string h, Kind kind) {
+      Field f;
+      f.key = std::move(k);
+      f.human = std::move(h);
+      f.kind = kind;
+      return f;
+    }
   };
   std::vector<Field> specific;
   // Persistent dirty bitmaps (qcow2), shown after the field named
@@ -143,6 +174,10 @@ class Image {
   }
 
   virtual std::optional<BackingRef> Backing() const { return std::nullopt; }
+  // Whether `parent`, opened as this layer's backing file, is the one it
+  // was made on (VMDK: parentCID against the parent's CID). An error says
+  // why not; the chain is then served read-only with that reason.
+  virtual Status CheckParent(const Image& parent) const { return Status::OK(); }
   // Internal snapshots, oldest first.
   virtual std::vector<SnapshotInfo> Snapshots() const { return {}; }
   // Opens internal snapshot `id` as a read-only layer. Its backing file is
@@ -192,6 +227,11 @@ class Image {
   virtual std::string DamageFound() const { return ""; }
 
   bool read_only() const { return !read_only_reason_.empty(); }
+  // Refuses writes from now on, for a reason found above the driver (a
+  // backing file that is not this layer's parent). Before any I/O.
+  void MarkReadOnly(const std::string& why) {
+    if (read_only_reason_.empty()) read_only_reason_ = why;
+  }
   const std::string& read_only_reason() const { return read_only_reason_; }
 
  protected:

@@ -33,6 +33,9 @@ struct LayerInfo {
   std::string full_backing_filename;  // resolved
   std::string backing_format;
   std::vector<SnapshotInfo> snapshots;
+  // Why the backing file is not the one this layer was made on ("" = it
+  // is, or cannot tell): printed as a warning.
+  std::string parent_mismatch;
 };
 // One entry, or with `backing_chain` one per layer from the top down.
 // Files are opened with the rights `access`; a chain that loops is an error.

@@ -1,0 +1,52 @@
+// One extent of a VMDK disk: a run of guest sectors stored one way (a flat
+// file, a sparse extent with grain tables, or nothing at all for ZERO).
+// Offsets passed to an extent are bytes from the extent's own start.
+//
+// Thread model: Map and ReadOpaque may run on many threads at once; each
+// extent documents its lock.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "imagecore/file.h"
+#include "imagecore/image.h"
+
+namespace imgfs::vmdk {
+
+class DiskExtent {
+ public:
+  virtual ~DiskExtent() = default;
+  // Guest bytes the extent covers.
+  uint64_t bytes() const { return bytes_; }
+  // The longest run at `off` (< bytes()) of at most `len` bytes of one kind.
+  virtual Status Map(uint64_t off, uint64_t len, Extent* out) = 0;
+  // Reads a run that Map called kOpaque (or any other).
+  virtual Status ReadOpaque(uint64_t off, void* buf, size_t len) = 0;
+  // The file holding it (null for ZERO).
+  virtual io::File* file() const = 0;
+  // What `qemu-img info` lists for it under "extents".
+  virtual std::vector<ImageInfo::Field> Info() const = 0;
+  // Bytes per grain (0: not a sparse extent).
+  virtual uint64_t grain_bytes() const { return 0; }
+
+ protected:
+  explicit DiskExtent(uint64_t bytes) : bytes_(bytes) {}
+  uint64_t bytes_;
+};
+
+// FLAT and VMFS: the guest bytes lie verbatim in `file` from `start`
+// (bytes). Holes in the host file are holes in the disk.
+std::unique_ptr<DiskExtent> NewFlatExtent(std::unique_ptr<io::File> file, uint64_t start, uint64_t bytes,
+                                          const std::string& type, const std::string& name);
+// ZERO: reads as zeros, stores nothing.
+std::unique_ptr<DiskExtent> NewZeroExtent(uint64_t bytes);
+
+// Helpers for Info().
+ImageInfo::Field InfoString(const char* key, const char* human, const std::string& v);
+ImageInfo::Field InfoUint(const char* key, const char* human, uint64_t v);
+ImageInfo::Field InfoBool(const char* key, const char* human, bool v);
+
+}  // namespace imgfs::vmdk

@@ -1,0 +1,58 @@
+// A VMDK disk: a descriptor (a text file, or embedded in a monolithic
+// sparse file) and the extents it lists, laid end to end.
+//
+// Thread model: the extent list and the descriptor are set at open and
+// constant; the extents guard their own caches. Read-only for now.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "formats/vmdk/vmdk_descriptor.h"
+#include "formats/vmdk/vmdk_extent.h"
+#include "imagecore/format.h"
+
+namespace imgfs::vmdk {
+
+class VmdkImage final : public Image {
+ public:
+  static Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOptions& opts);
+
+  const char* format_name() const override { return "vmdk"; }
+  uint64_t VirtualSize() const override { return size_; }
+  Status BlockStatus(uint64_t off, uint64_t len, Extent* out) override;
+  Status ReadOpaque(uint64_t off, void* buf, size_t len) override;
+  Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
+  Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
+  Status Flush() override { return Status::OK(); }
+  std::optional<BackingRef> Backing() const override;
+  Status CheckParent(const Image& parent) const override;
+  ImageInfo Info() const override;
+  const io::File& file() const override { return *main_; }
+  std::vector<LayerFile> files() const override { return files_; }
+
+  const Descriptor& descriptor() const { return desc_; }
+
+ private:
+  VmdkImage() = default;
+  // The extents of a monolithic sparse file (the file is its own extent).
+  Status OpenMonolithic(std::unique_ptr<io::File> file);
+  // The extents a text descriptor lists, each opened by name.
+  Status OpenDescribed(std::unique_ptr<io::File> file, const OpenOptions& opts);
+  Status AddExtent(const ExtentLine& line, const OpenOptions& opts);
+  void Append(std::unique_ptr<DiskExtent> e);
+  size_t ExtentAt(uint64_t off) const;
+
+  std::unique_ptr<io::File> descriptor_file_;  // null when the descriptor is embedded
+  io::File* main_ = nullptr;                   // the file opened
+  Descriptor desc_;
+  std::vector<std::unique_ptr<DiskExtent>> extents_;
+  std::vector<uint64_t> starts_;  // guest byte offset of each extent
+  uint64_t size_ = 0;
+  std::vector<LayerFile> files_;
+};
+
+extern const FormatDriver kDriver;
+
+}  // namespace imgfs::vmdk
