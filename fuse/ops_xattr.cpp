@@ -3,7 +3,9 @@
 // shell: getfattr -d -m user.imgfs, setfattr -n user.imgfs.resize -v +1G.
 #include <sys/xattr.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -42,6 +44,46 @@ bool HasAttributes(const NodeRef& n) { return n.kind == NodeKind::kDisk || n.kin
 
 bool Valid(FsContext& ctx, const NodeRef& n) { return HasAttributes(n) && n.image < ctx.ns.size(); }
 
+// The format's own fields (as `imgfs info` shows them) are attributes
+// too, named with '_' for '-': user.imgfs.create_type, user.imgfs.cid...
+std::string AttrName(const std::string& info_key) {
+  std::string k = info_key;
+  std::replace(k.begin(), k.end(), '-', '_');
+  return k;
+}
+
+std::string FieldText(const ImageInfo::Field& f) {
+  switch (f.kind) {
+    case ImageInfo::Field::kString: return OneLine(f.s);
+    case ImageInfo::Field::kBool: return f.b ? "1" : "0";
+    case ImageInfo::Field::kInt: return std::to_string(f.i);
+    case ImageInfo::Field::kUint: return std::to_string(f.u);
+    case ImageInfo::Field::kList: break;
+  }
+  // One line per item: its values in order, separated by spaces, a file
+  // name last (it may hold spaces itself).
+  std::string out;
+  for (const auto& item : f.list) {
+    std::string line, name;
+    for (const auto& v : item) {
+      if (v.key == "filename") name = FieldText(v);
+      else line += (line.empty() ? "" : " ") + FieldText(v);
+    }
+    if (!name.empty()) line += " " + name;
+    out += (out.empty() ? "" : "\n") + line;
+  }
+  return out;
+}
+
+std::optional<std::string> SpecificValue(const ImageInfo& info, const std::string& key) {
+  static const char* const kShadowed[] = {"corrupt"};  // answered by the generic attribute
+  for (const char* k : kShadowed)
+    if (key == k) return std::nullopt;
+  for (const auto& f : info.specific)
+    if (AttrName(f.key) == key) return FieldText(f);
+  return std::nullopt;
+}
+
 // The value of user.imgfs.<key> for image i.
 Result<std::string> InfoValue(FsContext& ctx, size_t i, const std::string& key) {
   ImageEntry& e = ctx.ns.image(i);
@@ -68,6 +110,7 @@ Result<std::string> InfoValue(FsContext& ctx, size_t i, const std::string& key) 
     return out;
   }
   const ImageInfo info = top.Info();
+  if (auto v = SpecificValue(info, key)) return *v;
   if (key == "cluster_size") return std::to_string(info.cluster_size);
   if (key == "dirty") return std::string(info.dirty ? "1" : "0");
   if (key == "corrupt") {
@@ -118,6 +161,14 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
       if (shown(k)) list += std::string(kPrefix) + k + '\0';
     for (const char* k : kControlNames)
       if (shown(k)) list += std::string(kPrefix) + k + '\0';
+    auto chain = ctx.ns.GetChain(n.image);
+    const ImageInfo info = chain.ok() ? chain.value()->layer(0).Info() : ImageInfo();
+    for (const auto& f : info.specific) {
+        const std::string k = AttrName(f.key);
+        if (SpecificValue(info, k) &&
+            std::find(std::begin(kInfoNames), std::end(kInfoNames), k) == std::end(kInfoNames))
+          list += std::string(kPrefix) + k + '\0';
+      }
   }
   ReplyValue(req, list, size);
 }

@@ -57,12 +57,12 @@ std::shared_ptr<io::File> MemFiles::Get(const std::string& path) const {
 Result<std::unique_ptr<io::File>> MemFiles::Open(const std::string& path, bool, const io::Access&) const {
   auto f = Get(path);
   if (!f) return NotFound(path + ": No such file or directory");
-  return std::unique_ptr<io::File>(std::make_unique<SharedFile>(f));
+  return std::unique_ptr<io::File>(std::make_unique<SharedFile>(f, nullptr, path));
 }
 
 Result<std::unique_ptr<io::File>> MemFiles::Create(const std::string& path) const {
   if (Get(path)) return IoError(path, EEXIST);
-  return std::unique_ptr<io::File>(std::make_unique<SharedFile>(const_cast<MemFiles*>(this)->Add(path)));
+  return std::unique_ptr<io::File>(std::make_unique<SharedFile>(const_cast<MemFiles*>(this)->Add(path), nullptr, path));
 }
 
 Status MemFiles::Rename(const std::string& from, const std::string& to) const {

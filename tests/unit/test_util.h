@@ -22,8 +22,9 @@ class SharedFile : public io::File {
     uint64_t off = 0;
     std::vector<uint8_t> data;
   };
-  explicit SharedFile(std::shared_ptr<io::File> inner, std::shared_ptr<std::vector<Op>> log = nullptr)
-      : File(inner->path()), inner_(std::move(inner)), log_(std::move(log)) {}
+  explicit SharedFile(std::shared_ptr<io::File> inner, std::shared_ptr<std::vector<Op>> log = nullptr,
+                      const std::string& path = "")
+      : File(path.empty() ? inner->path() : path), inner_(std::move(inner)), log_(std::move(log)) {}
   Status PRead(uint64_t off, void* buf, size_t n) const override { return inner_->PRead(off, buf, n); }
   Status PWrite(uint64_t off, const void* buf, size_t n) override;
   uint64_t Size() const override { return inner_->Size(); }

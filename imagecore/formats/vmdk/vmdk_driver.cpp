@@ -28,6 +28,7 @@ Result<std::vector<std::string>> Members(const io::File& file) {
 Capabilities VmdkCaps() {
   Capabilities c;
   c.several_files = true;
+  c.discard = true;  // flat extents punch holes; sparse grains are punched or zeroed
   return c;
 }
 

@@ -32,6 +32,17 @@ class DiskExtent {
   // Bytes per grain (0: not a sparse extent).
   virtual uint64_t grain_bytes() const { return 0; }
 
+  // Why the extent takes no writes ("" = it does, if its file is writable).
+  virtual std::string WhyReadOnly() const { return ""; }
+  // Writes guest bytes. `below` reads the disk under this layer at guest
+  // offsets; `base` is the extent's first guest byte (for copy-on-write).
+  virtual Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below, uint64_t base) = 0;
+  // Makes [off, off+len) read as zeros; with `unmap` frees host space
+  // where the extent can.
+  virtual Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) = 0;
+  // Makes every completed write durable, in crash-safe order.
+  virtual Status Flush() { return Status::OK(); }
+
  protected:
   explicit DiskExtent(uint64_t bytes) : bytes_(bytes) {}
   uint64_t bytes_;

@@ -46,6 +46,14 @@ class FlatExtent final : public DiskExtent {
     return Status::OK();
   }
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override { return file_->PRead(start_ + off, buf, len); }
+  // In place; the lock-free parallelism of a raw file.
+  Status Write(uint64_t off, const void* buf, size_t len, const LayerReader*, uint64_t) override {
+    return file_->PWrite(start_ + off, buf, len);
+  }
+  Status WriteZeroes(uint64_t off, uint64_t len, bool, const LayerReader*, uint64_t) override {
+    return file_->Deallocate(start_ + off, len);  // a punched hole reads as zeros
+  }
+  Status Flush() override { return file_->writable() ? file_->Sync() : Status::OK(); }
   io::File* file() const override { return file_.get(); }
   std::vector<ImageInfo::Field> Info() const override {
     return {InfoUint("virtual-size", "virtual size", bytes_), InfoString("filename", "filename", name_),
@@ -71,6 +79,11 @@ class ZeroExtent final : public DiskExtent {
     return Status::OK();
   }
   io::File* file() const override { return nullptr; }
+  std::string WhyReadOnly() const override { return "a ZERO extent stores nothing"; }
+  Status Write(uint64_t, const void*, size_t, const LayerReader*, uint64_t) override {
+    return ReadOnly("a ZERO extent stores nothing");
+  }
+  Status WriteZeroes(uint64_t, uint64_t, bool, const LayerReader*, uint64_t) override { return Status::OK(); }
   std::vector<ImageInfo::Field> Info() const override {
     return {InfoUint("virtual-size", "virtual size", bytes_), InfoString("filename", "filename", ""),
             InfoString("format", "format", "ZERO")};

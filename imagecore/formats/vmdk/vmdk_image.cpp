@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <random>
 
 #include "formats/vmdk/vmdk_sparse.h"
+#include "imagecore/log.h"
 
 namespace imgfs::vmdk {
 namespace {
@@ -13,6 +15,13 @@ std::string Hex32(uint32_t v) {
   char s[16];
   std::snprintf(s, sizeof s, "%08x", v);
   return s;
+}
+
+uint32_t RandomCid() {
+  static std::mutex mu;
+  static std::mt19937 gen{std::random_device{}()};
+  std::lock_guard<std::mutex> l(mu);
+  return uint32_t(gen());
 }
 
 // A parent named by a Windows path ("C:\VMs\base.vmdk") is looked for by
@@ -42,6 +51,9 @@ Status VmdkImage::OpenMonolithic(std::unique_ptr<io::File> file) {
     std::string text(h.desc_sectors * 512, '\0');
     IMGFS_RETURN_IF_ERROR(file->PRead(h.desc_offset * 512, text.data(), text.size()));
     IMGFS_ASSIGN_OR_RETURN(desc_, ParseDescriptor(text));
+    desc_text_ = text.substr(0, text.find('\0'));
+    desc_at_ = h.desc_offset * 512;
+    desc_room_ = h.desc_sectors * 512;
   } else {
     desc_.cid = desc_.parent_cid = 0;  // as qemu reads a sparse file without a descriptor
     desc_.create_type = "monolithicSparse";
@@ -69,7 +81,8 @@ Status VmdkImage::AddExtent(const ExtentLine& line, const OpenOptions& opts) {
   const bool sparse = line.type == "SPARSE" || line.type == "VMFSSPARSE" || line.type == "SESPARSE";
   if (!flat && !sparse) return Unsupported("extent type " + line.type + " (\"" + line.file + "\")");
   if (!flat && line.offset) return Corrupt("a " + line.type + " extent with a start offset");
-  auto opened = opts.OpenNamed(main_->path(), line.file, false);
+  const bool writable = opts.writable && main_->writable() && line.access == ExtentAccess::kRW;
+  auto opened = opts.OpenNamed(main_->path(), line.file, writable);
   if (!opened.ok()) return opened.status().Prefixed("cannot open extent \"" + line.file + "\"");
   std::unique_ptr<io::File> f = std::move(opened).value();
   const std::string path = f->path();
@@ -98,6 +111,7 @@ Status VmdkImage::OpenDescribed(std::unique_ptr<io::File> file, const OpenOption
   IMGFS_RETURN_IF_ERROR(file->PRead(0, text.data(), text.size()));
   IMGFS_ASSIGN_OR_RETURN(desc_, ParseDescriptor(text));
   if (desc_.extents.empty()) return Corrupt("descriptor lists no extents");
+  desc_text_ = text.substr(0, text.find('\0'));
   main_ = file.get();
   descriptor_file_ = std::move(file);
   files_.push_back({main_, FileRole::kDescriptor});
@@ -119,8 +133,13 @@ Result<std::unique_ptr<Image>> VmdkImage::Open(std::unique_ptr<io::File> file, c
     return Corrupt("not a VMDK image");
   }
   if (img->size_ == 0) return Corrupt("a disk of no sectors");
-  if (img->read_only_reason_.empty()) img->read_only_reason_ = "writing VMDK images is not supported yet";
-  img->DropWriteClaim();  // it never writes: a VM may
+  std::string& why = img->read_only_reason_;
+  if (why.empty() && !img->main_->writable()) why = "opened read-only";
+  for (const auto& e : img->extents_)
+    if (why.empty()) why = e->WhyReadOnly();
+  for (const LayerFile& f : img->files_)
+    if (why.empty() && !f.file->writable()) why = "opened read-only";
+  if (img->read_only() && img->main_->writable()) img->DropWriteClaim();  // it never writes: a VM may
   return std::unique_ptr<Image>(std::move(img));
 }
 
@@ -153,12 +172,102 @@ Status VmdkImage::ReadOpaque(uint64_t off, void* buf, size_t len) {
   return Status::OK();
 }
 
-Status VmdkImage::Write(uint64_t, const void*, size_t, const LayerReader*) {
-  return ReadOnly(main_->path() + ": " + read_only_reason_);
+Status VmdkImage::Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) {
+  if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
+  if (off + len > size_) return NoSpace(main_->path() + ": write past the end of the disk");
+  IMGFS_RETURN_IF_ERROR(ChangeCidOnce());
+  const auto* p = static_cast<const uint8_t*>(buf);
+  while (len > 0) {
+    const size_t i = ExtentAt(off);
+    const uint64_t rel = off - starts_[i];
+    const size_t n = std::min<uint64_t>(len, extents_[i]->bytes() - rel);
+    IMGFS_RETURN_IF_ERROR(extents_[i]->Write(rel, p, n, below, starts_[i]));
+    p += n;
+    off += n;
+    len -= n;
+  }
+  return Status::OK();
 }
 
-Status VmdkImage::WriteZeroes(uint64_t, uint64_t, bool, const LayerReader*) {
-  return ReadOnly(main_->path() + ": " + read_only_reason_);
+Status VmdkImage::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) {
+  if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
+  if (off + len > size_) return NoSpace(main_->path() + ": write past the end of the disk");
+  IMGFS_RETURN_IF_ERROR(ChangeCidOnce());
+  while (len > 0) {
+    const size_t i = ExtentAt(off);
+    const uint64_t rel = off - starts_[i];
+    const uint64_t n = std::min<uint64_t>(len, extents_[i]->bytes() - rel);
+    IMGFS_RETURN_IF_ERROR(extents_[i]->WriteZeroes(rel, n, unmap, below, starts_[i]));
+    off += n;
+    len -= n;
+  }
+  return Status::OK();
+}
+
+Status VmdkImage::Flush() {
+  if (read_only()) return Status::OK();
+  for (const auto& e : extents_) IMGFS_RETURN_IF_ERROR(e->Flush());
+  return main_->Sync();
+}
+
+namespace {
+// The descriptor text with its CID line set to `cid` (added after the
+// version line if it has none), keeping the line ends it uses.
+std::string WithCid(const std::string& text, uint32_t cid) {
+  const std::string eol = text.find("\r\n") != std::string::npos ? "\r\n" : "\n";
+  const std::string line = "CID=" + Hex32(cid);
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    size_t k = pos;
+    while (k < end && (text[k] == ' ' || text[k] == '\t')) ++k;
+    if (text.compare(k, 4, "CID=") == 0 || text.compare(k, 4, "CID ") == 0) {
+      const size_t stop = end > pos && text[end - 1] == '\r' ? end - 1 : end;
+      return text.substr(0, pos) + line + text.substr(stop);
+    }
+    pos = end + 1;
+  }
+  const size_t v = text.find("version=");
+  const size_t after = v == std::string::npos ? 0 : text.find('\n', v);
+  if (after == std::string::npos) return text + eol + line + eol;
+  const size_t at = v == std::string::npos ? 0 : after + 1;
+  return text.substr(0, at) + line + eol + text.substr(at);
+}
+}  // namespace
+
+Status VmdkImage::WriteDescriptor(const std::string& text) {
+  if (desc_room_) {
+    // Embedded: its sectors, padded with NULs as the file had them.
+    if (text.size() > desc_room_) return NoSpace(main_->path() + ": no room for the descriptor");
+    std::string padded = text;
+    padded.resize(std::max(desc_text_.size(), text.size()), '\0');
+    IMGFS_RETURN_IF_ERROR(main_->PWrite(desc_at_, padded.data(), padded.size()));
+  } else {
+    IMGFS_RETURN_IF_ERROR(main_->PWrite(0, text.data(), text.size()));
+    if (text.size() < main_->Size()) IMGFS_RETURN_IF_ERROR(main_->Truncate(text.size()));
+  }
+  return main_->Sync();
+}
+
+Status VmdkImage::ChangeCidOnce() {
+  if (cid_changed_.load(std::memory_order_acquire)) return Status::OK();
+  std::lock_guard<std::mutex> lock(cid_mu_);
+  if (cid_changed_.load(std::memory_order_relaxed)) return Status::OK();
+  if (!descriptor_file_ && !desc_room_) {  // a sparse file without a descriptor has no CID to change
+    cid_changed_.store(true, std::memory_order_release);
+    return Status::OK();
+  }
+  uint32_t cid;
+  do {
+    cid = RandomCid();
+  } while (cid == desc_.cid || cid == kNoParent);
+  const std::string text = WithCid(desc_text_, cid);
+  IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
+  desc_text_ = text;
+  desc_.cid = cid;
+  cid_changed_.store(true, std::memory_order_release);
+  return Status::OK();
 }
 
 std::optional<BackingRef> VmdkImage::Backing() const {
@@ -168,10 +277,22 @@ std::optional<BackingRef> VmdkImage::Backing() const {
 
 Status VmdkImage::CheckParent(const Image& parent) const {
   const auto* p = dynamic_cast<const VmdkImage*>(&parent);
-  if (!p || desc_.parent_cid == p->desc_.cid) return Status::OK();
-  return Corrupt(main_->path() + ": parentCID " + Hex32(desc_.parent_cid) + " does not match CID " +
-                 Hex32(p->desc_.cid) + " of its parent " + p->main_->path() +
-                 " (the parent changed after this disk was made on it)");
+  if (!p) return Status::OK();
+  const uint32_t cid = p->cid();
+  if (desc_.parent_cid == cid) return Status::OK();
+  return Corrupt(main_->path() + ": parentCID " + Hex32(desc_.parent_cid) + " does not match CID " + Hex32(cid) +
+                 " of its parent " + p->main_->path() + " (the parent changed after this disk was made on it)");
+}
+
+uint32_t VmdkImage::cid() const {
+  std::lock_guard<std::mutex> lock(cid_mu_);
+  return desc_.cid;
+}
+
+VmdkImage::~VmdkImage() {
+  if (read_only()) return;
+  Status st = Flush();
+  if (!st.ok()) Log(LogLevel::kError, main_->path() + ": flush at close failed: " + st.ToString());
 }
 
 ImageInfo VmdkImage::Info() const {
@@ -182,7 +303,7 @@ ImageInfo VmdkImage::Info() const {
   for (const auto& e : extents_)
     if (e->grain_bytes() != grain) grain = 0;
   info.cluster_size = grain;
-  info.specific.push_back(InfoUint("cid", "cid", desc_.cid));
+  info.specific.push_back(InfoUint("cid", "cid", cid()));
   info.specific.push_back(InfoUint("parent-cid", "parent cid", desc_.parent_cid));
   info.specific.push_back(InfoString("create-type", "create type", desc_.create_type));
   ImageInfo::Field list = ImageInfo::Field::List("extents", "extents");

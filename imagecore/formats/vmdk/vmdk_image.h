@@ -1,11 +1,15 @@
 // A VMDK disk: a descriptor (a text file, or embedded in a monolithic
 // sparse file) and the extents it lists, laid end to end.
 //
-// Thread model: the extent list and the descriptor are set at open and
-// constant; the extents guard their own caches. Read-only for now.
+// Thread model: the extent list is set at open and constant; the extents
+// guard their own state. `cid_mu_` guards the descriptor's CID, changed
+// once, at the first write after an open, before any data is written (as
+// VMware does, so a child made on this disk sees that it changed).
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,17 +29,22 @@ class VmdkImage final : public Image {
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override;
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
-  Status Flush() override { return Status::OK(); }
+  Status Flush() override;
   std::optional<BackingRef> Backing() const override;
   Status CheckParent(const Image& parent) const override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *main_; }
   std::vector<LayerFile> files() const override { return files_; }
 
-  const Descriptor& descriptor() const { return desc_; }
+  ~VmdkImage() override;
+  // The descriptor's CID now (it changes at the first write).
+  uint32_t cid() const;
 
  private:
   VmdkImage() = default;
+  // Gives the disk a new CID in its descriptor, durably, once per open.
+  Status ChangeCidOnce();
+  Status WriteDescriptor(const std::string& text);
   // The extents of a monolithic sparse file (the file is its own extent).
   Status OpenMonolithic(std::unique_ptr<io::File> file);
   // The extents a text descriptor lists, each opened by name.
@@ -51,6 +60,11 @@ class VmdkImage final : public Image {
   std::vector<uint64_t> starts_;  // guest byte offset of each extent
   uint64_t size_ = 0;
   std::vector<LayerFile> files_;
+  std::string desc_text_;          // as read (GUARDED_BY(cid_mu_) once writes begin)
+  uint64_t desc_at_ = 0;           // where it lies in main_ (bytes)
+  uint64_t desc_room_ = 0;         // the room it has there (0: the whole file)
+  mutable std::mutex cid_mu_;  // guards desc_.cid, desc_text_
+  std::atomic<bool> cid_changed_{false};
 };
 
 extern const FormatDriver kDriver;

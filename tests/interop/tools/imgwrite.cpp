@@ -1,7 +1,10 @@
 // imgwrite FILE OFFSET PATTERN_BYTE LENGTH: writes LENGTH bytes of
 // PATTERN_BYTE at OFFSET through imagecore, then flushes and closes.
+// PATTERN_BYTE "zero" zeroes the range, "discard" zeroes it and frees
+// the space where the format can.
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "imagecore/chain.h"
@@ -17,10 +20,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   uint64_t off = std::strtoull(argv[2], nullptr, 0);
-  int pattern = static_cast<int>(std::strtol(argv[3], nullptr, 0));
+  const std::string what = argv[3];
   uint64_t len = std::strtoull(argv[4], nullptr, 0);
-  std::vector<unsigned char> buf(len, static_cast<unsigned char>(pattern));
-  imgfs::Status st = chain.value()->Write(off, buf.data(), len);
+  imgfs::Status st;
+  if (what == "zero" || what == "discard") {
+    st = chain.value()->WriteZeroes(off, len, what == "discard");
+  } else {
+    int pattern = static_cast<int>(std::strtol(argv[3], nullptr, 0));
+    std::vector<unsigned char> buf(len, static_cast<unsigned char>(pattern));
+    st = chain.value()->Write(off, buf.data(), len);
+  }
   if (st.ok()) st = chain.value()->Flush();
   if (!st.ok()) {
     std::fprintf(stderr, "imgwrite: %s\n", st.ToString().c_str());

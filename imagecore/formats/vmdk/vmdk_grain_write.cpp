@@ -1,0 +1,179 @@
+// GrainExtent: writing a hosted sparse extent (see vmdk_grains.h for the
+// locking and the order of writes).
+#include <algorithm>
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/vmdk/vmdk_grains.h"
+#include "imagecore/log.h"
+
+namespace imgfs::vmdk {
+
+GrainExtent::~GrainExtent() {
+  if (!file_->writable() || !WhyReadOnly().empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  Status st = FlushLocked();
+  if (!st.ok()) Log(LogLevel::kError, file_->path() + ": flush at close failed: " + st.ToString());
+}
+
+std::string GrainExtent::WhyReadOnly() const {
+  switch (l_.flavor) {
+    case Flavor::kCowd: return "vmfsSparse (COWD) extents are served read-only";
+    case Flavor::kSeSparse: return "seSparse extents are served read-only";
+    case Flavor::kHosted: break;
+  }
+  if (l_.compressed) return "streamOptimized (compressed) extents are served read-only";
+  if (l_.version >= 3) return "a version 3 sparse extent (changed block tracking) is served read-only";
+  return "";
+}
+
+void GrainExtent::WaitForGrain(uint64_t g, std::unique_lock<std::mutex>& lock) {
+  allocated_.wait(lock, [&] { return !allocating_.count(g); });
+}
+
+Status GrainExtent::SetInTableLocked(std::vector<uint64_t>& dir, uint64_t gdi, size_t i, uint32_t value) {
+  const size_t bytes = gt_cache_.table_bytes();
+  auto flush = [this] { return FlushLocked(); };
+  uint8_t* t = nullptr;
+  if (!dir[gdi]) {
+    // A new table at the end of the file; its directory entry is written
+    // at the next flush, after the table itself is durable.
+    const uint64_t at = next_free_;
+    next_free_ += (bytes + 511) / 512 * 512;
+    IMGFS_ASSIGN_OR_RETURN(t, gt_cache_.Create(at, flush));
+    dir[gdi] = at;
+    gd_dirty_.insert(gdi);
+  } else {
+    auto load = [this, bytes](uint64_t o, uint8_t* buf) { return file_->PRead(o, buf, bytes); };
+    IMGFS_ASSIGN_OR_RETURN(t, gt_cache_.Get(dir[gdi], load, flush));
+  }
+  StoreLE32(t + i * 4, value);
+  gt_cache_.MarkDirty(dir[gdi]);
+  return Status::OK();
+}
+
+Status GrainExtent::SetEntryLocked(uint64_t g, uint32_t value) {
+  const uint64_t gdi = g / l_.gt_entries;
+  const size_t i = g % l_.gt_entries;
+  if (gdi >= gd_.size()) return Corrupt(file_->path() + ": grain " + std::to_string(g) + " outside the grain directory");
+  IMGFS_RETURN_IF_ERROR(SetInTableLocked(gd_, gdi, i, value));
+  if (!rgd_.empty()) IMGFS_RETURN_IF_ERROR(SetInTableLocked(rgd_, gdi, i, value));
+  return Status::OK();
+}
+
+Status GrainExtent::WriteInGrain(uint64_t g, uint64_t in, const uint8_t* buf, size_t n, const LayerReader* below,
+                                 uint64_t base) {
+  const uint64_t gb = l_.grain_bytes;
+  std::unique_lock<std::mutex> lock(mu_);
+  WaitForGrain(g, lock);
+  IMGFS_ASSIGN_OR_RETURN(Grain gr, LookupLocked(g));
+  if (gr.kind == Grain::kData) {
+    lock.unlock();
+    return file_->PWrite(gr.host + in, buf, n);
+  }
+  // Allocate: the space now, the data outside the lock, the pointer last.
+  allocating_.insert(g);
+  const uint64_t host = next_free_;
+  next_free_ += gb;
+  lock.unlock();
+  std::vector<uint8_t> whole;
+  const uint8_t* src = buf;
+  Status st;
+  if (n != gb) {
+    whole.assign(gb, 0);
+    // What the grain showed before: the layers below, or zeros for a
+    // zeroed grain (it hides them).
+    if (gr.kind == Grain::kUnallocated && below) st = below->Read(base + g * gb, whole.data(), gb);
+    std::memcpy(whole.data() + in, buf, n);
+    src = whole.data();
+  }
+  if (st.ok()) st = file_->PWrite(host, src, gb);
+  lock.lock();
+  if (st.ok() && host / 512 > UINT32_MAX) st = NoSpace(file_->path() + ": the extent is full (4 TiB of sectors)");
+  if (st.ok()) st = SetEntryLocked(g, uint32_t(host / 512));
+  allocating_.erase(g);
+  allocated_.notify_all();
+  return st;  // a failed allocation leaves its space unused: a leak, never a wrong pointer
+}
+
+Status GrainExtent::Write(uint64_t off, const void* buf, size_t len, const LayerReader* below, uint64_t base) {
+  const std::string why = WhyReadOnly();
+  if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
+  const auto* p = static_cast<const uint8_t*>(buf);
+  const uint64_t gb = l_.grain_bytes;
+  while (len > 0) {
+    const uint64_t g = off / gb, in = off % gb;
+    const size_t n = std::min<uint64_t>(len, gb - in);
+    IMGFS_RETURN_IF_ERROR(WriteInGrain(g, in, p, n, below, base));
+    p += n;
+    off += n;
+    len -= n;
+  }
+  return Status::OK();
+}
+
+Status GrainExtent::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) {
+  const std::string why = WhyReadOnly();
+  if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
+  const uint64_t gb = l_.grain_bytes;
+  std::vector<uint8_t> zeros;
+  while (len > 0) {
+    const uint64_t g = off / gb, in = off % gb;
+    const uint64_t n = std::min<uint64_t>(len, gb - in);
+    bool done = false;
+    if (n == gb) {
+      std::unique_lock<std::mutex> lock(mu_);
+      WaitForGrain(g, lock);
+      IMGFS_ASSIGN_OR_RETURN(Grain gr, LookupLocked(g));
+      if (l_.zero_grain) {
+        // A zeroed-grain entry hides the layers below and needs no data;
+        // the grain it replaces is left unused (punched, with unmap).
+        IMGFS_RETURN_IF_ERROR(SetEntryLocked(g, 1));
+        lock.unlock();
+        if (unmap && gr.kind == Grain::kData) (void)file_->Deallocate(gr.host, gb);
+        done = true;
+      } else if (gr.kind == Grain::kUnallocated && !below) {
+        done = true;  // reads as zeros already
+      } else if (gr.kind == Grain::kData && unmap) {
+        lock.unlock();
+        IMGFS_RETURN_IF_ERROR(file_->Deallocate(gr.host, gb));  // reads as zeros, frees the space
+        done = true;
+      }
+    }
+    if (!done) {
+      zeros.assign(n, 0);
+      IMGFS_RETURN_IF_ERROR(WriteInGrain(g, in, zeros.data(), n, below, base));
+    }
+    off += n;
+    len -= n;
+  }
+  return Status::OK();
+}
+
+Status GrainExtent::FlushLocked() {
+  if (!file_->writable()) return Status::OK();
+  if (!gt_cache_.HasDirty() && gd_dirty_.empty()) return file_->Sync();
+  IMGFS_RETURN_IF_ERROR(file_->Sync());  // the grains, before the tables that point at them
+  IMGFS_RETURN_IF_ERROR(gt_cache_.WriteBack(
+      [this](uint64_t at, const uint8_t* t) { return file_->PWrite(at, t, gt_cache_.table_bytes()); }));
+  if (gd_dirty_.empty()) return file_->Sync();
+  IMGFS_RETURN_IF_ERROR(file_->Sync());  // new tables, before the directory entries that point at them
+  for (uint64_t gdi : gd_dirty_) {
+    uint8_t e[4];
+    StoreLE32(e, uint32_t(gd_[gdi] / 512));
+    IMGFS_RETURN_IF_ERROR(file_->PWrite(l_.gd_at + gdi * 4, e, 4));
+    if (!rgd_.empty()) {
+      StoreLE32(e, uint32_t(rgd_[gdi] / 512));
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(l_.rgd_at + gdi * 4, e, 4));
+    }
+  }
+  gd_dirty_.clear();
+  return file_->Sync();
+}
+
+Status GrainExtent::Flush() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return FlushLocked();
+}
+
+}  // namespace imgfs::vmdk

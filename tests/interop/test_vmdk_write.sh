@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# VMDK write path against qemu: writes through imagecore (unaligned, across
+# grain and extent boundaries, zeroing and discarding, into a child that
+# copies on write from its parent) into images qemu-img made, for every
+# writable subformat. Afterwards `qemu-img check` finds them clean,
+# `qemu-img compare` finds them equal to the expected content, and the
+# descriptor's CID has changed (a child made before sees it). The layouts
+# served read-only (streamOptimized, vmfsSparse, seSparse) refuse writes
+# with the reason and are left untouched.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=interop_lib.sh
+. "$HERE/interop_lib.sh"
+
+need_cmd qemu-img qemu-io python3 cmp dd tr head stat
+need_tool "$IMGCAT" "$IMGWRITE" "$IMGFS"
+tmpdir
+cd "$T"
+
+cid_of() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["format-specific"]["data"]["cid"])'; }
+iw() { "$IMGWRITE" "$@" || fail "imgwrite $*"; }
+# zero_into FILE OFF LEN: the model of a zeroing write
+zero_into() { dd if=/dev/zero of="$1" bs=64K seek="$2" count="$3" oflag=seek_bytes iflag=count_bytes conv=notrunc status=none; }
+# check_written IMG EXPECTED LABEL
+check_written() {
+    local out
+    out=$(qemu-img check -f vmdk "$1" 2>&1) || fail "qemu-img check $3: $out"
+    out=$(qemu-img compare -f vmdk -F raw "$1" "$2" 2>&1) || fail "qemu-img compare $3: $out"
+    cmp "$2" <("$IMGCAT" "$1") || fail "$3 reads back differently through imgfs"
+    echo "   $3: qemu-img check clean, compare equal"
+}
+
+# writes IMG EXPECTED SIZE GRAIN: the same writes into the image (imgfs)
+# and into the expected raw file
+writes() {
+    local img=$1 exp=$2 s=$3 g=$4 w
+    for w in "7 0x61 100" "$((g - 3)) 0x62 10" "$((5 * g + 1)) 0x63 $((3 * g))" "$((s / 2 - 1000)) 0x64 3000" \
+        "$((s - 5)) 0x65 5" "1000 0x66 70000"; do
+        read -r off pat len <<<"$w"
+        iw "$img" "$off" "$pat" "$len"
+        pattern_into "$exp" "$off" "$pat" "$len"
+    done
+    iw "$img" $((2 * g)) zero $((2 * g))       # whole grains
+    zero_into "$exp" $((2 * g)) $((2 * g))
+    iw "$img" $((s / 2 + 17)) zero 1000        # inside one grain
+    zero_into "$exp" $((s / 2 + 17)) 1000
+    iw "$img" $((6 * g)) discard "$g"
+    zero_into "$exp" $((6 * g)) "$g"
+}
+
+echo "== every writable subformat, into data qemu wrote"
+for sub in monolithicSparse monolithicSparse/zeroed_grain=on twoGbMaxExtentSparse monolithicFlat twoGbMaxExtentFlat; do
+    opts=subformat=${sub%%/*}
+    [[ $sub == */* ]] && opts+=,${sub#*/}
+    img=w-${sub//[\/=]/_}.vmdk
+    qcreate -f vmdk -o "$opts" "$img" 8M
+    qio "$img" vmdk "write -P 0x11 0 1M" "write -P 0x12 $((5 * MiB + 99)) 200000"
+    qemu_raw "$img" vmdk "$img.raw"
+    before=$(cid_of "$img")
+    writes "$img" "$img.raw" $((8 * MiB)) 65536
+    check_written "$img" "$img.raw" "$img"
+    [[ $(cid_of "$img") != "$before" ]] || fail "$img: the CID did not change with the first write"
+done
+
+echo "== across the 2 GiB extent boundary of twoGbMaxExtent*"
+for sub in twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+    img=big-$sub.vmdk
+    qcreate -f vmdk -o "subformat=$sub" "$img" 2100M
+    iw "$img" $((2048 * MiB - 5000)) 0x71 10000
+    iw "$img" $((2100 * MiB - 1)) 0x72 1
+    out=$(qemu-img check -f vmdk "$img" 2>&1) || fail "qemu-img check $img: $out"
+    qemu-io -f vmdk -c "read -P 0x71 $((2048 * MiB - 5000)) 10000" -c "read -P 0 $((2048 * MiB + 5000)) 60000" \
+        -c "read -P 0x72 $((2100 * MiB - 1)) 1" "$img" | grep -q "Pattern verification failed" &&
+        fail "$img: qemu reads other bytes across the extent boundary"
+    echo "   $img: qemu reads the bytes across the boundary"
+done
+
+echo "== a child copies on write from its parent; the parent's CID change shows"
+qcreate -f vmdk parent.vmdk 8M
+qio parent.vmdk vmdk "write -P 0x21 0 8M"
+qcreate -f vmdk -b parent.vmdk -F vmdk child.vmdk
+qemu_raw child.vmdk vmdk child.raw
+writes child.vmdk child.raw $((8 * MiB)) 65536
+check_written child.vmdk child.raw child.vmdk
+"$IMGFS" info child.vmdk 2>&1 >/dev/null | grep -q . && fail "imgfs info warns on a child whose parent is unchanged"
+iw parent.vmdk 0 0x22 512
+"$IMGFS" info child.vmdk 2>&1 >/dev/null | grep -q "parentCID .* does not match" ||
+    fail "the child does not notice its parent changed"
+if "$IMGWRITE" child.vmdk 0 0x23 1 2>"$T/err"; then fail "a child whose parent changed took a write"; fi
+grep -q "does not match" "$T/err" || fail "the refusal does not say why: $(cat "$T/err")"
+echo "   the child of a changed parent is read-only: $(head -1 "$T/err")"
+
+echo "== read-only layouts refuse writes with the reason"
+head -c $((1 * MiB)) /dev/urandom >s.raw
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized s.raw so.vmdk
+python3 "$HERE/tools/make_vmdk.py" cowd "$T"
+python3 "$HERE/tools/make_vmdk.py" sesparse "$T"
+files_sum() { local f; for f in "$1" "${1%.vmdk}"-*.vmdk; do if [[ -f $f ]]; then cat "$f"; fi; done | sha256sum; }
+for img in so.vmdk cowd.vmdk se.vmdk; do
+    sum=$(files_sum "$img")
+    if "$IMGWRITE" "$img" 0 0x31 512 2>"$T/err"; then fail "$img took a write"; fi
+    grep -qE "served read-only" "$T/err" || fail "$img: refusal without the reason: $(cat "$T/err")"
+    [[ $(files_sum "$img") == "$sum" ]] || fail "$img was changed by a refused write"
+    echo "   $img: $(head -1 "$T/err")"
+done
+echo "PASS: vmdk_write"
