@@ -140,6 +140,7 @@ Result<std::unique_ptr<Image>> VmdkImage::Open(std::unique_ptr<io::File> file, c
   for (const LayerFile& f : img->files_)
     if (why.empty() && !f.file->writable()) why = "opened read-only";
   if (img->read_only() && img->main_->writable()) img->DropWriteClaim();  // it never writes: a VM may
+  img->opened_ = true;
   return std::unique_ptr<Image>(std::move(img));
 }
 
@@ -290,7 +291,7 @@ uint32_t VmdkImage::cid() const {
 }
 
 VmdkImage::~VmdkImage() {
-  if (read_only()) return;
+  if (!opened_ || read_only()) return;  // an open that failed half way has written nothing
   Status st = Flush();
   if (!st.ok()) Log(LogLevel::kError, main_->path() + ": flush at close failed: " + st.ToString());
 }

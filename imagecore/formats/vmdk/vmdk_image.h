@@ -65,6 +65,7 @@ class VmdkImage final : public Image {
   uint64_t desc_room_ = 0;         // the room it has there (0: the whole file)
   mutable std::mutex cid_mu_;  // guards desc_.cid, desc_text_
   std::atomic<bool> cid_changed_{false};
+  bool opened_ = false;  // Open finished: only then does closing flush
 };
 
 extern const FormatDriver kDriver;
