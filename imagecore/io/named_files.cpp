@@ -1,5 +1,8 @@
 #include "imagecore/named_files.h"
 
+#include <cstdio>
+#include <random>
+
 namespace imgfs {
 
 const char* FileRoleName(FileRole role) {
@@ -39,6 +42,54 @@ class HostOpener final : public FileOpener {
 const FileOpener& HostFiles() {
   static const HostOpener host;
   return host;
+}
+
+NewFiles::NewFiles(const FileOpener& opener, std::string main_path)
+    : opener_(opener), main_path_(std::move(main_path)) {}
+
+NewFiles::~NewFiles() {
+  if (committed_) return;
+  for (Pending& p : files_) {
+    p.file.reset();
+    opener_.Remove(p.temp_path);
+  }
+}
+
+Result<io::File*> NewFiles::Create(const std::string& final_path) {
+  std::random_device rd;
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, ".imgfs-tmp-%08x", rd());
+  Pending p{final_path, final_path + suffix, nullptr};
+  IMGFS_ASSIGN_OR_RETURN(p.file, opener_.Create(p.temp_path));
+  files_.push_back(std::move(p));
+  return files_.back().file.get();
+}
+
+Result<io::File*> NewFiles::Main() {
+  for (Pending& p : files_)
+    if (p.final_path == main_path_) return p.file.get();
+  return Create(main_path_);
+}
+
+Result<io::File*> NewFiles::Add(const std::string& name) {
+  const std::string path = ResolveNamedPath(main_path_, name);
+  if (path == main_path_) return Main();
+  for (Pending& p : files_)
+    if (p.final_path == path) return InvalidArgument(path + ": named twice");
+  return Create(path);
+}
+
+Status NewFiles::Commit() {
+  // Durable before they take their names: a crash then leaves either the
+  // old files or whole new ones (and perhaps temporary names).
+  for (Pending& p : files_) IMGFS_RETURN_IF_ERROR(p.file->Sync());
+  for (Pending& p : files_) p.file.reset();
+  for (Pending& p : files_)
+    if (p.final_path != main_path_) IMGFS_RETURN_IF_ERROR(opener_.Rename(p.temp_path, p.final_path));
+  for (Pending& p : files_)
+    if (p.final_path == main_path_) IMGFS_RETURN_IF_ERROR(opener_.Rename(p.temp_path, p.final_path));
+  committed_ = true;
+  return Status::OK();
 }
 
 }  // namespace imgfs

@@ -27,7 +27,8 @@ Result<std::map<std::string, std::string>> ParseOptions(const std::string& text)
 
 Status Create(const CreateRequest& req) {
   const FormatDriver* drv = FindFormat(req.format);
-  if (!drv || !drv->create) return Unsupported("unknown or unsupported format '" + req.format + "'");
+  if (!drv || (!drv->create && !drv->create_files))
+    return Unsupported("unknown or unsupported format '" + req.format + "'");
   CreateOptions opts;
   IMGFS_ASSIGN_OR_RETURN(opts.options, ParseOptions(req.options));
   // qemu-img spells these as -o options too.
@@ -42,12 +43,15 @@ Status Create(const CreateRequest& req) {
   if (!req.backing_file.empty()) opts.backing_file = req.backing_file;
   if (!req.backing_format.empty()) opts.backing_format = req.backing_format;
 
+  std::unique_ptr<Chain> backing;
   if (!opts.backing_file.empty()) {
     // Open the backing file (as qemu-img does) to check it and learn its size.
     auto chain = Chain::Open(ResolveNamedPath(req.path, opts.backing_file), opts.backing_format, false);
     if (!chain.ok()) return chain.status().Prefixed("could not open backing file");
-    if (opts.backing_format.empty()) opts.backing_format = chain.value()->layer(0).format_name();
-    if (req.size.empty()) opts.size = chain.value()->VirtualSize();
+    backing = std::move(chain).value();
+    if (opts.backing_format.empty()) opts.backing_format = backing->layer(0).format_name();
+    if (req.size.empty()) opts.size = backing->VirtualSize();
+    opts.backing_image = &backing->layer(0);
   }
   if (!req.size.empty()) {
     IMGFS_ASSIGN_OR_RETURN(opts.size, ParseSize(req.size));
@@ -55,6 +59,11 @@ Status Create(const CreateRequest& req) {
     return InvalidArgument("image size must be given (or a backing file)");
   }
 
+  if (drv->create_files) {
+    NewFiles files(HostFiles(), req.path);
+    IMGFS_RETURN_IF_ERROR(drv->create_files(files, opts));
+    return files.Commit();
+  }
   // Write into a temporary name in the same directory, then rename.
   std::random_device rd;
   char suffix[32];

@@ -1,4 +1,5 @@
 // vmdk: probing, the files an image consists of, and what it can do.
+#include "formats/vmdk/vmdk_create.h"
 #include "formats/vmdk/vmdk_descriptor.h"
 #include "formats/vmdk/vmdk_image.h"
 #include "formats/vmdk/vmdk_sparse.h"
@@ -34,6 +35,6 @@ Capabilities VmdkCaps() {
 
 }  // namespace
 
-const FormatDriver kDriver = {"vmdk", Probe, VmdkImage::Open, nullptr, VmdkCaps(), Members};
+const FormatDriver kDriver = {"vmdk", Probe, VmdkImage::Open, nullptr, VmdkCaps(), Members, CreateFiles};
 
 }  // namespace imgfs::vmdk

@@ -52,6 +52,9 @@ struct CreateOptions {
   uint64_t size = 0;
   std::string backing_file;    // as it will be stored
   std::string backing_format;
+  // The backing file, opened (null: none), for what a child records of
+  // its parent (VMDK: the parent's CID).
+  const Image* backing_image = nullptr;
   std::map<std::string, std::string> options;
 };
 
@@ -81,6 +84,9 @@ struct FormatDriver {
   // listing can tell them from images without opening every chain. Null:
   // the image is one file.
   Result<std::vector<std::string>> (*members)(const io::File& file) = nullptr;
+  // Writes a new image of several files (instead of `create`): the main
+  // one and the others it names, all through `files`.
+  Status (*create_files)(NewFiles& files, const CreateOptions& opts) = nullptr;
 };
 
 // The driver with this name, or null.

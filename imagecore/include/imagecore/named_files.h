@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "imagecore/access.h"
 #include "imagecore/file.h"
@@ -38,5 +39,36 @@ class FileOpener {
   virtual void Remove(const std::string& path) const = 0;
 };
 const FileOpener& HostFiles();
+
+// The files one create writes: each under a temporary name beside its
+// final one, all synced and renamed into place by Commit (the main file
+// last, so that it never names a file that is not there yet). Until
+// Commit succeeds, destroying it removes every one of them.
+class NewFiles {
+ public:
+  NewFiles(const FileOpener& opener, std::string main_path);
+  ~NewFiles();
+  NewFiles(const NewFiles&) = delete;
+  NewFiles& operator=(const NewFiles&) = delete;
+
+  const std::string& main_path() const { return main_path_; }
+  // The main file (created on first use).
+  Result<io::File*> Main();
+  // Another file, `name` as the main file will store it (resolved beside it).
+  Result<io::File*> Add(const std::string& name);
+  Status Commit();
+
+ private:
+  struct Pending {
+    std::string final_path, temp_path;
+    std::unique_ptr<io::File> file;
+  };
+  Result<io::File*> Create(const std::string& final_path);
+
+  const FileOpener& opener_;
+  const std::string main_path_;
+  std::vector<Pending> files_;  // main first, once made
+  bool committed_ = false;
+};
 
 }  // namespace imgfs
