@@ -38,11 +38,14 @@ add_cleanup() {
 }
 
 # to_raw IMG OUT: expected guest-visible content of IMG (backing chain
-# resolved) as a raw file, computed by qemu.  Format is probed for qcow2,
-# forced to raw otherwise.
+# resolved) as a raw file, computed by qemu.  Format is probed for qcow2
+# and vmdk, forced to raw otherwise.
 to_raw() {
     local img=$1 out=$2 fmt=raw
-    if [[ $(head -c 4 "$img" | od -An -tx1 | tr -d ' \n') == 514649fb ]]; then fmt=qcow2; fi
+    case $(head -c 4 "$img" | od -An -tx1 | tr -d ' \n') in
+        514649fb) fmt=qcow2 ;;
+        4b444d56 | 23204469) fmt=vmdk ;;  # "KDMV", "# Di(sk DescriptorFile)"
+    esac
     qemu-img convert -U -f "$fmt" -O raw "$img" "$out" || fail "qemu-img convert $img failed"
 }
 
