@@ -280,8 +280,23 @@ Status Chain::Commit(size_t base, bool empty_top, const Progress& progress) {
   // for writing. What was written is on disk before the new instance reads.
   Status flushed = layers_[base]->Flush();
   if (st.ok()) st = flushed;
+  // The base changed: the layer that names it records it as it is now
+  // (VMDK's parentCID), so the chain opens without a mismatch next time.
+  if (st.ok()) st = RelinkAbove(base);
   Status back = ReopenLayer(base, false);
   return st.ok() ? back : st;
+}
+
+Status Chain::RelinkAbove(size_t base) {
+  const size_t child = base - 1;
+  if (child > 0) IMGFS_RETURN_IF_ERROR(ReopenLayer(child, true));
+  Status st = layers_[child]->RelinkParent(*layers_[base]);
+  if (st.ok()) st = layers_[child]->Flush();
+  if (child > 0) {
+    Status back = ReopenLayer(child, false);
+    if (st.ok()) st = back;
+  }
+  return st;
 }
 
 Status Chain::CopyUp(size_t base, const Progress& progress) {

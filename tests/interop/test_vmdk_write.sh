@@ -4,7 +4,9 @@
 # copies on write from its parent) into images qemu-img made, for every
 # writable subformat. Afterwards `qemu-img check` finds them clean,
 # `qemu-img compare` finds them equal to the expected content, and the
-# descriptor's CID has changed (a child made before sees it). The layouts
+# descriptor's CID has changed (a child made before sees it). Commit into
+# a vmdk parent (and into a deeper one) leaves the content and relinks the
+# child to its parent's new CID. The layouts
 # served read-only (streamOptimized, vmfsSparse, seSparse) refuse writes
 # with the reason and are left untouched.
 set -euo pipefail
@@ -89,6 +91,29 @@ iw parent.vmdk 0 0x22 512
 if "$IMGWRITE" child.vmdk 0 0x23 1 2>"$T/err"; then fail "a child whose parent changed took a write"; fi
 grep -q "does not match" "$T/err" || fail "the refusal does not say why: $(cat "$T/err")"
 echo "   the child of a changed parent is read-only: $(head -1 "$T/err")"
+
+echo "== commit into a vmdk parent empties the child and relinks it (qemu-img leaves every grain in the child)"
+qcreate -f vmdk cbase.vmdk 64M
+qio cbase.vmdk vmdk "write -P 0x11 0 8M"
+qcreate -f vmdk -b cbase.vmdk -F vmdk cmid.vmdk
+qio cmid.vmdk vmdk "write -P 0x22 1M 3M"
+qcreate -f vmdk -b cmid.vmdk -F vmdk ctop.vmdk
+qio ctop.vmdk vmdk "write -P 0x33 $((2 * MiB + 5)) 100000" "write -z $((5 * MiB)) 131072"
+qemu_raw ctop.vmdk vmdk c.raw
+before=$(stat -c %s ctop.vmdk)
+"$IMGFS" commit ctop.vmdk >/dev/null || fail "imgfs commit ctop.vmdk"
+qemu-img compare -f vmdk -F raw cmid.vmdk c.raw >/dev/null || fail "cmid.vmdk does not hold the committed content"
+qemu-img compare -f vmdk -F raw ctop.vmdk c.raw >/dev/null || fail "ctop.vmdk reads differently after the commit"
+[[ $(qemu-img map --output=json ctop.vmdk | python3 -c 'import json,sys; print(sum(1 for e in json.load(sys.stdin) if e["depth"] == 0 and e["present"]))') == 0 ]] ||
+    fail "ctop.vmdk still holds grains after the commit"
+[[ $(stat -c %s ctop.vmdk) -lt $before ]] || fail "ctop.vmdk did not shrink when emptied"
+"$IMGFS" commit -b cbase.vmdk ctop.vmdk >/dev/null || fail "imgfs commit -b cbase.vmdk"
+qemu-img compare -f vmdk -F raw cbase.vmdk c.raw >/dev/null || fail "cbase.vmdk does not hold the committed content"
+for f in cbase cmid ctop; do
+    out=$(qemu-img check "$f.vmdk" 2>&1) || fail "qemu-img check $f.vmdk after commit: $out"
+done
+"$IMGFS" info --backing-chain ctop.vmdk 2>&1 >/dev/null | grep -q . && fail "a parentCID mismatch after the commits"
+echo "   committed twice; the children point at their parents' new CIDs; qemu-img check clean"
 
 echo "== read-only layouts refuse writes with the reason"
 head -c $((1 * MiB)) /dev/urandom >s.raw

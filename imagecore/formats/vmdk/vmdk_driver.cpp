@@ -29,7 +29,8 @@ Result<std::vector<std::string>> Members(const io::File& file) {
 Capabilities VmdkCaps() {
   Capabilities c;
   c.several_files = true;
-  c.discard = true;  // flat extents punch holes; sparse grains are punched or zeroed
+  c.discard = true;
+  c.make_empty = true;  // sparse extents; a flat disk has no parent to commit into  // flat extents punch holes; sparse grains are punched or zeroed
   return c;
 }
 

@@ -42,6 +42,9 @@ class DiskExtent {
   virtual Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) = 0;
   // Makes every completed write durable, in crash-safe order.
   virtual Status Flush() { return Status::OK(); }
+  // Drops every allocation, so the extent reads from below again.
+  virtual Status MakeEmpty() { return Unsupported("a " + std::string(kind_name()) + " extent cannot be emptied"); }
+  virtual const char* kind_name() const = 0;
 
  protected:
   explicit DiskExtent(uint64_t bytes) : bytes_(bytes) {}

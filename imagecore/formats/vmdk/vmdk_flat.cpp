@@ -54,6 +54,7 @@ class FlatExtent final : public DiskExtent {
     return file_->Deallocate(start_ + off, len);  // a punched hole reads as zeros
   }
   Status Flush() override { return file_->writable() ? file_->Sync() : Status::OK(); }
+  const char* kind_name() const override { return "flat"; }
   io::File* file() const override { return file_.get(); }
   std::vector<ImageInfo::Field> Info() const override {
     return {InfoUint("virtual-size", "virtual size", bytes_), InfoString("filename", "filename", name_),
@@ -84,6 +85,8 @@ class ZeroExtent final : public DiskExtent {
     return ReadOnly("a ZERO extent stores nothing");
   }
   Status WriteZeroes(uint64_t, uint64_t, bool, const LayerReader*, uint64_t) override { return Status::OK(); }
+  Status MakeEmpty() override { return Status::OK(); }
+  const char* kind_name() const override { return "ZERO"; }
   std::vector<ImageInfo::Field> Info() const override {
     return {InfoUint("virtual-size", "virtual size", bytes_), InfoString("filename", "filename", ""),
             InfoString("format", "format", "ZERO")};

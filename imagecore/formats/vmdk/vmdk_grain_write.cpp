@@ -171,6 +171,32 @@ Status GrainExtent::FlushLocked() {
   return file_->Sync();
 }
 
+Status GrainExtent::MakeEmpty() {
+  const std::string why = WhyReadOnly();
+  if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
+  std::unique_lock<std::mutex> lock(mu_);
+  allocated_.wait(lock, [&] { return allocating_.empty(); });
+  // Every table zeroed (written back after the usual sync), then, where
+  // every table lies in the metadata before the first grain (as qemu-img
+  // lays it out), the grains cut off.
+  uint64_t tables_end = 0;
+  const size_t bytes = gt_cache_.table_bytes();
+  for (std::vector<uint64_t>* dir : {&gd_, &rgd_})
+    for (uint64_t at : *dir) {
+      if (!at) continue;
+      IMGFS_RETURN_IF_ERROR(gt_cache_.Create(at, [this] { return FlushLocked(); }).status());
+      tables_end = std::max(tables_end, at + bytes);
+    }
+  IMGFS_RETURN_IF_ERROR(FlushLocked());
+  if (l_.overhead_bytes && tables_end <= l_.overhead_bytes && l_.gd_at < l_.overhead_bytes &&
+      next_free_ > l_.overhead_bytes) {
+    IMGFS_RETURN_IF_ERROR(file_->Truncate(l_.overhead_bytes));
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    next_free_ = l_.overhead_bytes;
+  }
+  return Status::OK();
+}
+
 Status GrainExtent::Flush() {
   std::lock_guard<std::mutex> lock(mu_);
   return FlushLocked();

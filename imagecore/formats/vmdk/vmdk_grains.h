@@ -48,6 +48,7 @@ struct Layout {
   bool compressed = false;
   bool markers = false;
   uint64_t gd_at = 0, rgd_at = 0;  // byte offsets of the directories (rgd 0: none)
+  uint64_t overhead_bytes = 0;      // the metadata before the first grain
   // seSparse: where the grain tables and grains lie (sectors) and how many.
   uint64_t se_gt_base = 0, se_gt_count = 0, se_grain_base = 0, se_grain_count = 0;
   std::string type, name;
@@ -85,6 +86,8 @@ class GrainExtent final : public DiskExtent {
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below, uint64_t base) override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) override;
   Status Flush() override;
+  Status MakeEmpty() override;
+  const char* kind_name() const override { return l_.type.empty() ? "sparse" : l_.type.c_str(); }
 
  private:
   // The grain table covering grain `g`, or null where the directory has

@@ -212,18 +212,19 @@ Status VmdkImage::Flush() {
 }
 
 namespace {
-// The descriptor text with its CID line set to `cid` (added after the
+// The descriptor text with its `key` line set to `value` (added after the
 // version line if it has none), keeping the line ends it uses.
-std::string WithCid(const std::string& text, uint32_t cid) {
+std::string WithKey(const std::string& text, const std::string& key, const std::string& value) {
   const std::string eol = text.find("\r\n") != std::string::npos ? "\r\n" : "\n";
-  const std::string line = "CID=" + Hex32(cid);
+  const std::string line = key + "=" + value;
   size_t pos = 0;
   while (pos < text.size()) {
     size_t end = text.find('\n', pos);
     if (end == std::string::npos) end = text.size();
     size_t k = pos;
     while (k < end && (text[k] == ' ' || text[k] == '\t')) ++k;
-    if (text.compare(k, 4, "CID=") == 0 || text.compare(k, 4, "CID ") == 0) {
+    const size_t after = k + key.size();
+    if (text.compare(k, key.size(), key) == 0 && after < end && (text[after] == '=' || text[after] == ' ')) {
       const size_t stop = end > pos && text[end - 1] == '\r' ? end - 1 : end;
       return text.substr(0, pos) + line + text.substr(stop);
     }
@@ -263,7 +264,7 @@ Status VmdkImage::ChangeCidOnce() {
   do {
     cid = RandomCid();
   } while (cid == desc_.cid || cid == kNoParent);
-  const std::string text = WithCid(desc_text_, cid);
+  const std::string text = WithKey(desc_text_, "CID", Hex32(cid));
   IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
   desc_text_ = text;
   desc_.cid = cid;
@@ -283,6 +284,26 @@ Status VmdkImage::CheckParent(const Image& parent) const {
   if (desc_.parent_cid == cid) return Status::OK();
   return Corrupt(main_->path() + ": parentCID " + Hex32(desc_.parent_cid) + " does not match CID " + Hex32(cid) +
                  " of its parent " + p->main_->path() + " (the parent changed after this disk was made on it)");
+}
+
+Status VmdkImage::RelinkParent(const Image& parent) {
+  const auto* p = dynamic_cast<const VmdkImage*>(&parent);
+  if (!p || read_only()) return Status::OK();
+  const uint32_t cid = p->cid();
+  std::lock_guard<std::mutex> lock(cid_mu_);
+  if (desc_.parent_cid == cid || (!descriptor_file_ && !desc_room_)) return Status::OK();
+  const std::string text = WithKey(desc_text_, "parentCID", Hex32(cid));
+  IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
+  desc_text_ = text;
+  desc_.parent_cid = cid;
+  return Status::OK();
+}
+
+Status VmdkImage::MakeEmpty() {
+  if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
+  IMGFS_RETURN_IF_ERROR(ChangeCidOnce());
+  for (const auto& e : extents_) IMGFS_RETURN_IF_ERROR(e->MakeEmpty());
+  return Flush();
 }
 
 uint32_t VmdkImage::cid() const {

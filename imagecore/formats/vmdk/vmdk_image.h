@@ -32,6 +32,8 @@ class VmdkImage final : public Image {
   Status Flush() override;
   std::optional<BackingRef> Backing() const override;
   Status CheckParent(const Image& parent) const override;
+  Status RelinkParent(const Image& parent) override;
+  Status MakeEmpty() override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *main_; }
   std::vector<LayerFile> files() const override { return files_; }

@@ -129,6 +129,7 @@ Result<std::unique_ptr<DiskExtent>> OpenHostedSparse(std::unique_ptr<io::File> f
     l.rgd_at = h.rgd_offset * 512;
   }
   l.gd_at = h.gd_offset * 512;
+  l.overhead_bytes = h.overhead * 512;
   l.version = h.version;
   return std::unique_ptr<DiskExtent>(new GrainExtent(std::move(file), std::move(l), std::move(gd), std::move(rgd)));
 }

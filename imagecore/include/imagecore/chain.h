@@ -107,6 +107,9 @@ class Chain {
   // Copies what layers [0, base) hold into layer `base`. REQUIRES: io_mu_
   // shared and write_mu_ exclusive.
   Status CopyUp(size_t base, const Progress& progress);
+  // After a commit into `base`: the layer above it relinks to it.
+  // REQUIRES: io_mu_ and write_mu_ exclusive.
+  Status RelinkAbove(size_t base);
 
   mutable RwLock write_mu_;
   mutable RwLock io_mu_;

@@ -178,6 +178,9 @@ class Image {
   // was made on (VMDK: parentCID against the parent's CID). An error says
   // why not; the chain is then served read-only with that reason.
   virtual Status CheckParent(const Image& parent) const { return Status::OK(); }
+  // The parent changed by the chain's own doing (a commit wrote into it):
+  // record what it is now, so that CheckParent holds again. Exclusive.
+  virtual Status RelinkParent(const Image& parent) { return Status::OK(); }
   // Internal snapshots, oldest first.
   virtual std::vector<SnapshotInfo> Snapshots() const { return {}; }
   // Opens internal snapshot `id` as a read-only layer. Its backing file is
