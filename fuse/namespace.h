@@ -6,7 +6,7 @@
 //   /<image>/info.json     kInfo
 //   /<image>/layers/       kLayersDir
 //   /<image>/layers/N-x.raw kLayer        the chain from depth N, read-only
-//   /<image>/snapshots/     kSnapshotsDir  qcow2 images only
+//   /<image>/snapshots/     kSnapshotsDir  formats with internal snapshots
 //   /<image>/snapshots/s.raw kSnapshot     internal snapshot, read-only
 //   /<image>/ctl           kCtl           control commands and their state
 //   /<image>/partitions/pN.raw kPartition  partition N of the guest disk
