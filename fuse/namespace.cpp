@@ -276,6 +276,18 @@ long Namespace::Added(const std::string& name) {
       Log(LogLevel::kInfo, path + " (a file of " + e.name + ") was changed by another program: reopened");
       return owner;
     }
+    // A file an image gained while listed (a vmdk grown by an extent file):
+    // its header names it now.
+    const std::string real = io::RealPath(path);
+    for (size_t j = 0; j < size(); ++j) {
+      const ImageEntry& e = image(j);
+      if (e.removed || !CapabilitiesOf(e.format).several_files) continue;
+      for (const std::string& m : MemberPaths(e.path))
+        if (io::RealPath(m) == real) {
+          Log(LogLevel::kInfo, path + ": a new file of " + e.name + ", not listed");
+          return -1;
+        }
+    }
     // A new image may take files that are listed as images of their own.
     for (const std::string& m : MemberPaths(path)) {
       const std::string real = io::RealPath(m);

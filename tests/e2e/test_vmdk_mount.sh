@@ -104,6 +104,19 @@ done
 [[ $(attr stream.vmdk read_only) == "1: streamOptimized (compressed) extents are served read-only" ]] ||
     fail "stream read_only: $(attr stream.vmdk read_only)"
 echo "   written; EROFS for the parents and the stream"
+
+log "resize through ctl: split.vmdk gains an extent file, which is not listed"
+echo "resize +2G" >"$MNT/split.vmdk/ctl"
+grep -q "^last: resize +2G: ok" "$MNT/split.vmdk/ctl" || fail "ctl resize: $(cat "$MNT/split.vmdk/ctl")"
+[[ $(stat -c %s "$MNT/split.vmdk/disk.raw") == $((4148 * M)) ]] || fail "split.vmdk/disk.raw is $(stat -c %s "$MNT/split.vmdk/disk.raw") bytes"
+[[ -f $SRC/split-s003.vmdk ]] || fail "no split-s003.vmdk after the resize"
+sleep 0.5  # the watcher has seen the new file by now
+got=$(ls "$MNT" | tr '\n' ' ')
+[[ $got == "base_os_gold.vmdk dept_dev.vmdk flat.vmdk ok.qcow2 split.vmdk stream.vmdk user_alice.vmdk " ]] ||
+    fail "listed after the resize: $got"
+grep -q "split-s003.vmdk: a new file of split.vmdk, not listed" "$T/log" || fail "the watcher did not see split-s003.vmdk as split.vmdk's"
+printf 'E%.0s' $(seq 1 4096) | dd of="$MNT/split.vmdk/disk.raw" bs=4096 seek=$((4148 * 256 - 1)) conv=notrunc status=none
+echo "   4148 MiB, split-s003.vmdk not listed, the new end written"
 mount_alive "$MNT" || fail "the mount died"
 [[ $(head -c 4 "$MNT/ok.qcow2/disk.raw" | wc -c) == 4 ]] || fail "ok.qcow2 does not read"
 umount_imgfs "$MNT"
@@ -111,5 +124,9 @@ for img in user_alice flat; do
     out=$(qemu-img check -f vmdk "$SRC/$img.vmdk" 2>&1) || fail "qemu-img check $img.vmdk after the mount: $out"
     qemu-img compare -f vmdk -F raw "$SRC/$img.vmdk" "$T/$img.raw" >/dev/null || fail "$img.vmdk differs from what was written"
 done
+out=$(qemu-img check -f vmdk "$SRC/split.vmdk" 2>&1) || fail "qemu-img check split.vmdk after the resize: $out"
+qemu-io -f vmdk -c "read -P 0x45 $((4148 * M - 4096)) 4096" "$SRC/split.vmdk" | grep -q "verification failed" &&
+    fail "qemu does not read the grown end of split.vmdk"
+
 echo "   qemu-img check clean and compare equal after unmount"
 echo "PASS: vmdk_mount"

@@ -6,7 +6,9 @@
 # `qemu-img compare` finds them equal to the expected content, and the
 # descriptor's CID has changed (a child made before sees it). Commit into
 # a vmdk parent (and into a deeper one) leaves the content and relinks the
-# child to its parent's new CID. The layouts
+# child to its parent's new CID. Every writable subformat grows (tables
+# preallocated as qemu-img lays them out, extent files added for
+# twoGbMaxExtent*), and qemu writes and reads the grown disk. The layouts
 # served read-only (streamOptimized, vmfsSparse, seSparse) refuse writes
 # with the reason and are left untouched.
 set -euo pipefail
@@ -114,6 +116,28 @@ for f in cbase cmid ctop; do
 done
 "$IMGFS" info --backing-chain ctop.vmdk 2>&1 >/dev/null | grep -q . && fail "a parentCID mismatch after the commits"
 echo "   committed twice; the children point at their parents' new CIDs; qemu-img check clean"
+
+echo "== resize: every writable subformat grows (qemu-img 7.2 cannot); shrinking is refused"
+for sub in monolithicSparse monolithicSparse/zeroed_grain=on monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+    opts=subformat=${sub%%/*}
+    [[ $sub == */* ]] && opts+=,${sub#*/}
+    img=r-${sub//[\/=]/_}.vmdk
+    qcreate -f vmdk -o "$opts" "$img" 100M
+    qio "$img" vmdk "write -P 0x51 $((100 * MiB - 4096)) 4096" "write -P 0x52 0 1000"
+    "$IMGFS" resize "$img" +4400M >/dev/null || fail "imgfs resize $img +4400M"
+    "$IMGFS" resize "$img" +10M >/dev/null || fail "imgfs resize $img +10M"
+    out=$(qemu-img check "$img" 2>&1) || fail "qemu-img check $img after resize: $out"
+    [[ $(vsize "$img") == $((4510 * MiB)) ]] || fail "$img: virtual size $(vsize "$img") after the resizes"
+    qemu-io -f vmdk -c "read -P 0x51 $((100 * MiB - 4096)) 4096" -c "read -P 0x52 0 1000" -c "read -P 0 $((100 * MiB)) 1M" \
+        -c "write -P 0x53 $((4510 * MiB - 512)) 512" -c "read -P 0x53 $((4510 * MiB - 512)) 512" "$img" |
+        grep -q "verification failed" && fail "$img: qemu reads other bytes after the resize"
+    cmp <(head -c 512 /dev/zero | tr '\000' '\123') <("$IMGCAT" "$img" $((4510 * MiB - 512)) 512) ||
+        fail "$img: imgfs does not read what qemu wrote into the grown range"
+    if "$IMGFS" resize --shrink "$img" 50M >/dev/null 2>"$T/err"; then fail "$img shrank"; fi
+    grep -q "not supported" "$T/err" || fail "$img: shrink refusal: $(cat "$T/err")"
+    echo "   $img: 100M -> 4510M, qemu-img check clean, qemu writes and reads the new end"
+done
+ls r-twoGbMaxExtentSparse-s003.vmdk r-twoGbMaxExtentFlat-f003.vmdk >/dev/null || fail "twoGbMaxExtent* did not gain a third extent"
 
 echo "== read-only layouts refuse writes with the reason"
 head -c $((1 * MiB)) /dev/urandom >s.raw

@@ -75,6 +75,24 @@ std::string Hex(uint32_t v) {
   return s;
 }
 
+std::string DescriptorText(const Spec& s, uint32_t cid, uint32_t parent_cid, const std::string& parent,
+                           const std::string& create_type, const std::string& extents, uint64_t size) {
+  const uint64_t heads = s.adapter == "ide" ? 16 : 255;
+  std::string t = "# Disk DescriptorFile\nversion=1\nCID=" + Hex(cid) + "\nparentCID=" + Hex(parent_cid) +
+                  "\ncreateType=\"" + create_type + "\"\n";
+  t += parent.empty() ? "\n" : "parentFileNameHint=\"" + parent + "\"\n";
+  t += "# Extent description\n" + extents + "\n# The Disk Data Base\n#DDB\n\n";
+  t += "ddb.virtualHWVersion = \"" + s.hwversion + "\"\n";
+  t += "ddb.geometry.cylinders = \"" + std::to_string(size / (63 * heads * 512)) + "\"\n";
+  t += "ddb.geometry.heads = \"" + std::to_string(heads) + "\"\n";
+  t += "ddb.geometry.sectors = \"63\"\n";
+  t += "ddb.adapterType = \"" + s.adapter + "\"\n";
+  t += "ddb.toolsVersion = \"" + s.tools + "\"\n";
+  return t;
+}
+
+}  // namespace
+
 // The extent files' names as qemu makes them: "x.vmdk" -> "x-flat.vmdk".
 std::string ExtentName(const std::string& main_path, const std::string& tag) {
   std::string base = main_path.substr(main_path.rfind('/') + 1);
@@ -125,24 +143,6 @@ Status WriteSparse(io::File& f, uint64_t sectors, bool zeroed_grain, bool stream
   IMGFS_RETURN_IF_ERROR(f.PWrite(0, meta.data(), meta.size()));
   return Status::OK();
 }
-
-std::string DescriptorText(const Spec& s, uint32_t cid, uint32_t parent_cid, const std::string& parent,
-                           const std::string& create_type, const std::string& extents, uint64_t size) {
-  const uint64_t heads = s.adapter == "ide" ? 16 : 255;
-  std::string t = "# Disk DescriptorFile\nversion=1\nCID=" + Hex(cid) + "\nparentCID=" + Hex(parent_cid) +
-                  "\ncreateType=\"" + create_type + "\"\n";
-  t += parent.empty() ? "\n" : "parentFileNameHint=\"" + parent + "\"\n";
-  t += "# Extent description\n" + extents + "\n# The Disk Data Base\n#DDB\n\n";
-  t += "ddb.virtualHWVersion = \"" + s.hwversion + "\"\n";
-  t += "ddb.geometry.cylinders = \"" + std::to_string(size / (63 * heads * 512)) + "\"\n";
-  t += "ddb.geometry.heads = \"" + std::to_string(heads) + "\"\n";
-  t += "ddb.geometry.sectors = \"63\"\n";
-  t += "ddb.adapterType = \"" + s.adapter + "\"\n";
-  t += "ddb.toolsVersion = \"" + s.tools + "\"\n";
-  return t;
-}
-
-}  // namespace
 
 Status CreateFiles(NewFiles& files, const CreateOptions& opts) {
   IMGFS_ASSIGN_OR_RETURN(Spec s, ParseSpec(opts));

@@ -144,4 +144,33 @@ Result<Descriptor> ParseDescriptor(std::string_view text) {
   return d;
 }
 
+std::string WithExtents(const std::string& text, const std::vector<ExtentLine>& extents) {
+  const std::string eol = text.find("\r\n") != std::string::npos ? "\r\n" : "\n";
+  std::string lines;
+  for (const ExtentLine& e : extents) {
+    lines += e.access == ExtentAccess::kRW ? "RW " : e.access == ExtentAccess::kRdOnly ? "RDONLY " : "NOACCESS ";
+    lines += std::to_string(e.sectors) + " " + e.type;
+    if (e.has_file) lines += " \"" + e.file + "\"";
+    if (e.type == "FLAT" || e.offset) lines += " " + std::to_string(e.offset);
+    lines += eol;
+  }
+  std::string out;
+  bool placed = false;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    end = end == std::string::npos ? text.size() : end + 1;
+    const std::string_view line = Trim(std::string_view(text).substr(pos, end - pos));
+    if (IsExtentLine(line)) {
+      if (!placed) out += lines;
+      placed = true;
+    } else {
+      out.append(text, pos, end - pos);
+    }
+    pos = end;
+  }
+  if (!placed) out += lines;
+  return out;
+}
+
 }  // namespace imgfs::vmdk

@@ -43,5 +43,8 @@ struct Descriptor {
 bool LooksLikeDescriptor(const uint8_t* head, size_t len);
 // Parses descriptor text (NUL padding ends it; CRLF and # comments allowed).
 Result<Descriptor> ParseDescriptor(std::string_view text);
+// The text with its extent lines replaced by `extents` (written where the
+// first one was), everything else as it was.
+std::string WithExtents(const std::string& text, const std::vector<ExtentLine>& extents);
 
 }  // namespace imgfs::vmdk

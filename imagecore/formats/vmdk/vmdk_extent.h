@@ -45,6 +45,11 @@ class DiskExtent {
   // Drops every allocation, so the extent reads from below again.
   virtual Status MakeEmpty() { return Unsupported("a " + std::string(kind_name()) + " extent cannot be emptied"); }
   virtual const char* kind_name() const = 0;
+  // Covers `new_bytes` (more than now); what it gains reads as unallocated
+  // (sparse) or zeros (flat). Exclusive: no I/O meanwhile.
+  virtual Status Grow(uint64_t new_bytes) {
+    return Unsupported("a " + std::string(kind_name()) + " extent cannot grow");
+  }
 
  protected:
   explicit DiskExtent(uint64_t bytes) : bytes_(bytes) {}

@@ -55,6 +55,13 @@ class FlatExtent final : public DiskExtent {
   }
   Status Flush() override { return file_->writable() ? file_->Sync() : Status::OK(); }
   const char* kind_name() const override { return "flat"; }
+  Status Grow(uint64_t new_bytes) override {
+    if (!file_->writable()) return ReadOnly(file_->path() + ": opened read-only");
+    if (file_->Size() < start_ + new_bytes) IMGFS_RETURN_IF_ERROR(file_->Truncate(start_ + new_bytes));
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    bytes_ = new_bytes;
+    return Status::OK();
+  }
   io::File* file() const override { return file_.get(); }
   std::vector<ImageInfo::Field> Info() const override {
     return {InfoUint("virtual-size", "virtual size", bytes_), InfoString("filename", "filename", name_),

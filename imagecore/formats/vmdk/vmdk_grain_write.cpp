@@ -161,10 +161,10 @@ Status GrainExtent::FlushLocked() {
   for (uint64_t gdi : gd_dirty_) {
     uint8_t e[4];
     StoreLE32(e, uint32_t(gd_[gdi] / 512));
-    IMGFS_RETURN_IF_ERROR(file_->PWrite(l_.gd_at + gdi * 4, e, 4));
+    IMGFS_RETURN_IF_ERROR(file_->PWrite(gd_at_ + gdi * 4, e, 4));
     if (!rgd_.empty()) {
       StoreLE32(e, uint32_t(rgd_[gdi] / 512));
-      IMGFS_RETURN_IF_ERROR(file_->PWrite(l_.rgd_at + gdi * 4, e, 4));
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(rgd_at_ + gdi * 4, e, 4));
     }
   }
   gd_dirty_.clear();
@@ -188,12 +188,88 @@ Status GrainExtent::MakeEmpty() {
       tables_end = std::max(tables_end, at + bytes);
     }
   IMGFS_RETURN_IF_ERROR(FlushLocked());
-  if (l_.overhead_bytes && tables_end <= l_.overhead_bytes && l_.gd_at < l_.overhead_bytes &&
+  if (l_.overhead_bytes && tables_end <= l_.overhead_bytes && gd_at_ < l_.overhead_bytes &&
       next_free_ > l_.overhead_bytes) {
     IMGFS_RETURN_IF_ERROR(file_->Truncate(l_.overhead_bytes));
     IMGFS_RETURN_IF_ERROR(file_->Sync());
     next_free_ = l_.overhead_bytes;
   }
+  return Status::OK();
+}
+
+Result<uint64_t> GrainExtent::RelocateLocked(const std::vector<uint64_t>& dir) {
+  const uint64_t at = next_free_;
+  std::vector<uint8_t> raw((dir.size() * 4 + 511) / 512 * 512, 0);
+  for (size_t i = 0; i < dir.size(); ++i) StoreLE32(&raw[i * 4], uint32_t(dir[i] / 512));
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(at, raw.data(), raw.size()));
+  next_free_ += raw.size();
+  return at;
+}
+
+Status GrainExtent::Grow(uint64_t new_bytes) {
+  const std::string why = WhyReadOnly();
+  if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
+  if (new_bytes <= bytes_) return Status::OK();
+  std::unique_lock<std::mutex> lock(mu_);
+  IMGFS_RETURN_IF_ERROR(FlushLocked());  // pending tables go where the directories are now
+  const uint64_t span = uint64_t(l_.gt_entries) * l_.grain_bytes;
+  const uint64_t n = (new_bytes + span - 1) / span;
+  if (n > (uint64_t(1) << 25)) return InvalidArgument(file_->path() + ": too large for one sparse extent");
+  // A directory fills whole sectors (every structure starts on one), so
+  // it may grow into the rest of its last sector; beyond that it moves to
+  // the end of the file. Either way it is durable before the one header
+  // write that makes the disk larger.
+  auto room = [](size_t entries) { return (entries * 4 + 511) / 512 * 512 / 4; };
+  const bool in_place = n <= room(gd_.size()) && (rgd_.empty() || n <= room(rgd_.size()));
+  const size_t old_n = gd_.size();
+  std::vector<uint64_t> gd = gd_, rgd = rgd_;
+  gd.resize(n, 0);
+  if (!rgd.empty()) rgd.resize(n, 0);
+  // Zeroed grain tables for the new range, as qemu-img preallocates them
+  // (qemu writes only through tables that exist), durable before any
+  // directory entry points to them.
+  const uint64_t table = (uint64_t(l_.gt_entries) * 4 + 511) / 512 * 512;
+  if (n > old_n) {
+    const std::vector<uint8_t> zeros((n - old_n) * table, 0);
+    for (std::vector<uint64_t>* dir : {&gd, &rgd}) {
+      if (dir->empty()) continue;
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(next_free_, zeros.data(), zeros.size()));
+      for (size_t i = old_n; i < n; ++i) (*dir)[i] = next_free_ + (i - old_n) * table;
+      next_free_ += zeros.size();
+    }
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+  }
+  uint64_t gd_at = gd_at_, rgd_at = rgd_at_;
+  if (in_place) {
+    // The rest of the directories' last sectors: free, as every structure starts on a sector.
+    for (size_t i = old_n; i < n; ++i) {
+      uint8_t e[4];
+      StoreLE32(e, uint32_t(gd[i] / 512));
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(gd_at + i * 4, e, 4));
+      if (!rgd.empty()) {
+        StoreLE32(e, uint32_t(rgd[i] / 512));
+        IMGFS_RETURN_IF_ERROR(file_->PWrite(rgd_at + i * 4, e, 4));
+      }
+    }
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(gd_at, RelocateLocked(gd));
+    if (!rgd.empty()) {
+      IMGFS_ASSIGN_OR_RETURN(rgd_at, RelocateLocked(rgd));
+    }
+  }
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  uint8_t h[512];
+  IMGFS_RETURN_IF_ERROR(file_->PRead(0, h, sizeof h));
+  StoreLE64(h + 12, new_bytes / 512);
+  StoreLE64(h + 56, gd_at / 512);
+  if (!rgd.empty()) StoreLE64(h + 48, rgd_at / 512);
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(0, h, sizeof h));  // one sector: the switch
+  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  gd_ = std::move(gd);
+  rgd_ = std::move(rgd);
+  gd_at_ = gd_at;
+  rgd_at_ = rgd_at;
+  bytes_ = new_bytes;
   return Status::OK();
 }
 

@@ -31,6 +31,8 @@ GrainExtent::GrainExtent(std::unique_ptr<io::File> file, Layout l, std::vector<u
       l_(std::move(l)),
       gd_(std::move(gd)),
       rgd_(std::move(rgd)),
+      gd_at_(l_.gd_at),
+      rgd_at_(l_.rgd_at),
       next_free_((file_->Size() + 511) / 512 * 512),
       gt_cache_(size_t(l_.gt_entries) * l_.entry_bytes, 256),
       decoded_(std::max<size_t>(4, (8 << 20) / l_.grain_bytes)) {}

@@ -87,6 +87,7 @@ class GrainExtent final : public DiskExtent {
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) override;
   Status Flush() override;
   Status MakeEmpty() override;
+  Status Grow(uint64_t new_bytes) override;
   const char* kind_name() const override { return l_.type.empty() ? "sparse" : l_.type.c_str(); }
 
  private:
@@ -107,6 +108,8 @@ class GrainExtent final : public DiskExtent {
   // Waits until no allocation of grain `g` is in flight. REQUIRES: lock on mu_.
   void WaitForGrain(uint64_t g, std::unique_lock<std::mutex>& lock);
   Status FlushLocked();
+  // Writes a directory at the end of the file (for growth). REQUIRES: mu_.
+  Result<uint64_t> RelocateLocked(const std::vector<uint64_t>& dir);
 
   std::unique_ptr<io::File> file_;
   const Layout l_;
@@ -115,6 +118,7 @@ class GrainExtent final : public DiskExtent {
   std::vector<uint64_t> gd_;           // GUARDED_BY(mu_) byte offset of each grain table, 0 = none
   std::vector<uint64_t> rgd_;          // GUARDED_BY(mu_) the redundant directory's (empty: none)
   std::set<uint64_t> gd_dirty_;        // GUARDED_BY(mu_) directory entries not yet written
+  uint64_t gd_at_, rgd_at_;            // GUARDED_BY(mu_) where the directories are (bytes; rgd 0: none)
   std::set<uint64_t> allocating_;      // GUARDED_BY(mu_) grains whose data is being written
   uint64_t next_free_;                 // GUARDED_BY(mu_) where the next grain or table goes
   TableCache gt_cache_;                // GUARDED_BY(mu_)

@@ -123,6 +123,8 @@ Result<std::unique_ptr<Image>> VmdkImage::Open(std::unique_ptr<io::File> file, c
   uint8_t head[512];
   IMGFS_RETURN_IF_ERROR(file->PRead(0, head, sizeof head));
   std::unique_ptr<VmdkImage> img(new VmdkImage());
+  img->opener_ = &opts.files();
+  img->access_ = opts.access;
   if (IsKdmv(head, sizeof head)) {
     IMGFS_RETURN_IF_ERROR(img->OpenMonolithic(std::move(file)));
   } else if (IsCowd(head, sizeof head) || IsSeSparse(head, sizeof head)) {

@@ -1,7 +1,8 @@
 // A VMDK disk: a descriptor (a text file, or embedded in a monolithic
 // sparse file) and the extents it lists, laid end to end.
 //
-// Thread model: the extent list is set at open and constant; the extents
+// Thread model: the extent list is set at open and changes only in Resize,
+// which runs alone (the chain's rule for control operations); the extents
 // guard their own state. `cid_mu_` guards the descriptor's CID, changed
 // once, at the first write after an open, before any data is written (as
 // VMware does, so a child made on this disk sees that it changed).
@@ -34,6 +35,7 @@ class VmdkImage final : public Image {
   Status CheckParent(const Image& parent) const override;
   Status RelinkParent(const Image& parent) override;
   Status MakeEmpty() override;
+  Status Resize(uint64_t new_size, const LayerReader* below) override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *main_; }
   std::vector<LayerFile> files() const override { return files_; }
@@ -52,6 +54,11 @@ class VmdkImage final : public Image {
   // The extents a text descriptor lists, each opened by name.
   Status OpenDescribed(std::unique_ptr<io::File> file, const OpenOptions& opts);
   Status AddExtent(const ExtentLine& line, const OpenOptions& opts);
+  // Resize's steps: the last extent grows; then (twoGbMaxExtent*) new
+  // extent files follow it, each whole and synced before the descriptor
+  // names it.
+  Status GrowLast(uint64_t new_size);
+  Status AddExtentFile(uint64_t sectors);
   void Append(std::unique_ptr<DiskExtent> e);
   size_t ExtentAt(uint64_t off) const;
 
@@ -68,6 +75,9 @@ class VmdkImage final : public Image {
   mutable std::mutex cid_mu_;  // guards desc_.cid, desc_text_
   std::atomic<bool> cid_changed_{false};
   bool opened_ = false;  // Open finished: only then does closing flush
+  // For new extent files (resize): where files come from and with whose rights.
+  const FileOpener* opener_ = nullptr;
+  io::Access access_;
 };
 
 extern const FormatDriver kDriver;

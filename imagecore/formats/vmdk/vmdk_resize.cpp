@@ -1,0 +1,97 @@
+// Growing a VMDK disk (qemu-img 7.2 cannot): the last extent grows, and a
+// twoGbMaxExtent disk gains extent files of 2 GiB at most. The descriptor
+// is rewritten last: until then the disk reads at its old size, and a crash
+// leaves at most an extent file nothing names.
+#include <algorithm>
+
+#include "formats/vmdk/vmdk_create.h"
+#include "formats/vmdk/vmdk_image.h"
+#include "formats/vmdk/vmdk_sparse.h"
+
+namespace imgfs::vmdk {
+namespace {
+constexpr uint64_t kSplitBytes = uint64_t(2) << 30;
+}  // namespace
+
+Status VmdkImage::GrowLast(uint64_t new_size) {
+  DiskExtent& last = *extents_.back();
+  const bool split = desc_.create_type.rfind("twoGb", 0) == 0;
+  uint64_t want = new_size - starts_.back();
+  if (split) want = std::min(want, std::max(kSplitBytes, last.bytes()));
+  if (want <= last.bytes()) return Status::OK();
+  IMGFS_RETURN_IF_ERROR(last.Grow(want));
+  if (!desc_.extents.empty()) desc_.extents.back().sectors = want / 512;
+  size_ = starts_.back() + want;
+  return Status::OK();
+}
+
+Status VmdkImage::AddExtentFile(uint64_t sectors) {
+  const bool flat = desc_.extents.back().type == "FLAT";
+  char tag[16];
+  std::snprintf(tag, sizeof tag, flat ? "f%03zu" : "s%03zu", desc_.extents.size() + 1);
+  const std::string name = ExtentName(main_->path(), tag);
+  const std::string path = ResolveNamedPath(main_->path(), name);
+  IMGFS_ASSIGN_OR_RETURN(auto made, opener_->Create(path));
+  Status st = flat ? made->Truncate(sectors * 512) : WriteSparse(*made, sectors, false, false, "");
+  if (st.ok()) st = made->Sync();
+  made.reset();
+  std::unique_ptr<DiskExtent> e;
+  if (st.ok()) {
+    auto f = opener_->Open(path, true, access_);
+    st = f.status();
+    if (st.ok()) st = f.value()->ClaimForWriting();
+    if (st.ok() && flat) e = NewFlatExtent(std::move(f).value(), 0, sectors * 512, "FLAT", path);
+    if (st.ok() && !flat) {
+      auto h = ReadSparseHeader(*f.value());
+      st = h.status();
+      if (st.ok()) {
+        auto opened = OpenHostedSparse(std::move(f).value(), h.value(), "SPARSE", path);
+        st = opened.status();
+        if (st.ok()) e = std::move(opened).value();
+      }
+    }
+  }
+  if (!st.ok()) {
+    opener_->Remove(path);
+    return st.Prefixed("cannot add extent " + name);
+  }
+  ExtentLine line;
+  line.sectors = sectors;
+  line.type = flat ? "FLAT" : "SPARSE";
+  line.file = name;
+  line.has_file = true;
+  desc_.extents.push_back(line);
+  Append(std::move(e));
+  return Status::OK();
+}
+
+Status VmdkImage::Resize(uint64_t new_size, const LayerReader* below) {
+  if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
+  if (new_size % 512) return InvalidArgument("a VMDK disk's size is a multiple of 512 bytes");
+  if (new_size < size_) return Unsupported("shrinking a VMDK image is not supported yet");
+  if (new_size == size_) return Status::OK();
+  if (new_size / 512 > kMaxCapacitySectors) return InvalidArgument("the size is too large for a VMDK image");
+  const bool split = desc_.create_type.rfind("twoGb", 0) == 0;
+  if (split && (!descriptor_file_ || desc_.extents.size() != extents_.size()))
+    return Unsupported("a twoGbMaxExtent disk without its own descriptor file cannot grow");
+  IMGFS_RETURN_IF_ERROR(ChangeCidOnce());
+  const uint64_t old_size = size_;
+  IMGFS_RETURN_IF_ERROR(GrowLast(new_size));
+  while (split && size_ < new_size) IMGFS_RETURN_IF_ERROR(AddExtentFile(std::min(new_size - size_, kSplitBytes) / 512));
+  if (size_ != new_size) return Unsupported("this VMDK layout cannot grow to that size");
+  {
+    std::lock_guard<std::mutex> lock(cid_mu_);
+    if (descriptor_file_ || desc_room_) {
+      const std::string text = WithExtents(desc_text_, desc_.extents);
+      IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
+      desc_text_ = text;
+    }
+  }
+  // What the layers below hold past the old end stays hidden: it reads as
+  // zeros, as a grown qcow2 reads.
+  if (below && below->VirtualSize() > old_size)
+    IMGFS_RETURN_IF_ERROR(WriteZeroes(old_size, std::min(below->VirtualSize(), new_size) - old_size, false, below));
+  return Flush();
+}
+
+}  // namespace imgfs::vmdk
