@@ -16,7 +16,7 @@ const std::vector<uint8_t>* DecodedGrains::Find(uint64_t host) {
 }
 
 void DecodedGrains::Put(uint64_t host, std::vector<uint8_t> data) {
-  if (map_.count(host)) return;
+  if (capacity_ == 0 || map_.count(host)) return;
   if (map_.size() >= capacity_) {
     map_.erase(lru_.back());
     lru_.pop_back();
@@ -34,8 +34,9 @@ GrainExtent::GrainExtent(std::unique_ptr<io::File> file, Layout l, std::vector<u
       gd_at_(l_.gd_at),
       rgd_at_(l_.rgd_at),
       next_free_((file_->Size() + 511) / 512 * 512),
-      gt_cache_(size_t(l_.gt_entries) * l_.entry_bytes, 256),
-      decoded_(std::max<size_t>(4, (8 << 20) / l_.grain_bytes)) {}
+      gt_cache_(size_t(l_.gt_entries) * l_.entry_bytes,
+                std::clamp<size_t>(l_.cache_bytes / (size_t(l_.gt_entries) * l_.entry_bytes), 2, 256)),
+      decoded_(std::min<size_t>(64, l_.cache_bytes / l_.grain_bytes)) {}
 
 std::vector<ImageInfo::Field> GrainExtent::Info() const {
   std::vector<ImageInfo::Field> f;

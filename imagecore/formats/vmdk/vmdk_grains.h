@@ -49,6 +49,10 @@ struct Layout {
   bool markers = false;
   uint64_t gd_at = 0, rgd_at = 0;  // byte offsets of the directories (rgd 0: none)
   uint64_t overhead_bytes = 0;      // the metadata before the first grain
+  // Memory this extent may keep in caches (grain tables, decoded grains):
+  // an image's budget split among its extents, so that a descriptor of
+  // thousands of extents cannot make it hold gigabytes.
+  size_t cache_bytes = 8 << 20;
   // seSparse: where the grain tables and grains lie (sectors) and how many.
   uint64_t se_gt_base = 0, se_gt_count = 0, se_grain_base = 0, se_grain_count = 0;
   std::string type, name;

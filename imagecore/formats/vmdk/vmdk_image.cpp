@@ -35,6 +35,12 @@ std::string PortableHint(const std::string& hint) {
 
 }  // namespace
 
+size_t VmdkImage::CacheBytesPerExtent() const {
+  // 16 MiB per image, at least 64 KiB per extent (two tables of the
+  // largest kind): 256 MiB for the most extents a descriptor may list.
+  return std::max<size_t>(64 << 10, (16 << 20) / std::max<size_t>(1, desc_.extents.size()));
+}
+
 void VmdkImage::Append(std::unique_ptr<DiskExtent> e) {
   starts_.push_back(size_);
   size_ += e->bytes();
@@ -93,11 +99,11 @@ Status VmdkImage::AddExtent(const ExtentLine& line, const OpenOptions& opts) {
   } else if (line.type == "SPARSE") {
     auto h = ReadSparseHeader(*f);
     if (!h.ok()) return h.status().Prefixed(path);
-    e = OpenHostedSparse(std::move(f), h.value(), line.type, path);
+    e = OpenHostedSparse(std::move(f), h.value(), line.type, path, CacheBytesPerExtent());
   } else if (line.type == "VMFSSPARSE") {
-    e = OpenCowd(std::move(f), path);
+    e = OpenCowd(std::move(f), path, CacheBytesPerExtent());
   } else {
-    e = OpenSeSparse(std::move(f), path);
+    e = OpenSeSparse(std::move(f), path, CacheBytesPerExtent());
   }
   if (!e.ok()) return e.status().message().rfind(path, 0) == 0 ? e.status() : e.status().Prefixed(path);
   Append(std::move(e).value());

@@ -60,6 +60,7 @@ class VmdkImage final : public Image {
   Status GrowLast(uint64_t new_size);
   Status AddExtentFile(uint64_t sectors);
   void Append(std::unique_ptr<DiskExtent> e);
+  size_t CacheBytesPerExtent() const;
   size_t ExtentAt(uint64_t off) const;
 
   std::unique_ptr<io::File> descriptor_file_;  // null when the descriptor is embedded

@@ -105,8 +105,10 @@ Result<SparseHeader> ReadSparseHeader(const io::File& file) {
 }
 
 Result<std::unique_ptr<DiskExtent>> OpenHostedSparse(std::unique_ptr<io::File> file, const SparseHeader& h,
-                                                     const std::string& type, const std::string& name) {
+                                                     const std::string& type, const std::string& name,
+                                                     size_t cache_bytes) {
   Layout l;
+  l.cache_bytes = cache_bytes;
   l.flavor = Flavor::kHosted;
   l.capacity_bytes = h.capacity * 512;
   l.grain_bytes = h.grain_sectors * 512;
@@ -134,7 +136,8 @@ Result<std::unique_ptr<DiskExtent>> OpenHostedSparse(std::unique_ptr<io::File> f
   return std::unique_ptr<DiskExtent>(new GrainExtent(std::move(file), std::move(l), std::move(gd), std::move(rgd)));
 }
 
-Result<std::unique_ptr<DiskExtent>> OpenCowd(std::unique_ptr<io::File> file, const std::string& name) {
+Result<std::unique_ptr<DiskExtent>> OpenCowd(std::unique_ptr<io::File> file, const std::string& name,
+                                             size_t cache_bytes) {
   uint8_t b[2048];
   IMGFS_RETURN_IF_ERROR(file->PRead(0, b, sizeof b));
   if (!IsCowd(b, sizeof b)) return Corrupt("not a COWD extent");
@@ -144,6 +147,7 @@ Result<std::unique_ptr<DiskExtent>> OpenCowd(std::unique_ptr<io::File> file, con
   if (uint64_t(n) * span < sectors) return Corrupt("COWD grain directory does not cover the capacity");
   Layout l;
   l.flavor = Flavor::kCowd;
+  l.cache_bytes = cache_bytes;
   l.capacity_bytes = uint64_t(sectors) * 512;
   l.grain_bytes = uint64_t(grain) * 512;
   l.gt_entries = 4096;
@@ -155,7 +159,8 @@ Result<std::unique_ptr<DiskExtent>> OpenCowd(std::unique_ptr<io::File> file, con
   return std::unique_ptr<DiskExtent>(new GrainExtent(std::move(file), std::move(l), std::move(gd), {}));
 }
 
-Result<std::unique_ptr<DiskExtent>> OpenSeSparse(std::unique_ptr<io::File> file, const std::string& name) {
+Result<std::unique_ptr<DiskExtent>> OpenSeSparse(std::unique_ptr<io::File> file, const std::string& name,
+                                                 size_t cache_bytes) {
   uint8_t b[512];
   IMGFS_RETURN_IF_ERROR(file->PRead(0, b, sizeof b));
   if (!IsSeSparse(b, sizeof b)) return Corrupt("not a seSparse extent");
@@ -171,6 +176,7 @@ Result<std::unique_ptr<DiskExtent>> OpenSeSparse(std::unique_ptr<io::File> file,
   if (LoadLE64(v + 24) != 0) return Unsupported("seSparse image with a journal to replay (it was not closed cleanly)");
   Layout l;
   l.flavor = Flavor::kSeSparse;
+  l.cache_bytes = cache_bytes;
   l.capacity_bytes = capacity * 512;
   l.grain_bytes = 4096;
   l.gt_entries = 4096;

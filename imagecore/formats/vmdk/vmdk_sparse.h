@@ -52,9 +52,14 @@ Result<SparseHeader> ReadSparseHeader(const io::File& file);
 
 // `type` is the extent type the descriptor named ("" for a file opened
 // directly), `name` its file name, both for `info`.
+// `cache_bytes`: the memory the extent may keep in its caches.
+constexpr size_t kExtentCacheBytes = 8 << 20;
 Result<std::unique_ptr<DiskExtent>> OpenHostedSparse(std::unique_ptr<io::File> file, const SparseHeader& h,
-                                                     const std::string& type, const std::string& name);
-Result<std::unique_ptr<DiskExtent>> OpenCowd(std::unique_ptr<io::File> file, const std::string& name);
-Result<std::unique_ptr<DiskExtent>> OpenSeSparse(std::unique_ptr<io::File> file, const std::string& name);
+                                                     const std::string& type, const std::string& name,
+                                                     size_t cache_bytes = kExtentCacheBytes);
+Result<std::unique_ptr<DiskExtent>> OpenCowd(std::unique_ptr<io::File> file, const std::string& name,
+                                             size_t cache_bytes = kExtentCacheBytes);
+Result<std::unique_ptr<DiskExtent>> OpenSeSparse(std::unique_ptr<io::File> file, const std::string& name,
+                                                 size_t cache_bytes = kExtentCacheBytes);
 
 }  // namespace imgfs::vmdk
