@@ -24,6 +24,7 @@ Runner AddCheck(CLI::App& app) {
     auto r = ops::CheckImage(a->file, a->format, mode);
     if (!r.ok()) return Fail(r.status().message(), ops::CheckExitCode(r.status()));
     for (const auto& m : r->messages) std::fprintf(stderr, "%s\n", m.c_str());
+    if (!r->failed.empty()) return Fail("Check failed: " + r->failed, 1);
     if (a->output == "json") {
       std::fputs(ops::CheckJson(r.value(), a->file, r->format).c_str(), stdout);
     } else {

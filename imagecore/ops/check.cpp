@@ -19,6 +19,15 @@ Result<CheckResult> CheckImage(const std::string& path, const std::string& forma
   auto r = img->Check(mode);
   if (!r.ok()) return r.status().Prefixed(path);
   r->format = img->format_name();
+  // Whether its backing file is the one it was made on (VMDK's parentCID):
+  // a warning, as the data itself is consistent.
+  if (auto backing = img->Backing()) {
+    auto parent = OpenImage(ResolveNamedPath(path, backing->name), backing->format, OpenOptions(false));
+    if (parent.ok()) {
+      Status link = img->CheckParent(*parent.value());
+      if (!link.ok()) r->messages.push_back("Warning: " + link.message());
+    }
+  }
   return r;
 }
 
@@ -71,13 +80,13 @@ std::string CheckHuman(const CheckResult& r) {
 std::string CheckJson(const CheckResult& r, const std::string& filename, const std::string& format) {
   nlohmann::ordered_json j;
   if (r.image_end_offset) j["image-end-offset"] = r.image_end_offset;
-  j["total-clusters"] = r.total_clusters;
+  if (r.cluster_counts) j["total-clusters"] = r.total_clusters;
   if (r.corruptions) j["corruptions"] = r.corruptions;
   j["check-errors"] = r.check_errors;
   if (r.leaks) j["leaks"] = r.leaks;
   if (r.corruptions_fixed) j["corruptions-fixed"] = r.corruptions_fixed;
   if (r.leaks_fixed) j["leaks-fixed"] = r.leaks_fixed;
-  j["allocated-clusters"] = r.allocated_clusters;
+  if (r.cluster_counts) j["allocated-clusters"] = r.allocated_clusters;
   j["filename"] = filename;
   j["format"] = format;
   if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;

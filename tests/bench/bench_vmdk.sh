@@ -145,3 +145,7 @@ for m in seq-sparse seq-stream rand-sparse write-sparse; do
   a=$(median ${R[$m/imgfs]}) b=$(median ${R[$m/qsd]})
   printf '%-13s %12s %12s %7.2fx\n' "$m" "$a" "$b" "$(python3 -c "print($a / $b)")"
 done
+echo "per round:"
+for m in seq-sparse seq-stream rand-sparse write-sparse; do
+  printf '  %-13s imgfs%s   qsd%s\n' "$m" "${R[$m/imgfs]}" "${R[$m/qsd]}"
+done

@@ -139,6 +139,31 @@ for sub in monolithicSparse monolithicSparse/zeroed_grain=on monolithicFlat twoG
 done
 ls r-twoGbMaxExtentSparse-s003.vmdk r-twoGbMaxExtentFlat-f003.vmdk >/dev/null || fail "twoGbMaxExtent* did not gain a third extent"
 
+echo "== imgfs check says what qemu-img check says, and more"
+for img in w-monolithicSparse.vmdk w-twoGbMaxExtentFlat.vmdk child.vmdk cbase.vmdk; do
+    diff <(qemu-img check --output=json "$img" 2>/dev/null) <("$IMGFS" check --output=json "$img" 2>/dev/null) ||
+        fail "imgfs check --output=json $img differs from qemu-img's"
+done
+cp w-monolithicSparse.vmdk damaged.vmdk
+python3 - damaged.vmdk <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], 'rb').read())
+gd = struct.unpack_from('<Q', b, 56)[0]
+gt = struct.unpack_from('<I', b, gd * 512)[0]
+struct.pack_into('<I', b, gt * 512 + 3 * 4, 0x7fffff00)   # grain 3 far past the end
+open(sys.argv[1], 'wb').write(b)
+PY
+qrc=0; qemu-img check damaged.vmdk >/dev/null 2>"$T/q.err" || qrc=$?
+irc=0; "$IMGFS" check damaged.vmdk >/dev/null 2>"$T/i.err" || irc=$?
+[[ $qrc == "$irc" ]] || fail "damaged.vmdk: imgfs check exits $irc, qemu-img $qrc"
+grep -q "ERROR: cluster offset for sector 384 points after EOF" "$T/i.err" || fail "imgfs check: $(cat "$T/i.err")"
+grep -q "redundant grain table 0 .* differs" "$T/i.err" || fail "imgfs check does not compare the redundant table: $(cat "$T/i.err")"
+"$IMGFS" check child.vmdk 2>"$T/i.err" >/dev/null || fail "imgfs check child.vmdk failed"
+grep -q "Warning: .*parentCID .* does not match" "$T/i.err" || fail "imgfs check does not report the stale parentCID: $(cat "$T/i.err")"
+rc=0; "$IMGFS" check -r all w-monolithicSparse.vmdk >/dev/null 2>&1 || rc=$?
+[[ $rc == 63 ]] || fail "imgfs check -r all on a vmdk exits $rc (qemu-img: 63)"
+echo "   exit codes and JSON as qemu-img's; the redundant table and the parentCID checked too"
+
 echo "== read-only layouts refuse writes with the reason"
 head -c $((1 * MiB)) /dev/urandom >s.raw
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized s.raw so.vmdk

@@ -45,6 +45,9 @@ class DiskExtent {
   // Drops every allocation, so the extent reads from below again.
   virtual Status MakeEmpty() { return Unsupported("a " + std::string(kind_name()) + " extent cannot be emptied"); }
   virtual const char* kind_name() const = 0;
+  // Adds what a check finds in this extent to `r` (its first guest sector
+  // is `first_sector`, for the messages).
+  virtual void Check(uint64_t first_sector, CheckResult* r) {}
   // Covers `new_bytes` (more than now); what it gains reads as unallocated
   // (sparse) or zeros (flat). Exclusive: no I/O meanwhile.
   virtual Status Grow(uint64_t new_bytes) {

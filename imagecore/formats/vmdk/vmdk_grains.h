@@ -92,6 +92,7 @@ class GrainExtent final : public DiskExtent {
   Status Flush() override;
   Status MakeEmpty() override;
   Status Grow(uint64_t new_bytes) override;
+  void Check(uint64_t first_sector, CheckResult* r) override;
   const char* kind_name() const override { return l_.type.empty() ? "sparse" : l_.type.c_str(); }
 
  private:

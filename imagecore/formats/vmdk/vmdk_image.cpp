@@ -314,6 +314,14 @@ Status VmdkImage::MakeEmpty() {
   return Flush();
 }
 
+Result<CheckResult> VmdkImage::Check(RepairMode mode) {
+  if (mode != RepairMode::kNone) return Unsupported("vmdk images cannot be repaired");
+  CheckResult r;
+  r.cluster_counts = false;  // qemu-img reports none for vmdk
+  for (size_t i = 0; i < extents_.size(); ++i) extents_[i]->Check(starts_[i] / 512, &r);
+  return r;
+}
+
 uint32_t VmdkImage::cid() const {
   std::lock_guard<std::mutex> lock(cid_mu_);
   return desc_.cid;

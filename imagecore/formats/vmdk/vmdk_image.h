@@ -36,6 +36,7 @@ class VmdkImage final : public Image {
   Status RelinkParent(const Image& parent) override;
   Status MakeEmpty() override;
   Status Resize(uint64_t new_size, const LayerReader* below) override;
+  Result<CheckResult> Check(RepairMode mode) override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *main_; }
   std::vector<LayerFile> files() const override { return files_; }

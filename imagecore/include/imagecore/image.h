@@ -126,6 +126,10 @@ struct CheckResult {
   uint64_t fragmented_clusters = 0;
   uint64_t compressed_clusters = 0;
   uint64_t image_end_offset = 0;
+  bool cluster_counts = true;         // false: the format reports no cluster counts (vmdk)
+  // Why the check stopped before the end ("" = it did not), as qemu-img's
+  // vmdk check stops at the first grain outside the file.
+  std::string failed;
   std::string format;                 // of the image checked (filled by ops::CheckImage)
   std::vector<std::string> messages;  // one line per problem, as qemu-img prints them
 };
