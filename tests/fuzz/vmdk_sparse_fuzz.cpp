@@ -1,7 +1,8 @@
 // Fuzz target: sparse VMDK extents (hosted "KDMV" with its embedded
 // descriptor, grain directory and tables, compressed grains and the stream
 // footer; ESX's COWD; seSparse), the input as the whole extent file. What
-// opens is walked as a reader would: block status, reads, info.
+// opens is walked as a reader would (block status, reads, info), then as a
+// writer (writes, zeroing, growth).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -39,6 +40,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   auto img = vmdk::VmdkImage::Open(std::move(file), OpenOptions(false));
-  if (img.ok()) fuzz::WalkForReading(*img.value());
+  if (!img.ok()) return 0;
+  fuzz::WalkForReading(*img.value());
+  // The same bytes opened for writing: allocation, zeroing, the CID
+  // rewrite of the embedded descriptor, growth, and the flush at close.
+  auto w = vmdk::VmdkImage::Open(fuzz::MemFileWith(data, size), OpenOptions(true));
+  if (!w.ok()) return 0;
+  fuzz::WalkForWriting(*w.value());
+  const uint64_t vsize = w.value()->VirtualSize();
+  if (!w.value()->read_only() && vsize < (uint64_t(1) << 32)) (void)w.value()->Resize(vsize + (1 << 20), nullptr);
   return 0;
 }

@@ -234,3 +234,47 @@ INSTANTIATE_TEST_SUITE_P(Vmdk, VmdkCrash, ::testing::Values("off", "on", "off/no
 
 }  // namespace
 }  // namespace imgfs
+
+namespace imgfs {
+namespace {
+
+// A child made on one parent, pointed at another (rebase -u), then at none.
+TEST(VmdkSetBacking, RewritesTheHintAndParentCidTogether) {
+  test::MemFiles files;
+  ASSERT_TRUE(Create(files, "/b/one.vmdk", 1 << 20, "monolithicSparse").ok());
+  ASSERT_TRUE(Create(files, "/b/two.vmdk", 1 << 20, "monolithicSparse").ok());
+  auto one = Open(files, "/b/one.vmdk", false);
+  auto two = Open(files, "/b/two.vmdk", false);
+  ASSERT_TRUE(one && two);
+  {
+    NewFiles out(files, "/b/child.vmdk");
+    CreateOptions o;
+    o.size = 1 << 20;
+    o.backing_file = "one.vmdk";
+    o.backing_format = "vmdk";
+    o.backing_image = one.get();
+    ASSERT_TRUE(vmdk::CreateFiles(out, o).ok());
+    ASSERT_TRUE(out.Commit().ok());
+  }
+  auto child = Open(files, "/b/child.vmdk", true);
+  ASSERT_TRUE(child);
+  EXPECT_TRUE(child->CheckParent(*one).ok());
+  EXPECT_FALSE(child->CheckParent(*two).ok());
+  ASSERT_TRUE(child->SetBacking("two.vmdk", "vmdk", two.get()).ok());
+  EXPECT_FALSE(child->SetBacking("x.qcow2", "qcow2", nullptr).ok());
+  child.reset();
+  child = Open(files, "/b/child.vmdk", false);
+  ASSERT_TRUE(child && child->Backing());
+  EXPECT_EQ(child->Backing()->name, "two.vmdk");
+  EXPECT_TRUE(child->CheckParent(*two).ok());
+  child.reset();
+  child = Open(files, "/b/child.vmdk", true);
+  ASSERT_TRUE(child->SetBacking("", "", nullptr).ok());
+  child.reset();
+  child = Open(files, "/b/child.vmdk", false);
+  EXPECT_FALSE(child->Backing());
+  EXPECT_NE(test::Contents(*files.Get("/b/child.vmdk")).size(), 0u);
+}
+
+}  // namespace
+}  // namespace imgfs

@@ -31,7 +31,8 @@ Capabilities VmdkCaps() {
   c.several_files = true;
   c.discard = true;
   c.make_empty = true;
-  c.resize = true;  // grows; shrinking is refused for now  // sparse extents; a flat disk has no parent to commit into  // flat extents punch holes; sparse grains are punched or zeroed
+  c.resize = true;  // grows; shrinking is refused for now
+  c.change_backing = true;  // sparse extents; a flat disk has no parent to commit into  // flat extents punch holes; sparse grains are punched or zeroed
   return c;
 }
 

@@ -307,6 +307,46 @@ Status VmdkImage::RelinkParent(const Image& parent) {
   return Status::OK();
 }
 
+// The text without its `key` line.
+static std::string WithoutKey(const std::string& text, const std::string& key) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    end = end == std::string::npos ? text.size() : end + 1;
+    size_t k = pos;
+    while (k < end && (text[k] == ' ' || text[k] == '\t')) ++k;
+    const size_t after = k + key.size();
+    const bool match = text.compare(k, key.size(), key) == 0 && after < end && (text[after] == '=' || text[after] == ' ');
+    if (!match) out.append(text, pos, end - pos);
+    pos = end;
+  }
+  return out;
+}
+
+Status VmdkImage::SetBacking(const std::string& name, const std::string& format, const Image* parent) {
+  if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
+  if (!descriptor_file_ && !desc_room_) return Unsupported(main_->path() + ": a sparse file without a descriptor has no parent to change");
+  if (name.find_first_of("\"\r\n") != std::string::npos) return InvalidArgument("a parent name may not hold quotes or line ends");
+  uint32_t parent_cid = kNoParent;
+  if (!name.empty()) {
+    if (format != "vmdk") return InvalidArgument("a vmdk image's parent is a vmdk image, not " + format);
+    const auto* p = dynamic_cast<const VmdkImage*>(parent);
+    if (!p) return InvalidArgument(name + " is not a VMDK image");
+    parent_cid = p->cid();
+  }
+  std::lock_guard<std::mutex> lock(cid_mu_);
+  // Both keys in one write of the descriptor: a crash leaves the old
+  // parent or the new one, never a mix.
+  std::string text = WithKey(desc_text_, "parentCID", Hex32(parent_cid));
+  text = name.empty() ? WithoutKey(text, "parentFileNameHint") : WithKey(text, "parentFileNameHint", "\"" + name + "\"");
+  IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
+  desc_text_ = text;
+  desc_.parent_cid = parent_cid;
+  desc_.parent_hint = name.empty() ? std::nullopt : std::optional<std::string>(name);
+  return Status::OK();
+}
+
 Status VmdkImage::MakeEmpty() {
   if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
   IMGFS_RETURN_IF_ERROR(ChangeCidOnce());

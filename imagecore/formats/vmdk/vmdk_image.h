@@ -34,6 +34,7 @@ class VmdkImage final : public Image {
   std::optional<BackingRef> Backing() const override;
   Status CheckParent(const Image& parent) const override;
   Status RelinkParent(const Image& parent) override;
+  Status SetBacking(const std::string& name, const std::string& format, const Image* parent) override;
   Status MakeEmpty() override;
   Status Resize(uint64_t new_size, const LayerReader* below) override;
   Result<CheckResult> Check(RepairMode mode) override;

@@ -185,6 +185,12 @@ class Image {
   // The parent changed by the chain's own doing (a commit wrote into it):
   // record what it is now, so that CheckParent holds again. Exclusive.
   virtual Status RelinkParent(const Image& parent) { return Status::OK(); }
+  // Names another backing file (`name` as it will be stored, "" for none;
+  // `parent` opened, for what the layer records of it), in one crash-safe
+  // step, without touching the data: qemu-img rebase -u. Exclusive.
+  virtual Status SetBacking(const std::string& name, const std::string& format, const Image* parent) {
+    return Unsupported(std::string(format_name()) + " images cannot change their backing file yet");
+  }
   // Internal snapshots, oldest first.
   virtual std::vector<SnapshotInfo> Snapshots() const { return {}; }
   // Opens internal snapshot `id` as a read-only layer. Its backing file is
