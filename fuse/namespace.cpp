@@ -63,11 +63,20 @@ bool HasRawExtension(const std::string& name) {
   return false;
 }
 
-// The other files of the image at `path` by its header (none if it is no image).
+// The other files of the image at `path` by its header (none if it is no
+// image). Only files of the image's owner count (any, for root's images):
+// another user's descriptor cannot hide someone's image by naming it.
 std::vector<std::string> MemberPaths(const std::string& path) {
   auto file = io::OpenPosixFile(path, false, io::AccessForImage(path).self);
   if (!file.ok()) return {};
-  return MemberPathsOf(*file.value());
+  auto owner = io::StatPath(path);
+  if (!owner.ok()) return {};
+  std::vector<std::string> out;
+  for (const std::string& m : MemberPathsOf(*file.value())) {
+    auto st = io::StatPath(m);
+    if (st.ok() && (owner.value().uid == 0 || st.value().uid == owner.value().uid)) out.push_back(m);
+  }
+  return out;
 }
 
 std::string BaseName(const std::string& path) {

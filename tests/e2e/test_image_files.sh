@@ -32,6 +32,13 @@ wait_for() {
 (cd "$SRC" && qemu-img create -q -f qcow2 -o data_file=x.img x.qcow2 8M)
 (cd "$SRC" && qemu-io -f qcow2 -c "write -P 0x61 0 4M" x.qcow2 >/dev/null)  # qemu resolves a data file against the working directory
 qemu-img create -q -f raw "$SRC/plain.img" 1M
+if [[ $(id -u) == 0 ]]; then
+    # Another user's descriptor that names root's image as its extent.
+    qemu-img create -q -f raw "$SRC/rootdisk.img" 1M
+    printf '# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 2048 FLAT "rootdisk.img" 0\n' >"$SRC/evil.vmdk"
+    chown 65534:65534 "$SRC/evil.vmdk"
+    chmod a+x "$T" && chmod a+rx "$SRC"  # so that uid 65534 reaches its descriptor (and root's disk)
+fi
 
 log "the data file is not an image of its own"
 mount_imgfs "$SRC" "$MNT" --log "$T/log" -o claim=write
@@ -42,6 +49,13 @@ grep -q "x.img: a file of another image, not listed" "$T/log" || fail "the log d
 ro=$(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/x.qcow2/disk.raw")
 [[ $ro == 0 ]] || fail "x.qcow2 read_only: $ro"
 echo "   x.img not listed; x.qcow2 writable"
+if [[ $(id -u) == 0 ]]; then
+    listed rootdisk.img || fail "uid 65534's evil.vmdk hid root's rootdisk.img by naming it as an extent"
+    listed evil.vmdk || fail "evil.vmdk (readable extent) not listed"
+    echo "   another user's descriptor cannot hide root's image"
+else
+    echo "   (not root: the test of another user's descriptor is skipped)"
+fi
 
 log "sizes count every file of the image"
 alloc=$(getfattr --absolute-names --only-values -n user.imgfs.allocated "$MNT/x.qcow2/disk.raw")
