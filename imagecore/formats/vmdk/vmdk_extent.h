@@ -53,6 +53,11 @@ class DiskExtent {
   virtual Status Grow(uint64_t new_bytes) {
     return Unsupported("a " + std::string(kind_name()) + " extent cannot grow");
   }
+  // Covers only `new_bytes` (0 < new_bytes < bytes()); what lay past it is
+  // gone, and does not come back with a later Grow. Exclusive.
+  virtual Status Shrink(uint64_t new_bytes) {
+    return Unsupported("a " + std::string(kind_name()) + " extent cannot shrink");
+  }
 
  protected:
   explicit DiskExtent(uint64_t bytes) : bytes_(bytes) {}

@@ -62,6 +62,15 @@ class FlatExtent final : public DiskExtent {
     bytes_ = new_bytes;
     return Status::OK();
   }
+  Status Shrink(uint64_t new_bytes) override {
+    if (!file_->writable()) return ReadOnly(file_->path() + ": opened read-only");
+    // The file is cut only where this extent is its end (a custom
+    // descriptor may keep other extents in the same file).
+    if (file_->Size() <= start_ + bytes_) IMGFS_RETURN_IF_ERROR(file_->Truncate(start_ + new_bytes));
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
+    bytes_ = new_bytes;
+    return Status::OK();
+  }
   io::File* file() const override { return file_.get(); }
   std::vector<ImageInfo::Field> Info() const override {
     return {InfoUint("virtual-size", "virtual size", bytes_), InfoString("filename", "filename", name_),
@@ -93,6 +102,14 @@ class ZeroExtent final : public DiskExtent {
   }
   Status WriteZeroes(uint64_t, uint64_t, bool, const LayerReader*, uint64_t) override { return Status::OK(); }
   Status MakeEmpty() override { return Status::OK(); }
+  Status Grow(uint64_t new_bytes) override {
+    bytes_ = new_bytes;
+    return Status::OK();
+  }
+  Status Shrink(uint64_t new_bytes) override {
+    bytes_ = new_bytes;
+    return Status::OK();
+  }
   const char* kind_name() const override { return "ZERO"; }
   std::vector<ImageInfo::Field> Info() const override {
     return {InfoUint("virtual-size", "virtual size", bytes_), InfoString("filename", "filename", ""),

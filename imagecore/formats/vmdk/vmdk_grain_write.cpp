@@ -212,6 +212,11 @@ Status GrainExtent::Grow(uint64_t new_bytes) {
   if (new_bytes <= bytes_) return Status::OK();
   std::unique_lock<std::mutex> lock(mu_);
   IMGFS_RETURN_IF_ERROR(FlushLocked());  // pending tables go where the directories are now
+  // Grains past the old end that a shrink cut off (a crash may have
+  // stopped it between its header write and clearing them) stay gone.
+  const uint64_t gb = l_.grain_bytes;
+  IMGFS_RETURN_IF_ERROR(ClearEntriesLocked((bytes_ + gb - 1) / gb, gd_.size() * uint64_t(l_.gt_entries)));
+  IMGFS_RETURN_IF_ERROR(FlushLocked());
   const uint64_t span = uint64_t(l_.gt_entries) * l_.grain_bytes;
   const uint64_t n = (new_bytes + span - 1) / span;
   if (n > (uint64_t(1) << 25)) return InvalidArgument(file_->path() + ": too large for one sparse extent");
@@ -258,18 +263,61 @@ Status GrainExtent::Grow(uint64_t new_bytes) {
     }
   }
   IMGFS_RETURN_IF_ERROR(file_->Sync());
-  uint8_t h[512];
-  IMGFS_RETURN_IF_ERROR(file_->PRead(0, h, sizeof h));
-  StoreLE64(h + 12, new_bytes / 512);
-  StoreLE64(h + 56, gd_at / 512);
-  if (!rgd.empty()) StoreLE64(h + 48, rgd_at / 512);
-  IMGFS_RETURN_IF_ERROR(file_->PWrite(0, h, sizeof h));  // one sector: the switch
-  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  IMGFS_RETURN_IF_ERROR(WriteCapacityLocked(new_bytes, gd_at, rgd.empty() ? 0 : rgd_at));
   gd_ = std::move(gd);
   rgd_ = std::move(rgd);
   gd_at_ = gd_at;
   rgd_at_ = rgd_at;
   bytes_ = new_bytes;
+  return Status::OK();
+}
+
+Status GrainExtent::ClearEntriesLocked(uint64_t from, uint64_t to) {
+  const size_t bytes = gt_cache_.table_bytes();
+  auto load = [this, bytes](uint64_t o, uint8_t* buf) { return file_->PRead(o, buf, bytes); };
+  for (uint64_t g = from; g < to; ++g) {
+    const uint64_t gdi = g / l_.gt_entries;
+    for (std::vector<uint64_t>* dir : {&gd_, &rgd_}) {
+      if (gdi >= dir->size() || !(*dir)[gdi]) continue;
+      IMGFS_ASSIGN_OR_RETURN(uint8_t * t, gt_cache_.Get((*dir)[gdi], load, [this] { return FlushLocked(); }));
+      uint8_t* e = t + (g % l_.gt_entries) * 4;
+      if (LoadLE32(e) == 0) continue;
+      StoreLE32(e, 0);
+      gt_cache_.MarkDirty((*dir)[gdi]);
+    }
+  }
+  return Status::OK();
+}
+
+Status GrainExtent::WriteCapacityLocked(uint64_t bytes, uint64_t gd_at, uint64_t rgd_at) {
+  uint8_t h[512];
+  IMGFS_RETURN_IF_ERROR(file_->PRead(0, h, sizeof h));
+  StoreLE64(h + 12, bytes / 512);
+  StoreLE64(h + 56, gd_at / 512);
+  if (rgd_at) StoreLE64(h + 48, rgd_at / 512);
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(0, h, sizeof h));  // one sector: the switch
+  return file_->Sync();
+}
+
+Status GrainExtent::Shrink(uint64_t new_bytes) {
+  const std::string why = WhyReadOnly();
+  if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
+  std::unique_lock<std::mutex> lock(mu_);
+  allocated_.wait(lock, [&] { return allocating_.empty(); });
+  IMGFS_RETURN_IF_ERROR(FlushLocked());
+  // The smaller size first; then the grains past it are cleared, so that
+  // a later growth shows zeros there (Grow clears them too, for a crash in
+  // between). The space they hold is not reclaimed.
+  IMGFS_RETURN_IF_ERROR(WriteCapacityLocked(new_bytes, gd_at_, rgd_.empty() ? 0 : rgd_at_));
+  const uint64_t gb = l_.grain_bytes;
+  const uint64_t old_grains = (bytes_ + gb - 1) / gb;
+  bytes_ = new_bytes;
+  IMGFS_RETURN_IF_ERROR(ClearEntriesLocked((new_bytes + gb - 1) / gb, old_grains));
+  IMGFS_RETURN_IF_ERROR(FlushLocked());
+  const uint64_t span = uint64_t(l_.gt_entries) * gb;
+  const size_t n = size_t((new_bytes + span - 1) / span);
+  gd_.resize(n);
+  if (!rgd_.empty()) rgd_.resize(n);
   return Status::OK();
 }
 

@@ -92,6 +92,7 @@ class GrainExtent final : public DiskExtent {
   Status Flush() override;
   Status MakeEmpty() override;
   Status Grow(uint64_t new_bytes) override;
+  Status Shrink(uint64_t new_bytes) override;
   void Check(uint64_t first_sector, CheckResult* r) override;
   const char* kind_name() const override { return l_.type.empty() ? "sparse" : l_.type.c_str(); }
 
@@ -115,6 +116,9 @@ class GrainExtent final : public DiskExtent {
   Status FlushLocked();
   // Writes a directory at the end of the file (for growth). REQUIRES: mu_.
   Result<uint64_t> RelocateLocked(const std::vector<uint64_t>& dir);
+  // Clears the entries of grains [from, to) where tables exist. REQUIRES: mu_.
+  Status ClearEntriesLocked(uint64_t from, uint64_t to);
+  Status WriteCapacityLocked(uint64_t bytes, uint64_t gd_at, uint64_t rgd_at);
 
   std::unique_ptr<io::File> file_;
   const Layout l_;

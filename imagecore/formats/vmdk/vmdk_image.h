@@ -61,6 +61,7 @@ class VmdkImage final : public Image {
   // names it.
   Status GrowLast(uint64_t new_size);
   Status AddExtentFile(uint64_t sectors);
+  Status ShrinkTo(uint64_t new_size);
   void Append(std::unique_ptr<DiskExtent> e);
   size_t CacheBytesPerExtent() const;
   size_t ExtentAt(uint64_t off) const;

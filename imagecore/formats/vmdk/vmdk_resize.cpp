@@ -1,7 +1,9 @@
-// Growing a VMDK disk (qemu-img 7.2 cannot): the last extent grows, and a
-// twoGbMaxExtent disk gains extent files of 2 GiB at most. The descriptor
-// is rewritten last: until then the disk reads at its old size, and a crash
-// leaves at most an extent file nothing names.
+// Resizing a VMDK disk (qemu-img 7.2 cannot). Growing: the last extent
+// grows, and a twoGbMaxExtent disk gains extent files of 2 GiB at most;
+// the descriptor is rewritten last, so until then the disk reads at its
+// old size and a crash leaves at most an extent file nothing names.
+// Shrinking: the descriptor first, then the last kept extent, then the
+// files of the extents cut off.
 #include <algorithm>
 
 #include "formats/vmdk/vmdk_create.h"
@@ -65,10 +67,58 @@ Status VmdkImage::AddExtentFile(uint64_t sectors) {
   return Status::OK();
 }
 
+Status VmdkImage::ShrinkTo(uint64_t new_size) {
+  IMGFS_RETURN_IF_ERROR(ChangeCidOnce());
+  const size_t keep = ExtentAt(new_size - 1);
+  const uint64_t partial = new_size - starts_[keep];
+  const bool described = descriptor_file_ && desc_.extents.size() == extents_.size();
+  // A text descriptor first: from then on the extents past the new end are
+  // not part of the disk (a crash after it leaves the last kept extent
+  // larger than its line, never extents out of place).
+  std::lock_guard<std::mutex> lock(cid_mu_);
+  if (described) {
+    desc_.extents.resize(keep + 1);
+    desc_.extents[keep].sectors = partial / 512;
+    const std::string text = WithExtents(desc_text_, desc_.extents);
+    IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
+    desc_text_ = text;
+  }
+  if (partial < extents_[keep]->bytes()) IMGFS_RETURN_IF_ERROR(extents_[keep]->Shrink(partial));
+  if (!described && desc_room_ && !desc_.extents.empty()) {
+    // Embedded (monolithicSparse): the header governs; the line follows it.
+    desc_.extents.resize(1);
+    desc_.extents[0].sectors = partial / 512;
+    const std::string text = WithExtents(desc_text_, desc_.extents);
+    IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
+    desc_text_ = text;
+  }
+  // The extent files no kept extent uses are removed last.
+  std::vector<std::string> gone;
+  for (size_t i = keep + 1; i < extents_.size(); ++i) {
+    io::File* f = extents_[i]->file();
+    if (!f || f == main_) continue;
+    bool used = false;
+    for (size_t j = 0; j <= keep; ++j) used |= extents_[j]->file() == f;
+    if (!used && std::find(gone.begin(), gone.end(), f->path()) == gone.end()) gone.push_back(f->path());
+  }
+  // (The list of files first: closing the extents closes their files.)
+  files_.erase(std::remove_if(files_.begin(), files_.end(),
+                              [&](const LayerFile& lf) {
+                                return std::find(gone.begin(), gone.end(), lf.file->path()) != gone.end();
+                              }),
+               files_.end());
+  extents_.resize(keep + 1);
+  starts_.resize(keep + 1);
+  size_ = new_size;
+  for (const std::string& p : gone) opener_->Remove(p);
+  return Flush();
+}
+
 Status VmdkImage::Resize(uint64_t new_size, const LayerReader* below) {
   if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
   if (new_size % 512) return InvalidArgument("a VMDK disk's size is a multiple of 512 bytes");
-  if (new_size < size_) return Unsupported("shrinking a VMDK image is not supported yet");
+  if (new_size == 0) return InvalidArgument("a VMDK disk cannot shrink to nothing");
+  if (new_size < size_) return ShrinkTo(new_size);
   if (new_size == size_) return Status::OK();
   if (new_size / 512 > kMaxCapacitySectors) return InvalidArgument("the size is too large for a VMDK image");
   const bool split = desc_.create_type.rfind("twoGb", 0) == 0;
