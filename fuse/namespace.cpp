@@ -87,8 +87,6 @@ std::string BaseName(const std::string& path) {
 }  // namespace
 
 namespace {
-// Gives up the write claim the writable open took, noting the file's
-// state. REQUIRES: e.mu, or e not yet shared.
 // Size and mtime of every file of the image, as one string to compare.
 std::string StampOf(const ImageEntry& e) {
   std::string out;
@@ -106,6 +104,8 @@ std::string StampOf(const ImageEntry& e) {
   return out;
 }
 
+// Gives up the write claim the writable open took, noting the files'
+// state. REQUIRES: e.mu, or e not yet shared.
 void Unclaim(ImageEntry& e) {
   e.chain->layer(0).DropWriteClaim();
   e.claimed = false;

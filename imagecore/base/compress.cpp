@@ -21,22 +21,36 @@ struct ZstdState {
   ZSTD_DCtx* dctx = ZSTD_createDCtx();
   ~ZstdState() { ZSTD_freeDCtx(dctx); }
 };
-}  // namespace
 
-Status InflateRaw(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len) {
-  thread_local ZlibState state;
+// Inflates into out with the decoder `state` (set up on first use for
+// `window_bits`: negative for raw deflate, 15 for a zlib stream).
+int InflateWith(ZlibState& state, int window_bits, const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len,
+                Status* setup) {
   z_stream& zs = state.zs;
   if (!state.ready) {
-    if (inflateInit2(&zs, -15) != Z_OK) return Status(Code::kIoError, "zlib: cannot initialise");
+    if (inflateInit2(&zs, window_bits) != Z_OK) {
+      *setup = Status(Code::kIoError, "zlib: cannot initialise");
+      return Z_STREAM_ERROR;
+    }
     state.ready = true;
   } else if (inflateReset(&zs) != Z_OK) {
-    return Status(Code::kIoError, "zlib: cannot reset");
+    *setup = Status(Code::kIoError, "zlib: cannot reset");
+    return Z_STREAM_ERROR;
   }
   zs.next_in = const_cast<Bytef*>(in);
   zs.avail_in = static_cast<uInt>(in_len);
   zs.next_out = out;
   zs.avail_out = static_cast<uInt>(out_len);
-  int r = inflate(&zs, Z_FINISH);
+  return inflate(&zs, Z_FINISH);
+}
+}  // namespace
+
+Status InflateRaw(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len) {
+  thread_local ZlibState state;
+  z_stream& zs = state.zs;
+  Status setup;
+  int r = InflateWith(state, -15, in, in_len, out, out_len, &setup);
+  if (!setup.ok()) return setup;
   size_t produced = out_len - zs.avail_out;
   // The compressed run is padded to whole sectors, so the stream may end
   // early (Z_STREAM_END) or stop for lack of output (Z_BUF_ERROR).
@@ -46,19 +60,10 @@ Status InflateRaw(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len
 
 Status InflateZlib(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len, size_t* produced) {
   thread_local ZlibState state;  // its own: this one expects the zlib header
-  z_stream& zs = state.zs;
-  if (!state.ready) {
-    if (inflateInit2(&zs, 15) != Z_OK) return Status(Code::kIoError, "zlib: cannot initialise");
-    state.ready = true;
-  } else if (inflateReset(&zs) != Z_OK) {
-    return Status(Code::kIoError, "zlib: cannot reset");
-  }
-  zs.next_in = const_cast<Bytef*>(in);
-  zs.avail_in = static_cast<uInt>(in_len);
-  zs.next_out = out;
-  zs.avail_out = static_cast<uInt>(out_len);
-  const int r = inflate(&zs, Z_FINISH);
-  *produced = out_len - zs.avail_out;
+  Status setup;
+  const int r = InflateWith(state, 15, in, in_len, out, out_len, &setup);
+  if (!setup.ok()) return setup;
+  *produced = out_len - state.zs.avail_out;
   if (r == Z_STREAM_END || ((r == Z_BUF_ERROR || r == Z_OK) && *produced == out_len)) return Status::OK();
   return Corrupt("compressed grain does not inflate (zlib error " + std::to_string(r) + ")");
 }

@@ -146,3 +146,26 @@ write_at() {
     dd if="$src" of="$dst" bs=64K iflag=skip_bytes,count_bytes oflag=seek_bytes \
         skip="$soff" count="$len" seek="$doff" conv="$conv" status=none
 }
+
+# wait_for COND...: until COND holds (5 s at most)
+wait_for() {
+    local i
+    for i in $(seq 1 50); do
+        if "$@"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# probe_loop_ext4: skips the test unless a loop device over a plain file
+# takes an ext4 that mounts on $EXT (so a failure over imgfs is imgfs's).
+# Uses and clears LOOP; the caller registered detach_loop.
+probe_loop_ext4() {
+    [[ -e /dev/loop-control ]] || skip "no /dev/loop-control"
+    truncate -s 16M "$T/probe.img"
+    LOOP=$(losetup --find --show "$T/probe.img" 2>/dev/null) || { LOOP=""; skip "losetup cannot attach a loop device"; }
+    mkfs.ext4 -q -F "$LOOP" >/dev/null 2>&1 || skip "mkfs.ext4 on a loop device failed"
+    mount -t ext4 "$LOOP" "$EXT" 2>/dev/null || skip "cannot mount ext4 from a loop device here"
+    detach_loop
+    rm -f "$T/probe.img"
+}

@@ -29,13 +29,7 @@ detach_loop() {
 add_cleanup detach_loop
 
 log "probing loop device + ext4 support on a plain file"
-[[ -e /dev/loop-control ]] || skip "no /dev/loop-control"
-truncate -s 16M "$T/probe.img"
-LOOP=$(losetup --find --show "$T/probe.img" 2>/dev/null) || { LOOP=""; skip "losetup cannot attach a loop device"; }
-mkfs.ext4 -q -F "$LOOP" >/dev/null 2>&1 || skip "mkfs.ext4 on a loop device failed"
-mount -t ext4 "$LOOP" "$EXT" 2>/dev/null || skip "cannot mount ext4 from a loop device here"
-detach_loop
-rm -f "$T/probe.img"
+probe_loop_ext4
 
 attach() { # disk.raw -> $LOOP
     LOOP=$(losetup --find --show "$1") || { LOOP=""; fail "losetup on $1 failed"; }

@@ -20,14 +20,6 @@ SRC=$T/src MNT=$T/mnt
 mkdir -p "$SRC" "$MNT"
 M=$((1024 * 1024))
 listed() { ls "$MNT" | grep -qx -- "$1"; }
-wait_for() {
-    local i
-    for i in $(seq 1 50); do
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 (cd "$SRC" && qemu-img create -q -f qcow2 -o data_file=x.img x.qcow2 8M)
 (cd "$SRC" && qemu-io -f qcow2 -c "write -P 0x61 0 4M" x.qcow2 >/dev/null)  # qemu resolves a data file against the working directory

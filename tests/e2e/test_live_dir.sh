@@ -20,15 +20,6 @@ SRC=$T/src MNT=$T/mnt
 mkdir -p "$SRC" "$MNT"
 M=$((1024 * 1024))
 
-# wait_for COND...: until COND holds (5 s at most)
-wait_for() {
-    local i
-    for i in $(seq 1 50); do
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 # A file rewritten by several closes (qemu-img create, then qemu-io) is
 # listed at the first; the mount catches up with each close as the watcher
 # reads it, so what it shows settles within moments, never stays stale.
