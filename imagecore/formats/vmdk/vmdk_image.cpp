@@ -53,9 +53,14 @@ void VmdkImage::Append(std::unique_ptr<DiskExtent> e) {
 
 Status VmdkImage::OpenMonolithic(std::unique_ptr<io::File> file) {
   IMGFS_ASSIGN_OR_RETURN(SparseHeader h, ReadSparseHeader(*file));
+  std::string text;
   if (h.desc_offset && h.desc_sectors) {
-    std::string text(h.desc_sectors * 512, '\0');
+    text.assign(h.desc_sectors * 512, '\0');
     IMGFS_RETURN_IF_ERROR(file->PRead(h.desc_offset * 512, text.data(), text.size()));
+  }
+  // An extent of a twoGbMaxExtentSparse disk has room for a descriptor
+  // but none in it: opened alone, it is a disk of its own, as qemu opens it.
+  if (!text.empty() && text[0] != '\0') {
     IMGFS_ASSIGN_OR_RETURN(desc_, ParseDescriptor(text));
     desc_text_ = text.substr(0, text.find('\0'));
     desc_at_ = h.desc_offset * 512;
