@@ -278,3 +278,45 @@ TEST(VmdkSetBacking, RewritesTheHintAndParentCidTogether) {
 
 }  // namespace
 }  // namespace imgfs
+
+namespace imgfs {
+namespace {
+
+// What a shrink cuts off inside the last kept grain does not come back.
+TEST(VmdkResize, ShrinkThenGrowShowsZerosPastTheCut) {
+  test::MemFiles files;
+  ASSERT_TRUE(Create(files, "/s/a.vmdk", 1 << 20, "monolithicSparse").ok());
+  auto img = Open(files, "/s/a.vmdk", true);
+  ASSERT_TRUE(img);
+  std::vector<uint8_t> full(1 << 20, 0xaa);
+  ASSERT_TRUE(img->Write(0, full.data(), full.size(), nullptr).ok());
+  ASSERT_TRUE(img->Resize((1 << 20) - 32768, nullptr).ok());
+  ASSERT_TRUE(img->Resize(1 << 20, nullptr).ok());
+  std::vector<uint8_t> tail(32768), zeros(32768, 0);
+  ASSERT_TRUE(img->ReadOpaque((1 << 20) - 32768, tail.data(), tail.size()).ok());
+  EXPECT_EQ(tail, zeros);
+  std::vector<uint8_t> kept(1000);
+  ASSERT_TRUE(img->ReadOpaque((1 << 20) - 32768 - 1000, kept.data(), kept.size()).ok());
+  EXPECT_EQ(kept, std::vector<uint8_t>(1000, 0xaa));
+}
+
+// A redundant directory that names a table over the primary directory:
+// readable, but no write may land there.
+TEST(VmdkImage, TablesOverMetadataMakeItReadOnly) {
+  test::MemFiles files;
+  ASSERT_TRUE(Create(files, "/s/b.vmdk", 1 << 20, "monolithicSparse").ok());
+  auto f = files.Get("/s/b.vmdk");
+  uint8_t h[512], e[4];
+  ASSERT_TRUE(f->PRead(0, h, sizeof h).ok());
+  StoreLE32(e, uint32_t(LoadLE64(h + 56)));  // the primary directory's sector
+  ASSERT_TRUE(f->PWrite(LoadLE64(h + 48) * 512, e, 4).ok());
+  auto img = Open(files, "/s/b.vmdk", true);
+  ASSERT_TRUE(img);
+  EXPECT_TRUE(img->read_only());
+  EXPECT_NE(img->read_only_reason().find("grain directory"), std::string::npos) << img->read_only_reason();
+  std::vector<uint8_t> d(512, 1);
+  EXPECT_FALSE(img->Write(0, d.data(), d.size(), nullptr).ok());
+}
+
+}  // namespace
+}  // namespace imgfs

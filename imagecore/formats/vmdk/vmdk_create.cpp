@@ -113,7 +113,10 @@ Status WriteSparse(io::File& f, uint64_t sectors, bool zeroed_grain, bool stream
   const uint64_t end = gd + gd_sectors + tables * table_sectors;
   const uint64_t overhead = (end + kGrainSectors - 1) / kGrainSectors * kGrainSectors;
   if (overhead > UINT32_MAX) return InvalidArgument("the disk is too large for a sparse extent");
-  std::vector<uint8_t> meta(overhead * 512, 0);
+  // The tables are zeros: the file's growth makes them. Only the header,
+  // the descriptor and the directories are written.
+  IMGFS_RETURN_IF_ERROR(f.Truncate(overhead * 512));
+  std::vector<uint8_t> meta(21 * 512, 0);
   uint8_t* h = meta.data();
   std::memcpy(h, "KDMV", 4);
   StoreLE32(h + 4, stream ? 3 : (zeroed_grain ? 2 : 1));
@@ -136,12 +139,12 @@ Status WriteSparse(io::File& f, uint64_t sectors, bool zeroed_grain, bool stream
   StoreLE16(h + 77, stream ? 1 : 0);
   if (embedded.size() > 20 * 512) return InvalidArgument("the descriptor does not fit in its 20 sectors");
   std::memcpy(meta.data() + 512, embedded.data(), embedded.size());
-  for (uint64_t t = 0; t < tables; ++t) {
-    StoreLE32(&meta[rgd * 512 + t * 4], uint32_t(rgd + gd_sectors + t * table_sectors));
-    StoreLE32(&meta[gd * 512 + t * 4], uint32_t(gd + gd_sectors + t * table_sectors));
-  }
   IMGFS_RETURN_IF_ERROR(f.PWrite(0, meta.data(), meta.size()));
-  return Status::OK();
+  std::vector<uint8_t> dir(gd_sectors * 512, 0);
+  for (uint64_t t = 0; t < tables; ++t) StoreLE32(&dir[t * 4], uint32_t(rgd + gd_sectors + t * table_sectors));
+  IMGFS_RETURN_IF_ERROR(f.PWrite(rgd * 512, dir.data(), dir.size()));
+  for (uint64_t t = 0; t < tables; ++t) StoreLE32(&dir[t * 4], uint32_t(gd + gd_sectors + t * table_sectors));
+  return f.PWrite(gd * 512, dir.data(), dir.size());
 }
 
 Status CreateFiles(NewFiles& files, const CreateOptions& opts) {

@@ -31,6 +31,8 @@ class DiskExtent {
   virtual std::vector<ImageInfo::Field> Info() const = 0;
   // Bytes per grain (0: not a sparse extent).
   virtual uint64_t grain_bytes() const { return 0; }
+  // Entries of the grain directories it holds in memory (0: none).
+  virtual uint64_t directory_entries() const { return 0; }
 
   // Why the extent takes no writes ("" = it does, if its file is writable).
   virtual std::string WhyReadOnly() const { return ""; }

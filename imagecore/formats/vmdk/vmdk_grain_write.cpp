@@ -24,6 +24,7 @@ std::string GrainExtent::WhyReadOnly() const {
   }
   if (l_.compressed) return "streamOptimized (compressed) extents are served read-only";
   if (l_.version >= 3) return "a version 3 sparse extent (changed block tracking) is served read-only";
+  if (!tables_sane_) return "a grain directory names a table outside the file or over the header or a directory";
   return "";
 }
 
@@ -39,6 +40,7 @@ Status GrainExtent::SetInTableLocked(std::vector<uint64_t>& dir, uint64_t gdi, s
     // A new table at the end of the file; its directory entry is written
     // at the next flush, after the table itself is durable.
     const uint64_t at = next_free_;
+    if ((at + bytes) / 512 > UINT32_MAX) return NoSpace(file_->path() + ": the extent is full (2 TiB of sectors)");
     next_free_ += (bytes + 511) / 512 * 512;
     IMGFS_ASSIGN_OR_RETURN(t, gt_cache_.Create(at, flush));
     dir[gdi] = at;
@@ -89,7 +91,7 @@ Status GrainExtent::WriteInGrain(uint64_t g, uint64_t in, const uint8_t* buf, si
   }
   if (st.ok()) st = file_->PWrite(host, src, gb);
   lock.lock();
-  if (st.ok() && host / 512 > UINT32_MAX) st = NoSpace(file_->path() + ": the extent is full (4 TiB of sectors)");
+  if (st.ok() && host / 512 > UINT32_MAX) st = NoSpace(file_->path() + ": the extent is full (2 TiB of sectors)");
   if (st.ok()) st = SetEntryLocked(g, uint32_t(host / 512));
   allocating_.erase(g);
   allocated_.notify_all();
@@ -189,6 +191,7 @@ Status GrainExtent::MakeEmpty() {
     }
   IMGFS_RETURN_IF_ERROR(FlushLocked());
   if (l_.overhead_bytes && tables_end <= l_.overhead_bytes && gd_at_ < l_.overhead_bytes &&
+      rgd_at_ < l_.overhead_bytes &&
       next_free_ > l_.overhead_bytes) {
     IMGFS_RETURN_IF_ERROR(file_->Truncate(l_.overhead_bytes));
     IMGFS_RETURN_IF_ERROR(file_->Sync());
@@ -200,6 +203,7 @@ Status GrainExtent::MakeEmpty() {
 Result<uint64_t> GrainExtent::RelocateLocked(const std::vector<uint64_t>& dir) {
   const uint64_t at = next_free_;
   std::vector<uint8_t> raw((dir.size() * 4 + 511) / 512 * 512, 0);
+  if ((at + raw.size()) / 512 > UINT32_MAX) return NoSpace(file_->path() + ": the extent is full (2 TiB of sectors)");
   for (size_t i = 0; i < dir.size(); ++i) StoreLE32(&raw[i * 4], uint32_t(dir[i] / 512));
   IMGFS_RETURN_IF_ERROR(file_->PWrite(at, raw.data(), raw.size()));
   next_free_ += raw.size();
@@ -235,13 +239,15 @@ Status GrainExtent::Grow(uint64_t new_bytes) {
   // directory entry points to them.
   const uint64_t table = (uint64_t(l_.gt_entries) * 4 + 511) / 512 * 512;
   if (n > old_n) {
-    const std::vector<uint8_t> zeros((n - old_n) * table, 0);
+    const uint64_t total = (n - old_n) * table;
+    if ((next_free_ + 2 * total) / 512 > UINT32_MAX) return NoSpace(file_->path() + ": the extent is full (2 TiB of sectors)");
+    // Past the end of the file: growing it makes them, zeroed.
     for (std::vector<uint64_t>* dir : {&gd, &rgd}) {
       if (dir->empty()) continue;
-      IMGFS_RETURN_IF_ERROR(file_->PWrite(next_free_, zeros.data(), zeros.size()));
       for (size_t i = old_n; i < n; ++i) (*dir)[i] = next_free_ + (i - old_n) * table;
-      next_free_ += zeros.size();
+      next_free_ += total;
     }
+    if (file_->Size() < next_free_) IMGFS_RETURN_IF_ERROR(file_->Truncate(next_free_));
     IMGFS_RETURN_IF_ERROR(file_->Sync());
   }
   uint64_t gd_at = gd_at_, rgd_at = rgd_at_;
@@ -308,8 +314,18 @@ Status GrainExtent::Shrink(uint64_t new_bytes) {
   // The smaller size first; then the grains past it are cleared, so that
   // a later growth shows zeros there (Grow clears them too, for a crash in
   // between). The space they hold is not reclaimed.
-  IMGFS_RETURN_IF_ERROR(WriteCapacityLocked(new_bytes, gd_at_, rgd_.empty() ? 0 : rgd_at_));
   const uint64_t gb = l_.grain_bytes;
+  if (new_bytes % gb) {
+    // The last kept grain holds bytes past the new end: zeros, so that
+    // they do not come back with a later growth.
+    IMGFS_ASSIGN_OR_RETURN(Grain last, LookupLocked(new_bytes / gb));
+    if (last.kind == Grain::kData) {
+      const std::vector<uint8_t> zeros(gb - new_bytes % gb, 0);
+      IMGFS_RETURN_IF_ERROR(file_->PWrite(last.host + new_bytes % gb, zeros.data(), zeros.size()));
+      IMGFS_RETURN_IF_ERROR(file_->Sync());
+    }
+  }
+  IMGFS_RETURN_IF_ERROR(WriteCapacityLocked(new_bytes, gd_at_, rgd_.empty() ? 0 : rgd_at_));
   const uint64_t old_grains = (bytes_ + gb - 1) / gb;
   bytes_ = new_bytes;
   IMGFS_RETURN_IF_ERROR(ClearEntriesLocked((new_bytes + gb - 1) / gb, old_grains));

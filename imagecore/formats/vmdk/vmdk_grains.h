@@ -84,6 +84,7 @@ class GrainExtent final : public DiskExtent {
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override;
   io::File* file() const override { return file_.get(); }
   uint64_t grain_bytes() const override { return l_.grain_bytes; }
+  uint64_t directory_entries() const override { return gd_.size() + rgd_.size(); }  // at open, before sharing
   std::vector<ImageInfo::Field> Info() const override;
 
   std::string WhyReadOnly() const override;
@@ -130,6 +131,10 @@ class GrainExtent final : public DiskExtent {
   uint64_t gd_at_, rgd_at_;            // GUARDED_BY(mu_) where the directories are (bytes; rgd 0: none)
   std::set<uint64_t> allocating_;      // GUARDED_BY(mu_) grains whose data is being written
   uint64_t next_free_;                 // GUARDED_BY(mu_) where the next grain or table goes
+  // Whether every table both directories name lies inside the file and
+  // clear of the header and the directories (set at open): else the
+  // extent takes no writes, which would land on metadata.
+  bool tables_sane_ = true;
   TableCache gt_cache_;                // GUARDED_BY(mu_)
   DecodedGrains decoded_;              // GUARDED_BY(mu_)
 };

@@ -84,6 +84,7 @@ Status VmdkImage::AddExtent(const ExtentLine& line, const OpenOptions& opts) {
   if (line.access == ExtentAccess::kRdOnly && read_only_reason_.empty())
     read_only_reason_ = "extent \"" + line.file + "\" is RDONLY";
   const uint64_t bytes = line.sectors * 512;
+  if (size_ + bytes > kMaxCapacitySectors * 512) return Corrupt("the extents add up to more than 512 TiB");
   if (line.type == "ZERO") {
     Append(NewZeroExtent(bytes));
     return Status::OK();
@@ -111,6 +112,10 @@ Status VmdkImage::AddExtent(const ExtentLine& line, const OpenOptions& opts) {
     e = OpenSeSparse(std::move(f), path, CacheBytesPerExtent());
   }
   if (!e.ok()) return e.status().message().rfind(path, 0) == 0 ? e.status() : e.status().Prefixed(path);
+  // Bounds over all extents, not one at a time: a descriptor may list the
+  // same huge sparse file thousands of times.
+  dir_entries_ += e.value()->directory_entries();
+  if (dir_entries_ > (uint64_t(1) << 26)) return Corrupt("the extents' grain directories are too large in total");
   Append(std::move(e).value());
   return Status::OK();
 }

@@ -72,6 +72,7 @@ class VmdkImage final : public Image {
   std::vector<std::unique_ptr<DiskExtent>> extents_;
   std::vector<uint64_t> starts_;  // guest byte offset of each extent
   uint64_t size_ = 0;
+  uint64_t dir_entries_ = 0;  // of all extents, at open (bounded)
   std::vector<LayerFile> files_;
   std::string desc_text_;          // as read (GUARDED_BY(cid_mu_) once writes begin)
   uint64_t desc_at_ = 0;           // where it lies in main_ (bytes)
