@@ -301,7 +301,7 @@ long Namespace::Added(const std::string& name) {
     for (const std::string& m : MemberPaths(path)) {
       const std::string real = io::RealPath(m);
       for (size_t j = 0; j < size(); ++j)
-        if (!image(j).removed && !image(j).layer_paths.empty() && image(j).layer_paths[0] == real) Hide(j, name);
+        if (!image(j).removed && !image(j).layer_paths.empty() && image(j).layer_paths[0] == real) Unlist(j, "it is a file of " + name);
     }
   }
   const long old = Find(name);
@@ -358,22 +358,29 @@ long Namespace::Removed(const std::string& name) {
     auto it = by_name_.find(name);
     if (it == by_name_.end()) return -1;
     i = static_cast<long>(it->second);
-    by_name_.erase(it);
   }
-  ImageEntry& e = image(size_t(i));
+  Unlist(size_t(i), "it left " + source_);
+  return i;
+}
+
+void Namespace::Unlist(size_t i, const std::string& why) {
+  ImageEntry& e = image(i);
+  {
+    std::lock_guard<std::mutex> l(names_mu_);
+    by_name_.erase(e.name);
+  }
   e.removed = true;
   std::shared_ptr<Chain> chain;
   {
     std::lock_guard<std::mutex> l(e.mu);
-    chain = std::move(e.chain);  // open files keep theirs until closed
+    chain = std::move(e.chain);  // its claim goes with it; open files keep theirs until closed
     e.snapshot_chains.clear();
   }
   if (chain) {
     Status st = chain->Flush();
     if (!st.ok()) Log(LogLevel::kError, "flush of " + e.path + " failed: " + st.message());
   }
-  Log(LogLevel::kInfo, "no longer serving " + e.path + ": it left " + source_);
-  return i;
+  Log(LogLevel::kInfo, "no longer serving " + e.path + ": " + why);
 }
 
 long Namespace::OwnerOf(const std::string& real_path) {
@@ -385,22 +392,6 @@ long Namespace::OwnerOf(const std::string& real_path) {
   return -1;
 }
 
-void Namespace::Hide(size_t j, const std::string& owner) {
-  ImageEntry& e = image(j);
-  {
-    std::lock_guard<std::mutex> l(names_mu_);
-    by_name_.erase(e.name);
-  }
-  e.removed = true;
-  std::shared_ptr<Chain> chain;
-  {
-    std::lock_guard<std::mutex> l(e.mu);
-    chain = std::move(e.chain);  // its claim goes with it (open files keep theirs)
-    e.snapshot_chains.clear();
-  }
-  if (chain) (void)chain->Flush();
-  Log(LogLevel::kInfo, e.path + " is a file of " + owner + ": no longer listed as an image");
-}
 
 long Namespace::Find(const std::string& name) const {
   std::lock_guard<std::mutex> l(names_mu_);

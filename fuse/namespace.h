@@ -167,8 +167,9 @@ class Namespace {
   std::string source_;
   bool read_only_ = false;
   bool is_dir_ = false;
-  // Stops listing image j: it is a file of image `owner` (named `name`).
-  void Hide(size_t j, const std::string& owner);
+  // Stops listing image i (it left SOURCE, or is a file of another image):
+  // its slot stays, its chain is flushed and let go.
+  void Unlist(size_t i, const std::string& why);
   bool scanning_ = false;  // Scan is adding: backing protection runs once at its end
   bool claim_at_mount_ = true;
   std::unique_ptr<std::unique_ptr<ImageEntry>[]> chunks_[kMaxChunks];

@@ -3,7 +3,6 @@
 // its own images it reads of ours.
 #include <cstdio>
 #include <cstring>
-#include <random>
 
 #include "base/endian.h"
 #include "formats/vmdk/vmdk_create.h"
@@ -15,7 +14,6 @@ namespace {
 
 constexpr uint64_t kGrainSectors = 128;   // 64 KiB, as qemu
 constexpr uint32_t kEntriesPerTable = 512;
-constexpr uint64_t kSplitBytes = uint64_t(2) << 30;  // twoGbMaxExtent*: 2 GiB per extent
 
 struct Spec {
   std::string subformat = "monolithicSparse";
@@ -62,23 +60,10 @@ Result<Spec> ParseSpec(const CreateOptions& opts) {
   return s;
 }
 
-uint32_t NewCid() {
-  std::random_device rd;
-  uint32_t c;
-  do c = rd(); while (c == kNoParent);
-  return c;
-}
-
-std::string Hex(uint32_t v) {
-  char s[16];
-  std::snprintf(s, sizeof s, "%08x", v);
-  return s;
-}
-
 std::string DescriptorText(const Spec& s, uint32_t cid, uint32_t parent_cid, const std::string& parent,
                            const std::string& create_type, const std::string& extents, uint64_t size) {
   const uint64_t heads = s.adapter == "ide" ? 16 : 255;
-  std::string t = "# Disk DescriptorFile\nversion=1\nCID=" + Hex(cid) + "\nparentCID=" + Hex(parent_cid) +
+  std::string t = "# Disk DescriptorFile\nversion=1\nCID=" + CidText(cid) + "\nparentCID=" + CidText(parent_cid) +
                   "\ncreateType=\"" + create_type + "\"\n";
   t += parent.empty() ? "\n" : "parentFileNameHint=\"" + parent + "\"\n";
   t += "# Extent description\n" + extents + "\n# The Disk Data Base\n#DDB\n\n";

@@ -1,7 +1,10 @@
 #include "formats/vmdk/vmdk_descriptor.h"
 
 #include <cctype>
+#include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <random>
 
 namespace imgfs::vmdk {
 namespace {
@@ -91,6 +94,21 @@ bool IsExtentLine(std::string_view line) {
 }
 
 }  // namespace
+
+std::string CidText(uint32_t cid) {
+  char s[16];
+  std::snprintf(s, sizeof s, "%08x", cid);
+  return s;
+}
+
+uint32_t NewCid() {
+  static std::mutex mu;
+  static std::mt19937 gen{std::random_device{}()};
+  std::lock_guard<std::mutex> l(mu);
+  uint32_t c;
+  do c = uint32_t(gen()); while (c == kNoParent);
+  return c;
+}
 
 bool LooksLikeDescriptor(const uint8_t* head, size_t len) {
   std::string_view s(reinterpret_cast<const char*>(head), len);

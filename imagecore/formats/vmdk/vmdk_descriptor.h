@@ -17,6 +17,13 @@ constexpr uint32_t kNoParent = 0xffffffff;
 // A descriptor is a few KiB; a megabyte is far more than any tool writes.
 constexpr size_t kMaxDescriptorBytes = 1 << 20;
 constexpr size_t kMaxExtents = 4096;
+// twoGbMaxExtent*: the most bytes one extent file holds.
+constexpr uint64_t kSplitBytes = uint64_t(2) << 30;
+
+// A CID as descriptors write it (8 hex digits), and a fresh random one
+// (never kNoParent).
+std::string CidText(uint32_t cid);
+uint32_t NewCid();
 
 enum class ExtentAccess { kRW, kRdOnly, kNoAccess };
 

@@ -3,26 +3,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <random>
 
 #include "formats/vmdk/vmdk_sparse.h"
 #include "imagecore/log.h"
 
 namespace imgfs::vmdk {
 namespace {
-
-std::string Hex32(uint32_t v) {
-  char s[16];
-  std::snprintf(s, sizeof s, "%08x", v);
-  return s;
-}
-
-uint32_t RandomCid() {
-  static std::mutex mu;
-  static std::mt19937 gen{std::random_device{}()};
-  std::lock_guard<std::mutex> l(mu);
-  return uint32_t(gen());
-}
 
 // A parent named by a Windows path ("C:\VMs\base.vmdk") is looked for by
 // its file name beside the child.
@@ -280,9 +266,9 @@ Status VmdkImage::ChangeCidOnce() {
   }
   uint32_t cid;
   do {
-    cid = RandomCid();
+    cid = NewCid();
   } while (cid == desc_.cid || cid == kNoParent);
-  const std::string text = WithKey(desc_text_, "CID", Hex32(cid));
+  const std::string text = WithKey(desc_text_, "CID", CidText(cid));
   IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
   desc_text_ = text;
   desc_.cid = cid;
@@ -300,7 +286,7 @@ Status VmdkImage::CheckParent(const Image& parent) const {
   if (!p) return Status::OK();
   const uint32_t cid = p->cid();
   if (desc_.parent_cid == cid) return Status::OK();
-  return Corrupt(main_->path() + ": parentCID " + Hex32(desc_.parent_cid) + " does not match CID " + Hex32(cid) +
+  return Corrupt(main_->path() + ": parentCID " + CidText(desc_.parent_cid) + " does not match CID " + CidText(cid) +
                  " of its parent " + p->main_->path() + " (the parent changed after this disk was made on it)");
 }
 
@@ -310,7 +296,7 @@ Status VmdkImage::RelinkParent(const Image& parent) {
   const uint32_t cid = p->cid();
   std::lock_guard<std::mutex> lock(cid_mu_);
   if (desc_.parent_cid == cid || (!descriptor_file_ && !desc_room_)) return Status::OK();
-  const std::string text = WithKey(desc_text_, "parentCID", Hex32(cid));
+  const std::string text = WithKey(desc_text_, "parentCID", CidText(cid));
   IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
   desc_text_ = text;
   desc_.parent_cid = cid;
@@ -348,7 +334,7 @@ Status VmdkImage::SetBacking(const std::string& name, const std::string& format,
   std::lock_guard<std::mutex> lock(cid_mu_);
   // Both keys in one write of the descriptor: a crash leaves the old
   // parent or the new one, never a mix.
-  std::string text = WithKey(desc_text_, "parentCID", Hex32(parent_cid));
+  std::string text = WithKey(desc_text_, "parentCID", CidText(parent_cid));
   text = name.empty() ? WithoutKey(text, "parentFileNameHint") : WithKey(text, "parentFileNameHint", "\"" + name + "\"");
   IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
   desc_text_ = text;

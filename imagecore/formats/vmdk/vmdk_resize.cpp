@@ -11,10 +11,6 @@
 #include "formats/vmdk/vmdk_sparse.h"
 
 namespace imgfs::vmdk {
-namespace {
-constexpr uint64_t kSplitBytes = uint64_t(2) << 30;
-}  // namespace
-
 Status VmdkImage::GrowLast(uint64_t new_size) {
   DiskExtent& last = *extents_.back();
   const bool split = desc_.create_type.rfind("twoGb", 0) == 0;
