@@ -100,7 +100,15 @@ std::string StampOf(const ImageEntry& e) {
            std::to_string(st.value().mtime.tv_nsec) + ";";
   };
   add(e.path);
-  for (const std::string& m : e.member_paths) add(m);
+  for (const std::string& m : e.members()) add(m);
+  return out;
+}
+
+// Real paths of the files of `img` (opened from `path`) but its image file.
+std::vector<std::string> MembersOf(const Image& img, const std::string& path) {
+  std::vector<std::string> out;
+  for (const Image::LayerFile& f : img.files())
+    if (f.role != FileRole::kImage && f.file->path() != path) out.push_back(io::RealPath(f.file->path()));
   return out;
 }
 
@@ -178,8 +186,7 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   for (size_t d = 0; d < chain.value()->depth(); ++d)
     entry->layer_paths.push_back(io::RealPath(chain.value()->layer_path(d)));
   if (entry->layer_paths.size() > 1) entry->backing_path = entry->layer_paths[1];
-  for (const Image::LayerFile& f : img->files())
-    if (f.role != FileRole::kImage && f.file->path() != path) entry->member_paths.push_back(io::RealPath(f.file->path()));
+  entry->set_members(MembersOf(*img, path));
   auto st = io::StatPath(path);
   if (st.ok()) {
     entry->file_ino = st.value().ino;
@@ -270,6 +277,10 @@ Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_
 
 long Namespace::Added(const std::string& name) {
   const std::string path = source_ + "/" + name;
+  if (IsTempName(name)) {
+    if (scanning_) Log(LogLevel::kInfo, path + ": a file an interrupted create left, not listed");
+    return -1;
+  }
   auto fst = io::StatPath(path);
   if (!fst.ok() || !fst.value().is_regular) return -1;
   if (!scanning_) {
@@ -285,17 +296,10 @@ long Namespace::Added(const std::string& name) {
       Log(LogLevel::kInfo, path + " (a file of " + e.name + ") was changed by another program: reopened");
       return owner;
     }
-    // A file an image gained while listed (a vmdk grown by an extent file):
-    // its header names it now.
-    const std::string real = io::RealPath(path);
-    for (size_t j = 0; j < size(); ++j) {
-      const ImageEntry& e = image(j);
-      if (e.removed || !CapabilitiesOf(e.format).several_files) continue;
-      for (const std::string& m : MemberPaths(e.path))
-        if (io::RealPath(m) == real) {
-          Log(LogLevel::kInfo, path + ": a new file of " + e.name + ", not listed");
-          return -1;
-        }
+    const std::string of = NewMemberOf(io::RealPath(path));
+    if (!of.empty()) {
+      Log(LogLevel::kInfo, path + ": a new file of " + of + ", not listed");
+      return -1;
     }
     // A new image may take files that are listed as images of their own.
     for (const std::string& m : MemberPaths(path)) {
@@ -351,6 +355,26 @@ long Namespace::Added(const std::string& name) {
   return static_cast<long>(index);
 }
 
+std::string Namespace::NewMemberOf(const std::string& real) {
+  // A listed image grown by an extent file: its header names it now.
+  for (size_t j = 0; j < size(); ++j) {
+    const ImageEntry& e = image(j);
+    if (e.removed || !CapabilitiesOf(e.format).several_files) continue;
+    for (const std::string& m : MemberPaths(e.path))
+      if (io::RealPath(m) == real) return e.name;
+  }
+  // An image being made: its extents take their names before its
+  // descriptor leaves its temporary one.
+  auto names = io::ListDir(source_);
+  if (!names.ok()) return "";
+  for (const std::string& name : names.value()) {
+    if (!IsTempName(name)) continue;
+    for (const std::string& m : MemberPaths(source_ + "/" + name))
+      if (io::RealPath(m) == real) return name;
+  }
+  return "";
+}
+
 long Namespace::Removed(const std::string& name) {
   long i;
   {
@@ -386,8 +410,9 @@ void Namespace::Unlist(size_t i, const std::string& why) {
 long Namespace::OwnerOf(const std::string& real_path) {
   for (size_t i = 0; i < size(); ++i) {
     const ImageEntry& e = image(i);
-    if (!e.removed && std::find(e.member_paths.begin(), e.member_paths.end(), real_path) != e.member_paths.end())
-      return static_cast<long>(i);
+    if (e.removed) continue;
+    const std::vector<std::string> members = e.members();
+    if (std::find(members.begin(), members.end(), real_path) != members.end()) return static_cast<long>(i);
   }
   return -1;
 }
@@ -420,6 +445,12 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   if (!e.read_only && claim_at_mount_) e.claimed = true;
   if (e.chain->depth() > kMaxLayers) Log(LogLevel::kWarning, e.path + ": only the first 64 layers are shown");
   return e.chain;
+}
+
+void Namespace::RefreshMembers(size_t i) {
+  ImageEntry& e = image(i);
+  std::lock_guard<std::mutex> l(e.mu);
+  if (e.chain) e.set_members(MembersOf(e.chain->layer(0), e.path));
 }
 
 Status Namespace::ClaimForWrite(size_t i) {

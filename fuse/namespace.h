@@ -73,10 +73,17 @@ struct ImageEntry {
   std::string read_only_reason;  // set at mount
   std::vector<std::string> layer_paths;  // real paths of the chain's files, top first (at mount)
   std::string backing_path;              // real path of its backing file, or ""
-  // Real paths of the image's other files (extents, a data file), at
-  // listing: they are not listed as images, and a change to one is a
-  // change to this image.
-  std::vector<std::string> member_paths;
+  // Real paths of the image's other files (extents, a data file), from
+  // listing on (a resize may add some): they are not listed as images, and
+  // a change to one is a change to this image.
+  std::vector<std::string> members() const {
+    std::lock_guard<std::mutex> l(members_mu);
+    return member_paths;
+  }
+  void set_members(std::vector<std::string> paths) {
+    std::lock_guard<std::mutex> l(members_mu);
+    member_paths = std::move(paths);
+  }
   uint64_t file_ino = 0, file_dev = 0;   // the image file when it was probed
   std::atomic<bool> removed{false};      // gone from SOURCE; its index is never reused
   Control control;                       // the ctl file's commands
@@ -95,6 +102,10 @@ struct ImageEntry {
   std::string stamp;
   Status open_error;
   std::unordered_map<size_t, std::shared_ptr<Chain>> snapshot_chains;  // by table index
+
+ private:
+  mutable std::mutex members_mu;  // guards member_paths; taken alone or innermost
+  std::vector<std::string> member_paths;
 };
 
 class Namespace {
@@ -129,6 +140,9 @@ class Namespace {
   // ImageEntry::claimed). ReadOnly or Busy (naming the holder) if it may
   // not be written.
   Status ClaimForWrite(size_t i);
+  // Takes the image's files anew from its open chain (after a resize that
+  // added or removed extent files).
+  void RefreshMembers(size_t i);
   // The partitions of image i's disk, read from its partition table now.
   Result<std::vector<Partition>> Partitions(size_t i);
   // Why image i may not be written now, or "" if it may.
@@ -169,6 +183,9 @@ class Namespace {
   bool is_dir_ = false;
   // Stops listing image i (it left SOURCE, or is a file of another image):
   // its slot stays, its chain is flushed and let go.
+  // The image that names the file at `real` though the listing does not
+  // know it as that image's yet (grown by it, or being made), or "".
+  std::string NewMemberOf(const std::string& real);
   void Unlist(size_t i, const std::string& why);
   bool scanning_ = false;  // Scan is adding: backing protection runs once at its end
   bool claim_at_mount_ = true;

@@ -126,7 +126,7 @@ mode_t ChainPerm(FsContext& ctx, size_t image, const io::FileStat& top, size_t d
 // Bytes the host stores for every file of image `e` (`main`: its image file).
 uint64_t AllocatedOf(const ImageEntry& e, const io::FileStat& main) {
   uint64_t sum = main.allocated;
-  for (const std::string& m : e.member_paths) {
+  for (const std::string& m : e.members()) {
     auto st = io::StatPath(m);
     if (st.ok()) sum += st.value().allocated;
   }
@@ -359,6 +359,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
       Status rs = chain.ok() ? ops::Resize(*chain.value(), std::to_string(attr->st_size), true).status()
                              : chain.status();
       if (chain.ok()) e.virtual_size = chain.value()->VirtualSize();
+      ctx.ns.RefreshMembers(node.image);
       InvalidateInode(ctx, InoOf(NodeKind::kLayer, node.image, 0));
       if (!rs.ok()) {
         fuse_reply_err(req, ErrnoOf(rs));

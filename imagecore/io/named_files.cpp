@@ -30,8 +30,9 @@ class HostOpener final : public FileOpener {
                                          const io::Access& as) const override {
     return io::OpenPosixFile(path, writable, as);
   }
-  Result<std::unique_ptr<io::File>> Create(const std::string& path) const override {
-    return io::CreatePosixFile(path);
+  Result<std::unique_ptr<io::File>> Create(const std::string& path, const io::Access& as,
+                                           mode_t mode) const override {
+    return io::CreatePosixFile(path, mode, as);
   }
   bool Exists(const std::string& path) const override { return io::StatPath(path).ok(); }
   Status Rename(const std::string& from, const std::string& to) const override { return io::RenameFile(from, to); }
@@ -43,6 +44,19 @@ const FileOpener& HostFiles() {
   static const HostOpener host;
   return host;
 }
+
+namespace {
+constexpr char kTempMark[] = ".imgfs-tmp-";
+}
+
+std::string TempNameFor(const std::string& path) {
+  std::random_device rd;
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, "%s%08x", kTempMark, rd());
+  return path + suffix;
+}
+
+bool IsTempName(const std::string& name) { return name.find(kTempMark) != std::string::npos; }
 
 NewFiles::NewFiles(const FileOpener& opener, std::string main_path)
     : opener_(opener), main_path_(std::move(main_path)) {}
@@ -56,11 +70,8 @@ NewFiles::~NewFiles() {
 }
 
 Result<io::File*> NewFiles::Create(const std::string& final_path) {
-  std::random_device rd;
-  char suffix[32];
-  std::snprintf(suffix, sizeof suffix, ".imgfs-tmp-%08x", rd());
-  Pending p{final_path, final_path + suffix, nullptr};
-  IMGFS_ASSIGN_OR_RETURN(p.file, opener_.Create(p.temp_path));
+  Pending p{final_path, TempNameFor(final_path), nullptr};
+  IMGFS_ASSIGN_OR_RETURN(p.file, opener_.Create(p.temp_path, io::Access{}, 0644));
   files_.push_back(std::move(p));
   return files_.back().file.get();
 }

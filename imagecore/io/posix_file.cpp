@@ -229,9 +229,14 @@ Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writab
   return file;
 }
 
-Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mode) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) return IoError("create " + path, errno);
+Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mode, const Access& as) {
+  int fd;
+  {
+    ScopedAccess scope(as);
+    if (!scope.ok()) return IoError("create " + path + " as " + as.who(), EPERM);
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  }
+  if (fd < 0) return IoError("create " + path + (as.as_user ? " as " + as.who() : std::string()), errno);
   return Wrap(path, fd, true);
 }
 

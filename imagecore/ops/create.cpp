@@ -1,5 +1,4 @@
 #include <cstdio>
-#include <random>
 #include <sstream>
 
 #include "imagecore/chain.h"
@@ -65,10 +64,7 @@ Status Create(const CreateRequest& req) {
     return files.Commit();
   }
   // Write into a temporary name in the same directory, then rename.
-  std::random_device rd;
-  char suffix[32];
-  std::snprintf(suffix, sizeof suffix, ".imgfs-tmp-%08x", rd());
-  const std::string tmp = req.path + suffix;
+  const std::string tmp = TempNameFor(req.path);
   auto file = io::CreatePosixFile(tmp);
   if (!file.ok()) return file.status();
   Status st = drv->create(*file.value(), opts);

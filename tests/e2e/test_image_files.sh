@@ -4,7 +4,7 @@
 # as an image of its own, the mount claims both files with QEMU's locks,
 # sizes count both, and a change another program makes to the data file
 # reopens the image. A new image that takes a listed file as its data file
-# takes it out of the listing.
+# takes it out of the listing. Temporary files of a create are never listed.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib.sh
@@ -24,6 +24,7 @@ listed() { ls "$MNT" | grep -qx -- "$1"; }
 (cd "$SRC" && qemu-img create -q -f qcow2 -o data_file=x.img x.qcow2 8M)
 (cd "$SRC" && qemu-io -f qcow2 -c "write -P 0x61 0 4M" x.qcow2 >/dev/null)  # qemu resolves a data file against the working directory
 qemu-img create -q -f raw "$SRC/plain.img" 1M
+qemu-img create -q -f qcow2 "$SRC/half.qcow2.imgfs-tmp-0badf00d" 1M  # what an interrupted create leaves
 if [[ $(id -u) == 0 ]]; then
     # Another user's descriptor that names root's image as its extent.
     qemu-img create -q -f raw "$SRC/rootdisk.img" 1M
@@ -38,6 +39,7 @@ listed x.qcow2 || fail "x.qcow2 not listed"
 listed plain.img || fail "plain.img not listed"
 listed x.img && fail "x.img (the data file of x.qcow2) is listed as an image"
 grep -q "x.img: a file of another image, not listed" "$T/log" || fail "the log does not say why x.img is not listed"
+listed half.qcow2.imgfs-tmp-0badf00d && fail "a temporary file of an interrupted create is listed"
 ro=$(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/x.qcow2/disk.raw")
 [[ $ro == 0 ]] || fail "x.qcow2 read_only: $ro"
 echo "   x.img not listed; x.qcow2 writable"
@@ -85,5 +87,14 @@ log "a new image that takes a listed file as its data file"
 wait_for listed p.qcow2 || fail "p.qcow2 did not appear"
 wait_for bash -c "! ls '$MNT' | grep -qx plain.img" || fail "plain.img still listed after p.qcow2 took it as its data file"
 echo "   plain.img left the listing"
+
+log "the files an imgfs create makes under temporary names are never listed"
+"$IMGFS" create -q -f vmdk -o subformat=twoGbMaxExtentSparse "$SRC/new.vmdk" 3G
+wait_for listed new.vmdk || fail "new.vmdk did not appear"
+sleep 0.3
+got=$(ls "$MNT" | grep -E "new|imgfs-tmp" | tr '\n' ' ')
+[[ $got == "new.vmdk " ]] || fail "listed while and after new.vmdk was made: $got"
+! grep -E "serving .*(imgfs-tmp|new-s00)" "$T/log2" || fail "a temporary file was served for a while"
+echo "   new.vmdk listed, none of its temporary files nor its extents"
 umount_imgfs "$MNT"
 echo "PASS: image_files"

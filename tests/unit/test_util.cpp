@@ -60,7 +60,7 @@ Result<std::unique_ptr<io::File>> MemFiles::Open(const std::string& path, bool, 
   return std::unique_ptr<io::File>(std::make_unique<SharedFile>(f, nullptr, path));
 }
 
-Result<std::unique_ptr<io::File>> MemFiles::Create(const std::string& path) const {
+Result<std::unique_ptr<io::File>> MemFiles::Create(const std::string& path, const io::Access&, mode_t) const {
   if (Get(path)) return IoError(path, EEXIST);
   return std::unique_ptr<io::File>(std::make_unique<SharedFile>(const_cast<MemFiles*>(this)->Add(path), nullptr, path));
 }

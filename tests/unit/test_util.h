@@ -46,7 +46,8 @@ class MemFiles final : public FileOpener {
   std::shared_ptr<io::File> Add(const std::string& path, std::shared_ptr<io::File> f = nullptr);
   std::shared_ptr<io::File> Get(const std::string& path) const;
   Result<std::unique_ptr<io::File>> Open(const std::string& path, bool writable, const io::Access&) const override;
-  Result<std::unique_ptr<io::File>> Create(const std::string& path) const override;
+  Result<std::unique_ptr<io::File>> Create(const std::string& path, const io::Access& as,
+                                           mode_t mode) const override;
   bool Exists(const std::string& path) const override { return Get(path) != nullptr; }
   Status Rename(const std::string& from, const std::string& to) const override;
   void Remove(const std::string& path) const override;

@@ -67,9 +67,9 @@ class FailingFiles final : public FileOpener {
   Result<std::unique_ptr<io::File>> Open(const std::string& p, bool w, const io::Access& a) const override {
     return inner_.Open(p, w, a);
   }
-  Result<std::unique_ptr<io::File>> Create(const std::string& p) const override {
+  Result<std::unique_ptr<io::File>> Create(const std::string& p, const io::Access& a, mode_t m) const override {
     if (p.find(bad_) != std::string::npos) return IoError(p, ENOSPC);
-    return inner_.Create(p);
+    return inner_.Create(p, a, m);
   }
   bool Exists(const std::string& p) const override { return inner_.Exists(p); }
   Status Rename(const std::string& a, const std::string& b) const override { return inner_.Rename(a, b); }

@@ -29,24 +29,24 @@ Status VmdkImage::AddExtentFile(uint64_t sectors) {
   std::snprintf(tag, sizeof tag, flat ? "f%03zu" : "s%03zu", desc_.extents.size() + 1);
   const std::string name = ExtentName(main_->path(), tag);
   const std::string path = ResolveNamedPath(main_->path(), name);
-  IMGFS_ASSIGN_OR_RETURN(auto made, opener_->Create(path));
-  Status st = flat ? made->Truncate(sectors * 512) : WriteSparse(*made, sectors, false, false, "");
+  // Made with the owner's rights and the descriptor's mode, claimed on the
+  // descriptor it was made with: never closed in between, a mount's
+  // watcher does not see it as a new image before the descriptor names it.
+  auto st_main = main_->Stat();
+  const mode_t mode = st_main.ok() ? (st_main.value().mode & 0777) : 0644;
+  IMGFS_ASSIGN_OR_RETURN(auto made, opener_->Create(path, access_, mode));
+  Status st = made->ClaimForWriting();
+  if (st.ok()) st = flat ? made->Truncate(sectors * 512) : WriteSparse(*made, sectors, false, false, "");
   if (st.ok()) st = made->Sync();
-  made.reset();
   std::unique_ptr<DiskExtent> e;
-  if (st.ok()) {
-    auto f = opener_->Open(path, true, access_);
-    st = f.status();
-    if (st.ok()) st = f.value()->ClaimForWriting();
-    if (st.ok() && flat) e = NewFlatExtent(std::move(f).value(), 0, sectors * 512, "FLAT", path);
-    if (st.ok() && !flat) {
-      auto h = ReadSparseHeader(*f.value());
-      st = h.status();
-      if (st.ok()) {
-        auto opened = OpenHostedSparse(std::move(f).value(), h.value(), "SPARSE", path);
-        st = opened.status();
-        if (st.ok()) e = std::move(opened).value();
-      }
+  if (st.ok() && flat) e = NewFlatExtent(std::move(made), 0, sectors * 512, "FLAT", path);
+  if (st.ok() && !flat) {
+    auto h = ReadSparseHeader(*made);
+    st = h.status();
+    if (st.ok()) {
+      auto opened = OpenHostedSparse(std::move(made), h.value(), "SPARSE", path);
+      st = opened.status();
+      if (st.ok()) e = std::move(opened).value();
     }
   }
   if (!st.ok()) {

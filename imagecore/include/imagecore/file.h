@@ -94,7 +94,7 @@ class File {
 // writable opens use O_RDWR.
 Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable, const Access& as = Access());
 // Creates (O_EXCL) a new host file for writing.
-Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mode = 0644);
+Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mode = 0644, const Access& as = {});
 // Renames a file (same file system); removes a file. For create's
 // write-then-rename.
 Status RenameFile(const std::string& from, const std::string& to);

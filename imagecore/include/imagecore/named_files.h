@@ -25,6 +25,12 @@ const char* FileRoleName(FileRole role);
 // directory of `naming_path`.
 std::string ResolveNamedPath(const std::string& naming_path, const std::string& name);
 
+// A fresh temporary name beside `path` for a file being made, and whether
+// a file name is one (a mount lists none: each is a file half made, or
+// left by a crash).
+std::string TempNameFor(const std::string& path);
+bool IsTempName(const std::string& name);
+
 // Opens and creates files by path. The host's is the default; tests pass
 // their own. Thread-safe.
 class FileOpener {
@@ -32,8 +38,10 @@ class FileOpener {
   virtual ~FileOpener() = default;
   virtual Result<std::unique_ptr<io::File>> Open(const std::string& path, bool writable,
                                                  const io::Access& as) const = 0;
-  // A new file (it must not exist), for writing.
-  virtual Result<std::unique_ptr<io::File>> Create(const std::string& path) const = 0;
+  // A new file (it must not exist), for writing, made with `as`'s rights
+  // (so owned by that user, where the directory lets them) and `mode`.
+  virtual Result<std::unique_ptr<io::File>> Create(const std::string& path, const io::Access& as,
+                                                   mode_t mode) const = 0;
   virtual bool Exists(const std::string& path) const = 0;
   virtual Status Rename(const std::string& from, const std::string& to) const = 0;
   virtual void Remove(const std::string& path) const = 0;
