@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "imagecore/ops.h"
 #include "imagecore/size.h"
+#include "progress.h"
 
 namespace imgfs::cli {
 
@@ -26,13 +27,7 @@ Runner AddCommit(CLI::App& app) {
   app.add_option("FILE", a->file, "the image")->required();
   return [a, b] {
     const bool show = a->progress && !a->quiet;
-    Chain::Progress progress;
-    if (show) {
-      progress = [](uint64_t done, uint64_t total) {
-        std::printf("    (%.2f/100%%)\r", total ? 100.0 * double(done) / double(total) : 100.0);
-        std::fflush(stdout);
-      };
-    }
+    Chain::Progress progress = ProgressPrinter(show);
     uint64_t rate = 0;
     if (!a->rate.empty()) {
       auto r = ParseSize(a->rate);
@@ -40,7 +35,7 @@ Runner AddCommit(CLI::App& app) {
       rate = r.value();
     }
     Status st = ops::CommitFile(a->file, a->format, a->base, a->keep || b->count() > 0, progress, rate);
-    if (show) std::printf("    (100.00/100%%)\n");
+    FinishProgress(show);
     if (!st.ok()) return Fail(st.message());
     if (!a->quiet) std::printf("Image committed.\n");
     return 0;

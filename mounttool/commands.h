@@ -17,6 +17,8 @@ Runner AddSnapshot(CLI::App& app);
 Runner AddCheck(CLI::App& app);
 Runner AddResize(CLI::App& app);
 Runner AddCommit(CLI::App& app);
+Runner AddMap(CLI::App& app);
+Runner AddRebase(CLI::App& app);
 
 // Prints "imgfs: <message>" to stderr; returns the exit code for it.
 int Fail(const std::string& message, int code = 1);

@@ -49,6 +49,8 @@ int main(int argc, char** argv) {
   add("snapshot", "list, create, apply or delete internal snapshots", imgfs::cli::AddSnapshot);
   add("resize", "change the size of an image", imgfs::cli::AddResize);
   add("commit", "merge an image into its backing file", imgfs::cli::AddCommit);
+  add("map", "show where the disk's bytes are stored, as qemu-img map", imgfs::cli::AddMap);
+  add("rebase", "change the backing file, copying what differs", imgfs::cli::AddRebase);
   add("mount", "mount a directory of images (or one image) as raw files", imgfs::cli::AddMount);
   add("umount", "flush and unmount an imgfs mount", imgfs::cli::AddUmount);
   try {

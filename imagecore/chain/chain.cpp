@@ -118,10 +118,11 @@ Status Chain::ResolveUnlocked(size_t d, uint64_t off, uint64_t len, Resolved* ou
 }
 
 Status Chain::ResolveAbove(size_t d, size_t stop, uint64_t off, uint64_t len, Resolved* out, bool* decided) const {
+  Extent last;  // the last layer's answer when none holds the run
   for (; d < stop; ++d) {
     const uint64_t size = layers_[d]->VirtualSize();
     if (off >= size) {  // past a smaller backing file: zeros
-      *out = Resolved{Resolved::kZero, len, nullptr, 0, d};
+      *out = Resolved{Resolved::kZero, len, nullptr, 0, d, false};
       *decided = true;
       return Status::OK();
     }
@@ -129,19 +130,24 @@ Status Chain::ResolveAbove(size_t d, size_t stop, uint64_t off, uint64_t len, Re
     IMGFS_RETURN_IF_ERROR(layers_[d]->BlockStatus(off, std::min(len, size - off), &e));
     if (e.kind == ExtentKind::kUnallocated) {
       len = e.length;
+      last = e;
       continue;
     }
     out->length = e.length;
     out->depth = d;
     out->file = e.file;
     out->host_offset = e.host_offset;
+    out->present = true;
+    out->mapped_hole = e.mapped_hole;
     out->kind = e.kind == ExtentKind::kData ? Resolved::kData
                 : e.kind == ExtentKind::kZero ? Resolved::kZero
                                               : Resolved::kOpaque;
     *decided = true;
     return Status::OK();
   }
-  *out = Resolved{Resolved::kZero, len, nullptr, 0, d};  // below every layer: zeros
+  // Below every layer: zeros (where the last layer keeps host bytes for
+  // them, a qcow2 subcluster not yet written, they are named).
+  *out = Resolved{Resolved::kZero, len, last.file, last.host_offset, d, false};
   *decided = false;
   return Status::OK();
 }
@@ -199,6 +205,12 @@ Status Chain::WriteZeroes(uint64_t off, uint64_t len, bool unmap) {
   SharedLock w(write_mu_);
   SharedLock l(io_mu_);
   return layers_[0]->WriteZeroes(off, len, unmap, below(0));
+}
+
+Status Chain::WriteZeroesOver(uint64_t off, uint64_t len, const LayerReader& next) {
+  SharedLock w(write_mu_);
+  SharedLock l(io_mu_);
+  return layers_[0]->WriteZeroes(off, len, false, &next);
 }
 
 Status Chain::Flush() {

@@ -3,8 +3,9 @@
 # imgfs create, losetup its disk.raw, mkfs, mount, write files, unmount;
 # copy the vmdk, write more into the copy, make a child of the copy, write
 # into the child, commit the child into the copy; qemu-img check and the
-# files' checksums at every step. (Re-parenting the child onto the first
-# disk waits for the rebase subcommand.) Skipped where loop devices or ext4
+# files' checksums at every step; then re-parent the child onto the first
+# disk with imgfs rebase (qemu-img cannot) and read it without the middle
+# disk. Skipped where loop devices or ext4
 # mounts are not usable (probed on a plain file first).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -95,4 +96,17 @@ with_fs disk-b.vmdk verify "$T/c.sums" disk-b.vmdk
 with_fs disk-a.vmdk verify "$T/a.sums" disk-a.vmdk
 umount_imgfs "$MNT"
 echo "   disk-b.vmdk holds disk-c's files after the commit; disk-a.vmdk is unchanged; all checks clean"
+
+log "the child re-parented onto disk-a.vmdk (imgfs rebase), disk-b.vmdk moved away"
+"$IMGFS" rebase -q -f vmdk -b disk-a.vmdk -F vmdk "$SRC/disk-c.vmdk" || fail "imgfs rebase of disk-c.vmdk"
+mkdir -p "$T/away"
+mv "$SRC/disk-b.vmdk" "$T/away/"
+for f in disk-a disk-c; do check "$f.vmdk"; done
+qemu-img info "$SRC/disk-c.vmdk" | grep -q '^backing file: disk-a.vmdk ' ||
+    fail "disk-c.vmdk's parent after the rebase: $(qemu-img info "$SRC/disk-c.vmdk" | grep backing)"
+mount_imgfs "$SRC" "$MNT"
+with_fs disk-c.vmdk verify "$T/c.sums" disk-c.vmdk
+umount_imgfs "$MNT"
+"$IMGFS" info "$SRC/disk-c.vmdk" 2>&1 >/dev/null | grep -q . && fail "a parentCID mismatch after the rebase"
+echo "   disk-c.vmdk on disk-a.vmdk holds its files; checks clean"
 echo "PASS: vmdk_workflow"

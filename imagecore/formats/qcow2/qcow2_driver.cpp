@@ -170,6 +170,7 @@ int Probe(const uint8_t* head, size_t len) {
 static Capabilities Qcow2Caps() {
   Capabilities c;
   c.internal_snapshots = c.bitmaps = c.make_empty = c.discard = c.resize = c.compressed_writes = true;
+  c.change_backing = true;
   c.several_files = true;  // an external data file
   return c;
 }

@@ -50,6 +50,7 @@ class Qcow2Image final : public Image {
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status Flush() override;
   std::optional<BackingRef> Backing() const override;
+  Status SetBacking(const std::string& name, const std::string& format, const Image* parent) override;
   std::vector<SnapshotInfo> Snapshots() const override;
   Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const override;
   Result<CheckResult> Check(RepairMode mode) override;
@@ -61,6 +62,7 @@ class Qcow2Image final : public Image {
   Status MakeEmpty() override;
   ImageInfo Info() const override;
   std::string DamageFound() const override;
+  bool MapShowsHostHoles() const override;
   const io::File& file() const override { return *file_; }
   std::vector<LayerFile> files() const override {
     if (data_file_) return {{file_.get(), FileRole::kImage}, {data_file_.get(), FileRole::kDataFile}};

@@ -30,6 +30,8 @@ class RawImage final : public Image {
     uint64_t next_data = file_->Seek(off, /*want_data=*/true);
     out->kind = ExtentKind::kZero;
     out->length = std::min(std::max(next_data, off + 1), end) - off;
+    out->file = file_.get();  // a hole of the file itself: qemu-img map shows its offset, not data
+    out->host_offset = off;
     return Status::OK();
   }
 

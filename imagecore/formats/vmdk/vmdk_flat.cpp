@@ -26,9 +26,12 @@ class FlatExtent final : public DiskExtent {
     const uint64_t host = start_ + off;
     const uint64_t size = file_->Size();
     len = std::min(len, bytes_ - off);
+    out->file = file_.get();  // mapped throughout, holes too
+    out->host_offset = host;
     if (host >= size) {  // a file shorter than its extent line: the rest reads as zeros
       out->kind = ExtentKind::kZero;
       out->length = len;
+      out->mapped_hole = true;
       return Status::OK();
     }
     const uint64_t end = std::min(host + len, size);
@@ -36,13 +39,12 @@ class FlatExtent final : public DiskExtent {
     if (next_hole > host) {
       out->kind = ExtentKind::kData;
       out->length = std::min(next_hole, end) - host;
-      out->file = file_.get();
-      out->host_offset = host;
       return Status::OK();
     }
     const uint64_t next_data = file_->Seek(host, /*want_data=*/true);
     out->kind = ExtentKind::kZero;
     out->length = std::min(std::max(next_data, host + 1), end) - host;
+    out->mapped_hole = true;
     return Status::OK();
   }
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override { return file_->PRead(start_ + off, buf, len); }

@@ -32,9 +32,11 @@ constexpr size_t kMaxChainDepth = 64;
 struct Resolved {
   enum Kind { kData, kZero, kOpaque } kind = kZero;
   uint64_t length = 0;
-  const io::File* file = nullptr;  // kData: read `length` bytes at host_offset
+  const io::File* file = nullptr;  // kData: read `length` bytes at host_offset (kZero: see Extent)
   uint64_t host_offset = 0;
-  size_t depth = 0;                // kData/kOpaque: the layer that holds it
+  size_t depth = 0;                // the layer that holds it; not present: the one below the last that covers it
+  bool present = true;             // false: no layer holds it (below every layer, or past a smaller backing file)
+  bool mapped_hole = false;        // as Extent::mapped_hole
 };
 
 class Chain {
@@ -76,6 +78,9 @@ class Chain {
   Status Write(uint64_t off, const void* buf, size_t len);
   // Makes [off, off+len) of the disk read as zeros (see Image::WriteZeroes).
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap);
+  // The same, hiding `next` instead: the backing chain the top layer is
+  // about to get (rebase writes what must survive the change).
+  Status WriteZeroesOver(uint64_t off, uint64_t len, const LayerReader& next);
   Status Flush();
 
   // --- control operations on the top layer: each runs alone -------------

@@ -32,8 +32,15 @@ enum class ExtentKind {
 struct Extent {
   ExtentKind kind = ExtentKind::kUnallocated;
   uint64_t length = 0;          // > 0 on success
-  const io::File* file = nullptr;  // kData only
-  uint64_t host_offset = 0;     // kData only
+  // kData: where the bytes are. kZero and kUnallocated: where known, the
+  // host bytes set aside for the range (a raw file's hole, a qcow2 zero
+  // cluster that keeps its allocation, a subcluster not yet written), else
+  // null. Only qemu-img map shows them.
+  const io::File* file = nullptr;
+  uint64_t host_offset = 0;
+  // kZero only: the format maps the range to host bytes that are a hole in
+  // `file` (a flat vmdk extent's); qemu-img map calls that data too.
+  bool mapped_hole = false;
 };
 
 // What reads the content below a layer (its backing chain), for copy-on-write.
@@ -227,6 +234,10 @@ class Image {
   virtual std::vector<LayerFile> files() const = 0;
   // Bytes the host stores for all of them (`disk size`, st_blocks).
   uint64_t AllocatedBytes() const;
+  // Whether qemu-img map looks under this layer's data for holes in the
+  // host file, calling them zeros (qemu does for qcow2 images whose
+  // metadata looks preallocated; a format's own zeros are reported anyway).
+  virtual bool MapShowsHostHoles() const { return false; }
   // The write claim on every writable file of the layer (see
   // io::File::ClaimForWriting): a writable open takes it; an instance kept
   // open but idle may give it up and take it again before it next writes.

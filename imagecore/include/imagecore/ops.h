@@ -95,4 +95,40 @@ Status Commit(Chain& chain, const std::string& base, bool drop, const Chain::Pro
 Status CommitFile(const std::string& path, const std::string& format, const std::string& base, bool drop,
                   const Chain::Progress& progress, uint64_t rate = 0);
 
+// ---- map (ops/map.cpp) ----
+// One run of the disk as qemu-img map reports it.
+struct MapEntry {
+  uint64_t start = 0, length = 0;
+  size_t depth = 0;     // the layer that holds it (not present: the last layer looked at)
+  bool present = false; // some layer holds it
+  bool zero = false;    // reads as zeros
+  bool data = false;    // stored (a format's data, even where the host file has a hole)
+  bool has_offset = false;
+  uint64_t offset = 0;  // where in `filename` (has_offset)
+  std::string filename; // the host file holding it, as opened ("" = none)
+};
+// The runs of [start, start + length) of the disk seen from the top,
+// merged as qemu-img map merges them.
+Result<std::vector<MapEntry>> Map(const Chain& chain, uint64_t start, uint64_t length);
+std::string MapJson(const std::vector<MapEntry>& entries);
+// qemu-img map's table: the runs stored verbatim in some file. Fails (with
+// what was printed so far in *out) where a run is stored but not verbatim
+// (compressed), as qemu-img does.
+Status MapHuman(std::vector<MapEntry> entries, std::string* out);
+
+// ---- rebase (ops/rebase.cpp) ----
+struct RebaseRequest {
+  std::string path, format;
+  std::string backing;         // the new backing file as it will be stored; "" = none (flatten)
+  std::string backing_format;  // required where backing is not empty, as qemu-img asks
+  bool unsafe = false;         // -u: only the reference changes, no data is copied
+  Chain::Progress progress;
+};
+// qemu-img rebase. Safe mode first copies into the image exactly the
+// clusters (grains) whose content differs between the old backing chain
+// and the new one, makes them durable, and only then changes the
+// reference, so that a crash at any point leaves a disk that reads as
+// before. Where both chains share layers, nothing of those is read.
+Status Rebase(const RebaseRequest& req);
+
 }  // namespace imgfs::ops

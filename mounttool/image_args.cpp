@@ -1,0 +1,64 @@
+#include "image_args.h"
+
+#include <sstream>
+
+namespace imgfs::cli {
+
+void AddImageArgs(CLI::App& app, ImageArgs* a, bool format, bool source_cache) {
+  if (format) app.add_option("-f,--format", a->format, "image format (default: probe by content)");
+  app.add_flag("-U,--force-share", a->force_share, "open the image even if another program uses it (read-only use)");
+  app.add_option("-t", a->cache, "cache mode (accepted for qemu-img compatibility; imgfs has one I/O path)");
+  if (source_cache) app.add_option("-T", a->cache, "source cache mode (accepted, as -t)");
+  app.add_flag("--image-opts", a->image_opts, "FILE is an option string: driver=FMT,file.filename=PATH");
+  app.add_option("--object", a->objects, "a QEMU object (refused: imgfs has none)");
+}
+
+namespace {
+// "a=b,c=d" as qemu splits it: ",," is a literal comma.
+Result<std::vector<std::pair<std::string, std::string>>> SplitOptions(const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string cur;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    if (i < text.size() && text[i] == ',' && i + 1 < text.size() && text[i + 1] == ',') {
+      cur += ',';
+      ++i;
+      continue;
+    }
+    if (i == text.size() || text[i] == ',') {
+      const auto eq = cur.find('=');
+      if (eq == std::string::npos) return InvalidArgument("Cannot find device='" + text + "' nor node-name='" + text + "'");
+      out.emplace_back(cur.substr(0, eq), cur.substr(eq + 1));
+      cur.clear();
+      continue;
+    }
+    cur += text[i];
+  }
+  return out;
+}
+}  // namespace
+
+Result<ImageSpec> ResolveImage(const ImageArgs& a, const std::string& operand) {
+  if (!a.objects.empty())
+    return Unsupported("--object " + a.objects.front() + ": imgfs has no QEMU objects (secrets, throttle groups, TLS)");
+  if (!a.image_opts) return ImageSpec{operand, a.format};
+  auto opts = SplitOptions(operand);
+  if (!opts.ok()) return opts.status().Prefixed("Could not open '" + operand + "'");
+  ImageSpec spec;
+  for (const auto& [key, value] : opts.value()) {
+    if (key == "driver") {
+      spec.format = value;
+    } else if (key == "file.filename" || key == "filename") {
+      spec.path = value;
+    } else if (key == "file.driver" && value == "file") {
+      continue;
+    } else if (key == "read-only" || key == "force-share" || key == "cache.direct" || key == "cache.no-flush") {
+      continue;  // imgfs opens as the subcommand needs; no other cache modes
+    } else {
+      return Unsupported("Could not open '" + operand + "': option '" + key + "' is not supported by imgfs");
+    }
+  }
+  if (spec.path.empty()) return InvalidArgument("Could not open '" + operand + "': no file.filename given");
+  return spec;
+}
+
+}  // namespace imgfs::cli
