@@ -19,6 +19,7 @@ Runner AddResize(CLI::App& app);
 Runner AddCommit(CLI::App& app);
 Runner AddMap(CLI::App& app);
 Runner AddRebase(CLI::App& app);
+Runner AddCompare(CLI::App& app);
 
 // Prints "imgfs: <message>" to stderr; returns the exit code for it.
 int Fail(const std::string& message, int code = 1);

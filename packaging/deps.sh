@@ -5,7 +5,7 @@
 IMGFS_BUILD_DEPS=(build-essential cmake pkg-config libfuse3-dev zlib1g-dev libzstd-dev
                   libcli11-dev nlohmann-json3-dev libgtest-dev googletest)
 IMGFS_RUN_DEPS=(fuse3)
-IMGFS_TEST_DEPS=(qemu-utils qemu-system-common fio e2fsprogs util-linux python3 kmod attr fdisk)
+IMGFS_TEST_DEPS=(qemu-utils qemu-system-common fio e2fsprogs util-linux python3 kmod attr fdisk strace)
 
 install_missing() {
     local missing=() p

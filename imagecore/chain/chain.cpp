@@ -351,4 +351,16 @@ Status Chain::CopyUp(size_t base, const Progress& progress) {
   return target.Flush();
 }
 
+size_t SharedBottomLayers(const Chain& a, size_t top_a, const Chain& b) {
+  size_t k = 0;
+  while (top_a + k < a.depth() && k < b.depth()) {
+    const size_t da = a.depth() - 1 - k, db = b.depth() - 1 - k;
+    if (io::RealPath(a.layer_path(da)) != io::RealPath(b.layer_path(db)) ||
+        std::strcmp(a.layer(da).format_name(), b.layer(db).format_name()) != 0)
+      break;
+    ++k;
+  }
+  return k;
+}
+
 }  // namespace imgfs

@@ -12,21 +12,10 @@ namespace {
 
 constexpr uint64_t kBatch = 1 << 20;  // compared and copied at a time
 
-// How many layers at the bottom of the old backing chain (`chain` from
-// depth 1) and of the new one are the same files.
-size_t SharedBottom(const Chain& chain, const Chain* target) {
-  if (!target) return 0;
-  size_t k = 0;
-  while (k + 1 < chain.depth() && k < target->depth() &&
-         io::RealPath(chain.layer_path(chain.depth() - 1 - k)) == io::RealPath(target->layer_path(target->depth() - 1 - k)))
-    ++k;
-  return k;
-}
-
 class Differences {
  public:
   Differences(Chain& chain, const Chain* target, const Chain::Progress& progress)
-      : chain_(chain), target_(target), progress_(progress), shared_(SharedBottom(chain, target)) {
+      : chain_(chain), target_(target), progress_(progress), shared_(target ? SharedBottomLayers(chain, 1, *target) : 0) {
     const uint64_t cs = chain.layer(0).Info().cluster_size;
     unit_ = cs ? cs : 65536;
     old_.resize(kBatch);

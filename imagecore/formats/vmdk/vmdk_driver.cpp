@@ -29,10 +29,11 @@ Result<std::vector<std::string>> Members(const io::File& file) {
 Capabilities VmdkCaps() {
   Capabilities c;
   c.several_files = true;
-  c.discard = true;
+  c.discard = true;         // flat extents punch holes; sparse grains are punched or zeroed
   c.make_empty = true;
-  c.resize = true;  // grows; shrinking is refused for now
-  c.change_backing = true;  // sparse extents; a flat disk has no parent to commit into  // flat extents punch holes; sparse grains are punched or zeroed
+  c.resize = true;
+  c.change_backing = true;  // parentFileNameHint and parentCID
+  c.status_by_grain = true;
   return c;
 }
 

@@ -128,5 +128,9 @@ class Chain {
   std::vector<std::unique_ptr<Image>> retired_;  // GUARDED_BY(io_mu_) exclusive
 };
 
+// How many layers at the bottom of `a` (from depth `top_a` down) and of `b`
+// are the same file opened as the same format, so that they read alike.
+size_t SharedBottomLayers(const Chain& a, size_t top_a, const Chain& b);
+
 
 }  // namespace imgfs

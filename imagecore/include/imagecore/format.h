@@ -69,6 +69,9 @@ struct Capabilities {
   bool resize = false;
   bool compressed_writes = false;
   bool several_files = false;      // an image may be more than one file
+  // qemu's driver answers block status at most one cluster (grain) at a
+  // time: what `compare -s` sees of where a run ends.
+  bool status_by_grain = false;
 };
 
 struct FormatDriver {

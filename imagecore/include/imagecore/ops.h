@@ -131,4 +131,22 @@ struct RebaseRequest {
 // before. Where both chains share layers, nothing of those is read.
 Status Rebase(const RebaseRequest& req);
 
+// ---- compare (ops/compare.cpp) ----
+struct CompareRequest {
+  std::string path1, format1, path2, format2;
+  bool strict = false;  // -s: sizes and allocation must match too
+  Chain::Progress progress;
+};
+struct CompareResult {
+  // Where it failed: qemu-img's exit codes 2 (open), 3 (block status), 4 (read).
+  enum Stage { kNone, kOpen, kStatus, kRead } stage = kNone;
+  Status status;                    // the error, where stage != kNone
+  bool equal = false;
+  std::vector<std::string> lines;   // what qemu-img prints, in order
+};
+// qemu-img compare. Block status comes first: runs that read as zeros on
+// both sides, and runs both images take from the same backing layer, are
+// never read.
+CompareResult Compare(const CompareRequest& req);
+
 }  // namespace imgfs::ops
