@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   add("map", "show where the disk's bytes are stored, as qemu-img map", imgfs::cli::AddMap);
   add("rebase", "change the backing file, copying what differs", imgfs::cli::AddRebase);
   add("compare", "compare the contents of two images", imgfs::cli::AddCompare);
+  add("convert", "copy an image into another, of any format", imgfs::cli::AddConvert);
   add("mount", "mount a directory of images (or one image) as raw files", imgfs::cli::AddMount);
   add("umount", "flush and unmount an imgfs mount", imgfs::cli::AddUmount);
   try {

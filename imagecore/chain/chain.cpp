@@ -42,8 +42,14 @@ Result<std::unique_ptr<Chain>> Chain::OpenSnapshot(const std::string& path, cons
   return OpenImpl(path, format, false, snapshot_id, access);
 }
 
+Result<std::unique_ptr<Chain>> Chain::OpenThrough(const std::string& path, const std::string& format,
+                                                  bool writable, const FileOpener& files) {
+  return OpenImpl(path, format, writable, "", io::ImageAccess(), &files);
+}
+
 Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const std::string& format, bool writable,
-                                               const std::string& snapshot_id, const io::ImageAccess& access) {
+                                               const std::string& snapshot_id, const io::ImageAccess& access,
+                                               const FileOpener* files) {
   std::unique_ptr<Chain> chain(new Chain());
   chain->access_ = access;
   std::set<std::string> seen;
@@ -53,7 +59,8 @@ Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const st
     char real[PATH_MAX];
     std::string key = ::realpath(cur.c_str(), real) ? std::string(real) : cur;
     if (!seen.insert(key).second) return Corrupt(path + ": backing chain loops back to " + cur);
-    const OpenOptions opts = LayerOptions(access, d == 0, writable && d == 0);
+    OpenOptions opts = LayerOptions(access, d == 0, writable && d == 0);
+    opts.opener = files;
     auto img = OpenImage(cur, fmt, opts);
     if (!img.ok()) {
       if (d == 0) return img.status();

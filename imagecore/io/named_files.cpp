@@ -90,6 +90,21 @@ Result<io::File*> NewFiles::Add(const std::string& name) {
   return Create(path);
 }
 
+std::string NewFiles::StagedPath(const std::string& path) const {
+  for (const Pending& p : files_)
+    if (p.final_path == path) return p.temp_path;
+  return path;
+}
+
+Result<std::unique_ptr<io::File>> NewFiles::StagedOpener::Open(const std::string& path, bool writable,
+                                                               const io::Access& as) const {
+  return owner_->opener_.Open(owner_->StagedPath(path), writable, as);
+}
+
+bool NewFiles::StagedOpener::Exists(const std::string& path) const {
+  return owner_->opener_.Exists(owner_->StagedPath(path));
+}
+
 Status NewFiles::Commit() {
   // Durable before they take their names: a crash then leaves either the
   // old files or whole new ones (and perhaps temporary names).

@@ -24,7 +24,7 @@ Result<std::map<std::string, std::string>> ParseOptions(const std::string& text)
 
 }  // namespace
 
-Status Create(const CreateRequest& req) {
+Status StageCreate(const CreateRequest& req, NewFiles* files) {
   const FormatDriver* drv = FindFormat(req.format);
   if (!drv || (!drv->create && !drv->create_files))
     return Unsupported("unknown or unsupported format '" + req.format + "'");
@@ -57,24 +57,17 @@ Status Create(const CreateRequest& req) {
   } else if (opts.backing_file.empty()) {
     return InvalidArgument("image size must be given (or a backing file)");
   }
+  if (drv->create_files) return drv->create_files(*files, opts);
+  IMGFS_ASSIGN_OR_RETURN(io::File * main, files->Main());
+  return drv->create(*main, opts);
+}
 
-  if (drv->create_files) {
-    NewFiles files(HostFiles(), req.path);
-    IMGFS_RETURN_IF_ERROR(drv->create_files(files, opts));
-    return files.Commit();
-  }
-  // Write into a temporary name in the same directory, then rename.
-  const std::string tmp = TempNameFor(req.path);
-  auto file = io::CreatePosixFile(tmp);
-  if (!file.ok()) return file.status();
-  Status st = drv->create(*file.value(), opts);
-  // Durable before it takes the final name: a crash then leaves either no
-  // image or a whole one.
-  if (st.ok()) st = file.value()->Sync();
-  file.value().reset();
-  if (st.ok()) st = io::RenameFile(tmp, req.path);
-  if (!st.ok()) io::RemoveFile(tmp);
-  return st;
+Status Create(const CreateRequest& req) {
+  // Every file under a temporary name, synced and renamed into place at
+  // the end: a crash or a failure leaves either no image or a whole one.
+  NewFiles files(HostFiles(), req.path);
+  IMGFS_RETURN_IF_ERROR(StageCreate(req, &files));
+  return files.Commit();
 }
 
 }  // namespace imgfs::ops

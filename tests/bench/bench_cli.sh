@@ -8,13 +8,15 @@
 #            last 1% of the disk
 #   rebase   the base + diff case: diff.qcow2 on modified.qcow2 (a 1 GiB copy
 #            of base.qcow2 with 1% rewritten) moved onto base.qcow2 (safe mode)
-# Every result is checked: compare's exit code, the rebased image with
-# qemu-img compare against modified.qcow2.
+#   convert  the base as qcow2 -> raw, raw -> qcow2, vmdk -> qcow2, against
+#            qemu-img convert and qemu-img convert -m 16 -W
+# Every result is checked: compare's exit code, the rebased image and each
+# converted one with qemu-img compare.
 # Environment: ROUNDS=5 SIZE_GIB=1 IMGFS=... ONLY="compare rebase"
 set -euo pipefail
 ROUNDS=${ROUNDS:-5}
 SIZE_GIB=${SIZE_GIB:-1}
-ONLY=${ONLY:-compare rebase}
+ONLY=${ONLY:-compare rebase convert}
 IMGFS_BUILD=${IMGFS_BUILD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build}
 IMGFS=${IMGFS:-$IMGFS_BUILD/mounttool/imgfs}
 log() { printf '[bench_cli %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -109,27 +111,64 @@ if [[ " $ONLY " == *" rebase "* ]]; then
   done
 fi
 
+# convert_case NAME SRC OUTFMT [OPTS...]: qemu-img convert, qemu-img convert
+# -m 16 -W and imgfs convert of SRC to OUTFMT; every output compared.
+convert_case() {
+  local name=$1 src=$2 fmt=$3 r s
+  shift 3
+  for r in $(seq 1 "$ROUNDS"); do
+    for s in qemu qemuW imgfs; do
+      rm -f out.img
+      case $s in
+        qemu) run "$name" "$s" qemu-img convert -O "$fmt" "$@" "$src" out.img ;;
+        qemuW) run "$name" "$s" qemu-img convert -m 16 -W -O "$fmt" "$@" "$src" out.img ;;
+        imgfs) run "$name" "$s" "$IMGFS" convert -O "$fmt" "$@" "$src" out.img ;;
+      esac
+      [[ $RC == 0 ]] || die "$s convert $name: exit $RC"
+      qemu-img compare -q "$src" out.img || die "$s convert $name: the output differs from the source"
+    done
+    log "$name round $r: qemu $(tail -1 "$RES/$name.qemu") s, -m 16 -W $(tail -1 "$RES/$name.qemuW") s, imgfs $(tail -1 "$RES/$name.imgfs") s"
+  done
+  rm -f out.img
+}
+
+if [[ " $ONLY " == *" convert "* ]]; then
+  log "convert: qcow2 -> raw, raw -> qcow2, vmdk -> qcow2"
+  qemu-img convert -O raw base.qcow2 base.raw
+  qemu-img convert -O vmdk base.qcow2 base.vmdk
+  convert_case conv-qcow2-raw base.qcow2 raw
+  convert_case conv-raw-qcow2 base.raw qcow2
+  convert_case conv-vmdk-qcow2 base.vmdk qcow2
+  rm -f base.raw base.vmdk
+fi
+
 python3 - "$RES" "$ROUNDS" "$SIZE_GIB" <<'PY'
 import os, statistics, sys
 res, rounds, gib = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = [("compare", "compare: two %s GiB overlays on one backing file, 1%% different" % gib),
-        ("rebase", "rebase (safe): base + diff, %s GiB" % gib)]
+        ("rebase", "rebase (safe): base + diff, %s GiB" % gib),
+        ("conv-qcow2-raw", "convert qcow2 -> raw, %s GiB" % gib),
+        ("conv-raw-qcow2", "convert raw -> qcow2, %s GiB" % gib),
+        ("conv-vmdk-qcow2", "convert vmdk -> qcow2, %s GiB" % gib)]
+def med(key, s):
+    p = os.path.join(res, "%s.%s" % (key, s))
+    return statistics.median(float(x) for x in open(p).read().split()) if os.path.exists(p) else None
 print()
 print("## imgfs command against qemu-img: medians of %s round(s), seconds (lower is better)" % rounds)
 print()
-print("| operation | qemu-img | imgfs | qemu-img/imgfs |")
-print("|---|---:|---:|---:|")
+print("| operation | qemu-img | qemu-img -m 16 -W | imgfs | qemu-img/imgfs | (-m 16 -W)/imgfs |")
+print("|---|---:|---:|---:|---:|---:|")
 for key, label in rows:
-    q, i = (os.path.join(res, "%s.%s" % (key, s)) for s in ("qemu", "imgfs"))
-    if not (os.path.exists(q) and os.path.exists(i)):
+    mq, mw, mi = med(key, "qemu"), med(key, "qemuW"), med(key, "imgfs")
+    if mq is None or mi is None:
         continue
-    mq = statistics.median(float(x) for x in open(q).read().split())
-    mi = statistics.median(float(x) for x in open(i).read().split())
-    print("| %s | %.3f | %.3f | **%.2f** |" % (label, mq, mi, mq / mi))
+    w = "%.3f" % mw if mw else "n/a"
+    wr = "**%.2f**" % (mw / mi) if mw else ""
+    print("| %s | %.3f | %s | %.3f | **%.2f** | %s |" % (label, mq, w, mi, mq / mi, wr))
 print()
 print("Per-round values (s):")
 for key, _ in rows:
-    for s in ("qemu", "imgfs"):
+    for s in ("qemu", "qemuW", "imgfs"):
         p = os.path.join(res, "%s.%s" % (key, s))
         if os.path.exists(p):
             print("  %-8s %-6s %s" % (key, s, " ".join("%.3f" % float(x) for x in open(p).read().split())))

@@ -39,6 +39,8 @@ struct Resolved {
   bool mapped_hole = false;        // as Extent::mapped_hole
 };
 
+class FileOpener;
+
 class Chain {
  public:
   // Opens `path` (format "" = probe) writable or not, and its backing chain
@@ -53,6 +55,9 @@ class Chain {
   static Result<std::unique_ptr<Chain>> OpenSnapshot(const std::string& path, const std::string& format,
                                                      const std::string& snapshot_id,
                                                      const io::ImageAccess& access = io::ImageAccess());
+  // The same, every file opened through `files` (an image being made).
+  static Result<std::unique_ptr<Chain>> OpenThrough(const std::string& path, const std::string& format,
+                                                    bool writable, const FileOpener& files);
   ~Chain();
 
   size_t depth() const { return layers_.size(); }
@@ -119,7 +124,8 @@ class Chain {
   mutable RwLock write_mu_;
   mutable RwLock io_mu_;
   static Result<std::unique_ptr<Chain>> OpenImpl(const std::string& path, const std::string& format, bool writable,
-                                                 const std::string& snapshot_id, const io::ImageAccess& access);
+                                                 const std::string& snapshot_id, const io::ImageAccess& access,
+                                                 const FileOpener* files = nullptr);
   io::ImageAccess access_;  // set at open, then constant
   std::string parent_mismatch_;  // set at open, then constant
   std::vector<std::unique_ptr<Image>> layers_;

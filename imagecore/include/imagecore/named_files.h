@@ -64,9 +64,33 @@ class NewFiles {
   Result<io::File*> Main();
   // Another file, `name` as the main file will store it (resolved beside it).
   Result<io::File*> Add(const std::string& name);
+  // Opens files by their final paths while they still have temporary
+  // names (to write into an image being made); other paths as `opener`.
+  const FileOpener& Staged() const { return staged_; }
   Status Commit();
 
  private:
+  class StagedOpener final : public FileOpener {
+   public:
+    explicit StagedOpener(const NewFiles* owner) : owner_(owner) {}
+    Result<std::unique_ptr<io::File>> Open(const std::string& path, bool writable,
+                                           const io::Access& as) const override;
+    Result<std::unique_ptr<io::File>> Create(const std::string& path, const io::Access& as,
+                                             mode_t mode) const override {
+      return owner_->opener_.Create(path, as, mode);
+    }
+    bool Exists(const std::string& path) const override;
+    Status Rename(const std::string& from, const std::string& to) const override {
+      return owner_->opener_.Rename(from, to);
+    }
+    void Remove(const std::string& path) const override { owner_->opener_.Remove(path); }
+
+   private:
+    const NewFiles* owner_;
+  };
+  // The temporary path of a pending file, or `path` itself.
+  std::string StagedPath(const std::string& path) const;
+
   struct Pending {
     std::string final_path, temp_path;
     std::unique_ptr<io::File> file;
@@ -77,6 +101,7 @@ class NewFiles {
   const std::string main_path_;
   std::vector<Pending> files_;  // main first, once made
   bool committed_ = false;
+  StagedOpener staged_{this};
 };
 
 }  // namespace imgfs

@@ -7,6 +7,7 @@
 #include "imagecore/chain.h"
 #include "imagecore/format.h"
 #include "imagecore/image.h"
+#include "imagecore/named_files.h"
 #include "imagecore/status.h"
 
 namespace imgfs::ops {
@@ -23,6 +24,9 @@ struct CreateRequest {
 // Creates the image in a temporary file beside `path` and renames it into
 // place, so a failure never leaves a half-written image.
 Status Create(const CreateRequest& req);
+// Writes the new image's files under temporary names into `files`; the
+// caller commits them (convert fills the image first).
+Status StageCreate(const CreateRequest& req, NewFiles* files);
 
 // ---- info (ops/info.cpp) ----
 struct LayerInfo {
@@ -148,5 +152,26 @@ struct CompareResult {
 // both sides, and runs both images take from the same backing layer, are
 // never read.
 CompareResult Compare(const CompareRequest& req);
+
+// ---- convert (ops/convert.cpp) ----
+struct ConvertRequest {
+  std::vector<std::string> sources;  // concatenated in this order
+  std::string source_format;         // -f, for every source ("" = probe)
+  std::string snapshot;              // -l: an internal snapshot of the one source (ID or name)
+  std::string target, target_format = "raw", options;  // -O, -o
+  std::string backing, backing_format;                // -B, -F: write only what differs from it
+  bool existing = false;             // -n: the target exists; it is written, not made
+  bool target_is_zero = false;       // --target-is-zero (with -n)
+  uint64_t sparse_size = 4096;       // -S: zero runs this long are not written; 0: write everything
+  unsigned workers = 8;              // -m
+  bool out_of_order = false;         // -W
+  uint64_t rate = 0;                 // -r, bytes per second
+  bool salvage = false;              // --salvage: unreadable source runs are copied as zeros
+  Chain::Progress progress;
+};
+// qemu-img convert. A new target is written under temporary names and
+// renamed into place once it is complete and durable, so a failure leaves
+// no output file.
+Status Convert(const ConvertRequest& req);
 
 }  // namespace imgfs::ops

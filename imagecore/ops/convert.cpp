@@ -1,0 +1,124 @@
+// qemu-img convert on every format: open the sources, make (or open) the
+// target, copy, commit.
+#include <memory>
+#include <vector>
+
+#include "imagecore/format.h"
+#include "imagecore/ops.h"
+#include "ops/convert_copy.h"
+
+namespace imgfs::ops {
+namespace {
+
+struct Sources {
+  std::vector<std::unique_ptr<Chain>> chains;
+  uint64_t total = 0;
+};
+
+// The ID of the snapshot -l names: "snapshot.id=X", "snapshot.name=X",
+// or a plain ID or name (an ID first), as qemu-img takes it.
+Result<std::string> SnapshotId(const std::string& path, const std::string& format, const std::string& spec) {
+  IMGFS_ASSIGN_OR_RETURN(auto chain, Chain::Open(path, format, false));
+  const std::vector<SnapshotInfo> snaps = chain->layer(0).Snapshots();
+  const bool by_id = spec.rfind("snapshot.id=", 0) == 0, by_name = spec.rfind("snapshot.name=", 0) == 0;
+  const std::string want = by_id ? spec.substr(12) : by_name ? spec.substr(14) : spec;
+  if (!by_name)
+    for (const SnapshotInfo& s : snaps)
+      if (s.id == want) return s.id;
+  if (!by_id)
+    for (const SnapshotInfo& s : snaps)
+      if (s.name == want) return s.id;
+  return NotFound(path + ": no snapshot '" + want + "'");
+}
+
+Result<std::unique_ptr<Chain>> OpenSource(const ConvertRequest& req, const std::string& path) {
+  if (req.snapshot.empty()) return Chain::Open(path, req.source_format, false);
+  IMGFS_ASSIGN_OR_RETURN(std::string id, SnapshotId(path, req.source_format, req.snapshot));
+  return Chain::OpenSnapshot(path, req.source_format, id);
+}
+
+Result<Sources> OpenSources(const ConvertRequest& req) {
+  if (req.sources.empty()) return InvalidArgument("Must specify image file name");
+  if (!req.snapshot.empty() && req.sources.size() > 1)
+    return InvalidArgument("No support for concatenating multiple snapshot");
+  Sources s;
+  for (const std::string& path : req.sources) {
+    auto chain = OpenSource(req, path);
+    if (!chain.ok()) {
+      if (!req.snapshot.empty()) return chain.status().Prefixed("Failed to load snapshot");
+      return chain.status().Prefixed("Could not open '" + path + "'");
+    }
+    s.total += chain.value()->VirtualSize();
+    s.chains.push_back(std::move(chain).value());
+  }
+  return s;
+}
+
+Status CheckTarget(const ConvertRequest& req, const Chain& target, uint64_t total) {
+  const Image& top = target.layer(0);
+  if (top.read_only()) return ReadOnly(req.target + ": " + top.read_only_reason());
+  if (target.VirtualSize() < total)
+    return InvalidArgument(req.target + ": the target is smaller than the source (" +
+                           std::to_string(target.VirtualSize()) + " < " + std::to_string(total) + " bytes)");
+  return Status::OK();
+}
+
+CopyPlan MakePlan(const ConvertRequest& req, const Sources& src, Chain* target, bool made) {
+  CopyPlan plan;
+  uint64_t start = 0;
+  for (const auto& c : src.chains) {
+    plan.sources.push_back({c.get(), start, c->VirtualSize()});
+    start += c->VirtualSize();
+  }
+  plan.target = target;
+  plan.target_backed = target->depth() > 1;
+  // A new image without backing file reads as zeros; an existing one only
+  // where the caller says so.
+  plan.target_zero = !plan.target_backed && (made || req.target_is_zero);
+  plan.sparse_size = req.sparse_size;
+  plan.workers = req.workers;
+  plan.in_order = !req.out_of_order;
+  plan.rate = req.rate;
+  plan.salvage = req.salvage;
+  plan.progress = req.progress;
+  return plan;
+}
+
+Status Validate(const ConvertRequest& req) {
+  if (req.target_is_zero && !req.existing)
+    return InvalidArgument("--target-is-zero requires use of -n flag");
+  if (req.existing && !req.backing.empty())
+    return InvalidArgument("-B and -n cannot be used together (the target exists with its own backing file)");
+  return Status::OK();
+}
+}  // namespace
+
+Status Convert(const ConvertRequest& req) {
+  IMGFS_RETURN_IF_ERROR(Validate(req));
+  IMGFS_ASSIGN_OR_RETURN(Sources src, OpenSources(req));
+  if (req.existing) {
+    auto target = Chain::Open(req.target, req.target_format, true);
+    if (!target.ok()) return target.status().Prefixed("Could not open '" + req.target + "'");
+    IMGFS_RETURN_IF_ERROR(CheckTarget(req, *target.value(), src.total));
+    IMGFS_RETURN_IF_ERROR(CopyImage(MakePlan(req, src, target.value().get(), false)));
+    return target.value()->Flush();
+  }
+  NewFiles files(HostFiles(), req.target);
+  CreateRequest create;
+  create.path = req.target;
+  create.format = req.target_format;
+  create.size = std::to_string(src.total);
+  create.backing_file = req.backing;
+  create.backing_format = req.backing_format;
+  create.options = req.options;
+  IMGFS_RETURN_IF_ERROR(StageCreate(create, &files));
+  {
+    IMGFS_ASSIGN_OR_RETURN(auto target, Chain::OpenThrough(req.target, req.target_format, true, files.Staged()));
+    IMGFS_RETURN_IF_ERROR(CheckTarget(req, *target, src.total));
+    IMGFS_RETURN_IF_ERROR(CopyImage(MakePlan(req, src, target.get(), true)));
+    IMGFS_RETURN_IF_ERROR(target->Flush());
+  }  // closed before its files take their names
+  return files.Commit();
+}
+
+}  // namespace imgfs::ops

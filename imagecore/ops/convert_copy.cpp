@@ -1,0 +1,322 @@
+#include "ops/convert_copy.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "imagecore/log.h"
+
+namespace imgfs::ops {
+namespace {
+
+constexpr uint64_t kChunk = 2 << 20;  // the most one worker reads at a time
+
+bool IsZero(const uint8_t* p, size_t n) { return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0); }
+
+// One run of the target to fill: from one source, with the source's (and,
+// over a backing chain, the backing chain's) view of it.
+struct Piece {
+  uint64_t seq = 0;
+  size_t src = 0;
+  uint64_t off = 0, len = 0;  // in the target
+  Resolved run;               // the source's
+  Resolved back;              // the target's backing chain's (target_backed)
+};
+
+// A source run's host bytes mapped rather than copied: one copy fewer on
+// the way to the target. Only within the file's current size.
+class Mapping {
+ public:
+  ~Mapping() { Reset(); }
+  const uint8_t* Map(const io::File& f, uint64_t off, uint64_t len) {
+    Reset();
+    static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    if (f.fd() < 0 || len == 0 || off > f.Size() || len > f.Size() - off) return nullptr;
+    const uint64_t start = off / page * page;
+    len_ = off + len - start;
+    void* p = ::mmap(nullptr, len_, PROT_READ, MAP_SHARED | MAP_POPULATE, f.fd(), static_cast<off_t>(start));
+    if (p == MAP_FAILED) return nullptr;
+    base_ = p;
+    return static_cast<const uint8_t*>(p) + (off - start);
+  }
+  void Reset() {
+    if (base_) ::munmap(base_, len_);
+    base_ = nullptr;
+  }
+
+ private:
+  void* base_ = nullptr;
+  uint64_t len_ = 0;
+};
+
+// A write to make: `data` null writes zeros.
+struct Op {
+  uint64_t off, len;
+  const uint8_t* data;
+};
+
+class Copier {
+ public:
+  explicit Copier(const CopyPlan& plan) : plan_(plan) {
+    for (const CopySource& s : plan.sources) total_ += s.size;
+    if (plan.target_backed) shared_ = SharedBottomLayers(*plan.target, 1, *FirstSource());
+    const uint64_t cs = plan.target->layer(0).Info().cluster_size;
+    unit_ = cs ? cs : 65536;
+  }
+
+  Status Run() {
+    if (plan_.progress) plan_.progress(0, total_);
+    start_ = std::chrono::steady_clock::now();
+    const unsigned n = std::clamp(plan_.workers, 1u, 16u);
+    std::vector<std::thread> threads;
+    for (unsigned i = 0; i < n; ++i) threads.emplace_back([this] { Work(); });
+    for (std::thread& t : threads) t.join();
+    return error_;
+  }
+
+ private:
+  const Chain* FirstSource() const { return plan_.sources.front().chain; }
+
+  // Takes the next piece in guest order; false when all are taken or a
+  // worker failed.
+  bool Next(Piece* p) {
+    std::lock_guard<std::mutex> l(plan_mu_);
+    while (!Failed() && cur_src_ < plan_.sources.size()) {
+      const CopySource& s = plan_.sources[cur_src_];
+      if (cur_off_ >= s.size) {
+        ++cur_src_;
+        cur_off_ = 0;
+        pending_ = Resolved{};
+        continue;
+      }
+      p->src = cur_src_;
+      p->off = s.start + cur_off_;
+      // One block status answer serves the pieces of a long run (a raw
+      // file's answer costs a seek through all of it).
+      Status st;
+      if (pending_.length == 0) st = s.chain->Resolve(0, cur_off_, s.size - cur_off_, &pending_);
+      p->run = pending_;
+      p->len = p->run.kind == Resolved::kZero ? p->run.length : std::min(p->run.length, kChunk);
+      if (st.ok() && plan_.target_backed) st = ResolveBacking(p);
+      if (st.ok() && p->len == 0) st = Corrupt(s.chain->layer_path(0) + ": block status of an empty run");
+      if (!st.ok()) {
+        Fail(st);
+        return false;
+      }
+      p->run.length = p->back.length = p->len;  // ReadResolved reads `length`
+      Advance(&pending_, p->len);
+      cur_off_ += p->len;
+      p->seq = next_seq_++;
+      return true;
+    }
+    return false;
+  }
+
+  // The rest of run `r` after its first `n` bytes.
+  static void Advance(Resolved* r, uint64_t n) {
+    r->length -= n;
+    if (r->file) r->host_offset += n;
+  }
+
+  Status ResolveBacking(Piece* p) {
+    const Chain& t = *plan_.target;
+    if (p->off >= t.VirtualSize(1)) {
+      p->back = Resolved{Resolved::kZero, p->len, nullptr, 0, t.depth(), false};
+      return Status::OK();
+    }
+    IMGFS_RETURN_IF_ERROR(t.Resolve(1, p->off, std::min(p->len, t.VirtualSize(1) - p->off), &p->back));
+    p->len = std::min(p->len, p->back.length);
+    return Status::OK();
+  }
+
+  void Work() {
+    std::vector<uint8_t> buf(kChunk), back(plan_.target_backed ? kChunk : 0);
+    std::vector<Op> ops;
+    Mapping map;
+    Piece p;
+    while (Next(&p)) {
+      ops.clear();
+      Status st = Plan(p, buf.data(), back.data(), &map, &ops);
+      if (!st.ok()) return Fail(st);
+      if (plan_.in_order && !WaitTurn(p.seq)) return;
+      st = Apply(ops);
+      map.Reset();
+      if (plan_.in_order) EndTurn();
+      if (!st.ok()) return Fail(st);
+      Account(p.len);
+    }
+  }
+
+  // What to write for one piece (reads the source, and the backing chain
+  // where the target has one).
+  Status Plan(const Piece& p, uint8_t* buf, uint8_t* back, Mapping* map, std::vector<Op>* ops) {
+    const bool zero = p.run.kind == Resolved::kZero;
+    if (plan_.target_backed) {
+      const bool back_zero = p.back.kind == Resolved::kZero;
+      if (zero && back_zero) return Status::OK();
+      if (Shared(p)) return Status::OK();
+      if (zero) {
+        ops->push_back({p.off, p.len, nullptr});
+        return Status::OK();
+      }
+      IMGFS_RETURN_IF_ERROR(ReadSource(p, buf));
+      if (back_zero)
+        std::memset(back, 0, p.len);
+      else
+        IMGFS_RETURN_IF_ERROR(plan_.target->ReadResolved(p.back, p.off, back));
+      Differing(p.off, p.len, buf, back, ops);
+      return Status::OK();
+    }
+    if (zero) {
+      if (plan_.sparse_size == 0) {
+        std::memset(buf, 0, std::min(p.len, kChunk));
+        for (uint64_t at = 0; at < p.len; at += kChunk) ops->push_back({p.off + at, std::min(kChunk, p.len - at), buf});
+      } else if (!plan_.target_zero) {
+        ops->push_back({p.off, p.len, nullptr});
+      }
+      return Status::OK();
+    }
+    const uint8_t* data = p.run.kind == Resolved::kData ? map->Map(*p.run.file, p.run.host_offset, p.len) : nullptr;
+    if (!data) {
+      IMGFS_RETURN_IF_ERROR(ReadSource(p, buf));
+      data = buf;
+    }
+    if (plan_.sparse_size == 0) {
+      ops->push_back({p.off, p.len, data});
+      return Status::OK();
+    }
+    Sparse(p.off, p.len, data, ops);
+    return Status::OK();
+  }
+
+  Status ReadSource(const Piece& p, uint8_t* buf) {
+    const CopySource& s = plan_.sources[p.src];
+    Status st = s.chain->ReadResolved(p.run, p.off - s.start, buf);
+    if (st.ok() || !plan_.salvage) return st;
+    Log(LogLevel::kWarning, "error while reading offset " + std::to_string(p.off - s.start) + " of " +
+                                s.chain->layer_path(0) + ": " + st.message() + " (copied as zeros)");
+    std::memset(buf, 0, p.len);
+    return Status::OK();
+  }
+
+  // Both sides take it from the same backing layer.
+  bool Shared(const Piece& p) const {
+    if (!shared_ || !p.run.present || !p.back.present) return false;
+    const Chain& src = *plan_.sources[p.src].chain;
+    if (&src != FirstSource()) return false;
+    const size_t a = src.depth() - p.run.depth, b = plan_.target->depth() - p.back.depth;
+    return a == b && a <= shared_;
+  }
+
+  // Runs of zeros at least sparse_size long (aligned to it in the target)
+  // are skipped on a target that reads as zeros, written as zeros on others.
+  void Sparse(uint64_t off, uint64_t len, const uint8_t* buf, std::vector<Op>* ops) const {
+    const uint64_t s = plan_.sparse_size;
+    for (uint64_t at = off; at < off + len;) {
+      const uint64_t end = std::min(off + len, (at / s + 1) * s);
+      const bool z = IsZero(buf + (at - off), end - at) && (end - at == s || end == off + len);
+      const uint8_t* data = z ? nullptr : buf + (at - off);
+      if (!ops->empty() && ops->back().off + ops->back().len == at && (ops->back().data == nullptr) == z) {
+        ops->back().len += end - at;
+      } else {
+        ops->push_back({at, end - at, data});
+      }
+      at = end;
+    }
+    if (plan_.target_zero) ops->erase(std::remove_if(ops->begin(), ops->end(), [](const Op& o) { return !o.data; }), ops->end());
+  }
+
+  // Units of the target's clusters where the source differs from the backing chain.
+  void Differing(uint64_t off, uint64_t len, const uint8_t* buf, const uint8_t* back, std::vector<Op>* ops) const {
+    for (uint64_t at = off; at < off + len;) {
+      const uint64_t end = std::min(off + len, (at / unit_ + 1) * unit_);
+      const size_t i = at - off, k = end - at;
+      if (std::memcmp(buf + i, back + i, k) != 0) {
+        const uint8_t* data = IsZero(buf + i, k) ? nullptr : buf + i;
+        if (!ops->empty() && ops->back().off + ops->back().len == at && (ops->back().data == nullptr) == !data)
+          ops->back().len += k;
+        else
+          ops->push_back({at, k, data});
+      }
+      at = end;
+    }
+  }
+
+  Status Apply(const std::vector<Op>& ops) {
+    Chain& t = *plan_.target;
+    for (const Op& o : ops) {
+      if (o.data)
+        IMGFS_RETURN_IF_ERROR(t.Write(o.off, o.data, o.len));
+      else
+        IMGFS_RETURN_IF_ERROR(t.WriteZeroes(o.off, o.len, !plan_.target_backed));
+    }
+    return Status::OK();
+  }
+
+  bool WaitTurn(uint64_t seq) {
+    std::unique_lock<std::mutex> l(turn_mu_);
+    turn_cv_.wait(l, [&] { return next_write_ == seq || failed_.load(); });
+    return !failed_.load();
+  }
+  void EndTurn() {
+    std::lock_guard<std::mutex> l(turn_mu_);
+    ++next_write_;
+    turn_cv_.notify_all();
+  }
+
+  // Progress, and the rate limit: sleeps until the bytes so far fit it.
+  void Account(uint64_t n) {
+    uint64_t done;
+    {
+      std::lock_guard<std::mutex> l(progress_mu_);
+      done = done_ += n;
+      if (plan_.progress) plan_.progress(done, total_);
+    }
+    if (!plan_.rate) return;
+    const auto due = start_ + std::chrono::duration<double>(static_cast<double>(done) / plan_.rate);
+    std::this_thread::sleep_until(due);
+  }
+
+  bool Failed() const { return failed_.load(); }
+  void Fail(const Status& st) {
+    {
+      std::lock_guard<std::mutex> l(turn_mu_);
+      if (!failed_.exchange(true)) error_ = st;
+    }
+    turn_cv_.notify_all();
+  }
+
+  const CopyPlan& plan_;
+  uint64_t total_ = 0;
+  size_t shared_ = 0;
+  uint64_t unit_;
+  std::chrono::steady_clock::time_point start_;
+
+  std::mutex plan_mu_;  // guards the cursor below
+  size_t cur_src_ = 0;
+  uint64_t cur_off_ = 0;
+  Resolved pending_{Resolved::kZero, 0};  // what is left of the run at cur_off_
+  uint64_t next_seq_ = 0;
+
+  std::mutex turn_mu_;  // guards next_write_ and error_
+  std::condition_variable turn_cv_;
+  uint64_t next_write_ = 0;
+  Status error_;
+  std::atomic<bool> failed_{false};
+
+  std::mutex progress_mu_;  // guards done_ and the progress callback
+  uint64_t done_ = 0;
+};
+
+}  // namespace
+
+Status CopyImage(const CopyPlan& plan) {
+  if (plan.sources.empty()) return InvalidArgument("no source image");
+  return Copier(plan).Run();
+}
+
+}  // namespace imgfs::ops

@@ -1,0 +1,39 @@
+// The copy at the heart of convert: the sources' runs, read by several
+// threads at once, written into the target in guest order (or as they come
+// with out_of_order). Internal to imagecore/ops.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "imagecore/chain.h"
+#include "imagecore/status.h"
+
+namespace imgfs::ops {
+
+struct CopySource {
+  const Chain* chain;
+  uint64_t start;  // where it begins in the target
+  uint64_t size;
+};
+
+struct CopyPlan {
+  std::vector<CopySource> sources;
+  Chain* target;
+  bool target_backed = false;  // the target has a backing chain: write only what differs from it
+  bool target_zero = false;    // the target reads as zeros before the copy
+  uint64_t sparse_size = 4096; // zero runs at least this long are not written as data; 0: write all
+  unsigned workers = 4;
+  bool in_order = true;
+  uint64_t rate = 0;           // bytes per second; 0: unlimited
+  bool salvage = false;        // a source read that fails is copied as zeros, with a warning
+  Chain::Progress progress;
+};
+
+Status CopyImage(const CopyPlan& plan);
+
+}  // namespace imgfs::ops

@@ -1,0 +1,100 @@
+#include <cstdio>
+#include <memory>
+
+#include "commands.h"
+#include "image_args.h"
+#include "imagecore/ops.h"
+#include "imagecore/size.h"
+#include "progress.h"
+
+namespace imgfs::cli {
+
+namespace {
+struct Args {
+  ImageArgs image;
+  std::vector<std::string> files;  // sources, then the target
+  std::string out_format = "raw", options, backing, backing_format, snapshot, sparse = "4k", rate;
+  bool compress = false, existing = false, target_is_zero = false, out_of_order = false;
+  bool progress = false, quiet = false, salvage = false, bitmaps = false, target_image_opts = false;
+  bool copy_offload = false;
+  unsigned workers = 8;
+};
+
+// -S as qemu-img takes it: multiples of 512 up to 16 MiB, 0 for none.
+int ParseSparse(const std::string& text, uint64_t* out) {
+  auto v = ParseSize(text);
+  if (!v.ok() || v.value() % 512 != 0 || v.value() > (16u << 20))
+    return Fail("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. "
+                "Select 0 to disable sparse detection (fully allocates output).");
+  *out = v.value();
+  return 0;
+}
+
+int Run(const Args& a) {
+  if (a.files.size() < 2) return Fail("Expecting one image file name");
+  if (a.compress) return Fail("convert -c: compressed output is not supported yet; run without -c");
+  if (a.bitmaps) return Fail("convert --bitmaps: copying bitmaps is not supported yet");
+  if (a.target_image_opts) return Fail("--target-image-opts is not supported; name the target file and use -O");
+  if (a.workers < 1 || a.workers > 16)
+    return Fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
+  ops::ConvertRequest req;
+  for (size_t i = 0; i + 1 < a.files.size(); ++i) {
+    auto spec = ResolveImage(a.image, a.files[i]);
+    if (!spec.ok()) return Fail(spec.status().message());
+    req.sources.push_back(spec.value().path);
+    req.source_format = spec.value().format;
+  }
+  req.target = a.files.back();
+  req.target_format = a.out_format;
+  req.options = a.options;
+  req.backing = a.backing;
+  req.backing_format = a.backing_format;
+  req.snapshot = a.snapshot;
+  req.existing = a.existing;
+  req.target_is_zero = a.target_is_zero;
+  if (int rc = ParseSparse(a.sparse, &req.sparse_size)) return rc;
+  if (!a.rate.empty()) {
+    auto r = ParseSize(a.rate);
+    if (!r.ok() || r.value() == 0) return Fail("Invalid rate limit specified");
+    req.rate = r.value();
+  }
+  req.workers = a.workers;
+  req.out_of_order = a.out_of_order;
+  req.salvage = a.salvage;
+  const bool show = a.progress && !a.quiet;
+  req.progress = ProgressPrinter(show);
+  Status st = ops::Convert(req);
+  if (st.ok()) FinishProgress(show);
+  return st.ok() ? 0 : Fail(st.message());
+}
+}  // namespace
+
+// `imgfs convert [-f FMT] [-O FMT] [-o OPTS] [-B BACKING [-F FMT]] [-l SNAPSHOT]
+// [-S SIZE] [-n] [--target-is-zero] [-m N] [-W] [-r RATE] [-p] [-q] [-U]
+// [--salvage] SRC... DST`, as qemu-img convert.
+Runner AddConvert(CLI::App& app) {
+  auto a = std::make_shared<Args>();
+  AddImageArgs(app, &a->image, true, true);
+  app.add_option("-O", a->out_format, "format of the output (default: raw)");
+  app.add_option("-o", a->options, "options of the output format, as for create (key=value,...)");
+  app.add_flag("-c", a->compress, "compress the output (not supported yet)");
+  app.add_option("-B", a->backing, "the output's backing file: only what differs from it is written");
+  app.add_option("-F", a->backing_format, "format of the backing file given with -B");
+  app.add_option("-l", a->snapshot, "convert this internal snapshot of the source (ID, name, snapshot.id=, snapshot.name=)");
+  app.add_option("-S", a->sparse, "zero runs at least this long stay holes (default 4k; 0: write everything)");
+  app.add_flag("-n", a->existing, "the output exists: write into it rather than creating it");
+  app.add_flag("--target-is-zero", a->target_is_zero, "with -n: the output reads as zeros already");
+  app.add_option("-m", a->workers, "parallel requests (default 8; 1 to 16)");
+  app.add_flag("-W", a->out_of_order, "write as reads complete, not in guest order");
+  app.add_option("-r", a->rate, "limit the copy to this many bytes per second");
+  app.add_flag("-p", a->progress, "show progress");
+  app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
+  app.add_flag("--salvage", a->salvage, "copy unreadable parts of the source as zeros, with a warning");
+  app.add_flag("--bitmaps", a->bitmaps, "copy persistent bitmaps (not supported yet)");
+  app.add_flag("--target-image-opts", a->target_image_opts, "the output is an option string (not supported)");
+  app.add_flag("-C", a->copy_offload, "copy offloading (accepted; imgfs copies by itself)");
+  app.add_option("FILES", a->files, "the source image(s), then the output")->required();
+  return [a] { return Run(*a); };
+}
+
+}  // namespace imgfs::cli
