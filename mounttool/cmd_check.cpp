@@ -2,6 +2,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "image_args.h"
 #include "imagecore/format.h"
 #include "imagecore/ops.h"
 
@@ -12,16 +13,19 @@ namespace imgfs::cli {
 // 2 corruptions, 3 leaks only, 63 format cannot be checked).
 Runner AddCheck(CLI::App& app) {
   struct Args {
-    std::string file, format, output = "human", repair;
+    ImageArgs image;
+    std::string file, output = "human", repair;
   };
   auto a = std::make_shared<Args>();
-  app.add_option("-f,--format", a->format, "image format (default: probe)");
+  AddImageArgs(app, &a->image, true, true);
   app.add_option("-r,--repair", a->repair, "repair leaks, or all errors")->check(CLI::IsMember({"leaks", "all"}));
   app.add_option("--output", a->output, "human or json")->check(CLI::IsMember({"human", "json"}));
   app.add_option("FILE", a->file, "the image")->required();
   return [a] {
     RepairMode mode = a->repair == "all" ? RepairMode::kAll : a->repair == "leaks" ? RepairMode::kLeaks : RepairMode::kNone;
-    auto r = ops::CheckImage(a->file, a->format, mode);
+    auto spec = ResolveImage(a->image, a->file);
+    if (!spec.ok()) return Fail(spec.status().message(), 1);
+    auto r = ops::CheckImage(spec.value().path, spec.value().format, mode);
     if (!r.ok()) return Fail(r.status().message(), ops::CheckExitCode(r.status()));
     for (const auto& m : r->messages) std::fprintf(stderr, "%s\n", m.c_str());
     if (!r->failed.empty()) return Fail("Check failed: " + r->failed, 1);

@@ -2,22 +2,26 @@
 #include <memory>
 
 #include "commands.h"
+#include "image_args.h"
 #include "imagecore/ops.h"
 
 namespace imgfs::cli {
 
 Runner AddInfo(CLI::App& app) {
   struct Args {
-    std::string file, format, output = "human";
+    ImageArgs image;
+    std::string file, output = "human";
     bool chain = false;
   };
   auto a = std::make_shared<Args>();
-  app.add_option("-f,--format", a->format, "image format (default: probe)");
+  AddImageArgs(app, &a->image);
   app.add_option("--output", a->output, "human or json")->check(CLI::IsMember({"human", "json"}));
   app.add_flag("--backing-chain", a->chain, "show every layer of the backing chain");
   app.add_option("FILE", a->file, "the image")->required();
   return [a] {
-    auto info = ops::CollectInfo(a->file, a->format, a->chain);
+    auto spec = ResolveImage(a->image, a->file);
+    if (!spec.ok()) return Fail(spec.status().message());
+    auto info = ops::CollectInfo(spec.value().path, spec.value().format, a->chain);
     if (!info.ok()) return Fail(info.status().message());
     std::string out = a->output == "json" ? ops::InfoJson(info.value(), a->chain) : ops::InfoHuman(info.value());
     std::fputs(out.c_str(), stdout);

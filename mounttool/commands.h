@@ -21,6 +21,8 @@ Runner AddMap(CLI::App& app);
 Runner AddRebase(CLI::App& app);
 Runner AddCompare(CLI::App& app);
 Runner AddConvert(CLI::App& app);
+Runner AddMeasure(CLI::App& app);
+Runner AddDd(CLI::App& app);
 
 // Prints "imgfs: <message>" to stderr; returns the exit code for it.
 int Fail(const std::string& message, int code = 1);

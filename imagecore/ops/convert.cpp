@@ -1,5 +1,6 @@
 // qemu-img convert on every format: open the sources, make (or open) the
 // target, copy, commit.
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -12,30 +13,9 @@ namespace {
 
 struct Sources {
   std::vector<std::unique_ptr<Chain>> chains;
-  uint64_t total = 0;
+  uint64_t total = 0;  // bytes to copy
+  uint64_t from = 0;   // where in the one source they begin
 };
-
-// The ID of the snapshot -l names: "snapshot.id=X", "snapshot.name=X",
-// or a plain ID or name (an ID first), as qemu-img takes it.
-Result<std::string> SnapshotId(const std::string& path, const std::string& format, const std::string& spec) {
-  IMGFS_ASSIGN_OR_RETURN(auto chain, Chain::Open(path, format, false));
-  const std::vector<SnapshotInfo> snaps = chain->layer(0).Snapshots();
-  const bool by_id = spec.rfind("snapshot.id=", 0) == 0, by_name = spec.rfind("snapshot.name=", 0) == 0;
-  const std::string want = by_id ? spec.substr(12) : by_name ? spec.substr(14) : spec;
-  if (!by_name)
-    for (const SnapshotInfo& s : snaps)
-      if (s.id == want) return s.id;
-  if (!by_id)
-    for (const SnapshotInfo& s : snaps)
-      if (s.name == want) return s.id;
-  return NotFound(path + ": no snapshot '" + want + "'");
-}
-
-Result<std::unique_ptr<Chain>> OpenSource(const ConvertRequest& req, const std::string& path) {
-  if (req.snapshot.empty()) return Chain::Open(path, req.source_format, false);
-  IMGFS_ASSIGN_OR_RETURN(std::string id, SnapshotId(path, req.source_format, req.snapshot));
-  return Chain::OpenSnapshot(path, req.source_format, id);
-}
 
 Result<Sources> OpenSources(const ConvertRequest& req) {
   if (req.sources.empty()) return InvalidArgument("Must specify image file name");
@@ -43,13 +23,20 @@ Result<Sources> OpenSources(const ConvertRequest& req) {
     return InvalidArgument("No support for concatenating multiple snapshot");
   Sources s;
   for (const std::string& path : req.sources) {
-    auto chain = OpenSource(req, path);
+    auto chain = OpenSourceChain(path, req.source_format, req.snapshot);
     if (!chain.ok()) {
       if (!req.snapshot.empty()) return chain.status().Prefixed("Failed to load snapshot");
       return chain.status().Prefixed("Could not open '" + path + "'");
     }
     s.total += chain.value()->VirtualSize();
     s.chains.push_back(std::move(chain).value());
+  }
+  if (req.from || req.until != UINT64_MAX) {
+    if (s.chains.size() != 1) return InvalidArgument("a window of the source needs exactly one source");
+    const uint64_t end = std::min(req.until, s.total);
+    if (req.from > end) return InvalidArgument(req.sources[0] + ": cannot skip to specified offset");
+    s.from = req.from;
+    s.total = end - req.from;
   }
   return s;
 }
@@ -66,9 +53,13 @@ Status CheckTarget(const ConvertRequest& req, const Chain& target, uint64_t tota
 CopyPlan MakePlan(const ConvertRequest& req, const Sources& src, Chain* target, bool made) {
   CopyPlan plan;
   uint64_t start = 0;
-  for (const auto& c : src.chains) {
-    plan.sources.push_back({c.get(), start, c->VirtualSize()});
-    start += c->VirtualSize();
+  if (src.chains.size() == 1) {
+    plan.sources.push_back({src.chains[0].get(), 0, src.total, src.from});
+  } else {
+    for (const auto& c : src.chains) {
+      plan.sources.push_back({c.get(), start, c->VirtualSize()});
+      start += c->VirtualSize();
+    }
   }
   plan.target = target;
   plan.target_backed = target->depth() > 1;

@@ -98,7 +98,7 @@ class Copier {
       // One block status answer serves the pieces of a long run (a raw
       // file's answer costs a seek through all of it).
       Status st;
-      if (pending_.length == 0) st = s.chain->Resolve(0, cur_off_, s.size - cur_off_, &pending_);
+      if (pending_.length == 0) st = s.chain->Resolve(0, s.from + cur_off_, s.size - cur_off_, &pending_);
       p->run = pending_;
       p->len = p->run.kind == Resolved::kZero ? p->run.length : std::min(p->run.length, kChunk);
       if (st.ok() && plan_.target_backed) st = ResolveBacking(p);
@@ -195,9 +195,10 @@ class Copier {
 
   Status ReadSource(const Piece& p, uint8_t* buf) {
     const CopySource& s = plan_.sources[p.src];
-    Status st = s.chain->ReadResolved(p.run, p.off - s.start, buf);
+    const uint64_t at = s.from + p.off - s.start;
+    Status st = s.chain->ReadResolved(p.run, at, buf);
     if (st.ok() || !plan_.salvage) return st;
-    Log(LogLevel::kWarning, "error while reading offset " + std::to_string(p.off - s.start) + " of " +
+    Log(LogLevel::kWarning, "error while reading offset " + std::to_string(at) + " of " +
                                 s.chain->layer_path(0) + ": " + st.message() + " (copied as zeros)");
     std::memset(buf, 0, p.len);
     return Status::OK();
@@ -207,7 +208,7 @@ class Copier {
   bool Shared(const Piece& p) const {
     if (!shared_ || !p.run.present || !p.back.present) return false;
     const Chain& src = *plan_.sources[p.src].chain;
-    if (&src != FirstSource()) return false;
+    if (&src != FirstSource() || plan_.sources[p.src].from != 0) return false;
     const size_t a = src.depth() - p.run.depth, b = plan_.target->depth() - p.back.depth;
     return a == b && a <= shared_;
   }

@@ -17,8 +17,9 @@ namespace imgfs::ops {
 
 struct CopySource {
   const Chain* chain;
-  uint64_t start;  // where it begins in the target
-  uint64_t size;
+  uint64_t start;      // where it begins in the target
+  uint64_t size;       // how much of it is copied
+  uint64_t from = 0;   // where in the source the copy begins
 };
 
 struct CopyPlan {

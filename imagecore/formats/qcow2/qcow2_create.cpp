@@ -16,8 +16,8 @@ bool ParseBool(const std::string& v, bool* out) {
 }
 }  // namespace
 
-Status CreateImage(io::File& file, const CreateOptions& opts) {
-  Header h;
+Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* cluster_size_out) {
+  Header& h = *hp;
   uint64_t cluster_size = 65536;
   bool lazy = false;
   for (const auto& [k, v] : opts.options) {
@@ -47,8 +47,15 @@ Status CreateImage(io::File& file, const CreateOptions& opts) {
   if (lazy) h.compatible_features |= kCompatLazyRefcounts;
   h.cluster_bits = 0;
   while ((1ull << h.cluster_bits) < cluster_size) ++h.cluster_bits;
-  h.size = opts.size;
-  const uint64_t cs = cluster_size;
+  h.size = (opts.size + 511) / 512 * 512;  // whole sectors, rounded up as qemu-img does
+  *cluster_size_out = cluster_size;
+  return Status::OK();
+}
+
+Status CreateImage(io::File& file, const CreateOptions& opts) {
+  Header h;
+  uint64_t cs;
+  IMGFS_RETURN_IF_ERROR(ParseCreateOptions(opts, &h, &cs));
   h.header_length = h.version >= 3 ? 112 : kV2HeaderSize;
 
   // Header cluster: fixed header, extensions, backing file name.

@@ -97,6 +97,14 @@ static Capabilities RawCaps() {
   c.discard = c.resize = true;
   return c;
 }
-const FormatDriver kDriver = {"raw", Probe, Open, Create, RawCaps()};
+// As qemu: a raw image needs its whole size, holes or not.
+static Result<MeasureResult> Measure(const CreateOptions& opts, const MeasureInput& in) {
+  if (!opts.options.empty()) return Unsupported("raw images take no -o option '" + opts.options.begin()->first + "'");
+  MeasureResult r;
+  r.required = r.fully_allocated = (in.size + 511) / 512 * 512;
+  return r;
+}
+
+const FormatDriver kDriver = {"raw", Probe, Open, Create, RawCaps(), nullptr, nullptr, Measure};
 
 }  // namespace imgfs::raw

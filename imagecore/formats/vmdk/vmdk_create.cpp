@@ -133,11 +133,15 @@ Status WriteSparse(io::File& f, uint64_t sectors, bool zeroed_grain, bool stream
 }
 
 Status CreateFiles(NewFiles& files, const CreateOptions& opts) {
+  if (opts.size % 512) {  // whole sectors, rounded up as qemu-img does
+    CreateOptions rounded = opts;
+    rounded.size = opts.size / 512 * 512 + 512;
+    return CreateFiles(files, rounded);
+  }
   IMGFS_ASSIGN_OR_RETURN(Spec s, ParseSpec(opts));
   const bool flat = s.subformat == "monolithicFlat" || s.subformat == "twoGbMaxExtentFlat";
   const bool split = s.subformat.rfind("twoGb", 0) == 0;
   const bool stream = s.subformat == "streamOptimized";
-  if (opts.size % 512) return InvalidArgument("the size must be a multiple of 512 bytes");
   if (opts.size == 0) return InvalidArgument("the size must be more than 0");
   if (opts.size / 512 > kMaxCapacitySectors) return InvalidArgument("the size is too large for a VMDK image");
   if (s.zeroed_grain && flat) return InvalidArgument("zeroed_grain applies to sparse subformats only");

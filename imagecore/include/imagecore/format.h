@@ -74,6 +74,23 @@ struct Capabilities {
   bool status_by_grain = false;
 };
 
+// What `measure` knows of the disk to be converted.
+struct MeasureInput {
+  uint64_t size = 0;         // virtual size: the source's, or --size
+  bool has_source = false;
+  // The source's runs that hold data (start, length), in order.
+  std::vector<std::pair<uint64_t, uint64_t>> data;
+  // The source's persistent bitmaps, where its format keeps them.
+  bool source_keeps_bitmaps = false;
+  std::vector<ImageInfo::Bitmap> bitmaps;
+};
+// qemu-img measure's answer.
+struct MeasureResult {
+  uint64_t required = 0, fully_allocated = 0;
+  bool has_bitmaps = false;
+  uint64_t bitmaps = 0;
+};
+
 struct FormatDriver {
   const char* name;
   // Scores how well the first bytes of a file match (0 = not this format).
@@ -90,6 +107,9 @@ struct FormatDriver {
   // Writes a new image of several files (instead of `create`): the main
   // one and the others it names, all through `files`.
   Status (*create_files)(NewFiles& files, const CreateOptions& opts) = nullptr;
+  // The size a new image of this format needs for `in` (-o options in
+  // `opts.options`), as qemu-img measure computes it. Null: not measured.
+  Result<MeasureResult> (*measure)(const CreateOptions& opts, const MeasureInput& in) = nullptr;
 };
 
 // The driver with this name, or null.

@@ -1,6 +1,7 @@
 // Image operations shared by the imgfs command and the filesystem.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -153,6 +154,24 @@ struct CompareResult {
 // never read.
 CompareResult Compare(const CompareRequest& req);
 
+// ---- sources (ops/source.cpp) ----
+// Opens `path` read-only, or with `snapshot` ("snapshot.id=X",
+// "snapshot.name=X", or an ID or name, as qemu-img's -l) that internal
+// snapshot of it.
+Result<std::unique_ptr<Chain>> OpenSourceChain(const std::string& path, const std::string& format,
+                                               const std::string& snapshot);
+
+// ---- measure (ops/measure.cpp) ----
+struct MeasureRequest {
+  std::string path, format, snapshot;  // the source (path "" with --size)
+  std::string size;                    // --size text
+  std::string out_format = "raw", options;
+};
+Result<MeasureResult> Measure(const MeasureRequest& req);
+// The human and JSON forms qemu-img prints.
+std::string MeasureHuman(const MeasureResult& r);
+std::string MeasureJson(const MeasureResult& r);
+
 // ---- convert (ops/convert.cpp) ----
 struct ConvertRequest {
   std::vector<std::string> sources;  // concatenated in this order
@@ -167,6 +186,8 @@ struct ConvertRequest {
   bool out_of_order = false;         // -W
   uint64_t rate = 0;                 // -r, bytes per second
   bool salvage = false;              // --salvage: unreadable source runs are copied as zeros
+  // dd: only [from, min(until, its size)) of the one source
+  uint64_t from = 0, until = UINT64_MAX;
   Chain::Progress progress;
 };
 // qemu-img convert. A new target is written under temporary names and
