@@ -14,20 +14,20 @@ namespace imgfs::cli {
 Runner AddCommit(CLI::App& app) {
   struct Args {
     std::string file, format, base, cache, rate;
-    bool keep = false, progress = false, quiet = false;
+    bool keep = false, quiet = false;
+    ProgressArgs progress;
   };
   auto a = std::make_shared<Args>();
   auto* b = app.add_option("-b", a->base, "the layer of the backing chain to commit into (default: the backing file)");
   app.add_flag("-d", a->keep, "leave FILE as it is instead of emptying it");
-  app.add_flag("-p", a->progress, "show progress");
+  AddProgressArgs(app, &a->progress);
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
   app.add_option("-f,--format", a->format, "image format (default: probe)");
   app.add_option("-r", a->rate, "at most this many bytes per second (size suffixes as for sizes)");
   app.add_option("-t", a->cache, "cache mode (accepted for qemu-img compatibility; imgfs writes through its own path)");
   app.add_option("FILE", a->file, "the image")->required();
   return [a, b] {
-    const bool show = a->progress && !a->quiet;
-    Chain::Progress progress = ProgressPrinter(show);
+    Chain::Progress progress = ProgressPrinter(a->progress, a->quiet);
     uint64_t rate = 0;
     if (!a->rate.empty()) {
       auto r = ParseSize(a->rate);
@@ -35,7 +35,7 @@ Runner AddCommit(CLI::App& app) {
       rate = r.value();
     }
     Status st = ops::CommitFile(a->file, a->format, a->base, a->keep || b->count() > 0, progress, rate);
-    FinishProgress(show);
+    FinishProgress(a->progress, a->quiet);
     if (!st.ok()) return Fail(st.message());
     if (!a->quiet) std::printf("Image committed.\n");
     return 0;

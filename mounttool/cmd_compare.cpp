@@ -15,13 +15,14 @@ Runner AddCompare(CLI::App& app) {
   struct Args {
     ImageArgs image;
     std::string first, second, second_format;
-    bool strict = false, progress = false, quiet = false;
+    bool strict = false, quiet = false;
+    ProgressArgs progress;
   };
   auto a = std::make_shared<Args>();
   AddImageArgs(app, &a->image, true, true);
   app.add_option("-F", a->second_format, "format of the second image (default: probe by content)");
   app.add_flag("-s", a->strict, "strict: the sizes and the allocation must match too");
-  app.add_flag("-p", a->progress, "show progress");
+  AddProgressArgs(app, &a->progress);
   app.add_flag("-q,--quiet", a->quiet, "print nothing; only the exit code tells");
   app.add_option("A", a->first, "the first image")->required();
   app.add_option("B", a->second, "the second image")->required();
@@ -32,16 +33,15 @@ Runner AddCompare(CLI::App& app) {
     second.format = a->second_format;
     auto s2 = ResolveImage(second, a->second);
     if (!s2.ok()) return Fail(s2.status().message(), 2);
-    const bool show = a->progress && !a->quiet;
     ops::CompareRequest req;
     req.path1 = s1.value().path;
     req.format1 = s1.value().format;
     req.path2 = s2.value().path;
     req.format2 = s2.value().format;
     req.strict = a->strict;
-    req.progress = ProgressPrinter(show);
+    req.progress = ProgressPrinter(a->progress, a->quiet);
     const ops::CompareResult r = ops::Compare(req);
-    FinishProgress(show);
+    FinishProgress(a->progress, a->quiet);
     if (!a->quiet)
       for (const std::string& line : r.lines) std::printf("%s\n", line.c_str());
     switch (r.stage) {

@@ -15,7 +15,8 @@ struct Args {
   std::vector<std::string> files;  // sources, then the target
   std::string out_format = "raw", options, backing, backing_format, snapshot, sparse = "4k", rate;
   bool compress = false, existing = false, target_is_zero = false, out_of_order = false;
-  bool progress = false, quiet = false, salvage = false, bitmaps = false, target_image_opts = false;
+  bool quiet = false, salvage = false, bitmaps = false, target_image_opts = false;
+  ProgressArgs progress;
   bool copy_offload = false;
   unsigned workers = 8;
 };
@@ -61,10 +62,9 @@ int Run(const Args& a) {
   req.workers = a.workers;
   req.out_of_order = a.out_of_order;
   req.salvage = a.salvage;
-  const bool show = a.progress && !a.quiet;
-  req.progress = ProgressPrinter(show);
+  req.progress = ProgressPrinter(a.progress, a.quiet);
   Status st = ops::Convert(req);
-  if (st.ok()) FinishProgress(show);
+  if (st.ok()) FinishProgress(a.progress, a.quiet);
   return st.ok() ? 0 : Fail(st.message());
 }
 }  // namespace
@@ -87,7 +87,7 @@ Runner AddConvert(CLI::App& app) {
   app.add_option("-m", a->workers, "parallel requests (default 8; 1 to 16)");
   app.add_flag("-W", a->out_of_order, "write as reads complete, not in guest order");
   app.add_option("-r", a->rate, "limit the copy to this many bytes per second");
-  app.add_flag("-p", a->progress, "show progress");
+  AddProgressArgs(app, &a->progress);
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
   app.add_flag("--salvage", a->salvage, "copy unreadable parts of the source as zeros, with a warning");
   app.add_flag("--bitmaps", a->bitmaps, "copy persistent bitmaps (not supported yet)");

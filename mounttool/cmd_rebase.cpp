@@ -14,7 +14,8 @@ Runner AddRebase(CLI::App& app) {
   struct Args {
     ImageArgs image;
     std::string file, backing, backing_format;
-    bool unsafe = false, compress = false, progress = false, quiet = false;
+    bool unsafe = false, compress = false, quiet = false;
+    ProgressArgs progress;
   };
   auto a = std::make_shared<Args>();
   AddImageArgs(app, &a->image, true, true);
@@ -22,7 +23,7 @@ Runner AddRebase(CLI::App& app) {
   app.add_option("-F", a->backing_format, "format of the new backing file");
   app.add_flag("-u", a->unsafe, "only change the reference; copy nothing (the disk may read differently)");
   app.add_flag("-c", a->compress, "compress what is copied (qcow2)");
-  app.add_flag("-p", a->progress, "show progress");
+  AddProgressArgs(app, &a->progress);
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
   app.add_option("FILE", a->file, "the image")->required();
   return [a, b] {
@@ -31,16 +32,15 @@ Runner AddRebase(CLI::App& app) {
     if (a->compress) return Fail("rebase -c: compressed copies are not supported yet; run without -c");
     auto spec = ResolveImage(a->image, a->file);
     if (!spec.ok()) return Fail(spec.status().message());
-    const bool show = a->progress && !a->quiet;
     ops::RebaseRequest req;
     req.path = spec.value().path;
     req.format = spec.value().format;
     req.backing = a->backing;
     req.backing_format = a->backing_format;
     req.unsafe = a->unsafe;
-    req.progress = ProgressPrinter(show);
+    req.progress = ProgressPrinter(a->progress, a->quiet);
     Status st = ops::Rebase(req);
-    if (st.ok()) FinishProgress(show);
+    if (st.ok()) FinishProgress(a->progress, a->quiet);
     return st.ok() ? 0 : Fail(st.message());
   };
 }

@@ -4,6 +4,9 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
+
+#include "imagecore/log.h"
 
 namespace imgfs::cli {
 
@@ -24,7 +27,10 @@ Runner AddConvert(CLI::App& app);
 Runner AddMeasure(CLI::App& app);
 Runner AddDd(CLI::App& app);
 
-// Prints "imgfs: <message>" to stderr; returns the exit code for it.
+// Prints "imgfs: <message>" to stderr (unless said already); returns the
+// exit code for it.
 int Fail(const std::string& message, int code = 1);
+// The CLI's log sink: warnings and errors on stderr, each once.
+void SayOnce(LogLevel level, const std::string& message);
 
 }  // namespace imgfs::cli

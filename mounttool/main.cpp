@@ -3,15 +3,34 @@
 #include <cctype>
 #include <exception>
 #include <map>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "commands.h"
+#include "imagecore/log.h"
 
 namespace imgfs::cli {
+namespace {
+// What a command has said on stderr: the image core may log the same
+// damage from several threads, and then the command fails with it; each
+// is said once. (A mount sets a sink of its own.)
+std::mutex g_said_mu;
+std::set<std::string> g_said;
+bool FirstTime(const std::string& message) {
+  std::lock_guard<std::mutex> l(g_said_mu);
+  return g_said.insert(message).second;
+}
+}  // namespace
+
 int Fail(const std::string& message, int code) {
-  std::fprintf(stderr, "imgfs: %s\n", message.c_str());
+  if (FirstTime(message)) std::fprintf(stderr, "imgfs: %s\n", message.c_str());
   return code;
+}
+
+void SayOnce(LogLevel level, const std::string& message) {
+  if (level >= LogLevel::kWarning && FirstTime(message)) std::fprintf(stderr, "imgfs: %s\n", message.c_str());
 }
 }  // namespace imgfs::cli
 
@@ -35,6 +54,7 @@ int main(int argc, char** argv) {
   std::vector<char*> args = NegativeSizeAsOperand(argc, argv);
   argc = static_cast<int>(args.size());
   argv = args.data();
+  imgfs::SetLogSink(imgfs::cli::SayOnce);
   CLI::App app{"imgfs: virtual disk images as plain raw files"};
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", "imgfs 0.1.0");

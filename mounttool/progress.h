@@ -1,13 +1,29 @@
-// qemu-img's -p progress line, on standard output.
+// Progress of long subcommands (-p, --progress=json), on standard output
+// as qemu-img prints it.
 #pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
 
 #include "imagecore/chain.h"
 
 namespace imgfs::cli {
 
-// A progress callback printing "    (N.NN/100%)\r" as qemu-img does, or an
-// empty one when not `show`. FinishProgress ends the line.
-Chain::Progress ProgressPrinter(bool show);
-void FinishProgress(bool show);
+struct ProgressArgs {
+  bool show = false;  // -p
+  std::string mode;   // --progress: "json"
+};
+// Registers -p and --progress=json on `app`.
+void AddProgressArgs(CLI::App& app, ProgressArgs* p);
+
+// The callback for a subcommand (empty when no progress is asked for, or
+// with `quiet`). On a terminal: "    (N.NN/100%) DONE of TOTAL, RATE/s,
+// M:SS left", redrawn in place; elsewhere "    (N.00/100%)" lines at each
+// whole percent; with --progress=json one object per update:
+// {"done": N, "total": N, "percent": P, "rate": BYTES_PER_S, "eta": SECONDS}.
+// SIGUSR1 prints the progress at once, as qemu-img does.
+Chain::Progress ProgressPrinter(const ProgressArgs& p, bool quiet);
+// Ends the progress output after success.
+void FinishProgress(const ProgressArgs& p, bool quiet);
 
 }  // namespace imgfs::cli

@@ -150,6 +150,25 @@ rm -f p.raw
 out=$("$IMGFS" convert -q -O raw base.qcow2 p.raw 2>&1)
 [[ -z $out ]] || fail "convert -q printed: $out"
 
+# --progress=json: one JSON object per line, ending at 100%; SIGUSR1 asks
+# for the progress at once (and does not end the program)
+rm -f p.raw
+"$IMGFS" convert --progress=json -O raw base.qcow2 p.raw >prog.json
+python3 - prog.json <<'PY' || fail "convert --progress=json: $(cat prog.json)"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert lines and lines[-1]["percent"] == 100 and lines[-1]["done"] == lines[-1]["total"], lines
+assert all(set(l) == {"done", "total", "percent", "rate", "eta"} for l in lines)
+PY
+rm -f p.raw
+"$IMGFS" convert -p -r 8M -O raw base.qcow2 p.raw >usr1.out &
+pid=$!
+sleep 1
+kill -USR1 $pid
+wait $pid || fail "convert -p: SIGUSR1 ended it (exit $?)"
+grep -q "100.00" usr1.out || fail "convert -p after SIGUSR1: $(cat usr1.out)"
+cmp -s p.raw src.raw || fail "convert -r 8M: the output differs"
+
 # a failure half way leaves nothing: a compressed cluster in the middle is garbage
 cp src-comp.qcow2 broken.qcow2
 host=$(qemu-img map --output=json src-comp.qcow2 | python3 -c '
