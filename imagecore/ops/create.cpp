@@ -7,9 +7,7 @@
 
 namespace imgfs::ops {
 
-namespace {
-
-Result<std::map<std::string, std::string>> ParseOptions(const std::string& text) {
+Result<std::map<std::string, std::string>> ParseOptionList(const std::string& text) {
   std::map<std::string, std::string> out;
   std::stringstream ss(text);
   std::string item;
@@ -22,14 +20,12 @@ Result<std::map<std::string, std::string>> ParseOptions(const std::string& text)
   return out;
 }
 
-}  // namespace
-
 Status StageCreate(const CreateRequest& req, NewFiles* files) {
   const FormatDriver* drv = FindFormat(req.format);
   if (!drv || (!drv->create && !drv->create_files))
     return Unsupported("unknown or unsupported format '" + req.format + "'");
   CreateOptions opts;
-  IMGFS_ASSIGN_OR_RETURN(opts.options, ParseOptions(req.options));
+  IMGFS_ASSIGN_OR_RETURN(opts.options, ParseOptionList(req.options));
   // qemu-img spells these as -o options too.
   if (auto it = opts.options.find("backing_file"); it != opts.options.end()) {
     if (req.backing_file.empty()) opts.backing_file = it->second;

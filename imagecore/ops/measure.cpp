@@ -1,25 +1,10 @@
 // qemu-img measure: what the source holds, measured by the output's driver.
-#include <sstream>
-
 #include "imagecore/format.h"
 #include "imagecore/ops.h"
 #include "imagecore/size.h"
 
 namespace imgfs::ops {
 namespace {
-
-Result<std::map<std::string, std::string>> ParseMeasureOptions(const std::string& text) {
-  std::map<std::string, std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    const auto eq = item.find('=');
-    if (eq == std::string::npos || eq == 0) return InvalidArgument("Invalid option '" + item + "' (expected key=value)");
-    out[item.substr(0, eq)] = item.substr(eq + 1);
-  }
-  return out;
-}
 
 // The source's data runs and bitmaps.
 Status Describe(const Chain& chain, MeasureInput* in) {
@@ -54,7 +39,7 @@ Result<MeasureResult> Measure(const MeasureRequest& req) {
   if (!drv) return InvalidArgument("Unknown file format '" + req.out_format + "'");
   if (!drv->measure) return Unsupported("Block driver '" + req.out_format + "' does not support size measurement");
   CreateOptions opts;
-  IMGFS_ASSIGN_OR_RETURN(opts.options, ParseMeasureOptions(req.options));
+  IMGFS_ASSIGN_OR_RETURN(opts.options, ParseOptionList(req.options));
   MeasureInput in;
   if (!req.path.empty()) {
     auto chain = OpenSourceChain(req.path, req.format, req.snapshot);

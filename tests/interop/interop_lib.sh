@@ -268,3 +268,31 @@ standard_ranges() {
         "$((S / 2 + cs - 3)) $((2 * cs + 6))" "$((S / 2 + 4 * cs - 5)) 20" \
         "$((S - 513)) 513" "$((S - 1)) 1"
 }
+
+# same_as_qemu SUBCOMMAND ARGS...: `qemu-img SUBCOMMAND ARGS` and `$IMGFS
+# SUBCOMMAND ARGS` print the same (the program's name aside) and exit
+# alike. Counts the cases in SAME_CASES.
+SAME_CASES=0
+same_as_qemu() {
+    local q i
+    q=$(qemu-img "$@" 2>&1; echo "exit $?")
+    i=$("$IMGFS" "$@" 2>&1; echo "exit $?")
+    [[ ${i//imgfs:/qemu-img:} == "$q" ]] || {
+        diff <(echo "$q") <(echo "$i") | head -20 || true
+        fail "imgfs $* differs from qemu-img $*"
+    }
+    SAME_CASES=$((SAME_CASES + 1))
+}
+
+# errs_as_qemu SUBCOMMAND ARGS...: both fail with the same exit code and
+# imgfs says it in one line. With NO_FILE=PATH set, neither may leave PATH.
+errs_as_qemu() {
+    local rc qrc out
+    [[ -z ${NO_FILE:-} ]] || rm -f "$NO_FILE"
+    qemu-img "$@" >/dev/null 2>&1 && qrc=0 || qrc=$?
+    [[ -z ${NO_FILE:-} ]] || rm -f "$NO_FILE"
+    out=$("$IMGFS" "$@" 2>&1) && rc=0 || rc=$?
+    [[ $rc == "$qrc" && $rc != 0 ]] || fail "$*: exit $rc, qemu-img $qrc"
+    [[ $(wc -l <<<"$out") == 1 ]] || fail "$*: not one line: $out"
+    [[ -z ${NO_FILE:-} || ! -e $NO_FILE ]] || fail "$*: left $NO_FILE"
+}

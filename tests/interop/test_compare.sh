@@ -48,17 +48,7 @@ qcreate -f vmdk -o subformat=monolithicFlat flat.vmdk 8M
 qemu-img convert -n -O vmdk base.raw flat.vmdk
 qemu-img convert -O vmdk -o subformat=streamOptimized base.qcow2 stream.vmdk
 
-n=0
-same() {  # same ARGS...: qemu-img compare and imgfs compare agree
-    local q i
-    q=$(qemu-img compare "$@" 2>&1; echo "exit $?")
-    i=$("$IMGFS" compare "$@" 2>&1; echo "exit $?")
-    [[ ${i//imgfs:/qemu-img:} == "$q" ]] || {
-        diff <(echo "$q") <(echo "$i") | head -20 || true
-        fail "imgfs compare $* differs from qemu-img compare"
-    }
-    n=$((n + 1))
-}
+same() { same_as_qemu compare "$@"; }
 pairs=(
     "base.qcow2 base.raw" "base.qcow2 base.vmdk" "base.raw base.vmdk" "v2.qcow2 base.qcow2" "comp.qcow2 base.raw"
     "o1.qcow2 o2.qcow2" "o1.qcow2 o3.qcow2" "o3.qcow2 o3.raw" "o4.qcow2 base.qcow2" "o1.qcow2 base.qcow2"
@@ -73,16 +63,10 @@ done
 same -f qcow2 -F raw base.qcow2 base.raw
 same -f raw -F qcow2 base.qcow2 base.qcow2
 same -f vmdk -F qcow2 child.vmdk o3.qcow2
-echo "   $n cases print and exit as qemu-img compare"
+echo "   $SAME_CASES cases print and exit as qemu-img compare"
 
 # errors: one line, exit codes as qemu-img's
-err() {
-    local rc qrc out
-    qemu-img compare "$@" >/dev/null 2>&1 && qrc=0 || qrc=$?
-    out=$("$IMGFS" compare "$@" 2>&1) && rc=0 || rc=$?
-    [[ $rc == "$qrc" ]] || fail "compare $*: exit $rc, qemu-img $qrc"
-    [[ $(wc -l <<<"$out") == 1 ]] || fail "compare $*: not one line: $out"
-}
+err() { errs_as_qemu compare "$@"; }
 err base.qcow2 nowhere.qcow2
 err nowhere.qcow2 base.qcow2
 err -f vmdk base.qcow2 base.raw

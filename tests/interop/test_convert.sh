@@ -205,16 +205,7 @@ out=$("$IMGFS" convert --salvage -O raw broken.qcow2 fail.raw 2>&1) || fail "con
 grep -qi "error while reading" <<<"$out" || fail "convert --salvage did not warn: $out"
 
 # errors: one line, exit code as qemu-img's
-err() {
-    local rc qrc out
-    rm -f e.out
-    qemu-img convert "$@" >/dev/null 2>&1 && qrc=0 || qrc=$?
-    rm -f e.out
-    out=$("$IMGFS" convert "$@" 2>&1) && rc=0 || rc=$?
-    [[ $rc == "$qrc" && $rc != 0 ]] || fail "convert $*: exit $rc, qemu-img $qrc"
-    [[ $(wc -l <<<"$out") == 1 ]] || fail "convert $*: not one line: $out"
-    [[ ! -e e.out ]] || fail "convert $*: left e.out"
-}
+err() { NO_FILE=e.out errs_as_qemu convert "$@"; }
 err nowhere.qcow2 e.out
 err -m 17 base.qcow2 e.out
 err -S 1000 base.qcow2 e.out

@@ -41,17 +41,7 @@ qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentFlat tf.vmdk 2100M && io v
 qemu-img convert -O vmdk -o subformat=streamOptimized s.vmdk st.vmdk
 qemu-img create -q -f vmdk -b s.vmdk -F vmdk sc.vmdk && io vmdk sc.vmdk -c "write -P 3 1M 64k" -c "write -P 3 3M 4k"
 
-n=0
-same() {  # same ARGS...: qemu-img map and imgfs map agree
-    local q i
-    q=$(qemu-img map "$@" 2>&1; echo "exit $?")
-    i=$("$IMGFS" map "$@" 2>&1; echo "exit $?")
-    [[ ${i//imgfs:/qemu-img:} == "$q" ]] || {
-        diff <(echo "$q") <(echo "$i") | head -20
-        fail "imgfs map $* differs from qemu-img map"
-    }
-    n=$((n + 1))
-}
+same() { same_as_qemu map "$@"; }
 for f in r.raw v2.qcow2 base.qcow2 mid.qcow2 top.qcow2 za.qcow2 pm.qcow2 el2.qcow2 comp.qcow2 dfr.qcow2 dn.qcow2 \
     big2.qcow2 s.vmdk f.vmdk ts.vmdk tf.vmdk st.vmdk sc.vmdk; do
     for o in json human; do
@@ -64,7 +54,7 @@ same --output=json "$T/top.qcow2"     # file names as given, with their director
 same "$T/top.qcow2"
 same --output=json --start-offset=100M top.qcow2  # past the end: one empty run
 same --output=json --start-offset=1M --max-length=0 top.qcow2
-echo "   $n cases: same output and exit code as qemu-img map"
+echo "   $SAME_CASES cases: same output and exit code as qemu-img map"
 refused() {  # refused WANT ARGS...: both fail with the same code; imgfs says WANT in one line
     local want=$1 qrc=0 irc=0 out
     shift

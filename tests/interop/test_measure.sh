@@ -31,17 +31,7 @@ cp a.qcow2 snap.qcow2
 qemu-img snapshot -c s1 snap.qcow2
 qio snap.qcow2 qcow2 "write -P 7 80M 8M"
 
-n=0
-same() {
-    local q i
-    q=$(qemu-img measure "$@" 2>&1; echo "exit $?")
-    i=$("$IMGFS" measure "$@" 2>&1; echo "exit $?")
-    [[ ${i//imgfs:/qemu-img:} == "$q" ]] || {
-        diff <(echo "$q") <(echo "$i") | head -20 || true
-        fail "imgfs measure $* differs from qemu-img measure"
-    }
-    n=$((n + 1))
-}
+same() { same_as_qemu measure "$@"; }
 for f in a.qcow2 r.raw odd.qcow2 top.qcow2 comp.qcow2 a.vmdk bm.qcow2 snap.qcow2; do
     for o in "-O qcow2" "-O raw" "-O qcow2 -o cluster_size=4k" "-O qcow2 -o cluster_size=2M,refcount_bits=64" \
         "-O qcow2 -o compat=0.10" "-O qcow2 -o refcount_bits=1,cluster_size=512"; do
@@ -56,15 +46,9 @@ for s in 1G 100M 12345 1T; do
     same --size "$s" -O raw
     same --output=json --size "$s" -O qcow2 -o cluster_size=512
 done
-echo "   $n cases print as qemu-img measure"
+echo "   $SAME_CASES cases print as qemu-img measure"
 
-err() {
-    local rc qrc out
-    qemu-img measure "$@" >/dev/null 2>&1 && qrc=0 || qrc=$?
-    out=$("$IMGFS" measure "$@" 2>&1) && rc=0 || rc=$?
-    [[ $rc == "$qrc" && $rc != 0 ]] || fail "measure $*: exit $rc, qemu-img $qrc"
-    [[ $(wc -l <<<"$out") == 1 ]] || fail "measure $*: not one line: $out"
-}
+err() { errs_as_qemu measure "$@"; }
 err -O qcow2
 err -O qcow2 --size 1G a.qcow2
 err -O vmdk a.qcow2

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@ struct CreateRequest {
   std::string backing_format;  // "" = probe the backing file
   std::string options;         // "-o" text: "cluster_size=64k,compat=1.1"
 };
+// -o text ("cluster_size=64k,compat=1.1") as key/value pairs.
+Result<std::map<std::string, std::string>> ParseOptionList(const std::string& text);
 // Creates the image in a temporary file beside `path` and renames it into
 // place, so a failure never leaves a half-written image.
 Status Create(const CreateRequest& req);
