@@ -26,6 +26,7 @@ Runner AddCompare(CLI::App& app);
 Runner AddConvert(CLI::App& app);
 Runner AddMeasure(CLI::App& app);
 Runner AddDd(CLI::App& app);
+Runner AddAmend(CLI::App& app);
 
 // Prints "imgfs: <message>" to stderr (unless said already); returns the
 // exit code for it.

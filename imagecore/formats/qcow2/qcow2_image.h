@@ -60,6 +60,7 @@ class Qcow2Image final : public Image {
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
   Status Resize(uint64_t new_size, const LayerReader* below) override;
   Status MakeEmpty() override;
+  Status Amend(const std::map<std::string, std::string>& options) override;
   ImageInfo Info() const override;
   std::string DamageFound() const override;
   bool MapShowsHostHoles() const override;

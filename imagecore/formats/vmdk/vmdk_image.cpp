@@ -215,7 +215,6 @@ Status VmdkImage::Flush() {
   return main_->Sync();
 }
 
-namespace {
 // The descriptor text with its `key` line set to `value` (added after the
 // version line if it has none), keeping the line ends it uses.
 std::string WithKey(const std::string& text, const std::string& key, const std::string& value) {
@@ -240,7 +239,6 @@ std::string WithKey(const std::string& text, const std::string& key, const std::
   const size_t at = v == std::string::npos ? 0 : after + 1;
   return text.substr(0, at) + line + eol + text.substr(at);
 }
-}  // namespace
 
 Status VmdkImage::WriteDescriptor(const std::string& text) {
   if (desc_room_) {

@@ -35,6 +35,7 @@ class VmdkImage final : public Image {
   Status CheckParent(const Image& parent) const override;
   Status RelinkParent(const Image& parent) override;
   Status SetBacking(const std::string& name, const std::string& format, const Image* parent) override;
+  Status Amend(const std::map<std::string, std::string>& options) override;
   Status MakeEmpty() override;
   Status Resize(uint64_t new_size, const LayerReader* below) override;
   Result<CheckResult> Check(RepairMode mode) override;
@@ -86,5 +87,8 @@ class VmdkImage final : public Image {
 };
 
 extern const FormatDriver kDriver;
+
+// The descriptor text with its `key` line set to `value` (vmdk_image.cpp).
+std::string WithKey(const std::string& text, const std::string& key, const std::string& value);
 
 }  // namespace imgfs::vmdk

@@ -199,6 +199,12 @@ class Image {
     return Unsupported(std::string(format_name()) + " images cannot change their backing file yet");
   }
   // Internal snapshots, oldest first.
+  // Changes creation options of an existing image (qemu-img amend), each
+  // pair as create's -o takes it; all of them in one crash-safe write, or
+  // none. Exclusive: no I/O may run on the image meanwhile.
+  virtual Status Amend(const std::map<std::string, std::string>& options) {
+    return Unsupported(std::string("Format driver '") + format_name() + "' does not support option amendment");
+  }
   virtual std::vector<SnapshotInfo> Snapshots() const { return {}; }
   // Opens internal snapshot `id` as a read-only layer. Its backing file is
   // this layer's: the chain below stays the same.

@@ -175,6 +175,12 @@ Result<MeasureResult> Measure(const MeasureRequest& req);
 std::string MeasureHuman(const MeasureResult& r);
 std::string MeasureJson(const MeasureResult& r);
 
+// ---- amend (ops/amend.cpp) ----
+// qemu-img amend: `options` as -o takes them ("lazy_refcounts=on").
+Status Amend(const std::string& path, const std::string& format, const std::string& options);
+// What `amend -o help` lists for `format`.
+std::string AmendHelp(const std::string& format);
+
 // ---- convert (ops/convert.cpp) ----
 struct ConvertRequest {
   std::vector<std::string> sources;  // concatenated in this order

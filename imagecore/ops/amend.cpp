@@ -1,0 +1,30 @@
+// qemu-img amend: the image alone is opened (its backing file is not
+// needed) and its driver changes the options.
+#include "imagecore/format.h"
+#include "imagecore/ops.h"
+
+namespace imgfs::ops {
+
+Status Amend(const std::string& path, const std::string& format, const std::string& options) {
+  IMGFS_ASSIGN_OR_RETURN(auto opts, ParseOptionList(options));
+  if (opts.empty()) return InvalidArgument("Must specify options (-o)");
+  auto image = OpenImage(path, format, OpenOptions(true));
+  if (!image.ok()) return image.status().Prefixed("Could not open '" + path + "'");
+  IMGFS_RETURN_IF_ERROR(image.value()->Amend(opts));
+  return image.value()->Flush();
+}
+
+std::string AmendHelp(const std::string& format) {
+  if (format == "qcow2")
+    return "Amend options for 'qcow2':\n"
+           "  compat=<str>           - the compatibility level it has (0.10 or 1.1; changing it: not yet)\n"
+           "  lazy_refcounts=<bool>  - postpone refcount updates (on, off; needs compat=1.1)\n";
+  if (format == "vmdk")
+    return "Amend options for 'vmdk':\n"
+           "  adapter_type=<str>     - ide, lsilogic, buslogic or legacyESX (the geometry follows)\n"
+           "  hwversion=<str>        - the virtual hardware version\n"
+           "  toolsversion=<str>     - the VMware tools version\n";
+  return "Format driver '" + format + "' does not support option amendment\n";
+}
+
+}  // namespace imgfs::ops

@@ -1,0 +1,47 @@
+#include <cstdio>
+#include <memory>
+
+#include "commands.h"
+#include "image_args.h"
+#include "imagecore/format.h"
+#include "imagecore/ops.h"
+
+namespace imgfs::cli {
+
+// `imgfs amend [-f FMT] [-p] [-q] [--force] -o OPTIONS FILE`, as qemu-img
+// amend; for vmdk too (adapter_type, hwversion, toolsversion), which
+// qemu-img cannot amend.
+Runner AddAmend(CLI::App& app) {
+  struct Args {
+    ImageArgs image;
+    std::string file, options;
+    bool progress = false, quiet = false, force = false;
+  };
+  auto a = std::make_shared<Args>();
+  AddImageArgs(app, &a->image);
+  app.add_option("-o", a->options, "the options to change (key=value,...; \"help\" lists them)");
+  app.add_flag("-p", a->progress, "show progress (amend is one write: nothing to show)");
+  app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
+  app.add_flag("--force", a->force, "accepted: imgfs amends only what it can do safely");
+  app.add_option("FILE", a->file, "the image");
+  return [a] {
+    if (a->options.empty()) return Fail("Must specify options (-o)");
+    if (a->options == "help" || a->options == "?") {
+      std::string fmt = a->image.format;
+      if (fmt.empty() && !a->file.empty()) {
+        auto probed = OpenImage(a->file, "", OpenOptions(false));
+        if (probed.ok()) fmt = probed.value()->format_name();
+      }
+      if (fmt.empty()) return Fail("Expecting one image file name (or -f FMT) for -o help");
+      std::fputs(ops::AmendHelp(fmt).c_str(), stdout);
+      return 0;
+    }
+    if (a->file.empty()) return Fail("Expecting one image file name");
+    auto spec = ResolveImage(a->image, a->file);
+    if (!spec.ok()) return Fail(spec.status().message());
+    Status st = ops::Amend(spec.value().path, spec.value().format, a->options);
+    return st.ok() ? 0 : Fail(st.message());
+  };
+}
+
+}  // namespace imgfs::cli
