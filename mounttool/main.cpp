@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   add("measure", "the size a converted or new image needs", imgfs::cli::AddMeasure);
   add("dd", "copy a range of an image into a new image", imgfs::cli::AddDd);
   add("amend", "change options of an existing image", imgfs::cli::AddAmend);
+  add("bench", "time reads or writes through the image core", imgfs::cli::AddBench);
   add("mount", "mount a directory of images (or one image) as raw files", imgfs::cli::AddMount);
   add("umount", "flush and unmount an imgfs mount", imgfs::cli::AddUmount);
   try {

@@ -181,6 +181,22 @@ Status Amend(const std::string& path, const std::string& format, const std::stri
 // What `amend -o help` lists for `format`.
 std::string AmendHelp(const std::string& format);
 
+// ---- bench (ops/bench.cpp) ----
+struct BenchRequest {
+  std::string path, format;
+  uint64_t count = 75000, depth = 64, size = 4096, step = 4096, offset = 0;
+  bool write = false;
+  uint8_t pattern = 0;
+  uint64_t flush_interval = 0;  // writes: flush after every this many requests (0: never)
+  bool drain = true;            // wait for requests in flight before each flush
+};
+// qemu-img bench: `count` requests of `size` bytes, `depth` at a time, at
+// offset, offset + step, ... (wrapping before the end of the disk).
+// Returns the seconds the run took.
+Result<double> Bench(const BenchRequest& req);
+// The refusals of Bench, before anything runs.
+Status CheckBenchRequest(const BenchRequest& req);
+
 // ---- convert (ops/convert.cpp) ----
 struct ConvertRequest {
   std::vector<std::string> sources;  // concatenated in this order
