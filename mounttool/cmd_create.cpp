@@ -9,14 +9,21 @@ namespace imgfs::cli {
 Runner AddCreate(CLI::App& app) {
   auto r = std::make_shared<ops::CreateRequest>();
   auto quiet = std::make_shared<bool>(false);
-  app.add_option("-f,--format", r->format, "qcow2 or raw")->required();
+  app.add_option("-f,--format", r->format, "qcow2, vmdk or raw")->required();
   app.add_option("-b,--backing", r->backing_file, "backing file (stored as given)");
   app.add_option("-F,--backing-format", r->backing_format, "format of the backing file");
-  app.add_option("-o,--options", r->options, "format options: cluster_size=N,compat=0.10|1.1,...");
+  app.add_option("-o,--options", r->options, "format options (key=value,...; \"help\" lists them)");
   app.add_flag("-q,--quiet", *quiet, "print nothing");
-  app.add_option("FILE", r->path, "the image to create")->required();
+  app.add_option("FILE", r->path, "the image to create");
   app.add_option("SIZE", r->size, "virtual size (k, M, G, T, P, E suffixes)");
   return [r, quiet] {
+    if (r->options == "help" || r->options == "?") {
+      const std::string help = ops::CreateHelp(r->format);
+      if (help.empty()) return Fail("Unknown file format '" + r->format + "'");
+      std::fputs(help.c_str(), stdout);
+      return 0;
+    }
+    if (r->path.empty()) return Fail("Expecting image file name");
     Status st = ops::Create(*r);
     if (!st.ok()) return Fail(r->path + ": " + st.message());
     if (!*quiet) std::printf("Formatting '%s', fmt=%s\n", r->path.c_str(), r->format.c_str());

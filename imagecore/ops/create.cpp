@@ -35,6 +35,11 @@ Status StageCreate(const CreateRequest& req, NewFiles* files) {
     if (req.backing_format.empty()) opts.backing_format = it->second;
     opts.options.erase(it);
   }
+  std::string size = req.size;
+  if (auto it = opts.options.find("size"); it != opts.options.end()) {
+    if (size.empty()) size = it->second;
+    opts.options.erase(it);
+  }
   if (!req.backing_file.empty()) opts.backing_file = req.backing_file;
   if (!req.backing_format.empty()) opts.backing_format = req.backing_format;
 
@@ -45,17 +50,43 @@ Status StageCreate(const CreateRequest& req, NewFiles* files) {
     if (!chain.ok()) return chain.status().Prefixed("could not open backing file");
     backing = std::move(chain).value();
     if (opts.backing_format.empty()) opts.backing_format = backing->layer(0).format_name();
-    if (req.size.empty()) opts.size = backing->VirtualSize();
+    if (size.empty()) opts.size = backing->VirtualSize();
     opts.backing_image = &backing->layer(0);
   }
-  if (!req.size.empty()) {
-    IMGFS_ASSIGN_OR_RETURN(opts.size, ParseSize(req.size));
+  if (!size.empty()) {
+    IMGFS_ASSIGN_OR_RETURN(opts.size, ParseSize(size));
   } else if (opts.backing_file.empty()) {
     return InvalidArgument("image size must be given (or a backing file)");
   }
   if (drv->create_files) return drv->create_files(*files, opts);
   IMGFS_ASSIGN_OR_RETURN(io::File * main, files->Main());
   return drv->create(*main, opts);
+}
+
+std::string CreateHelp(const std::string& format) {
+  const std::string common =
+      "  backing_file=<str>     - the backing file (also -b)\n"
+      "  backing_fmt=<str>      - its format (also -F)\n"
+      "  size=<size>            - the virtual size (also the SIZE operand)\n";
+  if (format == "qcow2")
+    return "Supported options:\n" + common +
+           "  cluster_size=<size>    - 512 to 2M, a power of two (default 64k)\n"
+           "  compat=<str>           - 0.10 or 1.1 (default 1.1)\n"
+           "  lazy_refcounts=<bool>  - postpone refcount updates (compat=1.1)\n"
+           "  refcount_bits=<num>    - 1 to 64, a power of two (default 16)\n"
+           "  preallocation=off      - (metadata, falloc, full: not yet)\n"
+           "  compression_type=zlib  - (zstd: not yet)\n";
+  if (format == "vmdk")
+    return "Supported options:\n" + common +
+           "  subformat=<str>        - monolithicSparse (default), monolithicFlat, twoGbMaxExtentSparse,\n"
+           "                           twoGbMaxExtentFlat, streamOptimized\n"
+           "  adapter_type=<str>     - ide (default), lsilogic, buslogic, legacyESX\n"
+           "  hwversion=<str>        - the virtual hardware version (default 4)\n"
+           "  compat6=<bool>         - hardware version 6\n"
+           "  toolsversion=<str>     - the VMware tools version\n"
+           "  zeroed_grain=<bool>    - zeroed-grain table entries (sparse subformats)\n";
+  if (format == "raw") return "Supported options:\n  size=<size>            - the virtual size\n";
+  return "";
 }
 
 Status Create(const CreateRequest& req) {

@@ -189,4 +189,11 @@ bad_create "cluster size not a power of two" 'cluster' "$T/bad/cs.qcow2" \
 bad_create "missing size, raw" 'size' "$T/bad/nosize.raw" \
     -f raw nosize.raw
 
+# -o size= and -o help
+"$IMGFS" create -q -f qcow2 -o size=3M,cluster_size=4k "$T/osize.qcow2"
+[[ $(qemu-img info --output=json "$T/osize.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])') == 3145728 ]] ||
+    fail "create -o size=3M: wrong size"
+for f in qcow2 vmdk raw; do
+    "$IMGFS" create -f $f -o help | grep -q "^Supported options:" || fail "create -f $f -o help lists nothing"
+done
 echo "PASS: create"

@@ -28,6 +28,8 @@ Result<std::map<std::string, std::string>> ParseOptionList(const std::string& te
 // Creates the image in a temporary file beside `path` and renames it into
 // place, so a failure never leaves a half-written image.
 Status Create(const CreateRequest& req);
+// What `create -o help` lists for `format` ("" if imgfs cannot create it).
+std::string CreateHelp(const std::string& format);
 // Writes the new image's files under temporary names into `files`; the
 // caller commits them (convert fills the image first).
 Status StageCreate(const CreateRequest& req, NewFiles* files);
