@@ -12,6 +12,8 @@
 namespace imgfs::ops {
 namespace {
 
+constexpr uint64_t kMaxThreads = 16;
+
 class Bencher {
  public:
   Bencher(const BenchRequest& req, Chain& chain) : req_(req), chain_(chain), next_offset_(req.offset) {}
@@ -28,11 +30,14 @@ class Bencher {
   }
 
  private:
-  // Runs requests up to end_ on `depth` threads; returns when all are done.
+  // Runs requests up to end_ on `depth` threads (16 at most, as many as
+  // there are requests left); returns when all are done. Buffers are made
+  // here, so that a failed allocation fails the command, not a thread.
   void Threads() {
-    const uint64_t n = std::max<uint64_t>(1, std::min<uint64_t>(req_.depth, end_ - issued_));
+    const uint64_t n = std::clamp<uint64_t>(std::min<uint64_t>(req_.depth, end_ - issued_), 1, kMaxThreads);
+    std::vector<std::vector<uint8_t>> bufs(n, std::vector<uint8_t>(req_.size, req_.pattern));
     std::vector<std::thread> threads;
-    for (uint64_t i = 0; i < n; ++i) threads.emplace_back([this] { Work(); });
+    for (uint64_t i = 0; i < n; ++i) threads.emplace_back([this, &bufs, i] { Work(bufs[i]); });
     for (std::thread& t : threads) t.join();
   }
 
@@ -48,8 +53,7 @@ class Bencher {
     return true;
   }
 
-  void Work() {
-    std::vector<uint8_t> buf(req_.size, req_.pattern);
+  void Work(std::vector<uint8_t>& buf) {
     uint64_t off;
     while (Take(&off)) {
       // A request past the end fails, as a block device's would.

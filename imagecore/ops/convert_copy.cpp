@@ -72,8 +72,11 @@ class Copier {
     if (plan_.progress) plan_.progress(0, total_);
     start_ = std::chrono::steady_clock::now();
     const unsigned n = std::clamp(plan_.workers, 1u, 16u);
+    // Buffers are made here, so that a failed allocation fails the command, not a thread.
+    std::vector<std::vector<uint8_t>> bufs(n, std::vector<uint8_t>(kChunk));
+    std::vector<std::vector<uint8_t>> backs(n, std::vector<uint8_t>(plan_.target_backed ? kChunk : 0));
     std::vector<std::thread> threads;
-    for (unsigned i = 0; i < n; ++i) threads.emplace_back([this] { Work(); });
+    for (unsigned i = 0; i < n; ++i) threads.emplace_back([this, &bufs, &backs, i] { Work(bufs[i], backs[i]); });
     for (std::thread& t : threads) t.join();
     return error_;
   }
@@ -133,8 +136,7 @@ class Copier {
     return Status::OK();
   }
 
-  void Work() {
-    std::vector<uint8_t> buf(kChunk), back(plan_.target_backed ? kChunk : 0);
+  void Work(std::vector<uint8_t>& buf, std::vector<uint8_t>& back) {
     std::vector<Op> ops;
     Mapping map;
     Piece p;
