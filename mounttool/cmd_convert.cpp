@@ -33,7 +33,6 @@ int ParseSparse(const std::string& text, uint64_t* out) {
 
 int Run(const Args& a) {
   if (a.files.size() < 2) return Fail("Expecting one image file name");
-  if (a.compress) return Fail("convert -c: compressed output is not supported yet; run without -c");
   if (a.bitmaps) return Fail("convert --bitmaps: copying bitmaps is not supported yet");
   if (a.target_image_opts) return Fail("--target-image-opts is not supported; name the target file and use -O");
   if (a.workers < 1 || a.workers > 16)
@@ -62,6 +61,7 @@ int Run(const Args& a) {
   req.workers = a.workers;
   req.out_of_order = a.out_of_order;
   req.salvage = a.salvage;
+  req.compress = a.compress;
   req.progress = ProgressPrinter(a.progress, a.quiet);
   Status st = ops::Convert(req);
   if (st.ok()) FinishProgress(a.progress, a.quiet);
@@ -77,7 +77,7 @@ Runner AddConvert(CLI::App& app) {
   AddImageArgs(app, &a->image, true, true);
   app.add_option("-O", a->out_format, "format of the output (default: raw)");
   app.add_option("-o", a->options, "options of the output format, as for create (key=value,...)");
-  app.add_flag("-c", a->compress, "compress the output (not supported yet)");
+  app.add_flag("-c", a->compress, "write the target's clusters compressed (qcow2: zlib, or zstd with -o compression_type=zstd)");
   app.add_option("-B", a->backing, "the output's backing file: only what differs from it is written");
   app.add_option("-F", a->backing_format, "format of the backing file given with -B");
   app.add_option("-l", a->snapshot, "convert this internal snapshot of the source (ID, name, snapshot.id=, snapshot.name=)");

@@ -90,4 +90,46 @@ Status ZstdDecompress(const uint8_t* in, size_t in_len, uint8_t* out, size_t out
   return st;
 }
 
+namespace {
+// One encoder per thread, reused (setting one up costs more than a cluster).
+struct DeflateState {
+  z_stream zs{};
+  bool ready = false;
+  ~DeflateState() {
+    if (ready) deflateEnd(&zs);
+  }
+};
+struct ZstdCState {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ~ZstdCState() { ZSTD_freeCCtx(cctx); }
+};
+}  // namespace
+
+Result<size_t> DeflateRaw4K(const uint8_t* in, size_t in_len, uint8_t* out, size_t cap) {
+  thread_local DeflateState state;
+  z_stream& zs = state.zs;
+  if (!state.ready) {
+    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+      return Status(Code::kIoError, "zlib: cannot initialise the compressor");
+    state.ready = true;
+  } else if (deflateReset(&zs) != Z_OK) {
+    return Status(Code::kIoError, "zlib: cannot reset the compressor");
+  }
+  zs.next_in = const_cast<Bytef*>(in);
+  zs.avail_in = static_cast<uInt>(in_len);
+  zs.next_out = out;
+  zs.avail_out = static_cast<uInt>(cap);
+  const int r = deflate(&zs, Z_FINISH);
+  if (r != Z_STREAM_END) return size_t{0};  // did not fit: not worth compressing
+  return cap - zs.avail_out;
+}
+
+Result<size_t> ZstdCompress(const uint8_t* in, size_t in_len, uint8_t* out, size_t cap) {
+  thread_local ZstdCState state;
+  if (!state.cctx) return Status(Code::kIoError, "zstd: cannot allocate a context");
+  const size_t r = ZSTD_compressCCtx(state.cctx, out, cap, in, in_len, ZSTD_CLEVEL_DEFAULT);
+  if (ZSTD_isError(r)) return size_t{0};  // dstSize_tooSmall, in practice
+  return r;
+}
+
 }  // namespace imgfs

@@ -220,6 +220,12 @@ Status Chain::WriteZeroesOver(uint64_t off, uint64_t len, const LayerReader& nex
   return layers_[0]->WriteZeroes(off, len, false, &next);
 }
 
+Result<bool> Chain::WriteCompressed(uint64_t off, const uint8_t* data, size_t len) {
+  SharedLock w(write_mu_);
+  SharedLock l(io_mu_);
+  return layers_[0]->WriteCompressed(off, data, len);
+}
+
 Status Chain::Flush() {
   SharedLock l(io_mu_);
   return layers_[0]->Flush();

@@ -44,6 +44,8 @@ Result<Sources> OpenSources(const ConvertRequest& req) {
 Status CheckTarget(const ConvertRequest& req, const Chain& target, uint64_t total) {
   const Image& top = target.layer(0);
   if (top.read_only()) return ReadOnly(req.target + ": " + top.read_only_reason());
+  if (req.compress && target.depth() > 1)
+    return Unsupported(req.target + ": -c onto an image with a backing file is not supported yet");
   if (target.VirtualSize() < total)
     return InvalidArgument(req.target + ": the target is smaller than the source (" +
                            std::to_string(target.VirtualSize()) + " < " + std::to_string(total) + " bytes)");
@@ -71,6 +73,7 @@ CopyPlan MakePlan(const ConvertRequest& req, const Sources& src, Chain* target, 
   plan.in_order = !req.out_of_order;
   plan.rate = req.rate;
   plan.salvage = req.salvage;
+  plan.compress = req.compress;
   plan.progress = req.progress;
   return plan;
 }
@@ -80,6 +83,10 @@ Status Validate(const ConvertRequest& req) {
     return InvalidArgument("--target-is-zero requires use of -n flag");
   if (req.existing && !req.backing.empty())
     return InvalidArgument("-B and -n cannot be used together (the target exists with its own backing file)");
+  if (req.compress && !CapabilitiesOf(req.target_format).compressed_writes)
+    return Unsupported("Compression not supported for this file format");
+  if (req.compress && !req.backing.empty())
+    return Unsupported("-c with -B is not supported yet: convert without -B, or without -c");
   return Status::OK();
 }
 }  // namespace

@@ -53,16 +53,22 @@ class Mapping {
   uint64_t len_ = 0;
 };
 
-// A write to make: `data` null writes zeros.
+// A write to make: `data` null writes zeros. With `compressed`, one cluster
+// whose compressed form is tried first (`data` is the fallback).
 struct Op {
   uint64_t off, len;
   const uint8_t* data;
+  const uint8_t* compressed = nullptr;
+  size_t clen = 0;
 };
 
 class Copier {
  public:
   explicit Copier(const CopyPlan& plan) : plan_(plan) {
-    for (const CopySource& s : plan.sources) total_ += s.size;
+    for (const CopySource& s : plan.sources) {
+      total_ += s.size;
+      end_ = std::max(end_, s.start + s.size);
+    }
     if (plan.target_backed) shared_ = SharedBottomLayers(*plan.target, 1, *FirstSource());
     const uint64_t cs = plan.target->layer(0).Info().cluster_size;
     unit_ = cs ? cs : 65536;
@@ -74,7 +80,8 @@ class Copier {
     const unsigned n = std::clamp(plan_.workers, 1u, 16u);
     // Buffers are made here, so that a failed allocation fails the command, not a thread.
     std::vector<std::vector<uint8_t>> bufs(n, std::vector<uint8_t>(kChunk));
-    std::vector<std::vector<uint8_t>> backs(n, std::vector<uint8_t>(plan_.target_backed ? kChunk : 0));
+    // The backing chain's bytes, or the compressed clusters.
+    std::vector<std::vector<uint8_t>> backs(n, std::vector<uint8_t>(plan_.target_backed || plan_.compress ? kChunk : 0));
     std::vector<std::thread> threads;
     for (unsigned i = 0; i < n; ++i) threads.emplace_back([this, &bufs, &backs, i] { Work(bufs[i], backs[i]); });
     for (std::thread& t : threads) t.join();
@@ -88,6 +95,7 @@ class Copier {
   // worker failed.
   bool Next(Piece* p) {
     std::lock_guard<std::mutex> l(plan_mu_);
+    if (plan_.compress) return NextWindow(p);
     while (!Failed() && cur_src_ < plan_.sources.size()) {
       const CopySource& s = plan_.sources[cur_src_];
       if (cur_off_ >= s.size) {
@@ -117,6 +125,17 @@ class Copier {
       return true;
     }
     return false;
+  }
+
+  // Compressing: the target in aligned windows of kChunk (a multiple of any
+  // cluster size), whatever the sources' runs. REQUIRES: plan_mu_.
+  bool NextWindow(Piece* p) {
+    if (Failed() || win_off_ >= end_) return false;
+    p->off = win_off_;
+    p->len = std::min(kChunk, end_ - win_off_);
+    p->seq = next_seq_++;
+    win_off_ += p->len;
+    return true;
   }
 
   // The rest of run `r` after its first `n` bytes.
@@ -156,6 +175,7 @@ class Copier {
   // What to write for one piece (reads the source, and the backing chain
   // where the target has one).
   Status Plan(const Piece& p, uint8_t* buf, uint8_t* back, Mapping* map, std::vector<Op>* ops) {
+    if (plan_.compress) return PlanCompressed(p, buf, back, ops);
     const bool zero = p.run.kind == Resolved::kZero;
     if (plan_.target_backed) {
       const bool back_zero = p.back.kind == Resolved::kZero;
@@ -192,6 +212,60 @@ class Copier {
       return Status::OK();
     }
     Sparse(p.off, p.len, data, ops);
+    return Status::OK();
+  }
+
+  // A window cluster by cluster: zero clusters skipped (or zeroed on a
+  // target that is not known zero), the others compressed here, on the
+  // worker's thread; those that do not shrink are written as they are.
+  Status PlanCompressed(const Piece& p, uint8_t* buf, uint8_t* cbuf, std::vector<Op>* ops) {
+    bool all_zero = true;
+    IMGFS_RETURN_IF_ERROR(ReadWindow(p.off, p.len, buf, &all_zero));
+    if (all_zero && plan_.target_zero) return Status::OK();
+    const Image& top = plan_.target->layer(0);
+    for (uint64_t i = 0; i < p.len; i += unit_) {
+      const uint64_t n = std::min(unit_, p.len - i);
+      if (n < unit_) std::memset(buf + i + n, 0, unit_ - n);  // the disk's last cluster, padded
+      const uint8_t* data = all_zero || IsZero(buf + i, unit_) ? nullptr : buf + i;
+      if (!data && plan_.target_zero) continue;
+      Op op{p.off + i, n, data};
+      if (data) {
+        IMGFS_ASSIGN_OR_RETURN(op.clen, top.Compress(buf + i, unit_, cbuf + i, unit_ - 1));
+        if (op.clen) op.compressed = cbuf + i;
+      }
+      Op* last = ops->empty() ? nullptr : &ops->back();
+      if (last && !op.compressed && !last->compressed && (last->data == nullptr) == !data && last->off + last->len == op.off)
+        last->len += n;
+      else
+        ops->push_back(op);
+    }
+    return Status::OK();
+  }
+
+  // [off, off+len) of the target from whichever sources cover it; *all_zero
+  // says whether every byte came from a zero run (nothing to scan).
+  Status ReadWindow(uint64_t off, uint64_t len, uint8_t* buf, bool* all_zero) const {
+    std::memset(buf, 0, len);
+    for (const CopySource& s : plan_.sources) {
+      const uint64_t a = std::max(off, s.start), b = std::min(off + len, s.start + s.size);
+      for (uint64_t at = a; at < b;) {
+        Resolved r;
+        const uint64_t src_at = s.from + (at - s.start);
+        IMGFS_RETURN_IF_ERROR(s.chain->Resolve(0, src_at, b - at, &r));
+        if (r.length == 0) return Corrupt(s.chain->layer_path(0) + ": block status of an empty run");
+        if (r.kind != Resolved::kZero) {
+          *all_zero = false;
+          Status st = s.chain->ReadResolved(r, src_at, buf + (at - off));
+          if (!st.ok() && !plan_.salvage) return st;
+          if (!st.ok()) {
+            Log(LogLevel::kWarning, "error while reading offset " + std::to_string(src_at) + " of " +
+                                        s.chain->layer_path(0) + ": " + st.message() + " (copied as zeros)");
+            std::memset(buf + (at - off), 0, r.length);
+          }
+        }
+        at += r.length;
+      }
+    }
     return Status::OK();
   }
 
@@ -252,6 +326,10 @@ class Copier {
   Status Apply(const std::vector<Op>& ops) {
     Chain& t = *plan_.target;
     for (const Op& o : ops) {
+      if (o.compressed) {
+        IMGFS_ASSIGN_OR_RETURN(bool stored, t.WriteCompressed(o.off, o.compressed, o.clen));
+        if (stored) continue;
+      }
       if (o.data)
         IMGFS_RETURN_IF_ERROR(t.Write(o.off, o.data, o.len));
       else
@@ -295,6 +373,7 @@ class Copier {
 
   const CopyPlan& plan_;
   uint64_t total_ = 0;
+  uint64_t end_ = 0;  // of the target's copied part
   size_t shared_ = 0;
   uint64_t unit_;
   std::chrono::steady_clock::time_point start_;
@@ -304,6 +383,7 @@ class Copier {
   uint64_t cur_off_ = 0;
   Resolved pending_{Resolved::kZero, 0};  // what is left of the run at cur_off_
   uint64_t next_seq_ = 0;
+  uint64_t win_off_ = 0;  // compressing: the next window
 
   std::mutex turn_mu_;  // guards next_write_ and error_
   std::condition_variable turn_cv_;

@@ -32,6 +32,7 @@ struct CopyPlan {
   bool in_order = true;
   uint64_t rate = 0;           // bytes per second; 0: unlimited
   bool salvage = false;        // a source read that fails is copied as zeros, with a warning
+  bool compress = false;       // -c: whole clusters written compressed (not with target_backed)
   Chain::Progress progress;
 };
 

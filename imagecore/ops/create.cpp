@@ -75,7 +75,7 @@ std::string CreateHelp(const std::string& format) {
            "  lazy_refcounts=<bool>  - postpone refcount updates (compat=1.1)\n"
            "  refcount_bits=<num>    - 1 to 64, a power of two (default 16)\n"
            "  preallocation=off      - (metadata, falloc, full: not yet)\n"
-           "  compression_type=zlib  - (zstd: not yet)\n";
+           "  compression_type=<str> - zlib (default) or zstd: for compressed clusters (compat=1.1)\n";
   if (format == "vmdk")
     return "Supported options:\n" + common +
            "  subformat=<str>        - monolithicSparse (default), monolithicFlat, twoGbMaxExtentSparse,\n"

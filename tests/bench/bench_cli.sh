@@ -8,7 +8,9 @@
 #            last 1% of the disk
 #   rebase   the base + diff case: diff.qcow2 on modified.qcow2 (a 1 GiB copy
 #            of base.qcow2 with 1% rewritten) moved onto base.qcow2 (safe mode)
-#   convert  the base as qcow2 -> raw, raw -> qcow2, vmdk -> qcow2, against
+#   convert  the base as qcow2 -> raw, raw -> qcow2, vmdk -> qcow2, and a
+#            disk of compressible text-like data and holes as qcow2 -> zstd
+#            compressed qcow2 (-c -o compression_type=zstd), against
 #            qemu-img convert and qemu-img convert -m 16 -W
 # Every result is checked: compare's exit code, the rebased image and each
 # converted one with qemu-img compare.
@@ -140,6 +142,28 @@ if [[ " $ONLY " == *" convert "* ]]; then
   convert_case conv-raw-qcow2 base.raw qcow2
   convert_case conv-vmdk-qcow2 base.vmdk qcow2
   rm -f base.raw base.vmdk
+  log "convert: qcow2 -> zstd-compressed qcow2, on compressible data"
+  python3 - text.raw "$SIZE" <<'PY'
+import random, sys
+path, size = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(11)
+chunk = 4 << 20
+with open(path, "wb") as f:
+    f.truncate(size)
+    pos = 0
+    while pos < size:
+        run = min(rnd.randint(1, 16) * chunk, size - pos)
+        if rnd.random() < 0.5:
+            f.seek(pos)
+            words = [bytes(rnd.choice(b"abcdefghij klmnop") for _ in range(64)) for _ in range(64)]
+            block = b"".join(rnd.choice(words) for _ in range(chunk // 64))
+            for _ in range(run // chunk): f.write(block)
+        pos += run
+PY
+  qemu-img convert -f raw -O qcow2 text.raw text.qcow2
+  rm text.raw
+  convert_case conv-qcow2-zstd text.qcow2 qcow2 -c -o compression_type=zstd
+  rm -f text.qcow2
 fi
 
 python3 - "$RES" "$ROUNDS" "$SIZE_GIB" <<'PY'
@@ -149,7 +173,8 @@ rows = [("compare", "compare: two %s GiB overlays on one backing file, 1%% diffe
         ("rebase", "rebase (safe): base + diff, %s GiB" % gib),
         ("conv-qcow2-raw", "convert qcow2 -> raw, %s GiB" % gib),
         ("conv-raw-qcow2", "convert raw -> qcow2, %s GiB" % gib),
-        ("conv-vmdk-qcow2", "convert vmdk -> qcow2, %s GiB" % gib)]
+        ("conv-vmdk-qcow2", "convert vmdk -> qcow2, %s GiB" % gib),
+        ("conv-qcow2-zstd", "convert -c -o compression_type=zstd, qcow2 -> qcow2, %s GiB" % gib)]
 def med(key, s):
     p = os.path.join(res, "%s.%s" % (key, s))
     return statistics.median(float(x) for x in open(p).read().split()) if os.path.exists(p) else None

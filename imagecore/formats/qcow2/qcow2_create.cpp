@@ -37,14 +37,21 @@ Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* clust
       if (order > 6) return InvalidArgument("refcount_bits must be a power of two up to 64");
       h.refcount_order = order;
     } else if (k == "preallocation" && v == "off") {
-    } else if (k == "compression_type" && v == "zlib") {
+    } else if (k == "compression_type") {
+      if (v == "zlib") h.compression_type = 0;
+      else if (v == "zstd") h.compression_type = 1;
+      else return InvalidArgument("Parameter 'compression-type' does not accept value '" + v + "'");
     } else {
       return Unsupported("qcow2 option '" + k + "=" + v + "' is not supported yet");
     }
   }
   if (h.version == 2 && (lazy || h.refcount_order != 4))
     return InvalidArgument("lazy_refcounts and refcount_bits other than 16 need compat=1.1");
+  if (h.version == 2 && h.compression_type != 0)
+    return InvalidArgument("Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)");
   if (lazy) h.compatible_features |= kCompatLazyRefcounts;
+  // A compression type other than zlib is an incompatible feature.
+  if (h.compression_type != 0) h.incompatible_features |= kIncompatCompression;
   h.cluster_bits = 0;
   while ((1ull << h.cluster_bits) < cluster_size) ++h.cluster_bits;
   h.size = (opts.size + 511) / 512 * 512;  // whole sectors, rounded up as qemu-img does

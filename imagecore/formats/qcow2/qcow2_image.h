@@ -49,6 +49,8 @@ class Qcow2Image final : public Image {
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override;
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status Flush() override;
+  Result<size_t> Compress(const uint8_t* in, size_t len, uint8_t* out, size_t cap) const override;
+  Result<bool> WriteCompressed(uint64_t off, const uint8_t* data, size_t len) override;
   std::optional<BackingRef> Backing() const override;
   Status SetBacking(const std::string& name, const std::string& format, const Image* parent) override;
   std::vector<SnapshotInfo> Snapshots() const override;
@@ -160,6 +162,11 @@ class Qcow2Image final : public Image {
   Status CowSourceLocked(uint64_t c, uint64_t entry, uint64_t bitmap, uint64_t from, uint64_t to, uint8_t* out,
                          const LayerReader* below);
   bool InPlace(uint64_t entry, uint64_t bitmap) const;
+  // --- compressed clusters (qcow2_compressed_write.cpp) ------------------
+  // Places `len` compressed bytes in the image file, packed after the ones
+  // placed before; returns their offset. Refcounts count each compressed
+  // cluster once in every host cluster its bytes touch.
+  Result<uint64_t> PlaceCompressedLocked(uint64_t len);
   // --- extended L2 subclusters (qcow2_subcluster.cpp) ----------------------
   // Whether a write into the cluster with entry `e` may allocate only the
   // subclusters it touches.
@@ -259,6 +266,11 @@ class Qcow2Image final : public Image {
   mutable std::atomic<uint64_t> last_compressed_end_{0};
 
   std::mutex meta_mu_;
+  // Where the next compressed cluster's bytes go, and the end of the host
+  // clusters allocated for them (0: none). A cluster up to the cursor holds
+  // compressed bytes already; one past it only its allocation's refcount.
+  uint64_t compressed_next_ = 0;      // GUARDED_BY(meta_mu_)
+  uint64_t compressed_end_ = 0;       // GUARDED_BY(meta_mu_)
   std::vector<uint64_t> l1_;          // GUARDED_BY(meta_mu_), host byte order
   bool l1_dirty_ = false;             // GUARDED_BY(meta_mu_)
   TableCache l2_cache_;               // GUARDED_BY(meta_mu_)

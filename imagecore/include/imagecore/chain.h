@@ -86,6 +86,8 @@ class Chain {
   // The same, hiding `next` instead: the backing chain the top layer is
   // about to get (rebase writes what must survive the change).
   Status WriteZeroesOver(uint64_t off, uint64_t len, const LayerReader& next);
+  // One cluster compressed by layer(0).Compress (see Image::WriteCompressed).
+  Result<bool> WriteCompressed(uint64_t off, const uint8_t* data, size_t len);
   Status Flush();
 
   // --- control operations on the top layer: each runs alone -------------

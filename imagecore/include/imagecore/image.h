@@ -171,6 +171,21 @@ class Image {
   // Makes every completed Write durable in the image file(s).
   virtual Status Flush() = 0;
 
+  // Compressed clusters (convert -c), for formats whose capabilities say
+  // compressed_writes. Compress is the format's compressor and runs on any
+  // thread without locks: it returns the compressed length, or 0 when that
+  // would not be shorter than `cap` (write the data as it is then).
+  // WriteCompressed stores one cluster: `off` aligned to it, `data` what
+  // Compress made of the cluster's bytes (the last cluster of the disk
+  // padded with zeros). False, with nothing written, where this layer holds
+  // the cluster already: the caller writes the plain data instead.
+  virtual Result<size_t> Compress(const uint8_t* in, size_t len, uint8_t* out, size_t cap) const {
+    return Unsupported(std::string(format_name()) + " images cannot be written compressed");
+  }
+  virtual Result<bool> WriteCompressed(uint64_t off, const uint8_t* data, size_t len) {
+    return Unsupported(std::string(format_name()) + " images cannot be written compressed");
+  }
+
   // Changes the virtual size. What lies past the old end reads as zeros
   // afterwards, even where `below` is larger; shrinking drops the data past
   // the new end (the caller has asked, as qemu-img resize --shrink does).

@@ -213,6 +213,7 @@ struct ConvertRequest {
   bool out_of_order = false;         // -W
   uint64_t rate = 0;                 // -r, bytes per second
   bool salvage = false;              // --salvage: unreadable source runs are copied as zeros
+  bool compress = false;             // -c: clusters written compressed (qcow2: by its compression_type)
   // dd: only [from, min(until, its size)) of the one source
   uint64_t from = 0, until = UINT64_MAX;
   Chain::Progress progress;
