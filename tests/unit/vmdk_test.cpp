@@ -180,6 +180,13 @@ TEST(VmdkImage, HostileSparseHeadersAreRefused) {
   ASSERT_TRUE(img.ok()) << img.status().ToString();
   Extent e;
   EXPECT_FALSE(img.value()->BlockStatus(0, 4096, &e).ok());
+  // So is one that starts in the file (6 sectors long) and runs past its
+  // end: the next grain allocated there would share its bytes.
+  auto g = SparseExtent(4, {5}, 0);
+  ASSERT_EQ(g->Size(), 6 * 512u);
+  auto img2 = vmdk::VmdkImage::Open(std::make_unique<test::SharedFile>(g), OpenOptions(false));
+  ASSERT_TRUE(img2.ok()) << img2.status().ToString();
+  EXPECT_FALSE(img2.value()->BlockStatus(0, 4096, &e).ok());
 }
 
 }  // namespace

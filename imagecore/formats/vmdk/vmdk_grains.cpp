@@ -101,7 +101,9 @@ Result<Grain> GrainExtent::Decode(uint64_t g, const uint8_t* table) const {
     r.kind = l_.compressed ? Grain::kCompressed : Grain::kData;
     r.host = uint64_t(e) * 512;
   }
-  if (r.host >= next_free_)
+  // A plain grain lies whole inside the file: one that ran past its end
+  // would share host bytes with the next grain allocated there.
+  if (r.host >= next_free_ || (r.kind == Grain::kData && l_.grain_bytes > next_free_ - r.host))
     return Corrupt(file_->path() + ": grain " + std::to_string(g) + " lies past the end of the file");
   return r;
 }

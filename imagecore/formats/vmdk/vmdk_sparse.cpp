@@ -170,6 +170,13 @@ Result<std::unique_ptr<DiskExtent>> OpenSeSparse(std::unique_ptr<io::File> file,
   if (u(40) != 0) return Unsupported("seSparse flags " + std::to_string(u(40)));
   const uint64_t capacity = u(16);
   if (capacity > kMaxCapacitySectors) return Corrupt("capacity of " + std::to_string(capacity) + " sectors is too large");
+  // Where things start is bounded by the file, how large their regions may
+  // grow by 2^40 sectors: the byte offsets made from them cannot wrap.
+  const uint64_t sectors = file->Size() / 512;
+  constexpr uint64_t kMaxRegion = 1ULL << 40;
+  if (u(80) >= sectors) return Corrupt("seSparse volatile header lies past the end of the file");
+  if (u(144) > sectors || u(192) > sectors) return Corrupt("seSparse grain tables or grains start past the end of the file");
+  if (u(152) > kMaxRegion || u(200) > kMaxRegion) return Corrupt("seSparse grain table or grain region is too large");
   uint8_t v[512];
   IMGFS_RETURN_IF_ERROR(file->PRead(u(80) * 512, v, sizeof v));
   if (LoadLE64(v) != 0xcafecafeULL) return Corrupt("seSparse volatile header has a wrong magic");
@@ -189,7 +196,7 @@ Result<std::unique_ptr<DiskExtent>> OpenSeSparse(std::unique_ptr<io::File> file,
   l.name = name;
   const uint64_t span = 4096ULL * 8;
   const uint64_t n = (capacity + span - 1) / span;
-  if (u(136) * 512 / 8 < n) return Corrupt("seSparse grain directory does not cover the capacity");
+  if (u(136) > kMaxRegion || u(136) * 512 / 8 < n) return Corrupt("seSparse grain directory does not cover the capacity");
   const uint64_t gt_base = l.se_gt_base, gt_count = l.se_gt_count;
   IMGFS_ASSIGN_OR_RETURN(auto gd, ReadDirectory(*file, u(128) * 512, n, 8, [=](uint64_t e) -> Result<uint64_t> {
                            if (e == 0) return uint64_t(0);
