@@ -19,6 +19,20 @@ const FormatDriver* FindFormat(const std::string& name) {
   return nullptr;
 }
 
+Result<Prealloc> ParsePrealloc(const std::string& v, const std::string& what) {
+  if (v == "off") return Prealloc::kOff;
+  if (v == "metadata") return Prealloc::kMetadata;
+  if (v == "falloc") return Prealloc::kFalloc;
+  if (v == "full") return Prealloc::kFull;
+  return InvalidArgument(what + ": Parameter 'preallocation' does not accept value '" + v + "'");
+}
+
+Status PreallocateRange(io::File& file, uint64_t off, uint64_t n, Prealloc mode) {
+  if (mode == Prealloc::kFalloc) return file.Allocate(off, n);
+  if (mode == Prealloc::kFull) return file.WriteZeros(off, n);
+  return Status::OK();
+}
+
 const Capabilities& CapabilitiesOf(const std::string& format) {
   static const Capabilities none;
   const FormatDriver* d = FindFormat(format);

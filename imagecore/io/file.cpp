@@ -20,13 +20,21 @@ Status File::PWriteV(uint64_t off, const Piece* pieces, size_t count) {
 
 Status File::Deallocate(uint64_t off, uint64_t n) {
   const uint64_t end = std::min(off + n, Size());
+  return end > off ? WriteZeros(off, end - off) : Status::OK();
+}
+
+Status File::WriteZeros(uint64_t off, uint64_t n) {
   std::vector<uint8_t> zeros(std::min<uint64_t>(n, 1 << 20), 0);
-  for (uint64_t p = off; p < end;) {
-    const uint64_t k = std::min<uint64_t>(zeros.size(), end - p);
+  for (uint64_t p = off; p < off + n;) {
+    const uint64_t k = std::min<uint64_t>(zeros.size(), off + n - p);
     IMGFS_RETURN_IF_ERROR(PWrite(p, zeros.data(), k));
     p += k;
   }
   return Status::OK();
+}
+
+Status File::Allocate(uint64_t off, uint64_t n) {
+  return off + n > Size() ? Truncate(off + n) : Status::OK();  // memory holds every byte anyway
 }
 
 Result<FileStat> File::Stat() const {

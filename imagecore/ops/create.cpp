@@ -74,7 +74,7 @@ std::string CreateHelp(const std::string& format) {
            "  compat=<str>           - 0.10 or 1.1 (default 1.1)\n"
            "  lazy_refcounts=<bool>  - postpone refcount updates (compat=1.1)\n"
            "  refcount_bits=<num>    - 1 to 64, a power of two (default 16)\n"
-           "  preallocation=off      - (metadata, falloc, full: not yet)\n"
+           "  preallocation=<str>    - off (default), metadata, falloc or full\n"
            "  compression_type=<str> - zlib (default) or zstd: for compressed clusters (compat=1.1)\n";
   if (format == "vmdk")
     return "Supported options:\n" + common +
@@ -85,7 +85,9 @@ std::string CreateHelp(const std::string& format) {
            "  compat6=<bool>         - hardware version 6\n"
            "  toolsversion=<str>     - the VMware tools version\n"
            "  zeroed_grain=<bool>    - zeroed-grain table entries (sparse subformats)\n";
-  if (format == "raw") return "Supported options:\n  size=<size>            - the virtual size\n";
+  if (format == "raw")
+    return "Supported options:\n  size=<size>            - the virtual size\n"
+           "  preallocation=<str>    - off (default), falloc or full\n";
   return "";
 }
 

@@ -1,5 +1,7 @@
 // Creating a new qcow2 image: header, refcount table and blocks, empty L1.
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_driver.h"
@@ -16,10 +18,11 @@ bool ParseBool(const std::string& v, bool* out) {
 }
 }  // namespace
 
-Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* cluster_size_out) {
+Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* cluster_size_out, Prealloc* prealloc) {
   Header& h = *hp;
   uint64_t cluster_size = 65536;
   bool lazy = false;
+  Prealloc mode = Prealloc::kOff;
   for (const auto& [k, v] : opts.options) {
     if (k == "cluster_size") {
       IMGFS_ASSIGN_OR_RETURN(cluster_size, ParseSize(v));
@@ -36,7 +39,8 @@ Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* clust
       while (order <= 6 && (1u << order) != std::strtoul(v.c_str(), nullptr, 10)) ++order;
       if (order > 6) return InvalidArgument("refcount_bits must be a power of two up to 64");
       h.refcount_order = order;
-    } else if (k == "preallocation" && v == "off") {
+    } else if (k == "preallocation") {
+      IMGFS_ASSIGN_OR_RETURN(mode, ParsePrealloc(v, "qcow2"));
     } else if (k == "compression_type") {
       if (v == "zlib") h.compression_type = 0;
       else if (v == "zstd") h.compression_type = 1;
@@ -49,6 +53,9 @@ Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* clust
     return InvalidArgument("lazy_refcounts and refcount_bits other than 16 need compat=1.1");
   if (h.version == 2 && h.compression_type != 0)
     return InvalidArgument("Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)");
+  if (mode != Prealloc::kOff && !opts.backing_file.empty())
+    return InvalidArgument("Backing file and preallocation can only be used at the same time if extended_l2 is on");
+  if (prealloc) *prealloc = mode;
   if (lazy) h.compatible_features |= kCompatLazyRefcounts;
   // A compression type other than zlib is an incompatible feature.
   if (h.compression_type != 0) h.incompatible_features |= kIncompatCompression;
@@ -59,10 +66,83 @@ Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* clust
   return Status::OK();
 }
 
+namespace {
+// Layout: header | refcount table | refcount blocks | L1 table, then with
+// preallocation each L2 table followed by the data clusters it maps (as
+// qemu lays them out). Tables and blocks are written one cluster at a time.
+Status WriteLayout(io::File& file, Header& h, uint64_t cs, Prealloc prealloc, std::vector<uint8_t>& c0) {
+  h.l1_size = uint32_t(L1EntriesFor(h.size, h.cluster_bits));
+  if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return InvalidArgument("image size is too large for this cluster size");
+  const uint64_t l1_clusters = (uint64_t(h.l1_size) * 8 + cs - 1) / cs;
+  const uint64_t l2_entries = cs / 8;
+  const uint64_t data = prealloc == Prealloc::kOff ? 0 : (h.size + cs - 1) / cs;
+  const uint64_t tables = (data + l2_entries - 1) / l2_entries;
+  const uint64_t per_block = cs * 8 / h.refcount_bits();
+  // The smallest table and block counts that cover all these clusters.
+  uint64_t rt = 1, rb = 1;
+  for (;;) {
+    const uint64_t total = 1 + rt + rb + l1_clusters + tables + data;
+    const uint64_t need_rb = (total + per_block - 1) / per_block;
+    const uint64_t need_rt = (need_rb * 8 + cs - 1) / cs;
+    if (need_rb <= rb && need_rt <= rt) break;
+    rb = std::max(rb, need_rb);
+    rt = std::max(rt, need_rt);
+  }
+  h.refcount_table_offset = cs;
+  h.refcount_table_clusters = uint32_t(rt);
+  const uint64_t l1_at = 1 + rt + rb;  // in clusters
+  h.l1_table_offset = l1_at * cs;      // (qemu points an empty one there too)
+  const uint64_t total = l1_at + l1_clusters + tables + data;
+
+  // Data first, header last: an interrupted create leaves no valid image.
+  // Without preallocation the file ends with the L1 table, as qemu's does.
+  const uint64_t end = tables ? total * cs : l1_at * cs + uint64_t(h.l1_size) * 8;
+  IMGFS_RETURN_IF_ERROR(file.Truncate(end));
+  std::vector<uint8_t> table(rt * cs, 0);
+  for (uint64_t i = 0; i < rb; ++i) StoreBE64(&table[i * 8], (1 + rt + i) * cs);
+  IMGFS_RETURN_IF_ERROR(file.PWrite(cs, table.data(), table.size()));
+  // Refcount 1 for every cluster below `total`, at the configured width.
+  const uint32_t bits = h.refcount_bits();
+  std::vector<uint8_t> block(cs);
+  for (uint64_t b = 0; b < rb; ++b) {
+    std::fill(block.begin(), block.end(), 0);
+    for (uint64_t i = 0; i < per_block && b * per_block + i < total; ++i) {
+      const uint64_t bit = i * bits;
+      if (bits >= 8) block[bit / 8 + bits / 8 - 1] = 1;  // big-endian: the last byte holds the 1
+      else block[bit / 8] |= uint8_t(1u << (bit % 8));
+    }
+    IMGFS_RETURN_IF_ERROR(file.PWrite((1 + rt + b) * cs, block.data(), cs));
+  }
+  // L1, L2 tables and the data they map. As qemu: with metadata each table
+  // precedes its data; with falloc and full the tables come first and the
+  // data is one contiguous run.
+  std::vector<uint8_t> l1(l1_clusters * cs, 0), l2(cs);
+  const bool interleave = prealloc == Prealloc::kMetadata;
+  const uint64_t first = l1_at + l1_clusters;
+  for (uint64_t t = 0; t < tables; ++t) {
+    const uint64_t n = std::min(l2_entries, data - t * l2_entries);
+    const uint64_t l2_at = interleave ? first + t * (l2_entries + 1) : first + t;
+    const uint64_t data_at = interleave ? l2_at + 1 : first + tables + t * l2_entries;
+    StoreBE64(&l1[t * 8], (l2_at * cs) | kOflagCopied);
+    std::fill(l2.begin(), l2.end(), 0);
+    for (uint64_t j = 0; j < n; ++j) StoreBE64(&l2[j * 8], ((data_at + j) * cs) | kOflagCopied);
+    IMGFS_RETURN_IF_ERROR(file.PWrite(l2_at * cs, l2.data(), cs));
+    IMGFS_RETURN_IF_ERROR(PreallocateRange(file, data_at * cs, n * cs, prealloc));
+  }
+  if (tables) IMGFS_RETURN_IF_ERROR(file.PWrite(l1_at * cs, l1.data(), uint64_t(h.l1_size) * 8));
+  std::vector<uint8_t> fixed = h.EncodeFixed();
+  std::memcpy(c0.data(), fixed.data(), fixed.size());
+  IMGFS_RETURN_IF_ERROR(file.Sync());
+  IMGFS_RETURN_IF_ERROR(file.PWrite(0, c0.data(), cs));
+  return file.Sync();
+}
+}  // namespace
+
 Status CreateImage(io::File& file, const CreateOptions& opts) {
   Header h;
   uint64_t cs;
-  IMGFS_RETURN_IF_ERROR(ParseCreateOptions(opts, &h, &cs));
+  Prealloc prealloc = Prealloc::kOff;
+  IMGFS_RETURN_IF_ERROR(ParseCreateOptions(opts, &h, &cs, &prealloc));
   h.header_length = h.version >= 3 ? 112 : kV2HeaderSize;
 
   // Header cluster: fixed header, extensions, backing file name.
@@ -88,49 +168,7 @@ Status CreateImage(io::File& file, const CreateOptions& opts) {
     std::memcpy(&c0[pos], opts.backing_file.data(), opts.backing_file.size());
   }
 
-  // Layout: header | refcount table | refcount blocks | L1 table. Find the
-  // smallest table and block counts that cover all these clusters.
-  h.l1_size = uint32_t(L1EntriesFor(h.size, h.cluster_bits));
-  if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return InvalidArgument("image size is too large for this cluster size");
-  const uint64_t l1_clusters = (uint64_t(h.l1_size) * 8 + cs - 1) / cs;
-  const uint64_t per_block = cs * 8 / h.refcount_bits();
-  uint64_t rt = 1, rb = 1;
-  for (;;) {
-    uint64_t total = 1 + rt + rb + l1_clusters;
-    uint64_t need_rb = (total + per_block - 1) / per_block;
-    uint64_t need_rt = (need_rb * 8 + cs - 1) / cs;
-    if (need_rb <= rb && need_rt <= rt) break;
-    rb = std::max(rb, need_rb);
-    rt = std::max(rt, need_rt);
-  }
-  h.refcount_table_offset = cs;
-  h.refcount_table_clusters = uint32_t(rt);
-  h.l1_table_offset = l1_clusters ? (1 + rt + rb) * cs : 0;
-  if (!h.l1_size) h.l1_table_offset = (1 + rt + rb) * cs;  // qemu points it somewhere valid
-  const uint64_t total = 1 + rt + rb + l1_clusters;
-
-  std::vector<uint8_t> fixed = h.EncodeFixed();
-  std::memcpy(c0.data(), fixed.data(), fixed.size());
-  std::vector<uint8_t> table(rt * cs, 0);
-  for (uint64_t i = 0; i < rb; ++i) StoreBE64(&table[i * 8], (1 + rt + i) * cs);
-  std::vector<uint8_t> blocks(rb * cs, 0);
-  for (uint64_t c = 0; c < total; ++c) {
-    // refcount 1 for every metadata cluster, at the configured width
-    const uint32_t bits = h.refcount_bits();
-    const uint64_t bit = c * bits;
-    if (bits >= 8) {
-      blocks[bit / 8 + bits / 8 - 1] = 1;  // big-endian: the last byte holds the 1
-    } else {
-      blocks[bit / 8] |= uint8_t(1u << (bit % 8));
-    }
-  }
-  // Data first, header last: an interrupted create leaves no valid image.
-  IMGFS_RETURN_IF_ERROR(file.Truncate(total * cs));
-  IMGFS_RETURN_IF_ERROR(file.PWrite(cs, table.data(), table.size()));
-  IMGFS_RETURN_IF_ERROR(file.PWrite((1 + rt) * cs, blocks.data(), blocks.size()));
-  IMGFS_RETURN_IF_ERROR(file.Sync());
-  IMGFS_RETURN_IF_ERROR(file.PWrite(0, c0.data(), cs));
-  return file.Sync();
+  return WriteLayout(file, h, cs, prealloc, c0);
 }
 
 }  // namespace imgfs::qcow2

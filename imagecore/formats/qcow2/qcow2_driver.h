@@ -6,7 +6,7 @@ extern const FormatDriver kDriver;
 Status CreateImage(io::File& file, const CreateOptions& opts);
 struct Header;
 // The header fields and cluster size that create's -o options ask for.
-Status ParseCreateOptions(const CreateOptions& opts, Header* h, uint64_t* cluster_size);
+Status ParseCreateOptions(const CreateOptions& opts, Header* h, uint64_t* cluster_size, Prealloc* prealloc = nullptr);
 // qemu-img measure for qcow2 output (qcow2_measure.cpp).
 Result<MeasureResult> Measure(const CreateOptions& opts, const MeasureInput& in);
 }  // namespace imgfs::qcow2

@@ -55,7 +55,8 @@ uint64_t BitmapBytes(const MeasureInput& in, uint64_t cs) {
 Result<MeasureResult> Measure(const CreateOptions& opts, const MeasureInput& in) {
   Header h;
   uint64_t cs;
-  IMGFS_RETURN_IF_ERROR(ParseCreateOptions(opts, &h, &cs));
+  Prealloc prealloc = Prealloc::kOff;
+  IMGFS_RETURN_IF_ERROR(ParseCreateOptions(opts, &h, &cs, &prealloc));
   if (L1EntriesFor(in.size, h.cluster_bits) * 8 > kMaxL1Bytes)
     return InvalidArgument("The image size is too large (try using a larger cluster size)");
   const uint64_t size = RoundUp(in.size, cs);
@@ -73,6 +74,8 @@ Result<MeasureResult> Measure(const CreateOptions& opts, const MeasureInput& in)
   MeasureResult r;
   r.fully_allocated = FullSize(size, cs, h.refcount_bits());
   r.required = r.fully_allocated - size + data;
+  // Space reserved for every cluster is required (metadata only maps it).
+  if (prealloc == Prealloc::kFalloc || prealloc == Prealloc::kFull) r.required = r.fully_allocated;
   r.has_bitmaps = h.version >= 3 && in.has_source && in.source_keeps_bitmaps;
   if (r.has_bitmaps) r.bitmaps = BitmapBytes(in, cs);
   return r;

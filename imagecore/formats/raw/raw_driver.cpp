@@ -83,11 +83,15 @@ Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOp
 
 Status Create(io::File& file, const CreateOptions& opts) {
   if (!opts.backing_file.empty()) return Unsupported("raw images cannot have a backing file");
+  Prealloc mode = Prealloc::kOff;
   for (const auto& [k, v] : opts.options) {
-    if (k != "preallocation" || v != "off")
-      return InvalidArgument("raw does not support option '" + k + "'");
+    if (k != "preallocation") return InvalidArgument("raw does not support option '" + k + "'");
+    if (v == "metadata") return InvalidArgument(file.path() + ": Unsupported preallocation mode: metadata");
+    if (v != "off" && v != "falloc" && v != "full") return InvalidArgument(file.path() + ": invalid parameter value: " + v);
+    IMGFS_ASSIGN_OR_RETURN(mode, ParsePrealloc(v, file.path()));
   }
-  return file.Truncate(opts.size);
+  IMGFS_RETURN_IF_ERROR(file.Truncate(opts.size));
+  return PreallocateRange(file, 0, opts.size, mode);
 }
 
 }  // namespace

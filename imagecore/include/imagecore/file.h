@@ -56,6 +56,11 @@ class File {
   // Makes [off, off+n) read as zeros and frees its space where the host
   // can (a punched hole); the size stays. Writes zeros where it cannot.
   virtual Status Deallocate(uint64_t off, uint64_t n);
+  // Reserves host space for [off, off+n), growing the file to cover it;
+  // bytes keep what they read (zeros where new). preallocation=falloc.
+  virtual Status Allocate(uint64_t off, uint64_t n);
+  // Writes zeros over [off, off+n), growing the file: preallocation=full.
+  Status WriteZeros(uint64_t off, uint64_t n);
   // Asks the host to start writing [off, off+n) back now, without waiting,
   // so that a later Sync has less left to do. A hint: may do nothing.
   virtual void StartWriteback(uint64_t off, uint64_t n) {}
