@@ -16,6 +16,7 @@
 # converted one with qemu-img compare.
 # Environment: ROUNDS=5 SIZE_GIB=1 IMGFS=... ONLY="compare rebase"
 set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROUNDS=${ROUNDS:-5}
 SIZE_GIB=${SIZE_GIB:-1}
 ONLY=${ONLY:-compare rebase convert}
@@ -33,21 +34,7 @@ RES=$W/res
 mkdir -p "$RES"
 
 log "making a ${SIZE_GIB} GiB base of data runs and holes"
-python3 - base.raw "$SIZE" <<'PY'
-import os, random, sys
-path, size = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(7)
-chunk = 4 << 20
-with open(path, "wb") as f:
-    f.truncate(size)
-    pos = 0
-    while pos < size:
-        run = min(rnd.randint(1, 16) * chunk, size - pos)
-        if rnd.random() < 0.5:
-            f.seek(pos)
-            for _ in range(run // chunk): f.write(os.urandom(chunk))
-        pos += run
-PY
+python3 "$HERE/make_disk.py" base.raw "$SIZE" 7 random
 qemu-img convert -f raw -O qcow2 base.raw base.qcow2
 rm base.raw
 # 1% of the disk rewritten: 64 KiB writes spread over it
@@ -143,23 +130,7 @@ if [[ " $ONLY " == *" convert "* ]]; then
   convert_case conv-vmdk-qcow2 base.vmdk qcow2
   rm -f base.raw base.vmdk
   log "convert: qcow2 -> zstd-compressed qcow2, on compressible data"
-  python3 - text.raw "$SIZE" <<'PY'
-import random, sys
-path, size = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(11)
-chunk = 4 << 20
-with open(path, "wb") as f:
-    f.truncate(size)
-    pos = 0
-    while pos < size:
-        run = min(rnd.randint(1, 16) * chunk, size - pos)
-        if rnd.random() < 0.5:
-            f.seek(pos)
-            words = [bytes(rnd.choice(b"abcdefghij klmnop") for _ in range(64)) for _ in range(64)]
-            block = b"".join(rnd.choice(words) for _ in range(chunk // 64))
-            for _ in range(run // chunk): f.write(block)
-        pos += run
-PY
+  python3 "$HERE/make_disk.py" text.raw "$SIZE" 11 text
   qemu-img convert -f raw -O qcow2 text.raw text.qcow2
   rm text.raw
   convert_case conv-qcow2-zstd text.qcow2 qcow2 -c -o compression_type=zstd

@@ -10,6 +10,7 @@
 # Prints each metric's medians and the ratio imgfs / qsd.
 # Environment: ROUNDS=5 SIZE_GIB=1 WRITE_MIB=512 RAND_RUNTIME=5 IMGFS=... QSD=qemu-storage-daemon
 set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROUNDS=${ROUNDS:-5}
 SIZE_GIB=${SIZE_GIB:-1}
 WRITE_MIB=${WRITE_MIB:-512}
@@ -37,24 +38,7 @@ trap cleanup EXIT
 SIZE=$((SIZE_GIB << 30))
 
 log "making a ${SIZE_GIB} GiB disk of data runs and holes, as monolithicSparse and streamOptimized"
-python3 - "$W/img/src.raw" "$SIZE" <<'PY'
-import os, random, sys
-path, size = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(1)
-chunk = 4 << 20
-with open(path, "wb") as f:
-    f.truncate(size)
-    pos = 0
-    while pos < size:
-        run = min(rnd.randint(1, 16) * chunk, size - pos)
-        if rnd.random() < 0.5:
-            f.seek(pos)
-            # text-like bytes: compressible, as disk contents often are
-            words = [bytes(rnd.choice(b"abcdefghij klmnop") for _ in range(64)) for _ in range(64)]
-            block = b"".join(rnd.choice(words) for _ in range(chunk // 64))
-            for _ in range(run // chunk): f.write(block)
-        pos += run
-PY
+python3 "$HERE/make_disk.py" "$W/img/src.raw" "$SIZE" 1 text
 qemu-img convert -f raw -O vmdk "$W/img/src.raw" "$W/img/sparse.vmdk"
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$W/img/src.raw" "$W/img/stream.vmdk"
 head -c $((WRITE_MIB << 20)) /dev/urandom >"$W/write.bin"
