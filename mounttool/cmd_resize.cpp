@@ -6,21 +6,29 @@
 
 namespace imgfs::cli {
 
-// `imgfs resize [--shrink] [-f FMT] [-q] FILE [+|-]SIZE`, as qemu-img resize.
+// `imgfs resize [--shrink] [--preallocation=MODE] [-f FMT] [-q] FILE [+|-]SIZE`, as qemu-img resize.
 // (main() puts "--" before a "-SIZE" so that it is not taken for an option.)
 Runner AddResize(CLI::App& app) {
   struct Args {
-    std::string file, format, size;
+    std::string file, format, size, prealloc = "off";
     bool shrink = false, quiet = false;
   };
   auto a = std::make_shared<Args>();
   app.add_flag("--shrink", a->shrink, "allow the disk to get smaller (data past the new end is lost)");
+  app.add_option("--preallocation", a->prealloc, "reserve what the disk gains: off, falloc or full (raw)")
+      ->capture_default_str();
   app.add_option("-f,--format", a->format, "image format (default: probe)");
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
   app.add_option("FILE", a->file, "the image")->required();
   app.add_option("SIZE", a->size, "new size, or +SIZE / -SIZE relative to the current one")->required();
   return [a] {
-    auto size = ops::ResizeFile(a->file, a->format, a->size, a->shrink);
+    Prealloc mode = Prealloc::kOff;
+    if (a->prealloc == "off") mode = Prealloc::kOff;
+    else if (a->prealloc == "metadata") mode = Prealloc::kMetadata;
+    else if (a->prealloc == "falloc") mode = Prealloc::kFalloc;
+    else if (a->prealloc == "full") mode = Prealloc::kFull;
+    else return Fail("Invalid preallocation mode '" + a->prealloc + "'");
+    auto size = ops::ResizeFile(a->file, a->format, a->size, a->shrink, mode);
     if (!size.ok()) return Fail(size.status().message());
     if (!a->quiet) std::printf("Image resized.\n");
     return 0;

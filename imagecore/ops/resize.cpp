@@ -21,19 +21,24 @@ Result<uint64_t> ParseNewSize(const std::string& spec, uint64_t current) {
   return current - n.value();
 }
 
-Result<uint64_t> Resize(Chain& chain, const std::string& spec, bool shrink) {
+Result<uint64_t> Resize(Chain& chain, const std::string& spec, bool shrink, Prealloc prealloc) {
   const uint64_t current = chain.VirtualSize();
   IMGFS_ASSIGN_OR_RETURN(uint64_t size, ParseNewSize(spec, current));
   if (size < current && !shrink) return InvalidArgument("Use the --shrink option to perform a shrink operation.");
+  if (prealloc != Prealloc::kOff && size < current)
+    return InvalidArgument("Preallocation can only be used for growing images");
   IMGFS_RETURN_IF_ERROR(chain.Resize(size));
+  if (prealloc != Prealloc::kOff && size > current) IMGFS_RETURN_IF_ERROR(chain.layer(0).Preallocate(current, size - current, prealloc));
   return size;
 }
 
 Result<uint64_t> ResizeFile(const std::string& path, const std::string& format, const std::string& spec,
-                            bool shrink) {
+                            bool shrink, Prealloc prealloc) {
   IMGFS_ASSIGN_OR_RETURN(auto chain, Chain::Open(path, format, true));
   if (chain->layer(0).read_only()) return ReadOnly(path + ": " + chain->layer(0).read_only_reason());
-  IMGFS_ASSIGN_OR_RETURN(uint64_t size, Resize(*chain, spec, shrink));
+  // Refused before the size changes where the format cannot reserve.
+  if (prealloc != Prealloc::kOff) IMGFS_RETURN_IF_ERROR(chain->layer(0).Preallocate(0, 0, prealloc));
+  IMGFS_ASSIGN_OR_RETURN(uint64_t size, Resize(*chain, spec, shrink, prealloc));
   IMGFS_RETURN_IF_ERROR(chain->Flush());
   return size;
 }

@@ -3,8 +3,9 @@
 # create with the same options: the same file size, the same map (data and
 # zero flags, runs split where qemu's are), clean under qemu-img check, and
 # host space reserved as qemu reserves it (falloc, full) or not (metadata).
-# raw takes off, falloc and full. measure counts the reserved space as
-# required, as qemu-img measure does. Errors as qemu-img's.
+# raw takes off, falloc and full, and so does resize --preallocation.
+# measure counts the reserved space as required, as qemu-img measure does.
+# Errors as qemu-img's.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=interop_lib.sh
@@ -62,6 +63,27 @@ same_as_qemu measure -O qcow2 -o preallocation=falloc --size 1G
 same_as_qemu measure -O qcow2 -o preallocation=full,cluster_size=4k --size 100M
 qemu-img create -q -f qcow2 src.qcow2 8M
 same_as_qemu measure -O qcow2 -o preallocation=full src.qcow2
+
+# resize --preallocation (raw): what the disk gains is reserved as qemu's is
+for p in falloc full; do
+    rm -f i.raw q.raw
+    qemu-img create -q -f raw q.raw 1M && qemu-img resize -q -f raw --preallocation=$p q.raw 5M
+    "$IMGFS" create -q -f raw i.raw 1M && "$IMGFS" resize -q -f raw --preallocation=$p i.raw 5M ||
+        fail "resize --preallocation=$p failed"
+    [[ $(stat -c %s i.raw) == 5242880 ]] || fail "resize --preallocation=$p: size $(stat -c %s i.raw)"
+    a=$(kib i.raw) b=$(kib q.raw)
+    (( a >= 4096 && a <= b + 64 )) || fail "resize --preallocation=$p: $a KiB reserved, qemu-img $b KiB"
+done
+rerr() { errs_as_qemu resize -f raw "$@"; }
+rerr --preallocation=metadata i.raw 9M
+rerr --preallocation=full --shrink i.raw 1M
+rerr --preallocation=sometimes i.raw 9M
+[[ $(stat -c %s i.raw) == 5242880 ]] || fail "a refused resize --preallocation changed the size"
+# qcow2: refused (not yet), and the size stays
+out=$("$IMGFS" resize --preallocation=falloc src.qcow2 16M 2>&1) && fail "qcow2 resize --preallocation succeeded: $out"
+[[ $(wc -l <<<"$out") == 1 && $out == *"not supported yet"* ]] || fail "qcow2 resize --preallocation: $out"
+[[ $(qemu-img info --output=json src.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])') == 8388608 ]] ||
+    fail "a refused qcow2 resize --preallocation changed the size"
 
 # errors: one line, exit code as qemu-img's, no image left
 err() { NO_FILE=e.img errs_as_qemu create "$@"; }

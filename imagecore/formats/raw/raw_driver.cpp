@@ -51,6 +51,11 @@ class RawImage final : public Image {
     return file_->Deallocate(off, len);  // a hole reads as zeros
   }
 
+  Status Preallocate(uint64_t off, uint64_t len, Prealloc mode) override {
+    if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
+    if (mode == Prealloc::kMetadata) return InvalidArgument("Unsupported preallocation mode: metadata");
+    return PreallocateRange(*file_, off, len, mode);
+  }
   Status Resize(uint64_t new_size, const LayerReader*) override {
     if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
     return file_->Truncate(new_size);  // grows with a hole: zeros

@@ -58,8 +58,6 @@ struct CreateOptions {
   std::map<std::string, std::string> options;
 };
 
-// -o preallocation=: what a new image reserves of its data area.
-enum class Prealloc { kOff, kMetadata, kFalloc, kFull };
 // Parses the value as qemu-img takes it; `what` names the image for errors.
 Result<Prealloc> ParsePrealloc(const std::string& value, const std::string& what);
 // Reserves [off, off+n) of `file` as `mode` asks (falloc: host space; full:

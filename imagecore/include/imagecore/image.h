@@ -22,6 +22,10 @@
 
 namespace imgfs {
 
+// preallocation= (create -o, resize --preallocation): what is reserved of a
+// data area.
+enum class Prealloc { kOff, kMetadata, kFalloc, kFull };
+
 enum class ExtentKind {
   kData,         // bytes stored verbatim at `host_offset` in `file`
   kZero,         // reads as zeros in this layer (hides the backing file)
@@ -192,6 +196,11 @@ class Image {
   // Exclusive: no I/O may run on the image meanwhile.
   virtual Status Resize(uint64_t new_size, const LayerReader* below) {
     return Unsupported(std::string(format_name()) + " images cannot be resized yet");
+  }
+  // Reserves [off, off+len) as resize --preallocation asks (falloc, full)
+  // after the disk grew there. Exclusive, like Resize.
+  virtual Status Preallocate(uint64_t off, uint64_t len, Prealloc mode) {
+    return Unsupported(std::string(format_name()) + ": resize --preallocation is not supported yet");
   }
   // Drops every allocation, so the whole layer reads from below again:
   // what qemu-img commit leaves in the image it committed. Exclusive.

@@ -88,10 +88,11 @@ Status ChangeSnapshot(Chain& chain, SnapshotAction action, const std::string& na
 // The size `spec` asks for: "SIZE", or "+SIZE"/"-SIZE" from `current`.
 Result<uint64_t> ParseNewSize(const std::string& spec, uint64_t current);
 // Resizes the disk (its top layer) to `spec`; a smaller size needs
-// `shrink`, as qemu-img resize --shrink. Returns the new size.
-Result<uint64_t> Resize(Chain& chain, const std::string& spec, bool shrink);
+// `shrink`, as qemu-img resize --shrink; `prealloc` reserves what the disk
+// gained (--preallocation, where the format can). Returns the new size.
+Result<uint64_t> Resize(Chain& chain, const std::string& spec, bool shrink, Prealloc prealloc = Prealloc::kOff);
 Result<uint64_t> ResizeFile(const std::string& path, const std::string& format, const std::string& spec,
-                            bool shrink);
+                            bool shrink, Prealloc prealloc = Prealloc::kOff);
 
 // ---- commit (ops/commit.cpp) ----
 // The backing layer `spec` names: "" the backing file (depth 1), a depth,
