@@ -28,6 +28,7 @@ Runner AddMeasure(CLI::App& app);
 Runner AddDd(CLI::App& app);
 Runner AddAmend(CLI::App& app);
 Runner AddBench(CLI::App& app);
+Runner AddBitmap(CLI::App& app);
 
 // Prints "imgfs: <message>" to stderr (unless said already); returns the
 // exit code for it.

@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   add("dd", "copy a range of an image into a new image", imgfs::cli::AddDd);
   add("amend", "change options of an existing image", imgfs::cli::AddAmend);
   add("bench", "time reads or writes through the image core", imgfs::cli::AddBench);
+  add("bitmap", "add, remove, clear, enable, disable or merge persistent dirty bitmaps", imgfs::cli::AddBitmap);
   add("mount", "mount a directory of images (or one image) as raw files", imgfs::cli::AddMount);
   add("umount", "flush and unmount an imgfs mount", imgfs::cli::AddUmount);
   try {

@@ -6,6 +6,18 @@
 
 namespace imgfs {
 
+const char* BitmapChange::Verb(Kind k) {
+  switch (k) {
+    case kAdd: return "add";
+    case kRemove: return "remove";
+    case kClear: return "clear";
+    case kEnable: return "enable";
+    case kDisable: return "disable";
+    case kMerge: return "merge";
+  }
+  return "?";
+}
+
 Status Image::WriteZeroes(uint64_t off, uint64_t len, bool, const LayerReader* below) {
   std::vector<uint8_t> zeros(std::min<uint64_t>(len, 1 << 20), 0);
   while (len > 0) {

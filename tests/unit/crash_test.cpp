@@ -7,6 +7,7 @@
 // acknowledged by a completed Flush must read back.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -226,7 +227,87 @@ TEST_P(CrashTest, ResizeAndZeroingAreCrashSafe) {
   ExpectEveryPrefixConsistent(initial, *log);
 }
 
+// The bitmap names an image lists, in order ("" where none).
+std::string BitmapNames(Image& img) {
+  std::string out;
+  for (const ImageInfo::Bitmap& b : img.Info().bitmaps) out += b.name + (b.flags.empty() ? "" : "=" + b.flags[0]) + ";";
+  return out;
+}
+
+// qemu-img bitmap's steps between writes: after a crash at any point the
+// image is consistent (its own check counts the bitmaps' clusters too),
+// lists the bitmaps as before or after one whole command (never half of
+// one), and every bitmap it lists that is not in_use reads.
+class BitmapCrashTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(BitmapCrashTest, BitmapChangesAreCrashSafe) {
+  auto f = test::NewQcow2(2 << 20, GetParam());
+  const std::vector<uint8_t> initial = test::Contents(*f);
+  auto log = std::make_shared<std::vector<SharedFile::Op>>();
+  std::vector<std::string> states;
+  {
+    auto img = test::OpenShared(f, true, log);
+    states.push_back(BitmapNames(*img));
+    std::mt19937_64 rng(3);
+    auto scribble = [&](int n) {
+      for (int i = 0; i < n; ++i) {
+        uint64_t len = 1 + rng() % 20000, off = rng() % ((2 << 20) - len);
+        std::vector<uint8_t> d(len, uint8_t(1 + rng() % 250));
+        ASSERT_TRUE(img->Write(off, d.data(), len, nullptr).ok());
+      }
+    };
+    auto change = [&](const std::string& name, std::vector<BitmapChange> steps) {
+      ASSERT_TRUE(img->ChangeBitmap(name, steps).ok()) << name;
+      states.push_back(BitmapNames(*img));
+    };
+    BitmapChange add, merge, disable, clear, remove;
+    add.kind = BitmapChange::kAdd;
+    merge.kind = BitmapChange::kMerge;
+    merge.source = "a";
+    disable.kind = BitmapChange::kDisable;
+    clear.kind = BitmapChange::kClear;
+    remove.kind = BitmapChange::kRemove;
+    change("a", {add});
+    scribble(20);
+    change("b", {add, merge, disable});
+    scribble(10);
+    change("a", {clear});
+    scribble(10);
+    change("b", {remove});
+    change("a", {remove});
+    scribble(5);
+    ASSERT_TRUE(img->Flush().ok());
+  }
+  ExpectEveryPrefixConsistent(initial, *log);
+  Recording rec;
+  rec.initial = initial;
+  rec.ops = *log;
+  const size_t step = std::max<size_t>(1, rec.ops.size() / 300);
+  for (size_t k = 0; k <= rec.ops.size(); k += step) {
+    auto img = test::OpenShared(Rebuild(rec, k), false);
+    ASSERT_TRUE(img) << "after " << k << " writes";
+    auto check = img->Check(RepairMode::kNone);
+    ASSERT_TRUE(check.ok());
+    EXPECT_EQ(check->corruptions, 0u) << "after " << k << " of " << rec.ops.size() << " writes";
+    // Names (and the first flag, "in-use" or "auto") as before or after a
+    // whole command; in_use may show where writes were under way.
+    std::string names = BitmapNames(*img), plain;
+    for (const ImageInfo::Bitmap& b : img->Info().bitmaps) {
+      if (std::find(b.flags.begin(), b.flags.end(), "in-use") != b.flags.end()) {
+        plain += b.name + (b.flags.size() > 1 ? "=" + b.flags[1] : "") + ";";
+        continue;
+      }
+      plain += b.name + (b.flags.empty() ? "" : "=" + b.flags[0]) + ";";
+      EXPECT_TRUE(img->ReadBitmap(b.name).ok()) << b.name << " after " << k << " writes";
+    }
+    EXPECT_NE(std::find(states.begin(), states.end(), plain), states.end())
+        << "bitmaps '" << names << "' after " << k << " writes are no whole command's result";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, CrashTest, ::testing::Values("", "cluster_size=512", "compat=0.10,cluster_size=4k"));
+// Bitmaps need compat=1.1.
+INSTANTIATE_TEST_SUITE_P(Layouts, BitmapCrashTest, ::testing::Values("", "cluster_size=512"));
 
 }  // namespace
 }  // namespace imgfs

@@ -14,10 +14,6 @@
 namespace imgfs::qcow2 {
 
 namespace {
-constexpr uint64_t kBitmapOffsetMask = 0x00fffffffffffe00ull;
-// A bitmap bigger than this in memory is not tracked (it is marked in_use
-// instead): 64 MiB covers 2 TiB at 4 KiB granularity.
-constexpr uint64_t kMaxTrackedBytes = 64ull << 20;
 // All tracked bitmaps together: a hostile directory may name thousands.
 constexpr uint64_t kMaxTrackedTotal = 256ull << 20;
 }  // namespace
@@ -48,7 +44,7 @@ Result<std::vector<uint8_t>> Qcow2Image::ReadBitmapDirectory() const {
   const uint64_t size = header_.bitmap_directory_size;
   // Bounded as qemu bounds it, and inside the file: a directory past the end
   // would read as 64 MiB of zeros, millions of empty entries.
-  if (!header_.has_bitmaps_ext || !(header_.autoclear_features & kAutoclearBitmaps) || !size || size > (64u << 20) ||
+  if (!header_.has_bitmaps_ext || !(header_.autoclear_features & kAutoclearBitmaps) || !size || size > kMaxBitmapDirectory ||
       !header_.nb_bitmaps || header_.nb_bitmaps > kMaxBitmaps || !WithinFile(header_.bitmap_directory_offset, size))
     return std::vector<uint8_t>{};
   std::vector<uint8_t> dir(size);
@@ -56,30 +52,23 @@ Result<std::vector<uint8_t>> Qcow2Image::ReadBitmapDirectory() const {
   return dir;
 }
 
-// Loads one enabled bitmap into memory; false (and nothing loaded) where it
-// is not one this writer can keep exact: it is then only marked in_use.
-Result<bool> Qcow2Image::LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap* out) {
+Result<bool> Qcow2Image::ReadBitmapBitsLocked(const BitmapDirEntry& e, std::vector<uint8_t>* bits,
+                                              std::vector<uint64_t>* table) const {
   if (e.type != 1 || (e.extra_size && !(e.flags & kBitmapExtraCompatible))) return false;
   if (e.granularity_bits < 9 || e.granularity_bits > 31) return false;
-  const uint64_t bits = (header_.size + (uint64_t(1) << e.granularity_bits) - 1) >> e.granularity_bits;
-  const uint64_t bytes = (bits + 7) / 8;
-  if (bytes > kMaxTrackedBytes) return false;
-  uint64_t held = 0;
-  for (const TrackedBitmap& t : tracked_) held += t.bits.size();
-  if (held + bytes > kMaxTrackedTotal) return false;
+  const uint64_t nbits = (header_.size + (uint64_t(1) << e.granularity_bits) - 1) >> e.granularity_bits;
+  const uint64_t bytes = (nbits + 7) / 8;
+  if (bytes > kMaxBitmapBytes) return false;
   if (e.table_size != (bytes + cluster_size_ - 1) / cluster_size_) return false;  // outdated size
   if (e.table_offset & (cluster_size_ - 1)) return false;
   if (e.table_size && !WithinFile(e.table_offset, uint64_t(e.table_size) * 8)) return false;
   std::vector<uint8_t> raw(uint64_t(e.table_size) * 8);
   if (!raw.empty()) IMGFS_RETURN_IF_ERROR(file_->PRead(e.table_offset, raw.data(), raw.size()));
-  out->pos = e.pos;
-  out->granularity_bits = e.granularity_bits;
-  out->bits.assign(bytes, 0);
-  out->old_table.resize(e.table_size);
-  out->old_table_offset = e.table_offset;
+  bits->assign(bytes, 0);
+  table->resize(e.table_size);
   for (uint32_t i = 0; i < e.table_size; ++i) {
     const uint64_t t = LoadBE64(&raw[uint64_t(i) * 8]);
-    out->old_table[i] = t;
+    (*table)[i] = t;
     const uint64_t at = uint64_t(i) * cluster_size_;
     const uint64_t n = std::min(cluster_size_, bytes - at);
     const uint64_t host = t & kBitmapOffsetMask;
@@ -87,12 +76,29 @@ Result<bool> Qcow2Image::LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap
     if (host) {
       if (t & 1) return false;
       if (host & (cluster_size_ - 1) || !WithinFile(host, cluster_size_)) return false;
-      IMGFS_RETURN_IF_ERROR(file_->PRead(host, &out->bits[at], n));
+      IMGFS_RETURN_IF_ERROR(file_->PRead(host, &(*bits)[at], n));
     } else if (t & 1) {
-      std::memset(&out->bits[at], 0xff, n);
+      std::memset(&(*bits)[at], 0xff, n);
     }
   }
-  if (bits % 8) out->bits.back() &= uint8_t((1u << (bits % 8)) - 1);  // tail bits stay zero
+  if (nbits % 8) bits->back() &= uint8_t((1u << (nbits % 8)) - 1);  // tail bits stay zero
+  return true;
+}
+
+// Loads one enabled bitmap into memory; false (and nothing loaded) where it
+// is not one this writer can keep exact: it is then only marked in_use.
+Result<bool> Qcow2Image::LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap* out) {
+  uint64_t held = 0;
+  for (const TrackedBitmap& t : tracked_) held += t.bits.size();
+  std::vector<uint8_t> bits;
+  std::vector<uint64_t> table;
+  IMGFS_ASSIGN_OR_RETURN(bool ok, ReadBitmapBitsLocked(e, &bits, &table));
+  if (!ok || held + bits.size() > kMaxTrackedTotal) return false;
+  out->pos = e.pos;
+  out->granularity_bits = e.granularity_bits;
+  out->bits = std::move(bits);
+  out->old_table = std::move(table);
+  out->old_table_offset = e.table_offset;
   return true;
 }
 
@@ -126,7 +132,7 @@ void Qcow2Image::ResizeTrackedBitmapsLocked(uint64_t size) {
     TrackedBitmap& b = tracked_[i];
     const uint64_t bits = (size + (uint64_t(1) << b.granularity_bits) - 1) >> b.granularity_bits;
     const uint64_t bytes = (bits + 7) / 8;
-    if (bytes > kMaxTrackedBytes) {
+    if (bytes > kMaxBitmapBytes) {
       tracked_.erase(tracked_.begin() + long(i));  // stays in_use
       continue;
     }
@@ -152,6 +158,36 @@ void Qcow2Image::MarkDirtyLocked(uint64_t off, uint64_t len) {
   }
 }
 
+Result<std::pair<uint64_t, uint32_t>> Qcow2Image::WriteBitmapTableLocked(const std::vector<uint8_t>& bits) {
+  const uint64_t n = (bits.size() + cluster_size_ - 1) / cluster_size_;
+  std::vector<uint8_t> table(n * 8, 0);
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t at = i * cluster_size_;
+    const uint64_t len = std::min(cluster_size_, bits.size() - at);
+    if (std::all_of(&bits[at], &bits[at] + len, [](uint8_t x) { return x == 0; })) continue;
+    IMGFS_ASSIGN_OR_RETURN(uint64_t host, AllocateClustersLocked(1));
+    std::vector<uint8_t> cl(cluster_size_, 0);
+    std::memcpy(cl.data(), &bits[at], len);
+    IMGFS_RETURN_IF_ERROR(file_->PWrite(host, cl.data(), cl.size()));
+    StoreBE64(&table[i * 8], host);
+  }
+  uint64_t table_off = 0;
+  if (n) {
+    const uint64_t clusters = (n * 8 + cluster_size_ - 1) / cluster_size_;
+    IMGFS_ASSIGN_OR_RETURN(table_off, AllocateClustersLocked(clusters));
+    overlap_.Add(table_off >> cluster_bits_, clusters, kMetaBitmapTable);
+    table.resize(clusters * cluster_size_, 0);
+    IMGFS_RETURN_IF_ERROR(file_->PWrite(table_off, table.data(), table.size()));
+  }
+  return std::make_pair(table_off, uint32_t(n));
+}
+
+void Qcow2Image::ReleaseBitmapTableLocked(const std::vector<uint64_t>& table, uint64_t table_offset) {
+  for (uint64_t t : table)
+    if (t & kBitmapOffsetMask) pending_release_.emplace_back(t & kBitmapOffsetMask, cluster_size_);
+  if (table_offset && !table.empty()) pending_release_.emplace_back(table_offset, table.size() * 8);
+}
+
 // Data and tables go to new clusters and are durable (refcounts too)
 // before a directory entry points at them; in_use is cleared only after
 // that; the old clusters are released last, so a crash at any point leaves
@@ -161,27 +197,9 @@ Status Qcow2Image::StoreTrackedBitmapsLocked() {
   ResizeTrackedBitmapsLocked(header_.size);  // whatever a failed resize left, the size on disk rules
   const uint64_t dir_off = header_.bitmap_directory_offset;
   for (TrackedBitmap& b : tracked_) {
-    const uint64_t n = (b.bits.size() + cluster_size_ - 1) / cluster_size_;  // after any resize
     const uint64_t old_n = b.old_table.size();
-    std::vector<uint8_t> table(n * 8, 0);
-    for (uint64_t i = 0; i < n; ++i) {
-      const uint64_t at = i * cluster_size_;
-      const uint64_t len = std::min(cluster_size_, b.bits.size() - at);
-      if (std::all_of(&b.bits[at], &b.bits[at] + len, [](uint8_t x) { return x == 0; })) continue;
-      IMGFS_ASSIGN_OR_RETURN(uint64_t host, AllocateClustersLocked(1));
-      std::vector<uint8_t> cl(cluster_size_, 0);
-      std::memcpy(cl.data(), &b.bits[at], len);
-      IMGFS_RETURN_IF_ERROR(file_->PWrite(host, cl.data(), cl.size()));
-      StoreBE64(&table[i * 8], host);
-    }
-    uint64_t table_off = 0;
-    if (n) {
-      const uint64_t clusters = (n * 8 + cluster_size_ - 1) / cluster_size_;
-      IMGFS_ASSIGN_OR_RETURN(table_off, AllocateClustersLocked(clusters));
-      overlap_.Add(table_off >> cluster_bits_, clusters, kMetaBitmapTable);
-      table.resize(clusters * cluster_size_, 0);
-      IMGFS_RETURN_IF_ERROR(file_->PWrite(table_off, table.data(), table.size()));
-    }
+    IMGFS_ASSIGN_OR_RETURN(auto stored, WriteBitmapTableLocked(b.bits));  // at its size after any resize
+    const auto [table_off, n] = stored;
     IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));
     IMGFS_RETURN_IF_ERROR(file_->Sync());
     // Offset and size: two writes, both while the entry is still in_use.
@@ -193,9 +211,7 @@ Status Qcow2Image::StoreTrackedBitmapsLocked() {
       IMGFS_RETURN_IF_ERROR(file_->PWrite(dir_off + b.pos + 8, raw, 4));
     }
     IMGFS_RETURN_IF_ERROR(file_->Sync());
-    for (uint64_t t : b.old_table)
-      if (t & kBitmapOffsetMask) pending_release_.emplace_back(t & kBitmapOffsetMask, cluster_size_);
-    if (b.old_table_offset && old_n) pending_release_.emplace_back(b.old_table_offset, old_n * 8);
+    ReleaseBitmapTableLocked(b.old_table, b.old_table_offset);
   }
   // Now every entry points at its new, complete data: clear in_use.
   IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());

@@ -89,8 +89,28 @@ struct Header {
   std::vector<uint8_t> EncodeFixed() const;
 };
 
+// A header extension as stored in cluster 0.
+struct RawExtension {
+  uint32_t type;
+  std::vector<uint8_t> data;
+};
+// The extensions of header cluster `c0` in their order (bounds were
+// checked at open; a damaged tail ends the list).
+std::vector<RawExtension> ReadExtensions(const std::vector<uint8_t>& c0, uint32_t header_length);
+// A new header area: `fixed` (the fixed fields), then `exts` and the end
+// mark, then the backing file name, whose offset and length are stored in
+// the fixed fields. The caller writes it in one write of at most a cluster.
+std::vector<uint8_t> BuildHeaderArea(std::vector<uint8_t> fixed, const std::vector<RawExtension>& exts,
+                                     const std::string& backing_name);
+
 // Bitmap directory entry flags.
 constexpr uint32_t kBitmapInUse = 1, kBitmapAuto = 2, kBitmapExtraCompatible = 4;
+constexpr uint64_t kBitmapOffsetMask = 0x00fffffffffffe00ull;  // of a bitmap table entry
+// A bitmap bigger than this in memory is not read (a tracked one is marked
+// in_use instead): 64 MiB covers 2 TiB at 4 KiB granularity.
+constexpr uint64_t kMaxBitmapBytes = 64ull << 20;
+constexpr uint64_t kMaxBitmapDirectory = 64ull << 20;  // qemu's bound
+constexpr uint32_t kMaxBitmapNameSize = 1023;
 
 // One entry of the bitmap directory; `pos` is its offset in the directory.
 struct BitmapDirEntry {

@@ -6,6 +6,36 @@
 
 namespace imgfs::qcow2 {
 
+std::vector<RawExtension> ReadExtensions(const std::vector<uint8_t>& c0, uint32_t header_length) {
+  std::vector<RawExtension> out;
+  for (uint64_t off = header_length; off + 8 <= c0.size();) {
+    const uint32_t type = LoadBE32(&c0[off]), len = LoadBE32(&c0[off + 4]);
+    off += 8;
+    if (type == kExtEnd || len > c0.size() - off) break;
+    out.push_back({type, std::vector<uint8_t>(c0.begin() + off, c0.begin() + off + len)});
+    off += (uint64_t(len) + 7) & ~uint64_t(7);
+  }
+  return out;
+}
+
+std::vector<uint8_t> BuildHeaderArea(std::vector<uint8_t> area, const std::vector<RawExtension>& exts,
+                                     const std::string& backing_name) {
+  auto append = [&](uint32_t type, const std::vector<uint8_t>& data) {
+    const size_t at = area.size();
+    area.resize(at + 8 + ((data.size() + 7) & ~size_t(7)), 0);
+    StoreBE32(&area[at], type);
+    StoreBE32(&area[at + 4], uint32_t(data.size()));
+    if (!data.empty()) std::memcpy(&area[at + 8], data.data(), data.size());
+  };
+  for (const RawExtension& e : exts) append(e.type, e.data);
+  append(kExtEnd, {});
+  const uint64_t name_offset = backing_name.empty() ? 0 : area.size();
+  area.insert(area.end(), backing_name.begin(), backing_name.end());
+  StoreBE64(&area[8], name_offset);
+  StoreBE32(&area[16], uint32_t(backing_name.size()));
+  return area;
+}
+
 std::vector<uint8_t> Header::EncodeFixed() const {
   const uint32_t len = version >= 3 ? header_length : kV2HeaderSize;
   std::vector<uint8_t> b(len, 0);

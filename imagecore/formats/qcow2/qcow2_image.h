@@ -32,6 +32,9 @@
 
 namespace imgfs::qcow2 {
 
+// One bitmap of a directory being rebuilt (qcow2_bitmap_ops.cpp).
+struct BitmapSlot;
+
 class Qcow2Image final : public Image {
  public:
   // One entry of the snapshot table.
@@ -63,6 +66,8 @@ class Qcow2Image final : public Image {
   Status Resize(uint64_t new_size, const LayerReader* below) override;
   Status MakeEmpty() override;
   Status Amend(const std::map<std::string, std::string>& options) override;
+  Result<DirtyBitmap> ReadBitmap(const std::string& name) override;
+  Status ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) override;
   ImageInfo Info() const override;
   std::string DamageFound() const override;
   bool MapShowsHostHoles() const override;
@@ -141,6 +146,17 @@ class Qcow2Image final : public Image {
   // consistent (autoclear bit clear).
   Result<std::vector<uint8_t>> ReadBitmapDirectory() const;
   Result<bool> LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap* out);
+  // The bits of entry `e` (and its table's entries); false where they
+  // cannot be read exactly (damaged or outdated table, other type).
+  Result<bool> ReadBitmapBitsLocked(const BitmapDirEntry& e, std::vector<uint8_t>* bits,
+                                    std::vector<uint64_t>* table) const;
+  // Writes `bits` to new clusters, then their table: its offset and size.
+  Result<std::pair<uint64_t, uint32_t>> WriteBitmapTableLocked(const std::vector<uint8_t>& bits);
+  // Queues the release of a stored bitmap's table and data clusters.
+  void ReleaseBitmapTableLocked(const std::vector<uint64_t>& table, uint64_t table_offset);
+  // qemu-img bitmap's steps (qcow2_bitmap_ops.cpp).
+  Status ApplyBitmapStepLocked(std::vector<BitmapSlot>& slots, const std::string& name, const BitmapChange& step);
+  Status StoreBitmapDirectoryLocked(std::vector<BitmapSlot>& slots, const std::vector<uint8_t>& old_dir);
   Status LoadTrackedBitmapsLocked();
   // Before a resize: every bitmap that can be kept exact is held, enabled
   // or not, so that it is stored at its new size (as qemu resizes them).

@@ -113,6 +113,25 @@ struct ImageInfo {
   std::vector<Bitmap> bitmaps;
 };
 
+// The bits of a persistent dirty bitmap: bit i (LSB first) set means the
+// disk changed in [i << granularity_bits, (i + 1) << granularity_bits).
+struct DirtyBitmap {
+  std::string name;
+  uint32_t granularity_bits = 16;
+  bool enabled = true;     // "auto": it records writes
+  uint64_t disk_size = 0;  // the disk size it covers
+  std::vector<uint8_t> bits;
+};
+
+// One step of qemu-img bitmap; the steps run in the order given.
+struct BitmapChange {
+  enum Kind { kAdd, kRemove, kClear, kEnable, kDisable, kMerge } kind = kAdd;
+  uint64_t granularity = 0;           // kAdd; 0: the format's default
+  std::string source;                 // kMerge: a bitmap of the same image,
+  const DirtyBitmap* from = nullptr;  // or, when set, this one (of another)
+  static const char* Verb(Kind k);    // "add", "remove", ... as qemu-img says
+};
+
 // One internal snapshot, as `qemu-img snapshot -l` lists it.
 struct SnapshotInfo {
   std::string id;
@@ -228,6 +247,16 @@ class Image {
   // none. Exclusive: no I/O may run on the image meanwhile.
   virtual Status Amend(const std::map<std::string, std::string>& options) {
     return Unsupported(std::string("Format driver '") + format_name() + "' does not support option amendment");
+  }
+  // Persistent dirty bitmaps (capability `bitmaps`). ReadBitmap returns
+  // one whole; ChangeBitmap applies the steps to bitmap `name` in memory
+  // and then stores the result in one crash-safe step: all or nothing.
+  // Exclusive: no I/O may run on the image meanwhile.
+  virtual Result<DirtyBitmap> ReadBitmap(const std::string& name) {
+    return Unsupported(std::string("Can't store persistent bitmaps in ") + format_name() + " images");
+  }
+  virtual Status ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) {
+    return Unsupported(std::string("Can't store persistent bitmaps in ") + format_name() + " images");
   }
   virtual std::vector<SnapshotInfo> Snapshots() const { return {}; }
   // Opens internal snapshot `id` as a read-only layer. Its backing file is

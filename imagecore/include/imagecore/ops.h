@@ -184,6 +184,16 @@ Status Amend(const std::string& path, const std::string& format, const std::stri
 // What `amend -o help` lists for `format`.
 std::string AmendHelp(const std::string& format);
 
+// ---- bitmap (ops/bitmap.cpp) ----
+struct BitmapRequest {
+  std::string path, format, bitmap;
+  std::vector<BitmapChange> steps;  // in the order given; a merge's `source` names the bitmap
+  std::string merge_file, merge_format;  // -b, -F: the merges' source bitmaps are in this image
+};
+// qemu-img bitmap: the steps on bitmap `bitmap` of the image, all stored
+// in one crash-safe step or none of them.
+Status ChangeBitmap(const BitmapRequest& req);
+
 // ---- bench (ops/bench.cpp) ----
 struct BenchRequest {
   std::string path, format;
