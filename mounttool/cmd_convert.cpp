@@ -15,7 +15,7 @@ struct Args {
   std::vector<std::string> files;  // sources, then the target
   std::string out_format = "raw", options, backing, backing_format, snapshot, sparse = "4k", rate;
   bool compress = false, existing = false, target_is_zero = false, out_of_order = false;
-  bool quiet = false, salvage = false, bitmaps = false, target_image_opts = false;
+  bool quiet = false, salvage = false, bitmaps = false, skip_broken_bitmaps = false, target_image_opts = false;
   ProgressArgs progress;
   bool copy_offload = false;
   unsigned workers = 8;
@@ -33,7 +33,7 @@ int ParseSparse(const std::string& text, uint64_t* out) {
 
 int Run(const Args& a) {
   if (a.files.size() < 2) return Fail("Expecting one image file name");
-  if (a.bitmaps) return Fail("convert --bitmaps: copying bitmaps is not supported yet");
+  if (a.skip_broken_bitmaps && !a.bitmaps) return Fail("Use of --skip-broken-bitmaps requires --bitmaps");
   if (a.target_image_opts) return Fail("--target-image-opts is not supported; name the target file and use -O");
   if (a.workers < 1 || a.workers > 16)
     return Fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
@@ -62,6 +62,8 @@ int Run(const Args& a) {
   req.out_of_order = a.out_of_order;
   req.salvage = a.salvage;
   req.compress = a.compress;
+  req.bitmaps = a.bitmaps;
+  req.skip_broken_bitmaps = a.skip_broken_bitmaps;
   req.progress = ProgressPrinter(a.progress, a.quiet);
   Status st = ops::Convert(req);
   if (st.ok()) FinishProgress(a.progress, a.quiet);
@@ -90,7 +92,8 @@ Runner AddConvert(CLI::App& app) {
   AddProgressArgs(app, &a->progress);
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
   app.add_flag("--salvage", a->salvage, "copy unreadable parts of the source as zeros, with a warning");
-  app.add_flag("--bitmaps", a->bitmaps, "copy persistent bitmaps (not supported yet)");
+  app.add_flag("--bitmaps", a->bitmaps, "copy the source's persistent bitmaps (qcow2 to qcow2)");
+  app.add_flag("--skip-broken-bitmaps", a->skip_broken_bitmaps, "with --bitmaps: leave out in-use bitmaps (else refused)");
   app.add_flag("--target-image-opts", a->target_image_opts, "the output is an option string (not supported)");
   app.add_flag("-C", a->copy_offload, "copy offloading (accepted; imgfs copies by itself)");
   app.add_option("FILES", a->files, "the source image(s), then the output")->required();

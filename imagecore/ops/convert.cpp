@@ -87,6 +87,7 @@ Status Validate(const ConvertRequest& req) {
     return Unsupported("Compression not supported for this file format");
   if (req.compress && !req.backing.empty())
     return Unsupported("-c with -B is not supported yet: convert without -B, or without -c");
+  if (req.bitmaps && req.sources.size() > 1) return InvalidArgument("Copying bitmaps only possible with single source");
   return Status::OK();
 }
 }  // namespace
@@ -94,12 +95,23 @@ Status Validate(const ConvertRequest& req) {
 Status Convert(const ConvertRequest& req) {
   IMGFS_RETURN_IF_ERROR(Validate(req));
   IMGFS_ASSIGN_OR_RETURN(Sources src, OpenSources(req));
+  BitmapCopy bitmaps;
+  if (req.bitmaps) {
+    IMGFS_ASSIGN_OR_RETURN(bitmaps, PlanBitmapCopy(req.sources[0], req.source_format, req.skip_broken_bitmaps));
+    IMGFS_RETURN_IF_ERROR(CheckBitmapTarget(bitmaps, req.target_format, nullptr));
+  }
+  // The target's top layer is checked before the copy, written after it.
+  auto copy = [&](Chain& target, bool made) -> Status {
+    IMGFS_RETURN_IF_ERROR(CheckTarget(req, target, src.total));
+    if (req.bitmaps) IMGFS_RETURN_IF_ERROR(CheckBitmapTarget(bitmaps, req.target_format, &target.layer(0)));
+    IMGFS_RETURN_IF_ERROR(CopyImage(MakePlan(req, src, &target, made)));
+    if (req.bitmaps) IMGFS_RETURN_IF_ERROR(CopyBitmaps(bitmaps, target.layer(0)));
+    return target.Flush();
+  };
   if (req.existing) {
     auto target = Chain::Open(req.target, req.target_format, true);
     if (!target.ok()) return target.status().Prefixed("Could not open '" + req.target + "'");
-    IMGFS_RETURN_IF_ERROR(CheckTarget(req, *target.value(), src.total));
-    IMGFS_RETURN_IF_ERROR(CopyImage(MakePlan(req, src, target.value().get(), false)));
-    return target.value()->Flush();
+    return copy(*target.value(), false);
   }
   NewFiles files(HostFiles(), req.target);
   CreateRequest create;
@@ -112,9 +124,7 @@ Status Convert(const ConvertRequest& req) {
   IMGFS_RETURN_IF_ERROR(StageCreate(create, &files));
   {
     IMGFS_ASSIGN_OR_RETURN(auto target, Chain::OpenThrough(req.target, req.target_format, true, files.Staged()));
-    IMGFS_RETURN_IF_ERROR(CheckTarget(req, *target, src.total));
-    IMGFS_RETURN_IF_ERROR(CopyImage(MakePlan(req, src, target.get(), true)));
-    IMGFS_RETURN_IF_ERROR(target->Flush());
+    IMGFS_RETURN_IF_ERROR(copy(*target, true));
   }  // closed before its files take their names
   return files.Commit();
 }

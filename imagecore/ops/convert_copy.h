@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "imagecore/chain.h"
+#include "imagecore/image.h"
 #include "imagecore/status.h"
 
 namespace imgfs::ops {
@@ -37,5 +39,15 @@ struct CopyPlan {
 };
 
 Status CopyImage(const CopyPlan& plan);
+
+// convert --bitmaps (convert_bitmaps.cpp): the source's bitmaps to copy,
+// found and checked before any data moves, then written into the target.
+struct BitmapCopy {
+  std::unique_ptr<Image> source;  // the source image itself (an -l snapshot shares its bitmaps)
+  std::vector<std::string> names;
+};
+Result<BitmapCopy> PlanBitmapCopy(const std::string& path, const std::string& format, bool skip_broken);
+Status CheckBitmapTarget(const BitmapCopy& copy, const std::string& target_format, const Image* target);
+Status CopyBitmaps(const BitmapCopy& copy, Image& target);
 
 }  // namespace imgfs::ops

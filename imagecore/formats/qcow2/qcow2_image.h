@@ -66,6 +66,7 @@ class Qcow2Image final : public Image {
   Status Resize(uint64_t new_size, const LayerReader* below) override;
   Status MakeEmpty() override;
   Status Amend(const std::map<std::string, std::string>& options) override;
+  bool StoresBitmaps() const override { return header_.version >= 3; }
   Result<DirtyBitmap> ReadBitmap(const std::string& name) override;
   Status ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) override;
   ImageInfo Info() const override;

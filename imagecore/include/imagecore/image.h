@@ -252,6 +252,9 @@ class Image {
   // one whole; ChangeBitmap applies the steps to bitmap `name` in memory
   // and then stores the result in one crash-safe step: all or nothing.
   // Exclusive: no I/O may run on the image meanwhile.
+  // Whether this image can hold persistent bitmaps (a format may keep
+  // them in some versions only: qcow2 in compat=1.1).
+  virtual bool StoresBitmaps() const { return false; }
   virtual Result<DirtyBitmap> ReadBitmap(const std::string& name) {
     return Unsupported(std::string("Can't store persistent bitmaps in ") + format_name() + " images");
   }

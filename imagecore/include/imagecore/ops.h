@@ -225,6 +225,8 @@ struct ConvertRequest {
   uint64_t rate = 0;                 // -r, bytes per second
   bool salvage = false;              // --salvage: unreadable source runs are copied as zeros
   bool compress = false;             // -c: clusters written compressed (qcow2: by its compression_type)
+  bool bitmaps = false;              // --bitmaps: the source's persistent bitmaps are copied
+  bool skip_broken_bitmaps = false;  // --skip-broken-bitmaps: in-use ones are left out (else refused)
   // dd: only [from, min(until, its size)) of the one source
   uint64_t from = 0, until = UINT64_MAX;
   Chain::Progress progress;
