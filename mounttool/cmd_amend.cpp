@@ -3,7 +3,6 @@
 
 #include "commands.h"
 #include "image_args.h"
-#include "imagecore/format.h"
 #include "imagecore/ops.h"
 
 namespace imgfs::cli {
@@ -27,13 +26,9 @@ Runner AddAmend(CLI::App& app) {
   return [a] {
     if (a->options.empty()) return Fail("Must specify options (-o)");
     if (a->options == "help" || a->options == "?") {
-      std::string fmt = a->image.format;
-      if (fmt.empty() && !a->file.empty()) {
-        auto probed = OpenImage(a->file, "", OpenOptions(false));
-        if (probed.ok()) fmt = probed.value()->format_name();
-      }
-      if (fmt.empty()) return Fail("Expecting one image file name (or -f FMT) for -o help");
-      std::fputs(ops::AmendHelp(fmt).c_str(), stdout);
+      auto help = ops::AmendHelp(a->file, a->image.format);
+      if (!help.ok()) return Fail(help.status().message());
+      std::fputs(help.value().c_str(), stdout);
       return 0;
     }
     if (a->file.empty()) return Fail("Expecting one image file name");

@@ -208,6 +208,20 @@ Status Qcow2Image::ChangeBitmap(const std::string& name, const std::vector<Bitma
   return StoreBitmapDirectoryLocked(slots, dir);
 }
 
+Status Qcow2Image::RemoveAllBitmapsLocked() {
+  IMGFS_RETURN_IF_ERROR(StoreTrackedBitmapsLocked());
+  write_prepared_ = false;
+  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
+  std::vector<BitmapSlot> slots;
+  for (BitmapDirEntry& e : ParseBitmapDirectory(dir, header_.nb_bitmaps)) {
+    BitmapSlot s;
+    s.entry = std::move(e);
+    s.removed = true;
+    slots.push_back(std::move(s));
+  }
+  return StoreBitmapDirectoryLocked(slots, dir);
+}
+
 // The new directory (and the data of the bitmaps that changed) in new
 // clusters, durable; then the header cluster in one write; then the old
 // clusters go.

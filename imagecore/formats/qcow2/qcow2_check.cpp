@@ -351,7 +351,7 @@ Result<CheckResult> Qcow2Image::Check(RepairMode mode) {
     bool rebuild = false;
     IMGFS_RETURN_IF_ERROR(CheckPassLocked(RepairMode::kNone, &scan, &plain, &rebuild));
     if (rebuild) {
-      IMGFS_RETURN_IF_ERROR(RebuildRefcountsLocked(plain));
+      IMGFS_RETURN_IF_ERROR(RebuildRefcountsLocked(plain, header_.refcount_order));
       scan.messages.push_back("Rebuilding refcount structure");
       fixed_by_rebuild = scan.corruptions + scan.leaks;
     } else {

@@ -42,6 +42,7 @@ class Qcow2Image final : public Image {
     SnapshotInfo info;
     uint64_t l1_table_offset = 0;
     uint32_t l1_size = 0;
+    uint32_t extra_len = 24;  // of its extra data as stored (v3 needs 16 at least)
   };
   static Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOptions& opts);
   ~Qcow2Image() override;
@@ -158,6 +159,21 @@ class Qcow2Image final : public Image {
   // qemu-img bitmap's steps (qcow2_bitmap_ops.cpp).
   Status ApplyBitmapStepLocked(std::vector<BitmapSlot>& slots, const std::string& name, const BitmapChange& step);
   Status StoreBitmapDirectoryLocked(std::vector<BitmapSlot>& slots, const std::vector<uint8_t>& old_dir);
+  Status RemoveAllBitmapsLocked();
+  // --- amend (qcow2_amend.cpp, qcow2_compat.cpp) ---------------------------
+  // The header cluster rewritten in one write: `h`'s fixed fields, the
+  // extensions as they are but those of the types in `drop`.
+  Status RewriteHeaderLocked(Header h, const std::vector<uint32_t>& drop);
+  Status UpgradeLocked();
+  // The refusals of a downgrade, before anything changes.
+  Status CanDowngradeLocked();
+  Status DowngradeLocked();
+  // Zero clusters (v3 only) become clusters of zeros or, where nothing
+  // shows through, unallocated ones, in every L1 walk.
+  Status ExpandZeroClustersLocked();
+  Status ExpandZeroClustersInL2Locked(uint64_t l2_off);
+  Status ChangeRefcountOrderLocked(uint32_t order);
+  Status SetDataFileNameLocked(const std::string& name);
   Status LoadTrackedBitmapsLocked();
   // Before a resize: every bitmap that can be kept exact is held, enabled
   // or not, so that it is stored at its new size (as qemu resizes them).
@@ -251,7 +267,9 @@ class Qcow2Image final : public Image {
   Result<uint64_t> RefcountLocked(uint64_t cluster);
   Result<uint8_t*> RefBlockForLocked(uint64_t cluster, bool create);
   Status GrowRefTableLocked(uint64_t min_entries);
-  Status RebuildRefcountsLocked(const std::vector<uint64_t>& refs);
+  // `order`: the refcount width of the new structure (the header's unless
+  // amend changes it; the header switches to it in the same write).
+  Status RebuildRefcountsLocked(const std::vector<uint64_t>& refs, uint32_t order);
   // Writes back dirty metadata in crash-safe order; see the file comment.
   Status FlushMetadataLocked(bool apply_releases);
   Status WriteL1Locked();
@@ -272,7 +290,7 @@ class Qcow2Image final : public Image {
   const bool extended_l2_;      // 16-byte L2 entries with subcluster bitmaps
   const uint64_t entry_bytes_;  // 8, or 16 with extended L2
   const uint64_t l2_entries_;
-  const uint64_t refblock_entries_;
+  uint64_t refblock_entries_;  // changes only with refcount_order (amend, exclusive)
 
   std::vector<SnapshotEntry> snapshots_;  // GUARDED_BY(meta_mu_) once open
   uint64_t snapshot_table_bytes_ = 0;     // GUARDED_BY(meta_mu_)

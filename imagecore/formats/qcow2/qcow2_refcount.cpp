@@ -330,8 +330,8 @@ Status Qcow2Image::GrowRefTableLocked(uint64_t min_entries) {
 // so the damaged ones are never read again. The header switches to the new
 // table in one write after the new structure is durable: a crash before it
 // leaves the old structure as it was.
-Status Qcow2Image::RebuildRefcountsLocked(const std::vector<uint64_t>& refs) {
-  const uint64_t per = refblock_entries_;
+Status Qcow2Image::RebuildRefcountsLocked(const std::vector<uint64_t>& refs, uint32_t order) {
+  const uint64_t per = (cluster_size_ * 8) >> order;
   const uint64_t start =
       std::max<uint64_t>(refs.size(), (file_->Size() + cluster_size_ - 1) >> cluster_bits_);
   uint64_t nb = 0, nt = 0;  // blocks and table clusters, which count themselves
@@ -341,7 +341,6 @@ Status Qcow2Image::RebuildRefcountsLocked(const std::vector<uint64_t>& refs) {
     if (nb2 == nb && nt2 == nt) break;
     nb = nb2, nt = nt2;
   }
-  const uint32_t order = header_.refcount_order;
   const uint64_t max = order == 6 ? ~0ull : (1ull << (1u << order)) - 1;
   std::vector<uint8_t> blocks(nb * cluster_size_, 0);
   auto set = [&](uint64_t c, uint64_t v) { SetRefcount(&blocks[(c / per) * cluster_size_], c % per, order, v); };
@@ -362,11 +361,17 @@ Status Qcow2Image::RebuildRefcountsLocked(const std::vector<uint64_t>& refs) {
   IMGFS_RETURN_IF_ERROR(file_->PWrite(start << cluster_bits_, blocks.data(), blocks.size()));
   IMGFS_RETURN_IF_ERROR(file_->PWrite(table_off, table.data(), table.size()));
   IMGFS_RETURN_IF_ERROR(file_->Sync());
-  uint8_t raw[12];
-  StoreBE64(raw, table_off);
-  StoreBE32(raw + 8, uint32_t(nt));
-  IMGFS_RETURN_IF_ERROR(file_->PWrite(48, raw, sizeof raw));
+  // Table, its size and (v3) the width: one write inside the first sector.
+  uint8_t raw[100];
+  IMGFS_RETURN_IF_ERROR(file_->PRead(0, raw, sizeof raw));
+  StoreBE64(raw + 48, table_off);
+  StoreBE32(raw + 56, uint32_t(nt));
+  if (header_.version >= 3) StoreBE32(raw + 96, order);
+  const size_t end = header_.version >= 3 ? 100 : 60;
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(48, raw + 48, end - 48));
   IMGFS_RETURN_IF_ERROR(file_->Sync());
+  header_.refcount_order = order;
+  refblock_entries_ = per;
   for (uint64_t b : reftable_)
     if (b) refblock_cache_.Drop(b);  // the old blocks, dirty or not, are gone
   header_.refcount_table_offset = table_off;

@@ -31,6 +31,7 @@ Status Qcow2Image::ReadSnapshotTable() {
     e.info.vm_clock_nsec = LoadBE64(fixed + 24);
     e.info.vm_state_size = LoadBE32(fixed + 32);
     const uint32_t extra_len = LoadBE32(fixed + 36);
+    e.extra_len = extra_len;
     const uint64_t var_len = uint64_t(extra_len) + id_len + name_len;
     if (extra_len > 1024 || off + sizeof fixed + var_len > file_size)
       return Corrupt("snapshot table entry " + std::to_string(i) + " is damaged");

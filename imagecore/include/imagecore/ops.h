@@ -181,8 +181,10 @@ std::string MeasureJson(const MeasureResult& r);
 // ---- amend (ops/amend.cpp) ----
 // qemu-img amend: `options` as -o takes them ("lazy_refcounts=on").
 Status Amend(const std::string& path, const std::string& format, const std::string& options);
-// What `amend -o help` lists for `format`.
+// What `amend -o help` lists for `format`; or for the format of the image
+// at `path` when `format` is empty.
 std::string AmendHelp(const std::string& format);
+Result<std::string> AmendHelp(const std::string& path, const std::string& format);
 
 // ---- bitmap (ops/bitmap.cpp) ----
 struct BitmapRequest {
