@@ -75,7 +75,10 @@ std::string CreateHelp(const std::string& format) {
            "  lazy_refcounts=<bool>  - postpone refcount updates (compat=1.1)\n"
            "  refcount_bits=<num>    - 1 to 64, a power of two (default 16)\n"
            "  preallocation=<str>    - off (default), metadata, falloc or full\n"
-           "  compression_type=<str> - zlib (default) or zstd: for compressed clusters (compat=1.1)\n";
+           "  compression_type=<str> - zlib (default) or zstd: for compressed clusters (compat=1.1)\n"
+           "  extended_l2=<bool>     - 32 subclusters per cluster (compat=1.1, clusters of 16k or more)\n"
+           "  data_file=<str>        - keep the guest data in this file, beside the image (compat=1.1)\n"
+           "  data_file_raw=<bool>   - keep that file a raw image of the disk at all times\n";
   if (format == "vmdk")
     return "Supported options:\n" + common +
            "  subformat=<str>        - monolithicSparse (default), monolithicFlat, twoGbMaxExtentSparse,\n"

@@ -21,7 +21,7 @@ bool ParseBool(const std::string& v, bool* out) {
 Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* cluster_size_out, Prealloc* prealloc) {
   Header& h = *hp;
   uint64_t cluster_size = 65536;
-  bool lazy = false;
+  bool lazy = false, extended = false, raw = false;
   Prealloc mode = Prealloc::kOff;
   for (const auto& [k, v] : opts.options) {
     if (k == "cluster_size") {
@@ -41,6 +41,12 @@ Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* clust
       h.refcount_order = order;
     } else if (k == "preallocation") {
       IMGFS_ASSIGN_OR_RETURN(mode, ParsePrealloc(v, "qcow2"));
+    } else if (k == "extended_l2") {
+      if (!ParseBool(v, &extended)) return InvalidArgument("Parameter 'extended_l2' expects 'on' or 'off'");
+    } else if (k == "data_file") {
+      h.data_file = v;
+    } else if (k == "data_file_raw") {
+      if (!ParseBool(v, &raw)) return InvalidArgument("Parameter 'data_file_raw' expects 'on' or 'off'");
     } else if (k == "compression_type") {
       if (v == "zlib") h.compression_type = 0;
       else if (v == "zstd") h.compression_type = 1;
@@ -53,8 +59,22 @@ Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* clust
     return InvalidArgument("lazy_refcounts and refcount_bits other than 16 need compat=1.1");
   if (h.version == 2 && h.compression_type != 0)
     return InvalidArgument("Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)");
-  if (mode != Prealloc::kOff && !opts.backing_file.empty())
+  if (extended && h.version == 2)
+    return InvalidArgument("Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)");
+  if (extended && cluster_size < 16384)
+    return InvalidArgument("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+  if (!h.data_file.empty() && h.version == 2)
+    return InvalidArgument("External data files are only supported with compatibility level 1.1 and above (use version=v3 or greater)");
+  if (raw && h.data_file.empty()) return InvalidArgument("data-file-raw requires data-file");
+  if (raw && !opts.backing_file.empty()) return InvalidArgument("Backing file and data-file-raw cannot be used at the same time");
+  if (h.data_file.size() > 1023) return InvalidArgument("data file name is too long");
+  if (mode != Prealloc::kOff && !opts.backing_file.empty() && !extended)
     return InvalidArgument("Backing file and preallocation can only be used at the same time if extended_l2 is on");
+  // A raw data file is the disk itself: the tables map all of it from the start.
+  if (raw && mode == Prealloc::kOff) mode = Prealloc::kMetadata;
+  if (extended) h.incompatible_features |= kIncompatExtendedL2;
+  if (!h.data_file.empty()) h.incompatible_features |= kIncompatDataFile;
+  if (raw) h.autoclear_features |= kAutoclearDataFileRaw;
   if (prealloc) *prealloc = mode;
   if (lazy) h.compatible_features |= kCompatLazyRefcounts;
   // A compression type other than zlib is an incompatible feature.
@@ -70,13 +90,19 @@ namespace {
 // Layout: header | refcount table | refcount blocks | L1 table, then with
 // preallocation each L2 table followed by the data clusters it maps (as
 // qemu lays them out). Tables and blocks are written one cluster at a time.
-Status WriteLayout(io::File& file, Header& h, uint64_t cs, Prealloc prealloc, std::vector<uint8_t>& c0) {
-  h.l1_size = uint32_t(L1EntriesFor(h.size, h.cluster_bits));
+// With an external data file the data lives there, at its guest offset,
+// and the qcow2 file holds only the tables.
+Status WriteLayout(io::File& file, io::File* data_file, Header& h, uint64_t cs, Prealloc prealloc,
+                   std::vector<uint8_t>& c0) {
+  const bool extended = h.incompatible_features & kIncompatExtendedL2;
+  const uint64_t entry_bytes = extended ? 16 : 8;
+  h.l1_size = uint32_t(L1EntriesFor(h.size, h.cluster_bits, extended));
   if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return InvalidArgument("image size is too large for this cluster size");
   const uint64_t l1_clusters = (uint64_t(h.l1_size) * 8 + cs - 1) / cs;
-  const uint64_t l2_entries = cs / 8;
-  const uint64_t data = prealloc == Prealloc::kOff ? 0 : (h.size + cs - 1) / cs;
-  const uint64_t tables = (data + l2_entries - 1) / l2_entries;
+  const uint64_t l2_entries = cs / entry_bytes;
+  const uint64_t mapped = prealloc == Prealloc::kOff ? 0 : (h.size + cs - 1) / cs;
+  const uint64_t tables = (mapped + l2_entries - 1) / l2_entries;
+  const uint64_t data = data_file ? 0 : mapped;  // clusters of the qcow2 file that hold data
   const uint64_t per_block = cs * 8 / h.refcount_bits();
   // The smallest table and block counts that cover all these clusters.
   uint64_t rt = 1, rb = 1;
@@ -98,6 +124,7 @@ Status WriteLayout(io::File& file, Header& h, uint64_t cs, Prealloc prealloc, st
   // Without preallocation the file ends with the L1 table, as qemu's does.
   const uint64_t end = tables ? total * cs : l1_at * cs + uint64_t(h.l1_size) * 8;
   IMGFS_RETURN_IF_ERROR(file.Truncate(end));
+  if (data_file) IMGFS_RETURN_IF_ERROR(data_file->Truncate(h.size));
   std::vector<uint8_t> table(rt * cs, 0);
   for (uint64_t i = 0; i < rb; ++i) StoreBE64(&table[i * 8], (1 + rt + i) * cs);
   IMGFS_RETURN_IF_ERROR(file.PWrite(cs, table.data(), table.size()));
@@ -115,34 +142,38 @@ Status WriteLayout(io::File& file, Header& h, uint64_t cs, Prealloc prealloc, st
   }
   // L1, L2 tables and the data they map. As qemu: with metadata each table
   // precedes its data; with falloc and full the tables come first and the
-  // data is one contiguous run.
+  // data is one contiguous run. Extended entries leave every subcluster
+  // unallocated (the backing file, or zeros, shows through).
   std::vector<uint8_t> l1(l1_clusters * cs, 0), l2(cs);
-  const bool interleave = prealloc == Prealloc::kMetadata;
+  const bool interleave = prealloc == Prealloc::kMetadata && !data_file;
   const uint64_t first = l1_at + l1_clusters;
   for (uint64_t t = 0; t < tables; ++t) {
-    const uint64_t n = std::min(l2_entries, data - t * l2_entries);
+    const uint64_t n = std::min(l2_entries, mapped - t * l2_entries);
     const uint64_t l2_at = interleave ? first + t * (l2_entries + 1) : first + t;
-    const uint64_t data_at = interleave ? l2_at + 1 : first + tables + t * l2_entries;
+    const uint64_t data_at = data_file ? t * l2_entries : interleave ? l2_at + 1 : first + tables + t * l2_entries;
     StoreBE64(&l1[t * 8], (l2_at * cs) | kOflagCopied);
     std::fill(l2.begin(), l2.end(), 0);
-    for (uint64_t j = 0; j < n; ++j) StoreBE64(&l2[j * 8], ((data_at + j) * cs) | kOflagCopied);
+    for (uint64_t j = 0; j < n; ++j) StoreBE64(&l2[j * entry_bytes], ((data_at + j) * cs) | kOflagCopied);
     IMGFS_RETURN_IF_ERROR(file.PWrite(l2_at * cs, l2.data(), cs));
-    IMGFS_RETURN_IF_ERROR(PreallocateRange(file, data_at * cs, n * cs, prealloc));
+    const uint64_t len = std::min(n * cs, h.size - std::min(h.size, data_at * cs));
+    if (data_file) IMGFS_RETURN_IF_ERROR(PreallocateRange(*data_file, data_at * cs, len, prealloc));
+    else IMGFS_RETURN_IF_ERROR(PreallocateRange(file, data_at * cs, n * cs, prealloc));
   }
   if (tables) IMGFS_RETURN_IF_ERROR(file.PWrite(l1_at * cs, l1.data(), uint64_t(h.l1_size) * 8));
   std::vector<uint8_t> fixed = h.EncodeFixed();
   std::memcpy(c0.data(), fixed.data(), fixed.size());
+  if (data_file) IMGFS_RETURN_IF_ERROR(data_file->Sync());
   IMGFS_RETURN_IF_ERROR(file.Sync());
   IMGFS_RETURN_IF_ERROR(file.PWrite(0, c0.data(), cs));
   return file.Sync();
 }
-}  // namespace
 
-Status CreateImage(io::File& file, const CreateOptions& opts) {
+Status CreateInto(io::File& file, io::File* data_file, const CreateOptions& opts) {
   Header h;
   uint64_t cs;
   Prealloc prealloc = Prealloc::kOff;
   IMGFS_RETURN_IF_ERROR(ParseCreateOptions(opts, &h, &cs, &prealloc));
+  if (!h.data_file.empty() && !data_file) return Unsupported("an external data file needs a create of several files");
   h.header_length = h.version >= 3 ? 112 : kV2HeaderSize;
 
   // Header cluster: fixed header, extensions, backing file name.
@@ -159,6 +190,7 @@ Status CreateImage(io::File& file, const CreateOptions& opts) {
     return Status::OK();
   };
   if (!opts.backing_format.empty()) IMGFS_RETURN_IF_ERROR(put_ext(kExtBackingFormat, opts.backing_format));
+  if (!h.data_file.empty()) IMGFS_RETURN_IF_ERROR(put_ext(kExtDataFile, h.data_file));
   pos += 8;  // end-of-extensions marker (zeros)
   if (!opts.backing_file.empty()) {
     if (opts.backing_file.size() > 1023) return InvalidArgument("backing file name is too long");
@@ -168,7 +200,20 @@ Status CreateImage(io::File& file, const CreateOptions& opts) {
     std::memcpy(&c0[pos], opts.backing_file.data(), opts.backing_file.size());
   }
 
-  return WriteLayout(file, h, cs, prealloc, c0);
+  return WriteLayout(file, data_file, h, cs, prealloc, c0);
+}
+}  // namespace
+
+Status CreateImage(io::File& file, const CreateOptions& opts) { return CreateInto(file, nullptr, opts); }
+
+Status CreateFiles(NewFiles& files, const CreateOptions& opts) {
+  IMGFS_ASSIGN_OR_RETURN(io::File * main, files.Main());
+  auto it = opts.options.find("data_file");
+  io::File* data = nullptr;
+  if (it != opts.options.end() && !it->second.empty()) {
+    IMGFS_ASSIGN_OR_RETURN(data, files.Add(it->second));
+  }
+  return CreateInto(*main, data, opts);
 }
 
 }  // namespace imgfs::qcow2

@@ -179,6 +179,6 @@ static Result<std::vector<std::string>> Members(const io::File& file) {
   if (!(h.incompatible_features & kIncompatDataFile) || h.data_file.empty()) return std::vector<std::string>{};
   return std::vector<std::string>{h.data_file};
 }
-const FormatDriver kDriver = {"qcow2", Probe, Qcow2Image::Open, CreateImage, Qcow2Caps(), Members, nullptr, Measure};
+const FormatDriver kDriver = {"qcow2", Probe, Qcow2Image::Open, CreateImage, Qcow2Caps(), Members, CreateFiles, Measure};
 
 }  // namespace imgfs::qcow2

@@ -142,9 +142,10 @@ inline CompressedRange DecodeCompressed(uint64_t entry, uint32_t cluster_bits) {
   return {host, sectors * 512 - (host & 511)};
 }
 
-// Entries of L2 table needed to map `size` bytes, and L1 entries for that.
-inline uint64_t L1EntriesFor(uint64_t size, uint32_t cluster_bits) {
-  const uint64_t l2_span = 1ull << (cluster_bits + cluster_bits - 3);
+// L1 entries needed to map `size` bytes (an L2 table maps cluster/8
+// clusters, cluster/16 with extended entries).
+inline uint64_t L1EntriesFor(uint64_t size, uint32_t cluster_bits, bool extended_l2 = false) {
+  const uint64_t l2_span = 1ull << (cluster_bits + cluster_bits - (extended_l2 ? 4 : 3));
   return (size + l2_span - 1) / l2_span;
 }
 

@@ -116,7 +116,7 @@ Result<Header> Header::Read(const io::File& file) {
   if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return Corrupt("L1 table is too large");
   if (uint64_t(h.refcount_table_clusters) << h.cluster_bits > kMaxRefTableBytes)
     return Corrupt("refcount table is too large");
-  if (h.l1_size < L1EntriesFor(h.size, h.cluster_bits))
+  if (h.l1_size < L1EntriesFor(h.size, h.cluster_bits, (h.incompatible_features & kIncompatExtendedL2) != 0))
     return Corrupt("L1 table is too small for the virtual size");
   if (h.nb_snapshots && h.snapshots_offset % cs)
     return Corrupt("snapshot table offset is not cluster aligned");

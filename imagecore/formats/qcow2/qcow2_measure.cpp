@@ -27,11 +27,11 @@ uint64_t RefcountBytes(uint64_t clusters, uint64_t cs, uint32_t refcount_bits) {
 }
 
 // A fully allocated image of `size` bytes (a multiple of the cluster size).
-uint64_t FullSize(uint64_t size, uint64_t cs, uint32_t refcount_bits) {
+uint64_t FullSize(uint64_t size, uint64_t cs, uint32_t refcount_bits, uint64_t entry_bytes) {
   uint64_t meta = cs;  // the header
-  const uint64_t l2_entries = RoundUp(size / cs, cs / 8);
-  meta += l2_entries * 8;
-  const uint64_t l1_entries = RoundUp(l2_entries * 8 / cs, cs / 8);
+  const uint64_t l2_entries = RoundUp(size / cs, cs / entry_bytes);
+  meta += l2_entries * entry_bytes;
+  const uint64_t l1_entries = RoundUp(l2_entries * entry_bytes / cs, cs / 8);
   meta += l1_entries * 8;
   meta += RefcountBytes((meta + size) / cs, cs, refcount_bits);
   return meta + size;
@@ -57,7 +57,8 @@ Result<MeasureResult> Measure(const CreateOptions& opts, const MeasureInput& in)
   uint64_t cs;
   Prealloc prealloc = Prealloc::kOff;
   IMGFS_RETURN_IF_ERROR(ParseCreateOptions(opts, &h, &cs, &prealloc));
-  if (L1EntriesFor(in.size, h.cluster_bits) * 8 > kMaxL1Bytes)
+  const bool extended = h.incompatible_features & kIncompatExtendedL2;
+  if (L1EntriesFor(in.size, h.cluster_bits, extended) * 8 > kMaxL1Bytes)
     return InvalidArgument("The image size is too large (try using a larger cluster size)");
   const uint64_t size = RoundUp(in.size, cs);
   // A new empty image (--size) needs no data cluster; a converted one each
@@ -72,7 +73,7 @@ Result<MeasureResult> Measure(const CreateOptions& opts, const MeasureInput& in)
     }
   }
   MeasureResult r;
-  r.fully_allocated = FullSize(size, cs, h.refcount_bits());
+  r.fully_allocated = FullSize(size, cs, h.refcount_bits(), extended ? 16 : 8);
   r.required = r.fully_allocated - size + data;
   // Space reserved for every cluster is required (metadata only maps it).
   if (prealloc == Prealloc::kFalloc || prealloc == Prealloc::kFull) r.required = r.fully_allocated;

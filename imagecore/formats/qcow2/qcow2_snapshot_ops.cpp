@@ -270,7 +270,7 @@ Status Qcow2Image::ApplySnapshotLocked(const std::string& which) {
   }
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
   IMGFS_ASSIGN_OR_RETURN(auto new_l1, ReadL1Locked(snap.l1_table_offset, snap.l1_size));
-  new_l1.resize(std::max<uint64_t>(new_l1.size(), L1EntriesFor(snap.info.virtual_size, cluster_bits_)), 0);
+  new_l1.resize(std::max<uint64_t>(new_l1.size(), L1EntriesFor(snap.info.virtual_size, cluster_bits_, extended_l2_)), 0);
   for (auto& e : new_l1) e &= ~kOflagCopied;  // shared with the snapshot now
   IMGFS_RETURN_IF_ERROR(AddRefsForL1Locked(new_l1, +1));
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));
