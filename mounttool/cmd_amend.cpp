@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "image_args.h"
 #include "imagecore/ops.h"
+#include "progress.h"
 
 namespace imgfs::cli {
 
@@ -14,12 +15,13 @@ Runner AddAmend(CLI::App& app) {
   struct Args {
     ImageArgs image;
     std::string file, options;
-    bool progress = false, quiet = false, force = false;
+    ProgressArgs progress;
+    bool quiet = false, force = false;
   };
   auto a = std::make_shared<Args>();
   AddImageArgs(app, &a->image);
   app.add_option("-o", a->options, "the options to change (key=value,...; \"help\" lists them)");
-  app.add_flag("-p", a->progress, "show progress (amend is one write: nothing to show)");
+  AddProgressArgs(app, &a->progress);
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
   app.add_flag("--force", a->force, "accepted: imgfs amends only what it can do safely");
   app.add_option("FILE", a->file, "the image");
@@ -34,8 +36,10 @@ Runner AddAmend(CLI::App& app) {
     if (a->file.empty()) return Fail("Expecting one image file name");
     auto spec = ResolveImage(a->image, a->file);
     if (!spec.ok()) return Fail(spec.status().message());
-    Status st = ops::Amend(spec.value().path, spec.value().format, a->options);
-    return st.ok() ? 0 : Fail(st.message());
+    Status st = ops::Amend(spec.value().path, spec.value().format, a->options, ProgressPrinter(a->progress, a->quiet));
+    if (!st.ok()) return Fail(st.message());
+    FinishProgress(a->progress, a->quiet);
+    return 0;
   };
 }
 

@@ -5,6 +5,7 @@
 #include "image_args.h"
 #include "imagecore/ops.h"
 #include "imagecore/size.h"
+#include "progress.h"
 
 namespace imgfs::cli {
 
@@ -13,6 +14,7 @@ struct DdArgs {
   ImageArgs image;
   std::string out_format = "raw";
   std::vector<std::string> operands;  // bs=, count=, skip=, if=, of=
+  ProgressArgs progress;
 };
 
 struct Operands {
@@ -48,13 +50,14 @@ int ParseOperands(const std::vector<std::string>& args, Operands* o) {
 }
 }  // namespace
 
-// `imgfs dd [-f FMT] [-O FMT] [-U] [bs=N] [count=N] [skip=N] if=IN of=OUT`,
+// `imgfs dd [-f FMT] [-O FMT] [-U] [-p] [bs=N] [count=N] [skip=N] if=IN of=OUT`,
 // as qemu-img dd: OUT is a new image of the bytes count*bs (or to the end)
 // of IN, from skip*bs.
 Runner AddDd(CLI::App& app) {
   auto a = std::make_shared<DdArgs>();
   AddImageArgs(app, &a->image);
   app.add_option("-O", a->out_format, "format of the output (default: raw)");
+  AddProgressArgs(app, &a->progress);
   app.add_option("OPERANDS", a->operands, "bs=N (default 512), count=N, skip=N (in blocks), if=IN, of=OUT");
   return [a] {
     Operands o;
@@ -71,8 +74,11 @@ Runner AddDd(CLI::App& app) {
     // it: the bytes [skip*bs, count*bs) are copied.
     req.from = o.skip * o.bs;
     if (o.count != UINT64_MAX && o.count <= UINT64_MAX / o.bs) req.until = o.count * o.bs;
+    req.progress = ProgressPrinter(a->progress, false);
     Status st = ops::Convert(req);
-    return st.ok() ? 0 : Fail(st.message());
+    if (!st.ok()) return Fail(st.message());
+    FinishProgress(a->progress, false);
+    return 0;
   };
 }
 

@@ -255,10 +255,10 @@ Status Chain::ApplySnapshot(const std::string& which) {
   return layers_[0]->ApplySnapshot(which);
 }
 
-Result<CheckResult> Chain::Check(RepairMode mode) {
+Result<CheckResult> Chain::Check(RepairMode mode, const ProgressFn& progress) {
   SharedLock w(write_mu_);  // not between a commit's copy and its emptying of the top
   ExclusiveLock l(io_mu_);
-  return layers_[0]->Check(mode);
+  return layers_[0]->Check(mode, progress);
 }
 
 Status Chain::ReopenLayer(size_t d, bool writable) {

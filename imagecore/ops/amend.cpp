@@ -5,12 +5,13 @@
 
 namespace imgfs::ops {
 
-Status Amend(const std::string& path, const std::string& format, const std::string& options) {
+Status Amend(const std::string& path, const std::string& format, const std::string& options,
+             const ProgressFn& progress) {
   IMGFS_ASSIGN_OR_RETURN(auto opts, ParseOptionList(options));
   if (opts.empty()) return InvalidArgument("Must specify options (-o)");
   auto image = OpenImage(path, format, OpenOptions(true));
   if (!image.ok()) return image.status().Prefixed("Could not open '" + path + "'");
-  IMGFS_RETURN_IF_ERROR(image.value()->Amend(opts));
+  IMGFS_RETURN_IF_ERROR(image.value()->Amend(opts, progress));
   return image.value()->Flush();
 }
 

@@ -7,7 +7,8 @@
 
 namespace imgfs::ops {
 
-Result<CheckResult> CheckImage(const std::string& path, const std::string& format, RepairMode mode) {
+Result<CheckResult> CheckImage(const std::string& path, const std::string& format, RepairMode mode,
+                               const ProgressFn& progress) {
   OpenOptions opts;
   opts.writable = mode != RepairMode::kNone;
   opts.no_repair = true;
@@ -16,7 +17,7 @@ Result<CheckResult> CheckImage(const std::string& path, const std::string& forma
   // check that could not run (1); only a format without checks gives 63.
   if (!opened.ok()) return Status(Code::kIoError, opened.status().message(), opened.status().sys_errno());
   auto& img = opened.value();
-  auto r = img->Check(mode);
+  auto r = img->Check(mode, progress);
   if (!r.ok()) return r.status().Prefixed(path);
   r->format = img->format_name();
   // Whether its backing file is the one it was made on (VMDK's parentCID):

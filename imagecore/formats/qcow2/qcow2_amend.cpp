@@ -54,7 +54,7 @@ Status ParseAmend(const std::map<std::string, std::string>& options, AmendPlan* 
 }
 }  // namespace
 
-Status Qcow2Image::Amend(const std::map<std::string, std::string>& options) {
+Status Qcow2Image::Amend(const std::map<std::string, std::string>& options, const ProgressFn& progress) {
   AmendPlan p;
   IMGFS_RETURN_IF_ERROR(ParseAmend(options, &p));
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
@@ -83,6 +83,11 @@ Status Qcow2Image::Amend(const std::map<std::string, std::string>& options) {
   }
   // Refcounts are exact here (a dirty image was repaired at open).
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(/*apply_releases=*/false));
+  op_progress_ = &progress;
+  struct Reset {
+    const ProgressFn*& p;
+    ~Reset() { p = nullptr; }
+  } reset{op_progress_};
   if (then > now) IMGFS_RETURN_IF_ERROR(UpgradeLocked());
   if (p.refcount_order && *p.refcount_order != header_.refcount_order)
     IMGFS_RETURN_IF_ERROR(ChangeRefcountOrderLocked(*p.refcount_order));
@@ -96,6 +101,7 @@ Status Qcow2Image::Amend(const std::map<std::string, std::string>& options) {
   }
   if (p.data_file && *p.data_file != header_.data_file) IMGFS_RETURN_IF_ERROR(SetDataFileNameLocked(*p.data_file));
   if (then < now) IMGFS_RETURN_IF_ERROR(DowngradeLocked());
+  if (progress) progress(header_.size, header_.size);
   return Status::OK();
 }
 

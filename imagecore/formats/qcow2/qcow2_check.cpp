@@ -136,6 +136,8 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
   auto walk = [&](const std::vector<uint64_t>& l1, bool active) -> Status {
     for (uint64_t i = 0; i < l1.size(); ++i) {
       trim_messages();
+      if (active && op_progress_ && *op_progress_)  // in guest bytes, as the other subcommands count
+        (*op_progress_)(std::min(header_.size, (i + 1) * (l2_entries_ << cluster_bits_)), header_.size);
       uint64_t next_contiguous = 0;  // fragmentation is counted within one L2 table
       const uint64_t l2 = l1[i] & kOffsetMask;
       if (!l2 || !aligned(l2, "L2 table")) continue;
@@ -337,7 +339,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
   return Status::OK();
 }
 
-Result<CheckResult> Qcow2Image::Check(RepairMode mode) {
+Result<CheckResult> Qcow2Image::Check(RepairMode mode, const ProgressFn& progress) {
   if (mode != RepairMode::kNone && !file_->writable())
     return ReadOnly(file_->path() + ": open read-write to repair");
   std::lock_guard<std::mutex> l(meta_mu_);
@@ -346,10 +348,17 @@ Result<CheckResult> Qcow2Image::Check(RepairMode mode) {
   // references before anything else is repaired (repairs allocate).
   CheckResult scan;
   uint64_t fixed_by_rebuild = 0;
+  // The first pass over the tables reports progress; the others are repeats.
+  op_progress_ = &progress;
+  struct Reset {
+    const ProgressFn*& p;
+    ~Reset() { p = nullptr; }
+  } reset{op_progress_};
   if (mode == RepairMode::kAll) {
     std::vector<uint64_t> plain;
     bool rebuild = false;
     IMGFS_RETURN_IF_ERROR(CheckPassLocked(RepairMode::kNone, &scan, &plain, &rebuild));
+    op_progress_ = nullptr;
     if (rebuild) {
       IMGFS_RETURN_IF_ERROR(RebuildRefcountsLocked(plain, header_.refcount_order));
       scan.messages.push_back("Rebuilding refcount structure");
@@ -360,6 +369,7 @@ Result<CheckResult> Qcow2Image::Check(RepairMode mode) {
   }
   CheckResult first;
   IMGFS_RETURN_IF_ERROR(CheckPassLocked(mode, &first));
+  op_progress_ = nullptr;
   if (fixed_by_rebuild) {
     const uint64_t left = first.corruptions + first.corruptions_fixed + first.leaks + first.leaks_fixed;
     first.corruptions_fixed += fixed_by_rebuild > left ? fixed_by_rebuild - left : 0;

@@ -128,7 +128,11 @@ Status Qcow2Image::ExpandZeroClustersLocked() {
     IMGFS_ASSIGN_OR_RETURN(auto l1, ReadL1Locked(s.l1_table_offset, s.l1_size));
     collect(l1);
   }
-  for (uint64_t t : tables) IMGFS_RETURN_IF_ERROR(ExpandZeroClustersInL2Locked(t));
+  uint64_t done = 0;
+  for (uint64_t t : tables) {
+    IMGFS_RETURN_IF_ERROR(ExpandZeroClustersInL2Locked(t));
+    if (op_progress_ && *op_progress_) (*op_progress_)(header_.size * ++done / tables.size(), header_.size);
+  }
   // Zeros and refcounts before the entries, the entries before releases.
   return FlushMetadataLocked(/*apply_releases=*/true);
 }

@@ -59,14 +59,16 @@ class Qcow2Image final : public Image {
   Status SetBacking(const std::string& name, const std::string& format, const Image* parent) override;
   std::vector<SnapshotInfo> Snapshots() const override;
   Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const override;
-  Result<CheckResult> Check(RepairMode mode) override;
+  using Image::Check;
+  Result<CheckResult> Check(RepairMode mode, const ProgressFn& progress) override;
   Status CreateSnapshot(const std::string& name) override;
   Status DeleteSnapshot(const std::string& which) override;
   Status ApplySnapshot(const std::string& which) override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
   Status Resize(uint64_t new_size, const LayerReader* below) override;
   Status MakeEmpty() override;
-  Status Amend(const std::map<std::string, std::string>& options) override;
+  using Image::Amend;
+  Status Amend(const std::map<std::string, std::string>& options, const ProgressFn& progress) override;
   bool StoresBitmaps() const override { return header_.version >= 3; }
   Result<DirtyBitmap> ReadBitmap(const std::string& name) override;
   Status ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) override;
@@ -317,6 +319,10 @@ class Qcow2Image final : public Image {
   bool end_known_ = false;            // GUARDED_BY(meta_mu_)
   bool write_prepared_ = false;       // GUARDED_BY(meta_mu_)
   std::vector<TrackedBitmap> tracked_;  // GUARDED_BY(meta_mu_)
+  // The progress of the exclusive operation under way (check, amend), or
+  // null: told how far the walk over the active L1 table (or the zero
+  // expansion) is.
+  const ProgressFn* op_progress_ = nullptr;  // GUARDED_BY(meta_mu_)
   // Metadata found damaged while serving I/O: from then on the image is
   // read-only, as qemu does, and the next write attempt sets the corrupt
   // bit on disk so later users run a check first. The flag is set from any

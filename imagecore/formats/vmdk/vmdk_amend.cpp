@@ -10,7 +10,7 @@ namespace {
 bool Quotable(const std::string& v) { return v.find_first_of("\"\r\n") == std::string::npos; }
 }  // namespace
 
-Status VmdkImage::Amend(const std::map<std::string, std::string>& options) {
+Status VmdkImage::Amend(const std::map<std::string, std::string>& options, const ProgressFn& progress) {
   if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
   if (!descriptor_file_ && !desc_room_) return Unsupported(main_->path() + ": a sparse file without a descriptor has no options");
   std::lock_guard<std::mutex> lock(cid_mu_);
@@ -33,9 +33,11 @@ Status VmdkImage::Amend(const std::map<std::string, std::string>& options) {
       return Unsupported("the vmdk option '" + k + "' cannot be amended (adapter_type, hwversion, toolsversion can)");
     }
   }
-  if (text == desc_text_) return Status::OK();
-  IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
-  desc_text_ = text;
+  if (text != desc_text_) {
+    IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
+    desc_text_ = text;
+  }
+  if (progress) progress(size_, size_);  // one write: done at once
   return Status::OK();
 }
 

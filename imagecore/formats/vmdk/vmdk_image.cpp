@@ -348,11 +348,14 @@ Status VmdkImage::MakeEmpty() {
   return Flush();
 }
 
-Result<CheckResult> VmdkImage::Check(RepairMode mode) {
+Result<CheckResult> VmdkImage::Check(RepairMode mode, const ProgressFn& progress) {
   if (mode != RepairMode::kNone) return Unsupported("vmdk images cannot be repaired");
   CheckResult r;
   r.cluster_counts = false;  // qemu-img reports none for vmdk
-  for (size_t i = 0; i < extents_.size(); ++i) extents_[i]->Check(starts_[i] / 512, &r);
+  for (size_t i = 0; i < extents_.size(); ++i) {
+    extents_[i]->Check(starts_[i] / 512, &r);
+    if (progress) progress(i + 1 < starts_.size() ? starts_[i + 1] : size_, size_);  // bytes checked
+  }
   return r;
 }
 

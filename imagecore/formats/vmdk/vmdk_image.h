@@ -35,10 +35,12 @@ class VmdkImage final : public Image {
   Status CheckParent(const Image& parent) const override;
   Status RelinkParent(const Image& parent) override;
   Status SetBacking(const std::string& name, const std::string& format, const Image* parent) override;
-  Status Amend(const std::map<std::string, std::string>& options) override;
+  using Image::Amend;
+  Status Amend(const std::map<std::string, std::string>& options, const ProgressFn& progress) override;
   Status MakeEmpty() override;
   Status Resize(uint64_t new_size, const LayerReader* below) override;
-  Result<CheckResult> Check(RepairMode mode) override;
+  using Image::Check;
+  Result<CheckResult> Check(RepairMode mode, const ProgressFn& progress) override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *main_; }
   std::vector<LayerFile> files() const override { return files_; }

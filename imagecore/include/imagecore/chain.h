@@ -95,11 +95,11 @@ class Chain {
   Status CreateSnapshot(const std::string& name);
   Status DeleteSnapshot(const std::string& which);
   Status ApplySnapshot(const std::string& which);
-  Result<CheckResult> Check(RepairMode mode);
+  Result<CheckResult> Check(RepairMode mode, const ProgressFn& progress = {});
   // Merges what layers [0, base) hold into layer `base` (reopened writable
   // for the time), growing it to the top's size if smaller; then, with
   // `empty_top`, empties layer 0. `progress(done, total)` gets bytes.
-  using Progress = std::function<void(uint64_t done, uint64_t total)>;
+  using Progress = ProgressFn;
   Status Commit(size_t base, bool empty_top, const Progress& progress);
 
  private:

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -122,6 +123,9 @@ struct DirtyBitmap {
   uint64_t disk_size = 0;  // the disk size it covers
   std::vector<uint8_t> bits;
 };
+
+// How far a long operation is: `done` of `total` units (bytes, tables).
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
 // One step of qemu-img bitmap; the steps run in the order given.
 struct BitmapChange {
@@ -241,26 +245,28 @@ class Image {
   virtual Status SetBacking(const std::string& name, const std::string& format, const Image* parent) {
     return Unsupported(std::string(format_name()) + " images cannot change their backing file yet");
   }
-  // Internal snapshots, oldest first.
   // Changes creation options of an existing image (qemu-img amend), each
-  // pair as create's -o takes it; all of them in one crash-safe write, or
-  // none. Exclusive: no I/O may run on the image meanwhile.
-  virtual Status Amend(const std::map<std::string, std::string>& options) {
+  // pair as create's -o takes it. Every option is checked before anything
+  // changes; each step that follows is crash-safe. `progress` gets the
+  // work done of the long steps. Exclusive: no I/O may run meanwhile.
+  Status Amend(const std::map<std::string, std::string>& options) { return Amend(options, {}); }
+  virtual Status Amend(const std::map<std::string, std::string>& options, const ProgressFn& progress) {
     return Unsupported(std::string("Format driver '") + format_name() + "' does not support option amendment");
   }
+  // Whether this image can hold persistent bitmaps (a format may keep
+  // them in some versions only: qcow2 in compat=1.1).
+  virtual bool StoresBitmaps() const { return false; }
   // Persistent dirty bitmaps (capability `bitmaps`). ReadBitmap returns
   // one whole; ChangeBitmap applies the steps to bitmap `name` in memory
   // and then stores the result in one crash-safe step: all or nothing.
   // Exclusive: no I/O may run on the image meanwhile.
-  // Whether this image can hold persistent bitmaps (a format may keep
-  // them in some versions only: qcow2 in compat=1.1).
-  virtual bool StoresBitmaps() const { return false; }
   virtual Result<DirtyBitmap> ReadBitmap(const std::string& name) {
     return Unsupported(std::string("Can't store persistent bitmaps in ") + format_name() + " images");
   }
   virtual Status ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) {
     return Unsupported(std::string("Can't store persistent bitmaps in ") + format_name() + " images");
   }
+  // Internal snapshots, oldest first.
   virtual std::vector<SnapshotInfo> Snapshots() const { return {}; }
   // Opens internal snapshot `id` as a read-only layer. Its backing file is
   // this layer's: the chain below stays the same.
@@ -268,8 +274,10 @@ class Image {
     return Unsupported(std::string(format_name()) + " images have no internal snapshots");
   }
   // Checks the image's metadata; with a repair mode, fixes what it may and
-  // checks again. Exclusive, like snapshot control.
-  virtual Result<CheckResult> Check(RepairMode mode) {
+  // checks again; `progress` gets how far the walk is. Exclusive, like
+  // snapshot control.
+  Result<CheckResult> Check(RepairMode mode) { return Check(mode, {}); }
+  virtual Result<CheckResult> Check(RepairMode mode, const ProgressFn& progress) {
     return Unsupported("this image format does not support checks");
   }
   // Snapshot control, as qemu-img snapshot -c/-d/-a. `which` is an ID or,

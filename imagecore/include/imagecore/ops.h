@@ -59,7 +59,8 @@ std::string InfoErrorJson(const std::string& message);
 
 // ---- check (ops/check.cpp) ----
 // Checks (and with a repair mode, repairs) the image at `path`.
-Result<CheckResult> CheckImage(const std::string& path, const std::string& format, RepairMode mode);
+Result<CheckResult> CheckImage(const std::string& path, const std::string& format, RepairMode mode,
+                               const ProgressFn& progress = {});
 // qemu-img check's report: the summary (stdout) and JSON.
 std::string CheckHuman(const CheckResult& r);
 std::string CheckJson(const CheckResult& r, const std::string& filename, const std::string& format);
@@ -180,7 +181,8 @@ std::string MeasureJson(const MeasureResult& r);
 
 // ---- amend (ops/amend.cpp) ----
 // qemu-img amend: `options` as -o takes them ("lazy_refcounts=on").
-Status Amend(const std::string& path, const std::string& format, const std::string& options);
+Status Amend(const std::string& path, const std::string& format, const std::string& options,
+             const ProgressFn& progress = {});
 // What `amend -o help` lists for `format`; or for the format of the image
 // at `path` when `format` is empty.
 std::string AmendHelp(const std::string& format);
