@@ -102,9 +102,14 @@ Status Convert(const ConvertRequest& req) {
   }
   // The target's top layer is checked before the copy, written after it.
   auto copy = [&](Chain& target, bool made) -> Status {
+    // A stream (VMDK streamOptimized) takes whole grains, each once: the
+    // copy goes grain by grain, as for -c.
+    IMGFS_ASSIGN_OR_RETURN(bool stream, target.layer(0).BeginStreamWrite());
     IMGFS_RETURN_IF_ERROR(CheckTarget(req, target, src.total));
     if (req.bitmaps) IMGFS_RETURN_IF_ERROR(CheckBitmapTarget(bitmaps, req.target_format, &target.layer(0)));
-    IMGFS_RETURN_IF_ERROR(CopyImage(MakePlan(req, src, &target, made)));
+    CopyPlan plan = MakePlan(req, src, &target, made);
+    plan.compress |= stream;
+    IMGFS_RETURN_IF_ERROR(CopyImage(plan));
     if (req.bitmaps) IMGFS_RETURN_IF_ERROR(CopyBitmaps(bitmaps, target.layer(0)));
     return target.Flush();
   };

@@ -34,6 +34,7 @@ Capabilities VmdkCaps() {
   c.resize = true;
   c.change_backing = true;  // parentFileNameHint and parentCID
   c.status_by_grain = true;
+  c.compressed_writes = true;  // streamOptimized output; -c onto other subformats writes plain, as qemu-img
   return c;
 }
 

@@ -42,6 +42,9 @@ class DiskExtent {
   // Makes [off, off+len) read as zeros; with `unmap` frees host space
   // where the extent can.
   virtual Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) = 0;
+  // See Image::BeginStreamWrite: true where the extent is a new, empty
+  // stream of compressed grains and now takes whole grains once each.
+  virtual Result<bool> BeginStream() { return false; }
   // Makes every completed write durable, in crash-safe order.
   virtual Status Flush() { return Status::OK(); }
   // Drops every allocation, so the extent reads from below again.

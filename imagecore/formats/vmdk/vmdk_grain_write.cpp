@@ -22,8 +22,8 @@ std::string GrainExtent::WhyReadOnly() const {
     case Flavor::kSeSparse: return "seSparse extents are served read-only";
     case Flavor::kHosted: break;
   }
-  if (l_.compressed) return "streamOptimized (compressed) extents are served read-only";
-  if (l_.version >= 3) return "a version 3 sparse extent (changed block tracking) is served read-only";
+  if (l_.compressed && !streaming_.load()) return "streamOptimized (compressed) extents are served read-only";
+  if (l_.version >= 3 && !streaming_.load()) return "a version 3 sparse extent (changed block tracking) is served read-only";
   if (!tables_sane_) return "a grain directory names a table outside the file or over the header or a directory";
   return "";
 }
@@ -102,6 +102,7 @@ Status GrainExtent::Write(uint64_t off, const void* buf, size_t len, const Layer
   const std::string why = WhyReadOnly();
   if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
   const auto* p = static_cast<const uint8_t*>(buf);
+  if (streaming_.load()) return StreamWrite(off, p, len);
   const uint64_t gb = l_.grain_bytes;
   while (len > 0) {
     const uint64_t g = off / gb, in = off % gb;
@@ -117,6 +118,14 @@ Status GrainExtent::Write(uint64_t off, const void* buf, size_t len, const Layer
 Status GrainExtent::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) {
   const std::string why = WhyReadOnly();
   if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
+  if (streaming_.load()) {  // a new stream reads as zeros where no grain is: nothing to write
+    if (below) return Unsupported(file_->path() + ": a streamOptimized extent over a backing file cannot take zeros");
+    for (uint64_t g = off / l_.grain_bytes; g * l_.grain_bytes < off + len; ++g) {
+      IMGFS_ASSIGN_OR_RETURN(Grain gr, Lookup(g));
+      if (gr.kind != Grain::kUnallocated) return Unsupported(file_->path() + ": a streamOptimized grain cannot be written twice");
+    }
+    return Status::OK();
+  }
   const uint64_t gb = l_.grain_bytes;
   std::vector<uint8_t> zeros;
   while (len > 0) {
@@ -154,6 +163,7 @@ Status GrainExtent::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const La
 
 Status GrainExtent::FlushLocked() {
   if (!file_->writable()) return Status::OK();
+  if (streaming_.load()) IMGFS_RETURN_IF_ERROR(WriteEndOfStreamLocked());
   if (!gt_cache_.HasDirty() && gd_dirty_.empty()) return file_->Sync();
   IMGFS_RETURN_IF_ERROR(file_->Sync());  // the grains, before the tables that point at them
   IMGFS_RETURN_IF_ERROR(gt_cache_.WriteBack(

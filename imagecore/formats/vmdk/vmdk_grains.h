@@ -15,6 +15,7 @@
 // the directory entries (both directories) that point to it.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <list>
@@ -89,6 +90,7 @@ class GrainExtent final : public DiskExtent {
 
   std::string WhyReadOnly() const override;
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below, uint64_t base) override;
+  Result<bool> BeginStream() override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) override;
   Status Flush() override;
   Status MakeEmpty() override;
@@ -115,6 +117,12 @@ class GrainExtent final : public DiskExtent {
   // Waits until no allocation of grain `g` is in flight. REQUIRES: lock on mu_.
   void WaitForGrain(uint64_t g, std::unique_lock<std::mutex>& lock);
   Status FlushLocked();
+  // Streaming (vmdk_stream_write.cpp): grain `g` (`n` bytes, the whole
+  // grain or the extent's last bytes) compressed and appended with its
+  // marker; the end-of-stream marker after the last one at each flush.
+  Status AppendGrain(uint64_t g, const uint8_t* buf, size_t n);
+  Status StreamWrite(uint64_t off, const uint8_t* buf, size_t len);
+  Status WriteEndOfStreamLocked();
   // Writes a directory at the end of the file (for growth). REQUIRES: mu_.
   Result<uint64_t> RelocateLocked(const std::vector<uint64_t>& dir);
   // Clears the entries of grains [from, to) where tables exist. REQUIRES: mu_.
@@ -135,6 +143,9 @@ class GrainExtent final : public DiskExtent {
   // clear of the header and the directories (set at open): else the
   // extent takes no writes, which would land on metadata.
   bool tables_sane_ = true;
+  // A new stream taking whole grains (BeginStream); read without mu_ by
+  // WhyReadOnly, so atomic.
+  std::atomic<bool> streaming_{false};
   TableCache gt_cache_;                // GUARDED_BY(mu_)
   DecodedGrains decoded_;              // GUARDED_BY(mu_)
 };

@@ -194,6 +194,15 @@ Status VmdkImage::Write(uint64_t off, const void* buf, size_t len, const LayerRe
   return Status::OK();
 }
 
+Result<bool> VmdkImage::BeginStreamWrite() {
+  // A stream is one extent in its own file; the image is read-only for
+  // that reason alone (not RDONLY, not opened read-only).
+  if (!main_->writable() || extents_.size() != 1 || read_only_reason_ != extents_[0]->WhyReadOnly()) return false;
+  IMGFS_ASSIGN_OR_RETURN(bool stream, extents_[0]->BeginStream());
+  if (stream) read_only_reason_.clear();
+  return stream;
+}
+
 Status VmdkImage::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) {
   if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
   if (off + len > size_) return NoSpace(main_->path() + ": write past the end of the disk");

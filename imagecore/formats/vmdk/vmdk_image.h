@@ -31,6 +31,11 @@ class VmdkImage final : public Image {
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
   Status Flush() override;
+  // convert -c: grains are compressed only in a stream (BeginStreamWrite),
+  // by the extent; elsewhere they are written as they are, as qemu-img does.
+  Result<size_t> Compress(const uint8_t*, size_t, uint8_t*, size_t) const override { return size_t{0}; }
+  Result<bool> WriteCompressed(uint64_t, const uint8_t*, size_t) override { return false; }
+  Result<bool> BeginStreamWrite() override;
   std::optional<BackingRef> Backing() const override;
   Status CheckParent(const Image& parent) const override;
   Status RelinkParent(const Image& parent) override;

@@ -212,6 +212,12 @@ class Image {
   virtual Result<bool> WriteCompressed(uint64_t off, const uint8_t* data, size_t len) {
     return Unsupported(std::string(format_name()) + " images cannot be written compressed");
   }
+  // A new, empty image whose format keeps its data as a stream of
+  // compressed grains (VMDK streamOptimized), made ready to take each whole
+  // grain once, compressed by the driver: true. False, with nothing
+  // changed, where the image is no such stream (it takes ordinary writes).
+  // The writer then writes whole clusters (Info().cluster_size), each once.
+  virtual Result<bool> BeginStreamWrite() { return false; }
 
   // Changes the virtual size. What lies past the old end reads as zeros
   // afterwards, even where `below` is larger; shrinking drops the data past
