@@ -29,7 +29,6 @@ Runner AddRebase(CLI::App& app) {
   return [a, b] {
     // As qemu-img: -u without -b drops the reference.
     if (b->count() == 0 && !a->unsafe) return Fail("Must specify backing file (-b) or use unsafe mode (-u)");
-    if (a->compress) return Fail("rebase -c: compressed copies are not supported yet; run without -c");
     auto spec = ResolveImage(a->image, a->file);
     if (!spec.ok()) return Fail(spec.status().message());
     ops::RebaseRequest req;
@@ -38,6 +37,7 @@ Runner AddRebase(CLI::App& app) {
     req.backing = a->backing;
     req.backing_format = a->backing_format;
     req.unsafe = a->unsafe;
+    req.compress = a->compress;
     req.progress = ProgressPrinter(a->progress, a->quiet);
     Status st = ops::Rebase(req);
     if (st.ok()) FinishProgress(a->progress, a->quiet);

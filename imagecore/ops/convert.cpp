@@ -44,8 +44,6 @@ Result<Sources> OpenSources(const ConvertRequest& req) {
 Status CheckTarget(const ConvertRequest& req, const Chain& target, uint64_t total) {
   const Image& top = target.layer(0);
   if (top.read_only()) return ReadOnly(req.target + ": " + top.read_only_reason());
-  if (req.compress && target.depth() > 1)
-    return Unsupported(req.target + ": -c onto an image with a backing file is not supported yet");
   if (target.VirtualSize() < total)
     return InvalidArgument(req.target + ": the target is smaller than the source (" +
                            std::to_string(target.VirtualSize()) + " < " + std::to_string(total) + " bytes)");
@@ -85,8 +83,6 @@ Status Validate(const ConvertRequest& req) {
     return InvalidArgument("-B and -n cannot be used together (the target exists with its own backing file)");
   if (req.compress && !CapabilitiesOf(req.target_format).compressed_writes)
     return Unsupported("Compression not supported for this file format");
-  if (req.compress && !req.backing.empty())
-    return Unsupported("-c with -B is not supported yet: convert without -B, or without -c");
   if (req.bitmaps && req.sources.size() > 1) return InvalidArgument("Copying bitmaps only possible with single source");
   return Status::OK();
 }

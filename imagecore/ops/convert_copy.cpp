@@ -81,7 +81,9 @@ class Copier {
     // Buffers are made here, so that a failed allocation fails the command, not a thread.
     std::vector<std::vector<uint8_t>> bufs(n, std::vector<uint8_t>(kChunk));
     // The backing chain's bytes, or the compressed clusters.
-    std::vector<std::vector<uint8_t>> backs(n, std::vector<uint8_t>(plan_.target_backed || plan_.compress ? kChunk : 0));
+    // With both, the compressed clusters first, then the backing chain's.
+    const size_t back_size = (plan_.target_backed ? kChunk : 0) + (plan_.compress ? kChunk : 0);
+    std::vector<std::vector<uint8_t>> backs(n, std::vector<uint8_t>(back_size));
     std::vector<std::thread> threads;
     for (unsigned i = 0; i < n; ++i) threads.emplace_back([this, &bufs, &backs, i] { Work(bufs[i], backs[i]); });
     for (std::thread& t : threads) t.join();
@@ -218,16 +220,21 @@ class Copier {
   // A window cluster by cluster: zero clusters skipped (or zeroed on a
   // target that is not known zero), the others compressed here, on the
   // worker's thread; those that do not shrink are written as they are.
+  // On a target with a backing file, a cluster that reads the same from
+  // the backing chain is left to it; zeros that differ are written as zeros.
   Status PlanCompressed(const Piece& p, uint8_t* buf, uint8_t* cbuf, std::vector<Op>* ops) {
-    bool all_zero = true;
+    bool all_zero = true, back_zero = true;
     IMGFS_RETURN_IF_ERROR(ReadWindow(p.off, p.len, buf, &all_zero));
-    if (all_zero && plan_.target_zero) return Status::OK();
+    uint8_t* back = plan_.target_backed ? cbuf + kChunk : nullptr;
+    if (back) IMGFS_RETURN_IF_ERROR(ReadBackingWindow(p.off, p.len, back, &back_zero));
+    if (all_zero && (back ? back_zero : plan_.target_zero)) return Status::OK();
     const Image& top = plan_.target->layer(0);
     for (uint64_t i = 0; i < p.len; i += unit_) {
       const uint64_t n = std::min(unit_, p.len - i);
+      if (back && std::memcmp(buf + i, back + i, n) == 0) continue;
       if (n < unit_) std::memset(buf + i + n, 0, unit_ - n);  // the disk's last cluster, padded
       const uint8_t* data = all_zero || IsZero(buf + i, unit_) ? nullptr : buf + i;
-      if (!data && plan_.target_zero) continue;
+      if (!data && !back && plan_.target_zero) continue;
       Op op{p.off + i, n, data};
       if (data) {
         IMGFS_ASSIGN_OR_RETURN(op.clen, top.Compress(buf + i, unit_, cbuf + i, unit_ - 1));
@@ -265,6 +272,25 @@ class Copier {
         }
         at += r.length;
       }
+    }
+    return Status::OK();
+  }
+
+  // [off, off+len) of the target's backing chain (zeros past its end);
+  // *all_zero says whether all of it came from zero runs.
+  Status ReadBackingWindow(uint64_t off, uint64_t len, uint8_t* out, bool* all_zero) const {
+    const Chain& t = *plan_.target;
+    std::memset(out, 0, len);
+    const uint64_t end = std::min(off + len, t.VirtualSize(1));
+    for (uint64_t at = off; at < end;) {
+      Resolved r;
+      IMGFS_RETURN_IF_ERROR(t.Resolve(1, at, end - at, &r));
+      if (r.length == 0) return Corrupt(t.layer_path(1) + ": block status of an empty run");
+      if (r.kind != Resolved::kZero) {
+        *all_zero = false;
+        IMGFS_RETURN_IF_ERROR(t.ReadResolved(r, at, out + (at - off)));
+      }
+      at += r.length;
     }
     return Status::OK();
   }

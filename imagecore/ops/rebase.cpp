@@ -14,12 +14,14 @@ constexpr uint64_t kBatch = 1 << 20;  // compared and copied at a time
 
 class Differences {
  public:
-  Differences(Chain& chain, const Chain* target, const Chain::Progress& progress)
-      : chain_(chain), target_(target), progress_(progress), shared_(target ? SharedBottomLayers(chain, 1, *target) : 0) {
+  Differences(Chain& chain, const Chain* target, const Chain::Progress& progress, bool compress)
+      : chain_(chain), target_(target), progress_(progress), shared_(target ? SharedBottomLayers(chain, 1, *target) : 0),
+        compress_(compress) {
     const uint64_t cs = chain.layer(0).Info().cluster_size;
     unit_ = cs ? cs : 65536;
     old_.resize(kBatch);
     new_.resize(kBatch);
+    if (compress_) cluster_.resize(2 * unit_);
   }
 
   // Walks what the image itself does not hold; copies where the chains differ.
@@ -89,10 +91,22 @@ class Differences {
 
   // Zeros are written as zeros (a zero cluster where the format has them),
   // hiding the new backing chain; the rest as data.
+  // With -c, a whole cluster (or the disk's last) goes compressed where it
+  // shrinks and the image does not hold it yet.
   Status Copy(uint64_t at, const uint8_t* p, size_t k) {
     const bool zero = p[0] == 0 && std::memcmp(p, p + 1, k - 1) == 0;
-    if (!zero) return chain_.Write(at, p, k);
-    return target_ ? chain_.WriteZeroesOver(at, k, next_) : chain_.WriteZeroes(at, k, false);
+    if (zero) return target_ ? chain_.WriteZeroesOver(at, k, next_) : chain_.WriteZeroes(at, k, false);
+    if (compress_ && at % unit_ == 0 && (k == unit_ || at + k == chain_.VirtualSize())) {
+      uint8_t* in = cluster_.data();
+      std::memcpy(in, p, k);
+      std::memset(in + k, 0, unit_ - k);  // the disk's last cluster, padded
+      IMGFS_ASSIGN_OR_RETURN(size_t clen, chain_.layer(0).Compress(in, unit_, in + unit_, unit_ - 1));
+      if (clen) {
+        IMGFS_ASSIGN_OR_RETURN(bool stored, chain_.WriteCompressed(at, in + unit_, clen));
+        if (stored) return Status::OK();
+      }
+    }
+    return chain_.Write(at, p, k);
   }
 
   // The new backing chain as the image will see it.
@@ -115,8 +129,10 @@ class Differences {
   const Next next_{target_};
   const Chain::Progress& progress_;
   const size_t shared_;
+  const bool compress_;
   uint64_t unit_;
   std::vector<uint8_t> old_, new_;
+  std::vector<uint8_t> cluster_;  // -c: a padded cluster, then its compressed form
 };
 
 // Opens the new backing chain (null for none). Its format must be given,
@@ -168,7 +184,9 @@ Status Rebase(const RebaseRequest& req) {
   std::unique_ptr<Chain> target;
   std::string format;
   IMGFS_RETURN_IF_ERROR(OpenTarget(req, &target, &format));
-  Differences diff(*chain, target.get(), req.progress);
+  if (req.compress && !CapabilitiesOf(top.format_name()).compressed_writes)
+    return Unsupported("Compression not supported for this file format");
+  Differences diff(*chain, target.get(), req.progress, req.compress);
   IMGFS_RETURN_IF_ERROR(diff.Run());
   // What was copied is durable before the reference changes.
   IMGFS_RETURN_IF_ERROR(chain->Flush());

@@ -100,6 +100,31 @@ qio n.qcow2 qcow2 "write -P 0x11 0 2M"
 qemu-img compare -q src.raw n.qcow2 || fail "convert -n -c: the target does not read as the source"
 [[ $(count n.qcow2) == *" clean" ]] || fail "convert -n -c: $(count n.qcow2)"
 
+# -c with -B: only what differs from the new backing file is written,
+# compressed; zeros over data become zero clusters. The source is an overlay
+# whose every top-layer cluster differs from its base, so qemu-img (which
+# copies the top layer) writes the same clusters.
+qemu-img create -q -f qcow2 base.qcow2 8M
+qio base.qcow2 qcow2 "write -P 0x21 0 8M"
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+qio top.qcow2 qcow2 "write -P 0x22 1M 192k" "write -P 0x23 5000 100" "write -z 4M 128k" "write -P 0x24 8323072 65536"
+for z in zlib zstd; do
+    rm -f qb.qcow2 ib.qcow2
+    qemu-img convert -c -O qcow2 -o compression_type=$z -B base.qcow2 -F qcow2 top.qcow2 qb.qcow2
+    "$IMGFS" convert -c -O qcow2 -o compression_type=$z -B base.qcow2 -F qcow2 top.qcow2 ib.qcow2 || fail "convert -c -B ($z)"
+    qemu-img compare -q top.qcow2 ib.qcow2 || fail "convert -c -B ($z): does not read as the source"
+    [[ $(count ib.qcow2) == "$(count qb.qcow2)" ]] || fail "convert -c -B ($z): $(count ib.qcow2), qemu-img's $(count qb.qcow2)"
+    [[ $(qemu-img info --output=json ib.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])') == base.qcow2 ]] ||
+        fail "convert -c -B ($z): not backed by base.qcow2"
+    CASES=$((CASES + 1))
+done
+# onto an existing overlay (-n): the clusters that differ land compressed
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 nb.qcow2
+"$IMGFS" convert -n -c -O qcow2 top.qcow2 nb.qcow2 || fail "convert -n -c onto an overlay"
+qemu-img compare -q top.qcow2 nb.qcow2 || fail "convert -n -c onto an overlay: other content"
+[[ $(count nb.qcow2) == "$(count qb.qcow2)" ]] || fail "convert -n -c onto an overlay: $(count nb.qcow2), -B gives $(count qb.qcow2)"
+echo "   -c -B and -c onto an overlay: $(count ib.qcow2)"
+
 # errors: one line, exit code as qemu-img's, no output left
 err() { NO_FILE=e.out errs_as_qemu convert "$@"; }
 err -c -O raw src.raw e.out

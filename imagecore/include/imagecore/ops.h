@@ -134,6 +134,7 @@ struct RebaseRequest {
   std::string backing;         // the new backing file as it will be stored; "" = none (flatten)
   std::string backing_format;  // required where backing is not empty, as qemu-img asks
   bool unsafe = false;         // -u: only the reference changes, no data is copied
+  bool compress = false;       // -c: the clusters copied are written compressed (qcow2)
   Chain::Progress progress;
 };
 // qemu-img rebase. Safe mode first copies into the image exactly the
