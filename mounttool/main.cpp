@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
   CLI::App app{"imgfs: virtual disk images as plain raw files"};
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", "imgfs 0.1.0");
+  // Every option shows its default in --help (an option bound to a value
+  // shows that value), as the subcommands inherit these defaults.
+  app.option_defaults()->always_capture_default();
   std::map<CLI::App*, imgfs::cli::Runner> runners;
   auto add = [&](const char* name, const char* help, imgfs::cli::Runner (*fn)(CLI::App&)) {
     CLI::App* sub = app.add_subcommand(name, help);
