@@ -15,7 +15,7 @@ Runner AddResize(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   app.add_flag("--shrink", a->shrink, "allow the disk to get smaller (data past the new end is lost)");
-  app.add_option("--preallocation", a->prealloc, "reserve what the disk gains: off, falloc or full (raw)")
+  app.add_option("--preallocation", a->prealloc, "reserve what the disk gains: off, metadata (qcow2), falloc or full (raw, qcow2)")
       ->capture_default_str();
   app.add_option("-f,--format", a->format, "image format (default: probe)");
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");

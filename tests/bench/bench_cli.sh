@@ -11,7 +11,12 @@
 #   convert  the base as qcow2 -> raw, raw -> qcow2, vmdk -> qcow2, and a
 #            disk of compressible text-like data and holes as qcow2 -> zstd
 #            compressed qcow2 (-c -o compression_type=zstd), against
-#            qemu-img convert and qemu-img convert -m 16 -W
+#            qemu-img convert and qemu-img convert -m 16 -W; beside them
+#            `cp --sparse=always` of the raw image: the floor of any copy
+#            (the data moved once, holes skipped), which shows how much room
+#            qemu-img leaves
+#   targetzero  convert -n --target-is-zero of a 100 GiB qcow2 (the base's
+#            data in its first GiB) onto an existing empty 100 GiB raw file
 # Every result is checked: compare's exit code, the rebased image and each
 # converted one with qemu-img compare.
 # Environment: ROUNDS=5 SIZE_GIB=1 IMGFS=... ONLY="compare rebase"
@@ -19,7 +24,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROUNDS=${ROUNDS:-5}
 SIZE_GIB=${SIZE_GIB:-1}
-ONLY=${ONLY:-compare rebase convert}
+ONLY=${ONLY:-compare rebase convert targetzero}
 IMGFS_BUILD=${IMGFS_BUILD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build}
 IMGFS=${IMGFS:-$IMGFS_BUILD/mounttool/imgfs}
 log() { printf '[bench_cli %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -127,6 +132,13 @@ if [[ " $ONLY " == *" convert "* ]]; then
   qemu-img convert -O vmdk base.qcow2 base.vmdk
   convert_case conv-qcow2-raw base.qcow2 raw
   convert_case conv-raw-qcow2 base.raw qcow2
+  for r in $(seq 1 "$ROUNDS"); do
+    rm -f copy.raw
+    run cp-floor cp cp --sparse=always base.raw copy.raw
+    cmp -s base.raw copy.raw || die "cp --sparse=always made another file"
+  done
+  rm -f copy.raw
+  log "cp --sparse=always of the raw image: $(tr '\n' ' ' <"$RES/cp-floor.cp") s"
   convert_case conv-vmdk-qcow2 base.vmdk qcow2
   rm -f base.raw base.vmdk
   log "convert: qcow2 -> zstd-compressed qcow2, on compressible data"
@@ -137,6 +149,24 @@ if [[ " $ONLY " == *" convert "* ]]; then
   rm -f text.qcow2
 fi
 
+if [[ " $ONLY " == *" targetzero "* ]]; then
+  log "convert -n --target-is-zero: a 100 GiB qcow2 onto an empty 100 GiB raw file"
+  qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 big.qcow2 100G
+  for r in $(seq 1 "$ROUNDS"); do
+    for s in qemu imgfs; do
+      rm -f target.raw
+      truncate -s 100G target.raw
+      tool=qemu-img
+      [[ $s == imgfs ]] && tool=$IMGFS
+      run targetzero "$s" "$tool" convert -n --target-is-zero -O raw big.qcow2 target.raw
+      [[ $RC == 0 ]] || die "$s convert -n --target-is-zero: exit $RC"
+      qemu-img compare -q -f qcow2 -F raw big.qcow2 target.raw || die "$s convert -n --target-is-zero: other content"
+    done
+    log "targetzero round $r: qemu $(tail -1 "$RES/targetzero.qemu") s, imgfs $(tail -1 "$RES/targetzero.imgfs") s"
+  done
+  rm -f target.raw big.qcow2
+fi
+
 python3 - "$RES" "$ROUNDS" "$SIZE_GIB" <<'PY'
 import os, statistics, sys
 res, rounds, gib = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -145,7 +175,8 @@ rows = [("compare", "compare: two %s GiB overlays on one backing file, 1%% diffe
         ("conv-qcow2-raw", "convert qcow2 -> raw, %s GiB" % gib),
         ("conv-raw-qcow2", "convert raw -> qcow2, %s GiB" % gib),
         ("conv-vmdk-qcow2", "convert vmdk -> qcow2, %s GiB" % gib),
-        ("conv-qcow2-zstd", "convert -c -o compression_type=zstd, qcow2 -> qcow2, %s GiB" % gib)]
+        ("conv-qcow2-zstd", "convert -c -o compression_type=zstd, qcow2 -> qcow2, %s GiB" % gib),
+        ("targetzero", "convert -n --target-is-zero, 100 GiB qcow2 -> empty 100 GiB raw")]
 def med(key, s):
     p = os.path.join(res, "%s.%s" % (key, s))
     return statistics.median(float(x) for x in open(p).read().split()) if os.path.exists(p) else None
@@ -161,10 +192,16 @@ for key, label in rows:
     w = "%.3f" % mw if mw else "n/a"
     wr = "**%.2f**" % (mw / mi) if mw else ""
     print("| %s | %.3f | %s | %.3f | **%.2f** | %s |" % (label, mq, w, mi, mq / mi, wr))
+floor = med("cp-floor", "cp")
+if floor:
+    print()
+    print("Floor: `cp --sparse=always` of the %s GiB raw image takes %.3f s; qemu-img convert qcow2 -> raw"
+          " takes %.2fx that, imgfs %.2fx." % (gib, floor, (med("conv-qcow2-raw", "qemu") or 0) / floor,
+                                              (med("conv-qcow2-raw", "imgfs") or 0) / floor))
 print()
 print("Per-round values (s):")
-for key, _ in rows:
-    for s in ("qemu", "qemuW", "imgfs"):
+for key, _ in rows + [("cp-floor", "")]:
+    for s in ("qemu", "qemuW", "imgfs", "cp"):
         p = os.path.join(res, "%s.%s" % (key, s))
         if os.path.exists(p):
             print("  %-8s %-6s %s" % (key, s, " ".join("%.3f" % float(x) for x in open(p).read().split())))

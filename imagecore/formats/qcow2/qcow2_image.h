@@ -66,6 +66,7 @@ class Qcow2Image final : public Image {
   Status ApplySnapshot(const std::string& which) override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
   Status Resize(uint64_t new_size, const LayerReader* below) override;
+  Status Preallocate(uint64_t off, uint64_t len, Prealloc mode) override;
   Status MakeEmpty() override;
   using Image::Amend;
   Status Amend(const std::map<std::string, std::string>& options, const ProgressFn& progress) override;

@@ -134,4 +134,72 @@ Status Qcow2Image::Resize(uint64_t new_size, const LayerReader* below) {
   return Flush();
 }
 
+// resize --preallocation: every cluster of [off, off+len) that holds no
+// data gets one that reads as zeros, table by table as qemu-img lays them
+// out: the table if it is new, then the clusters it maps in one run (at
+// the end of the file unless a free run is there). What lies past
+// the old end of the file is a hole (metadata), reserved (falloc) or
+// written with zeros (full); a reused run is emptied first. With a data
+// file the cluster is the guest offset there, as create lays it out. Data
+// first, then the tables that point at it (FlushMetadataLocked's order).
+Status Qcow2Image::Preallocate(uint64_t off, uint64_t len, Prealloc mode) {
+  if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
+  if (mode == Prealloc::kOff || len == 0) return Status::OK();
+  if (off > header_.size || len > header_.size - off) return NoSpace(file_->path() + ": past the end of the disk");
+  std::lock_guard<std::mutex> l(meta_mu_);
+  IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
+  const uint64_t first = off >> cluster_bits_, end = (off + len + cluster_size_ - 1) >> cluster_bits_;
+  const uint64_t file_end = file_->Size();
+  uint64_t covered = file_end;
+  for (uint64_t t0 = first; t0 < end;) {
+    const uint64_t t1 = std::min(end, (t0 / l2_entries_ + 1) * l2_entries_);
+    std::vector<uint64_t> need, hides;  // guest clusters; with extended L2, those that read zeros over the backing file
+    for (uint64_t c = t0; c < t1; ++c) {
+      IMGFS_ASSIGN_OR_RETURN(auto slot, L2SlotLocked(c));
+      // Zero clusters (what hides a larger backing file) stay so with
+      // metadata, as qemu-img leaves them; falloc and full reserve them too.
+      const bool zero = mode == Prealloc::kMetadata &&
+                        (extended_l2_ ? (slot.second >> 32) != 0 : (slot.first & kOflagZero) != 0);
+      if (!HasHost(slot.first) && !(slot.first & kOflagCompressed) && !zero) {
+        need.push_back(c);
+        if (extended_l2_ && (slot.second >> 32)) hides.push_back(c);
+      }
+    }
+    t0 = t1;
+    if (need.empty()) continue;
+    // The table first (where it is new), then the run of data after it.
+    IMGFS_RETURN_IF_ERROR(L2OffsetForWriteLocked(need[0]).status());
+    uint64_t run = 0;
+    if (data_file_) {
+      for (uint64_t c : need) {
+        const uint64_t at = c << cluster_bits_;
+        IMGFS_RETURN_IF_ERROR(PreallocateRange(*data_file_, at, std::min(cluster_size_, header_.size - at), mode));
+      }
+    } else {
+      const uint64_t bytes = need.size() << cluster_bits_;
+      IMGFS_ASSIGN_OR_RETURN(run, AllocateClustersLocked(need.size()));
+      const uint64_t reused = run < file_end ? std::min(bytes, file_end - run) : 0;
+      if (reused) IMGFS_RETURN_IF_ERROR(file_->Deallocate(run, reused));  // its old bytes go
+      if (reused && mode != Prealloc::kMetadata) IMGFS_RETURN_IF_ERROR(PreallocateRange(*file_, run, reused, mode));
+      if (bytes > reused) IMGFS_RETURN_IF_ERROR(PreallocateRange(*file_, run + reused, bytes - reused, mode));
+      covered = std::max(covered, run + bytes);
+    }
+    for (size_t i = 0; i < need.size(); ++i) {
+      const uint64_t c = need[i];
+      const uint64_t host = data_file_ ? c << cluster_bits_ : run + (uint64_t(i) << cluster_bits_);
+      IMGFS_ASSIGN_OR_RETURN(uint64_t l2_off, L2OffsetForWriteLocked(c));
+      IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
+      uint8_t* e = l2 + (c % l2_entries_) * entry_bytes_;
+      StoreBE64(e, host | kOflagCopied);
+      // Extended: subclusters unallocated (zeros past the old end), or, where
+      // they hid the backing file, allocated: the reserved cluster reads zeros.
+      if (extended_l2_)
+        StoreBE64(e + 8, std::binary_search(hides.begin(), hides.end(), c) ? 0xffffffffull : 0);
+      l2_cache_.MarkDirty(l2_off);
+    }
+  }
+  if (covered > file_->Size()) IMGFS_RETURN_IF_ERROR(file_->Truncate(covered));  // metadata: the hole the clusters are
+  return FlushMetadataLocked(/*apply_releases=*/true);
+}
+
 }  // namespace imgfs::qcow2
