@@ -24,7 +24,7 @@ Runner AddCheck(CLI::App& app) {
   app.add_option("-r,--repair", a->repair, "repair leaks, or all errors")->check(CLI::IsMember({"leaks", "all"}));
   app.add_option("--output", a->output, "human or json")->check(CLI::IsMember({"human", "json"}));
   AddProgressArgs(app, &a->progress);
-  app.add_flag("-q", a->quiet, "no progress (the report is printed all the same)");
+  app.add_flag("-q", a->quiet, "print no report and no progress (only the problems, on stderr; the exit code tells)");
   app.add_option("FILE", a->file, "the image")->required();
   return [a] {
     RepairMode mode = a->repair == "all" ? RepairMode::kAll : a->repair == "leaks" ? RepairMode::kLeaks : RepairMode::kNone;
@@ -35,6 +35,7 @@ Runner AddCheck(CLI::App& app) {
     FinishProgress(a->progress, a->quiet);
     for (const auto& m : r->messages) std::fprintf(stderr, "%s\n", m.c_str());
     if (!r->failed.empty()) return Fail("Check failed: " + r->failed, 1);
+    if (a->quiet) return ops::CheckExitCode(r.value());
     if (a->output == "json") {
       std::fputs(ops::CheckJson(r.value(), a->file, r->format).c_str(), stdout);
     } else {

@@ -2,6 +2,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "image_args.h"
 #include "imagecore/ops.h"
 #include "imagecore/size.h"
 #include "progress.h"
@@ -13,7 +14,8 @@ namespace imgfs::cli {
 // (unless -d); with -b FILE is left as it is, as qemu-img does.
 Runner AddCommit(CLI::App& app) {
   struct Args {
-    std::string file, format, base, cache, rate;
+    ImageArgs image;
+    std::string file, base, rate;
     bool keep = false, quiet = false;
     ProgressArgs progress;
   };
@@ -22,9 +24,8 @@ Runner AddCommit(CLI::App& app) {
   app.add_flag("-d", a->keep, "leave FILE as it is instead of emptying it");
   AddProgressArgs(app, &a->progress);
   app.add_flag("-q,--quiet", a->quiet, "print nothing on success");
-  app.add_option("-f,--format", a->format, "image format (default: probe)");
-  app.add_option("-r", a->rate, "at most this many bytes per second (size suffixes as for sizes)");
-  app.add_option("-t", a->cache, "cache mode (accepted for qemu-img compatibility; imgfs writes through its own path)");
+  AddImageArgs(app, &a->image);
+  app.add_option("-r", a->rate, "at most this many bytes per second (size suffixes as for sizes; default: no limit)");
   app.add_option("FILE", a->file, "the image")->required();
   return [a, b] {
     Chain::Progress progress = ProgressPrinter(a->progress, a->quiet);
@@ -34,7 +35,9 @@ Runner AddCommit(CLI::App& app) {
       if (!r.ok() || r.value() == 0) return Fail("Invalid rate limit specified: '" + a->rate + "'");
       rate = r.value();
     }
-    Status st = ops::CommitFile(a->file, a->format, a->base, a->keep || b->count() > 0, progress, rate);
+    auto spec = ResolveImage(a->image, a->file);
+    if (!spec.ok()) return Fail(spec.status().message());
+    Status st = ops::CommitFile(spec.value().path, spec.value().format, a->base, a->keep || b->count() > 0, progress, rate);
     FinishProgress(a->progress, a->quiet);
     if (!st.ok()) return Fail(st.message());
     if (!a->quiet) std::printf("Image committed.\n");

@@ -9,14 +9,19 @@ namespace imgfs::cli {
 Runner AddCreate(CLI::App& app) {
   auto r = std::make_shared<ops::CreateRequest>();
   auto quiet = std::make_shared<bool>(false);
+  auto objects = std::make_shared<std::vector<std::string>>();
   app.add_option("-f,--format", r->format, "qcow2, vmdk or raw")->required();
   app.add_option("-b,--backing", r->backing_file, "backing file (stored as given)");
   app.add_option("-F,--backing-format", r->backing_format, "format of the backing file");
   app.add_option("-o,--options", r->options, "format options (key=value,...; \"help\" lists them)");
   app.add_flag("-q,--quiet", *quiet, "print nothing");
+  app.add_flag("-u", r->unsafe, "do not open the backing file (then -F and SIZE are needed; vmdk opens it all the same, for its CID)");
+  app.add_option("--object", *objects, "a QEMU object (refused: imgfs has none)");
   app.add_option("FILE", r->path, "the image to create");
   app.add_option("SIZE", r->size, "virtual size (k, M, G, T, P, E suffixes)");
-  return [r, quiet] {
+  return [r, quiet, objects] {
+    if (!objects->empty())
+      return Fail("--object " + objects->front() + ": imgfs has no QEMU objects (secrets, throttle groups, TLS)");
     if (r->options == "help" || r->options == "?") {
       const std::string help = ops::CreateHelp(r->format);
       if (help.empty()) return Fail("Unknown file format '" + r->format + "'");

@@ -2,15 +2,17 @@
 #include <memory>
 
 #include "commands.h"
+#include "image_args.h"
 #include "imagecore/ops.h"
 
 namespace imgfs::cli {
 
-// `imgfs snapshot -l|-c NAME|-a NAME|-d NAME FILE`, as qemu-img snapshot.
+// `imgfs snapshot [-f FMT] [-U] [-q] -l|-c NAME|-a NAME|-d NAME FILE`, as qemu-img snapshot.
 Runner AddSnapshot(CLI::App& app) {
   struct Args {
-    std::string file, format, create, apply, del;
-    bool list = false;
+    ImageArgs image;
+    std::string file, create, apply, del;
+    bool list = false, quiet = false;
   };
   auto a = std::make_shared<Args>();
   auto* l = app.add_flag("-l,--list", a->list, "list the internal snapshots");
@@ -20,13 +22,18 @@ Runner AddSnapshot(CLI::App& app) {
   l->excludes(c, ap, d);
   c->excludes(ap, d);
   ap->excludes(d);
-  app.add_option("-f,--format", a->format, "image format (default: probe)");
+  AddImageArgs(app, &a->image);
+  app.add_flag("-q", a->quiet, "print nothing on success (errors are printed)");
   app.add_option("FILE", a->file, "the image")->required();
   return [a, l, c, ap, d] {
     if (!l->count() && !c->count() && !ap->count() && !d->count())
       return Fail("snapshot: one of -l, -c, -a, -d is required");
+    auto spec = ResolveImage(a->image, a->file);
+    if (!spec.ok()) return Fail(spec.status().message());
+    const std::string& path = spec.value().path;
+    const std::string& format = spec.value().format;
     if (a->list) {
-      auto snaps = ops::ListSnapshots(a->file, a->format);
+      auto snaps = ops::ListSnapshots(path, format);
       if (!snaps.ok()) return Fail(snaps.status().message());
       if (!snaps.value().empty()) std::printf("Snapshot list:\n%s", ops::SnapshotTable(snaps.value()).c_str());
       return 0;
@@ -36,7 +43,7 @@ Runner AddSnapshot(CLI::App& app) {
                                                : ops::SnapshotAction::kDelete;
     const std::string& name = c->count() ? a->create : ap->count() ? a->apply : a->del;
     static const char* kVerb[] = {"create", "apply", "delete"};
-    Status st = ops::ChangeSnapshot(a->file, a->format, action, name);
+    Status st = ops::ChangeSnapshot(path, format, action, name);
     if (!st.ok())
       return Fail(std::string("could not ") + kVerb[int(action)] + " snapshot '" + name + "' of " + a->file + ": " +
                   st.message());

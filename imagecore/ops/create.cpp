@@ -44,7 +44,13 @@ Status StageCreate(const CreateRequest& req, NewFiles* files) {
   if (!req.backing_format.empty()) opts.backing_format = req.backing_format;
 
   std::unique_ptr<Chain> backing;
-  if (!opts.backing_file.empty()) {
+  // -u: named, not opened (vmdk records its parent's CID: opened all the same).
+  const bool open_backing = !req.unsafe || req.format == "vmdk";
+  if (!opts.backing_file.empty() && !open_backing) {
+    if (opts.backing_format.empty()) return InvalidArgument("Backing file specified without backing format");
+    if (size.empty()) return InvalidArgument("Image creation needs a size parameter");
+  }
+  if (!opts.backing_file.empty() && open_backing) {
     // Open the backing file (as qemu-img does) to check it and learn its size.
     auto chain = Chain::Open(ResolveNamedPath(req.path, opts.backing_file), opts.backing_format, false);
     if (!chain.ok()) return chain.status().Prefixed("could not open backing file");

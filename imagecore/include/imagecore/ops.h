@@ -22,6 +22,7 @@ struct CreateRequest {
   std::string backing_file;
   std::string backing_format;  // "" = probe the backing file
   std::string options;         // "-o" text: "cluster_size=64k,compat=1.1"
+  bool unsafe = false;         // -u: the backing file is not opened (its format and the size must be given)
 };
 // -o text ("cluster_size=64k,compat=1.1") as key/value pairs.
 Result<std::map<std::string, std::string>> ParseOptionList(const std::string& text);
