@@ -364,13 +364,25 @@ std::string Namespace::NewMemberOf(const std::string& real) {
       if (io::RealPath(m) == real) return e.name;
   }
   // An image being made: its extents take their names before its
-  // descriptor leaves its temporary one.
-  auto names = io::ListDir(source_);
-  if (!names.ok()) return "";
-  for (const std::string& name : names.value()) {
-    if (!IsTempName(name)) continue;
-    for (const std::string& m : MemberPaths(source_ + "/" + name))
-      if (io::RealPath(m) == real) return name;
+  // descriptor leaves its temporary one; and the descriptor may have taken
+  // its own name already, its event still on the way (so not listed yet).
+  // A descriptor renamed between the listing and the look at it is looked
+  // for again under its new name.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto names = io::ListDir(source_);
+    if (!names.ok()) return "";
+    bool vanished = false;
+    for (const std::string& name : names.value()) {
+      if (!IsTempName(name)) {
+        std::lock_guard<std::mutex> l(names_mu_);
+        if (by_name_.count(name)) continue;  // listed: looked at above
+      }
+      const std::string path = source_ + "/" + name;
+      for (const std::string& m : MemberPaths(path))
+        if (io::RealPath(m) == real) return name;
+      if (!io::StatPath(path).ok()) vanished = true;
+    }
+    if (!vanished) break;
   }
   return "";
 }
