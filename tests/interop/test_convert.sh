@@ -125,7 +125,9 @@ qio disk-c.qcow2 qcow2 "write -P 3 3M 64k"
 "$IMGFS" convert -f qcow2 -O vmdk -B disk-a.vmdk -F vmdk disk-c.qcow2 disk-c.vmdk
 converted disk-c.qcow2 disk-c.vmdk
 cid_a=$(grep -a '^CID=' disk-a.vmdk | head -1 | cut -d= -f2)
-[[ $(grep -a '^parentCID=' disk-c.vmdk | cut -d= -f2) == "$cid_a" ]] || fail "convert -B to vmdk: parentCID is not disk-a's CID"
+pcid_c=$(grep -a '^parentCID=' disk-c.vmdk | cut -d= -f2)
+# hex numbers (qemu writes a CID without leading zeros, imgfs with them)
+[[ -n $cid_a && -n $pcid_c ]] && (( 16#$cid_a == 16#$pcid_c )) || fail "convert -B to vmdk: parentCID $pcid_c is not disk-a's CID $cid_a"
 
 # several sources, concatenated as qemu-img does
 qemu-img convert -O raw base.qcow2 src.vmdk src-top.qcow2 cat-q.raw

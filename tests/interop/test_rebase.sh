@@ -174,7 +174,8 @@ reads_as disk-c.vmdk disk-c.raw
     fail "vmdk rebase: qemu-img sees backing $(backing_of disk-c.vmdk)"
 cid_a=$(grep -a '^CID=' disk-a.vmdk | head -1 | cut -d= -f2)
 pcid_c=$(grep -a '^parentCID=' disk-c.vmdk | head -1 | cut -d= -f2)
-[[ -n $cid_a && $cid_a == "$pcid_c" ]] || fail "vmdk rebase: parentCID $pcid_c, disk-a's CID $cid_a"
+# hex numbers (qemu writes a CID without leading zeros, imgfs with them)
+[[ -n $cid_a && -n $pcid_c ]] && (( 16#$cid_a == 16#$pcid_c )) || fail "vmdk rebase: parentCID $pcid_c, disk-a's CID $cid_a"
 "$IMGFS" info disk-c.vmdk >/dev/null || fail "imgfs info after the vmdk rebase failed"
 # and flattening a vmdk: no parent left, reads the same
 "$IMGFS" rebase -f vmdk -b "" disk-c.vmdk
