@@ -137,18 +137,7 @@ cp "$E" "$T/before"
 "$IMGFS" bitmap --add --add "$E" x 2>/dev/null && fail "a second add of x succeeded"
 cmp -s "$E" "$T/before" || fail "a failed second step left the first one's change"
 # A bitmap marked in_use (a crash while qemu wrote) can only be removed.
-python3 - "$E" <<'EOF'
-import struct, sys
-f = open(sys.argv[1], "r+b"); d = f.read()
-off = struct.unpack_from(">I", d, 100)[0]
-while True:
-    t, l = struct.unpack_from(">II", d, off)
-    if t == 0x23852875:
-        doff = struct.unpack_from(">Q", d, off + 24)[0]; break
-    off += 8 + ((l + 7) & ~7)
-flags = struct.unpack_from(">I", d, doff + 12)[0]
-f.seek(doff + 12); f.write(struct.pack(">I", flags | 1))
-EOF
+python3 "$HERE/tools/bitmap_in_use.py" "$E"
 for op in --clear --enable --disable "--merge b0"; do
     # shellcheck disable=SC2086
     errs_as_qemu bitmap $op "$E" b0

@@ -65,18 +65,7 @@ NO_FILE=$T/out errs_as_qemu convert --skip-broken-bitmaps -O qcow2 "$src" "$T/ou
 # An in-use bitmap (a crash while it was written) is refused, or with
 # --skip-broken-bitmaps left out with a warning; the others are copied.
 cp "$src" "$T/broken.qcow2"
-python3 - "$T/broken.qcow2" <<'EOF'
-import struct, sys
-f = open(sys.argv[1], "r+b"); d = f.read()
-off = struct.unpack_from(">I", d, 100)[0]
-while True:
-    t, l = struct.unpack_from(">II", d, off)
-    if t == 0x23852875:
-        doff = struct.unpack_from(">Q", d, off + 24)[0]; break
-    off += 8 + ((l + 7) & ~7)
-flags = struct.unpack_from(">I", d, doff + 12)[0]   # the first entry: "fine"
-f.seek(doff + 12); f.write(struct.pack(">I", flags | 1))
-EOF
+python3 "$HERE/tools/bitmap_in_use.py" "$T/broken.qcow2"
 NO_FILE=$T/out errs_as_qemu convert --bitmaps -O qcow2 "$T/broken.qcow2" "$T/out"
 qemu-img convert --bitmaps --skip-broken-bitmaps -O qcow2 "$T/broken.qcow2" "$T/q.qcow2" 2>/dev/null
 warn=$("$IMGFS" convert --bitmaps --skip-broken-bitmaps -O qcow2 "$T/broken.qcow2" "$T/i.qcow2" 2>&1) ||

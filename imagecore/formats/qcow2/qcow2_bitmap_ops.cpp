@@ -184,21 +184,27 @@ Status Qcow2Image::ApplyBitmapStepLocked(std::vector<BitmapSlot>& slots, const s
   return Status::OK();
 }
 
-Status Qcow2Image::ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) {
-  if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
-  std::lock_guard<std::mutex> l(meta_mu_);
+Result<std::vector<BitmapSlot>> Qcow2Image::LoadBitmapSlotsLocked(std::vector<uint8_t>* dir) {
   // Bitmaps held for writes reach the disk first: the directory read below
   // is then what the file holds; the next write loads them anew.
   IMGFS_RETURN_IF_ERROR(StoreTrackedBitmapsLocked());
   write_prepared_ = false;
-  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
+  IMGFS_ASSIGN_OR_RETURN(*dir, ReadBitmapDirectory());
   std::vector<BitmapSlot> slots;
-  for (BitmapDirEntry& e : ParseBitmapDirectory(dir, header_.nb_bitmaps)) {
+  for (BitmapDirEntry& e : ParseBitmapDirectory(*dir, header_.nb_bitmaps)) {
     BitmapSlot s;
-    s.extra.assign(dir.begin() + long(e.pos + 24), dir.begin() + long(e.pos + 24 + e.extra_size));
+    s.extra.assign(dir->begin() + long(e.pos + 24), dir->begin() + long(e.pos + 24 + e.extra_size));
     s.entry = std::move(e);
     slots.push_back(std::move(s));
   }
+  return slots;
+}
+
+Status Qcow2Image::ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) {
+  if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
+  std::lock_guard<std::mutex> l(meta_mu_);
+  std::vector<uint8_t> dir;
+  IMGFS_ASSIGN_OR_RETURN(auto slots, LoadBitmapSlotsLocked(&dir));
   for (const BitmapChange& step : steps) {
     Status st = ApplyBitmapStepLocked(slots, name, step);
     if (!st.ok())
@@ -209,16 +215,9 @@ Status Qcow2Image::ChangeBitmap(const std::string& name, const std::vector<Bitma
 }
 
 Status Qcow2Image::RemoveAllBitmapsLocked() {
-  IMGFS_RETURN_IF_ERROR(StoreTrackedBitmapsLocked());
-  write_prepared_ = false;
-  IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
-  std::vector<BitmapSlot> slots;
-  for (BitmapDirEntry& e : ParseBitmapDirectory(dir, header_.nb_bitmaps)) {
-    BitmapSlot s;
-    s.entry = std::move(e);
-    s.removed = true;
-    slots.push_back(std::move(s));
-  }
+  std::vector<uint8_t> dir;
+  IMGFS_ASSIGN_OR_RETURN(auto slots, LoadBitmapSlotsLocked(&dir));
+  for (BitmapSlot& s : slots) s.removed = true;
   return StoreBitmapDirectoryLocked(slots, dir);
 }
 

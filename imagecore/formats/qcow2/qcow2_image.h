@@ -160,6 +160,8 @@ class Qcow2Image final : public Image {
   // Queues the release of a stored bitmap's table and data clusters.
   void ReleaseBitmapTableLocked(const std::vector<uint64_t>& table, uint64_t table_offset);
   // qemu-img bitmap's steps (qcow2_bitmap_ops.cpp).
+  // The directory (*dir) and a slot for each of its bitmaps.
+  Result<std::vector<BitmapSlot>> LoadBitmapSlotsLocked(std::vector<uint8_t>* dir);
   Status ApplyBitmapStepLocked(std::vector<BitmapSlot>& slots, const std::string& name, const BitmapChange& step);
   Status StoreBitmapDirectoryLocked(std::vector<BitmapSlot>& slots, const std::vector<uint8_t>& old_dir);
   Status RemoveAllBitmapsLocked();
