@@ -44,8 +44,8 @@ Status StageCreate(const CreateRequest& req, NewFiles* files) {
   if (!req.backing_format.empty()) opts.backing_format = req.backing_format;
 
   std::unique_ptr<Chain> backing;
-  // -u: named, not opened (vmdk records its parent's CID: opened all the same).
-  const bool open_backing = !req.unsafe || req.format == "vmdk";
+  // -u: named, not opened (unless the format records its parent).
+  const bool open_backing = !req.unsafe || drv->caps.create_reads_parent;
   if (!opts.backing_file.empty() && !open_backing) {
     if (opts.backing_format.empty()) return InvalidArgument("Backing file specified without backing format");
     if (size.empty()) return InvalidArgument("Image creation needs a size parameter");

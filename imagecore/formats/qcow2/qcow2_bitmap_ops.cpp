@@ -254,27 +254,20 @@ Status Qcow2Image::StoreBitmapDirectoryLocked(std::vector<BitmapSlot>& slots, co
 
   // The header: the bitmaps extension in its place (after the others when
   // new, as qemu writes it), or gone with the autoclear bit when empty.
-  std::vector<uint8_t> c0(cluster_size_);
-  IMGFS_RETURN_IF_ERROR(file_->PRead(0, c0.data(), c0.size()));
-  std::vector<RawExtension> exts = ReadExtensions(c0, header_.header_length);
+  IMGFS_ASSIGN_OR_RETURN(HeaderCluster hc, ReadHeaderClusterLocked());
   std::vector<uint8_t> ext_data(24, 0);
   StoreBE32(&ext_data[0], count);
   StoreBE64(&ext_data[8], dir.size());
   StoreBE64(&ext_data[16], dir_off);
-  auto it = std::find_if(exts.begin(), exts.end(), [](const RawExtension& e) { return e.type == kExtBitmaps; });
-  if (count && it != exts.end()) it->data = ext_data;
-  else if (count) exts.push_back({kExtBitmaps, ext_data});
-  else if (it != exts.end()) exts.erase(it);
-  std::vector<uint8_t> fixed(c0.begin(), c0.begin() + header_.header_length);
+  auto it = std::find_if(hc.exts.begin(), hc.exts.end(), [](const RawExtension& e) { return e.type == kExtBitmaps; });
+  if (count && it != hc.exts.end()) it->data = ext_data;
+  else if (count) hc.exts.push_back({kExtBitmaps, ext_data});
+  else if (it != hc.exts.end()) hc.exts.erase(it);
   const uint64_t autoclear = count ? header_.autoclear_features | kAutoclearBitmaps
                                    : header_.autoclear_features & ~kAutoclearBitmaps;
-  StoreBE64(&fixed[88], autoclear);
-  const std::vector<uint8_t> area = BuildHeaderArea(std::move(fixed), exts, header_.backing_file);
-  if (area.size() > cluster_size_) return InvalidArgument(file_->path() + ": the header cluster is full");
-  IMGFS_RETURN_IF_ERROR(file_->PWrite(0, area.data(), area.size()));
-  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  StoreBE64(&hc.fixed[88], autoclear);
+  IMGFS_RETURN_IF_ERROR(WriteHeaderClusterLocked(hc, header_.backing_file, "the bitmaps extension"));
   const uint64_t old_dir_off = header_.bitmap_directory_offset;
-  header_.backing_file_offset = header_.backing_file.empty() ? 0 : area.size() - header_.backing_file.size();
   header_.autoclear_features = autoclear;
   header_.has_bitmaps_ext = count != 0;
   header_.nb_bitmaps = count;
@@ -287,8 +280,7 @@ Status Qcow2Image::StoreBitmapDirectoryLocked(std::vector<BitmapSlot>& slots, co
     if (!s.removed && !s.rewrite) continue;
     if (!s.entry.table_size) continue;
     if (s.old_table.empty()) {
-      std::vector<uint8_t> bits;
-      auto ok = ReadBitmapBitsLocked(s.entry, &bits, &s.old_table);
+      auto ok = ReadBitmapTableLocked(s.entry, &s.old_table);
       if (!ok.ok() || !ok.value()) continue;  // damaged: its clusters leak rather than risk a wrong release
     }
     ReleaseBitmapTableLocked(s.old_table, s.entry.table_offset);

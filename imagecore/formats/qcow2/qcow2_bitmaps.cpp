@@ -52,34 +52,44 @@ Result<std::vector<uint8_t>> Qcow2Image::ReadBitmapDirectory() const {
   return dir;
 }
 
-Result<bool> Qcow2Image::ReadBitmapBitsLocked(const BitmapDirEntry& e, std::vector<uint8_t>* bits,
-                                              std::vector<uint64_t>* table) const {
+Result<bool> Qcow2Image::ReadBitmapTableLocked(const BitmapDirEntry& e, std::vector<uint64_t>* table) const {
   if (e.type != 1 || (e.extra_size && !(e.flags & kBitmapExtraCompatible))) return false;
   if (e.granularity_bits < 9 || e.granularity_bits > 31) return false;
-  const uint64_t nbits = (header_.size + (uint64_t(1) << e.granularity_bits) - 1) >> e.granularity_bits;
-  const uint64_t bytes = (nbits + 7) / 8;
+  const uint64_t bytes = BitmapBytes(e);
   if (bytes > kMaxBitmapBytes) return false;
   if (e.table_size != (bytes + cluster_size_ - 1) / cluster_size_) return false;  // outdated size
   if (e.table_offset & (cluster_size_ - 1)) return false;
   if (e.table_size && !WithinFile(e.table_offset, uint64_t(e.table_size) * 8)) return false;
   std::vector<uint8_t> raw(uint64_t(e.table_size) * 8);
   if (!raw.empty()) IMGFS_RETURN_IF_ERROR(file_->PRead(e.table_offset, raw.data(), raw.size()));
-  bits->assign(bytes, 0);
   table->resize(e.table_size);
   for (uint32_t i = 0; i < e.table_size; ++i) {
     const uint64_t t = LoadBE64(&raw[uint64_t(i) * 8]);
-    (*table)[i] = t;
-    const uint64_t at = uint64_t(i) * cluster_size_;
-    const uint64_t n = std::min(cluster_size_, bytes - at);
     const uint64_t host = t & kBitmapOffsetMask;
     if (t & ~(kBitmapOffsetMask | 1)) return false;  // reserved bits
-    if (host) {
-      if (t & 1) return false;
-      if (host & (cluster_size_ - 1) || !WithinFile(host, cluster_size_)) return false;
-      IMGFS_RETURN_IF_ERROR(file_->PRead(host, &(*bits)[at], n));
-    } else if (t & 1) {
-      std::memset(&(*bits)[at], 0xff, n);
-    }
+    if (host && ((t & 1) || (host & (cluster_size_ - 1)) || !WithinFile(host, cluster_size_))) return false;
+    (*table)[i] = t;
+  }
+  return true;
+}
+
+uint64_t Qcow2Image::BitmapBytes(const BitmapDirEntry& e) const {
+  const uint64_t nbits = (header_.size + (uint64_t(1) << e.granularity_bits) - 1) >> e.granularity_bits;
+  return (nbits + 7) / 8;
+}
+
+Result<bool> Qcow2Image::ReadBitmapBitsLocked(const BitmapDirEntry& e, std::vector<uint8_t>* bits,
+                                              std::vector<uint64_t>* table) const {
+  IMGFS_ASSIGN_OR_RETURN(bool ok, ReadBitmapTableLocked(e, table));
+  if (!ok) return false;
+  const uint64_t bytes = BitmapBytes(e), nbits = (header_.size + (uint64_t(1) << e.granularity_bits) - 1) >> e.granularity_bits;
+  bits->assign(bytes, 0);
+  for (uint32_t i = 0; i < e.table_size; ++i) {
+    const uint64_t t = (*table)[i], host = t & kBitmapOffsetMask;
+    const uint64_t at = uint64_t(i) * cluster_size_;
+    const uint64_t n = std::min(cluster_size_, bytes - at);
+    if (host) IMGFS_RETURN_IF_ERROR(file_->PRead(host, &(*bits)[at], n));
+    else if (t & 1) std::memset(&(*bits)[at], 0xff, n);
   }
   if (nbits % 8) bits->back() &= uint8_t((1u << (nbits % 8)) - 1);  // tail bits stay zero
   return true;

@@ -1,5 +1,6 @@
-// qemu-img amend -o compat=: moving a qcow2 image between version 2 (0.10)
-// and version 3 (1.1), and the other header rewrites amend makes.
+// qemu-img amend -o compat= and refcount_bits=: moving a qcow2 image
+// between version 2 (0.10) and version 3 (1.1), and changing the width of
+// its refcounts.
 //  - Up: the header grows to the v3 layout (112 bytes, no features set);
 //    snapshots whose extra data is shorter than v3 asks get a new table.
 //  - Down: what v2 cannot express is refused (other refcount widths, a data
@@ -8,7 +9,7 @@
 //    zeros or, with nothing below to show through, unallocated ones. Only
 //    then does the header switch, in one write.
 #include <algorithm>
-#include <cstring>
+#include <cstdio>
 #include <set>
 
 #include "base/endian.h"
@@ -16,27 +17,6 @@
 #include "imagecore/log.h"
 
 namespace imgfs::qcow2 {
-
-Status Qcow2Image::RewriteHeaderLocked(Header h, const std::vector<uint32_t>& drop) {
-  std::vector<uint8_t> c0(cluster_size_);
-  IMGFS_RETURN_IF_ERROR(file_->PRead(0, c0.data(), c0.size()));
-  std::vector<RawExtension> exts;
-  for (RawExtension& e : ReadExtensions(c0, header_.header_length))
-    if (std::find(drop.begin(), drop.end(), e.type) == drop.end()) exts.push_back(std::move(e));
-  // The fields both versions share as they are on disk; the version and
-  // the v3 fields from `h`.
-  std::vector<uint8_t> fixed = h.EncodeFixed();
-  std::memcpy(fixed.data() + 8, c0.data() + 8, kV2HeaderSize - 8);
-  const std::vector<uint8_t> area = BuildHeaderArea(std::move(fixed), exts, header_.backing_file);
-  if (area.size() > cluster_size_) return InvalidArgument(file_->path() + ": the new header does not fit in one cluster");
-  // One write of at most a cluster, then durable: the old header or the new.
-  IMGFS_RETURN_IF_ERROR(file_->PWrite(0, area.data(), area.size()));
-  IMGFS_RETURN_IF_ERROR(file_->Sync());
-  h.backing_file_offset = header_.backing_file.empty() ? 0 : area.size() - header_.backing_file.size();
-  h.backing_file_size = uint32_t(header_.backing_file.size());
-  header_ = std::move(h);
-  return Status::OK();
-}
 
 Status Qcow2Image::UpgradeLocked() {
   if (std::any_of(snapshots_.begin(), snapshots_.end(), [](const SnapshotEntry& s) { return s.extra_len < 16; })) {
@@ -83,7 +63,10 @@ Status Qcow2Image::CanDowngradeLocked() {
 // other table names it.
 Status Qcow2Image::ExpandZeroClustersInL2Locked(uint64_t l2_off) {
   IMGFS_ASSIGN_OR_RETURN(uint64_t walks, RefcountLocked(l2_off >> cluster_bits_));
-  if (walks == 0) return Corrupt(file_->path() + ": an L2 table in use has refcount 0");
+  // Each L1 table (the active one, each snapshot's) reaches it once at most.
+  if (walks == 0 || walks > 1 + snapshots_.size())
+    return Corrupt(file_->path() + ": an L2 table has refcount " + std::to_string(walks) + " but " +
+                   std::to_string(1 + snapshots_.size()) + " L1 tables at most");
   const bool below = !header_.backing_file.empty();
   const std::vector<uint8_t> zeros(cluster_size_, 0);
   for (uint64_t i = 0; i < l2_entries_; ++i) {
@@ -94,6 +77,7 @@ Status Qcow2Image::ExpandZeroClustersInL2Locked(uint64_t l2_off) {
     uint64_t ne = 0;
     if (host) {
       IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(host >> cluster_bits_));
+      if (rc < walks) return Corrupt(file_->path() + ": a cluster has fewer references counted than tables name it");
       if (rc == walks) {  // this table's alone: zeros in place
         IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(host, cluster_size_, 0, "a zero cluster"));
         IMGFS_RETURN_IF_ERROR(file_->PWrite(host, zeros.data(), zeros.size()));
@@ -169,28 +153,6 @@ Status Qcow2Image::ChangeRefcountOrderLocked(uint32_t order) {
     return InvalidArgument(msg);
   }
   return RebuildRefcountsLocked(refs, order);
-}
-
-Status Qcow2Image::SetDataFileNameLocked(const std::string& name) {
-  if (name.empty()) return InvalidArgument("data-file can only be set for images that use an external data file");
-  if (name.size() > 1023) return InvalidArgument("data file name too long (1023 bytes at most)");
-  std::vector<RawExtension> keep;
-  Header h = header_;
-  h.data_file = name;
-  std::vector<uint8_t> c0(cluster_size_);
-  IMGFS_RETURN_IF_ERROR(file_->PRead(0, c0.data(), c0.size()));
-  for (RawExtension& e : ReadExtensions(c0, header_.header_length)) {
-    if (e.type == kExtDataFile) e.data.assign(name.begin(), name.end());
-    keep.push_back(std::move(e));
-  }
-  const std::vector<uint8_t> area =
-      BuildHeaderArea(std::vector<uint8_t>(c0.begin(), c0.begin() + header_.header_length), keep, header_.backing_file);
-  if (area.size() > cluster_size_) return InvalidArgument(file_->path() + ": the data file name does not fit in the header cluster");
-  IMGFS_RETURN_IF_ERROR(file_->PWrite(0, area.data(), area.size()));
-  IMGFS_RETURN_IF_ERROR(file_->Sync());
-  header_.data_file = name;
-  header_.backing_file_offset = header_.backing_file.empty() ? 0 : area.size() - header_.backing_file.size();
-  return Status::OK();
 }
 
 }  // namespace imgfs::qcow2

@@ -151,6 +151,10 @@ class Qcow2Image final : public Image {
   // consistent (autoclear bit clear).
   Result<std::vector<uint8_t>> ReadBitmapDirectory() const;
   Result<bool> LoadBitmapLocked(const BitmapDirEntry& e, TrackedBitmap* out);
+  // The table of entry `e`, checked; false where it cannot be used
+  // (damaged or outdated table, other type). Its bytes of bits: BitmapBytes.
+  Result<bool> ReadBitmapTableLocked(const BitmapDirEntry& e, std::vector<uint64_t>* table) const;
+  uint64_t BitmapBytes(const BitmapDirEntry& e) const;
   // The bits of entry `e` (and its table's entries); false where they
   // cannot be read exactly (damaged or outdated table, other type).
   Result<bool> ReadBitmapBitsLocked(const BitmapDirEntry& e, std::vector<uint8_t>* bits,
@@ -165,10 +169,20 @@ class Qcow2Image final : public Image {
   Status ApplyBitmapStepLocked(std::vector<BitmapSlot>& slots, const std::string& name, const BitmapChange& step);
   Status StoreBitmapDirectoryLocked(std::vector<BitmapSlot>& slots, const std::vector<uint8_t>& old_dir);
   Status RemoveAllBitmapsLocked();
-  // --- amend (qcow2_amend.cpp, qcow2_compat.cpp) ---------------------------
-  // The header cluster rewritten in one write: `h`'s fixed fields, the
-  // extensions as they are but those of the types in `drop`.
+  // --- the header cluster rewritten (qcow2_header_write.cpp) --------------
+  struct HeaderCluster {
+    std::vector<uint8_t> fixed;      // the fixed fields, header_length bytes as on disk
+    std::vector<RawExtension> exts;  // in their order
+  };
+  Result<HeaderCluster> ReadHeaderClusterLocked() const;
+  // One write of `hc` and `backing_name`, synced; header_'s backing fields
+  // follow. `what` names the part that would not fit, for the error.
+  Status WriteHeaderClusterLocked(const HeaderCluster& hc, const std::string& backing_name, const char* what);
+  // `h`'s version and v3 fields, the rest as on disk; the extensions but
+  // those of the types in `drop`.
   Status RewriteHeaderLocked(Header h, const std::vector<uint32_t>& drop);
+  Status SetDataFileNameLocked(const std::string& name);
+  // --- amend (qcow2_amend.cpp, qcow2_compat.cpp) ---------------------------
   Status UpgradeLocked();
   // The refusals of a downgrade, before anything changes.
   Status CanDowngradeLocked();
@@ -178,7 +192,6 @@ class Qcow2Image final : public Image {
   Status ExpandZeroClustersLocked();
   Status ExpandZeroClustersInL2Locked(uint64_t l2_off);
   Status ChangeRefcountOrderLocked(uint32_t order);
-  Status SetDataFileNameLocked(const std::string& name);
   Status LoadTrackedBitmapsLocked();
   // Before a resize: every bitmap that can be kept exact is held, enabled
   // or not, so that it is stored at its new size (as qemu resizes them).

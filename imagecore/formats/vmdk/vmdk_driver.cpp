@@ -33,6 +33,7 @@ Capabilities VmdkCaps() {
   c.make_empty = true;
   c.resize = true;
   c.change_backing = true;  // parentFileNameHint and parentCID
+  c.create_reads_parent = true;
   c.status_by_grain = true;
   c.compressed_writes = true;  // streamOptimized output; -c onto other subformats writes plain, as qemu-img
   return c;

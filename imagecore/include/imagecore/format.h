@@ -75,6 +75,7 @@ struct Capabilities {
   bool resize = false;
   bool compressed_writes = false;
   bool several_files = false;      // an image may be more than one file
+  bool create_reads_parent = false;  // a new child records its parent (VMDK: the CID): opened even with create -u
   // qemu's driver answers block status at most one cluster (grain) at a
   // time: what `compare -s` sees of where a run ends.
   bool status_by_grain = false;
