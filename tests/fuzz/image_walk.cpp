@@ -62,4 +62,29 @@ void WalkForWriting(Image& img) {
   (void)img.Flush();
 }
 
+void WalkForChanging(Image& img) {
+  if (img.read_only()) return;
+  const ImageInfo info = img.Info();
+  if (!info.bitmaps.empty()) {
+    const std::string first = info.bitmaps.front().name;
+    (void)img.ReadBitmap(first);
+    BitmapChange add, merge, clear, remove;
+    add.kind = BitmapChange::kAdd;
+    merge.kind = BitmapChange::kMerge;
+    merge.source = first;
+    clear.kind = BitmapChange::kClear;
+    remove.kind = BitmapChange::kRemove;
+    (void)img.ChangeBitmap("imgfs-fuzz", {add, merge});
+    (void)img.ChangeBitmap(first, {clear});
+    (void)img.ChangeBitmap(first, {remove});
+  }
+  const uint64_t size = img.VirtualSize();
+  if (size < (1ull << 40) && img.Resize(size + (1 << 20), nullptr).ok())
+    (void)img.Preallocate(size, 1 << 20, Prealloc::kMetadata);
+  (void)img.Amend({{"refcount_bits", "8"}});
+  (void)img.Amend({{"compat", "0.10"}});
+  (void)img.Amend({{"compat", "1.1"}});
+  (void)img.Flush();
+}
+
 }  // namespace imgfs::fuzz

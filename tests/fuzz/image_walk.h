@@ -22,4 +22,9 @@ void WalkForReading(Image& img);
 // disk), zeroing, a flush; closing it later stores its dirty bitmaps.
 void WalkForWriting(Image& img);
 
+// The exclusive changes of the qemu-img subcommands on what the image
+// holds: bitmap steps on its first bitmap (and a new one merged from it),
+// a grow with preallocation, amend of refcount_bits and compat both ways.
+void WalkForChanging(Image& img);
+
 }  // namespace imgfs::fuzz

@@ -6,7 +6,8 @@
 // the directory at its start, so that offsets into the blob reach the
 // bitmaps' tables. ParseBitmapDirectory reads the blob directly, then the
 // image reads it as info, a check, a first write (bitmaps loaded and
-// marked in use), a resize and a clean close (bitmaps stored) do.
+// marked in use), a resize, the bitmap subcommand's steps, amend and a
+// clean close (bitmaps stored) do.
 #include <cstdint>
 #include <vector>
 
@@ -46,6 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     fuzz::WalkForWriting(*img);
     (void)img->Resize(img->VirtualSize() + (1 << 20), nullptr);
+    fuzz::WalkForChanging(*img);
   }
   return 0;
 }

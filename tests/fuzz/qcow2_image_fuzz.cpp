@@ -1,8 +1,9 @@
 // Fuzz target: a whole qcow2 image through the format driver: L1/L2 and
 // refcount walks, compressed and extended L2 clusters, snapshots, bitmaps
-// and the check. The input is the image file. It is opened twice from
-// memory: read-only for the reader's calls, then writable for a repair
-// and a few writes (see image_walk.h for the bounds).
+// and the check. The input is the image file. It is opened three times
+// from memory: read-only for the reader's calls, writable for a repair and
+// a few writes, and writable for bitmap steps, a preallocating grow and
+// amend (see image_walk.h for the bounds).
 #include <cstdint>
 
 #include "formats/qcow2/qcow2_format.h"
@@ -22,5 +23,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (auto img = fuzz::OpenQcow2(fuzz::MemFileWith(data, size), false)) fuzz::WalkForReading(*img);
   if (auto img = fuzz::OpenQcow2(fuzz::MemFileWith(data, size), true)) fuzz::WalkForWriting(*img);
+  if (auto img = fuzz::OpenQcow2(fuzz::MemFileWith(data, size), true)) fuzz::WalkForChanging(*img);
   return 0;
 }
