@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "imagecore/log.h"
+#include "progress.h"
 
 namespace imgfs::cli {
 namespace {
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   argc = static_cast<int>(args.size());
   argv = args.data();
   imgfs::SetLogSink(imgfs::cli::SayOnce);
+  imgfs::cli::CatchUsr1();
   CLI::App app{"imgfs: virtual disk images as plain raw files"};
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", "imgfs 0.1.0");

@@ -60,10 +60,24 @@ void AddProgressArgs(CLI::App& app, ProgressArgs* p) {
       ->check(CLI::IsMember({"json"}));
 }
 
+void CatchUsr1() {
+  struct sigaction sa {};
+  sa.sa_handler = OnUsr1;
+  sa.sa_flags = SA_RESTART;  // no system call of the copy fails for it
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, nullptr);
+}
+
 Chain::Progress ProgressPrinter(const ProgressArgs& p, bool quiet) {
   const bool json = p.mode == "json";
-  if (quiet || (!p.show && !json)) return {};
-  std::signal(SIGUSR1, OnUsr1);
+  if (quiet || (!p.show && !json)) {
+    // Not asked for: one line each time SIGUSR1 asks, as qemu-img.
+    return [](uint64_t done, uint64_t total) {
+      if (!g_usr1.exchange(false)) return;
+      std::printf("    (%.2f/100%%)\n", total ? 100.0 * double(done) / double(total) : 100.0);
+      std::fflush(stdout);
+    };
+  }
   auto printer = std::make_shared<Printer>(json, ::isatty(STDOUT_FILENO) == 1);
   return [printer](uint64_t done, uint64_t total) { printer->Update(done, total); };
 }

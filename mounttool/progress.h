@@ -16,8 +16,11 @@ struct ProgressArgs {
 // Registers -p and --progress=json on `app`.
 void AddProgressArgs(CLI::App& app, ProgressArgs* p);
 
-// The callback for a subcommand (empty when no progress is asked for, or
-// with `quiet`). On a terminal: "    (N.NN/100%) DONE of TOTAL, RATE/s,
+// SIGUSR1 asks for the progress from now on, in every subcommand, instead
+// of ending the process.
+void CatchUsr1();
+// The callback for a subcommand (without -p or --progress, or with
+// `quiet`, it prints only when SIGUSR1 asks). On a terminal: "    (N.NN/100%) DONE of TOTAL, RATE/s,
 // M:SS left", redrawn in place; elsewhere "    (N.00/100%)" lines at each
 // whole percent; with --progress=json one object per update:
 // {"done": N, "total": N, "percent": P, "rate": BYTES_PER_S, "eta": SECONDS}.

@@ -288,6 +288,7 @@ Status Chain::Commit(size_t base, bool empty_top, const Progress& progress) {
       return InvalidArgument(paths_[0] + ": no backing layer at depth " + std::to_string(base) + " to commit into");
     if (layers_[0]->read_only()) return ReadOnly(paths_[0] + ": " + layers_[0]->read_only_reason());
     IMGFS_RETURN_IF_ERROR(ReopenLayer(base, true));
+    layers_[base]->KeepIdentity();
     // A base smaller than the top grows first (as qemu-img commit does).
     const uint64_t size = layers_[0]->VirtualSize();
     if (layers_[base]->VirtualSize() < size) st = layers_[base]->Resize(size, below(base));

@@ -66,7 +66,13 @@ ImageAccess AccessForImage(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return a;
   a.named = AccessOf(st.st_uid, st.st_gid);
-  if (S_ISLNK(st.st_mode)) a.self = a.named;
+  if (S_ISLNK(st.st_mode)) {
+    a.self = a.named;  // the link owner's rights judge what it names
+  } else {
+    a.self.pinned = true;
+    a.self.dev = st.st_dev;
+    a.self.ino = st.st_ino;
+  }
   return a;
 }
 

@@ -1,7 +1,13 @@
 #include "imagecore/named_files.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <utility>
 
 namespace imgfs {
 
@@ -37,6 +43,17 @@ class HostOpener final : public FileOpener {
   bool Exists(const std::string& path) const override { return io::StatPath(path).ok(); }
   Status Rename(const std::string& from, const std::string& to) const override { return io::RenameFile(from, to); }
   void Remove(const std::string& path) const override { io::RemoveFile(path); }
+  Result<std::unique_ptr<io::File>> CreateUnnamed(const std::string& path, mode_t mode) const override {
+    return io::CreateUnnamedPosixFile(path, mode);
+  }
+  Status Name(const io::File& file, const std::string& path) const override { return io::LinkUnnamed(file, path); }
+  Result<std::unique_ptr<io::File>> Reopen(const io::File& file, bool writable) const override {
+    return io::ReopenPosixFile(file, writable);
+  }
+  std::vector<std::string> List(const std::string& dir) const override {
+    auto names = io::ListDir(dir);
+    return names.ok() ? names.value() : std::vector<std::string>{};
+  }
 };
 }  // namespace
 
@@ -49,12 +66,36 @@ namespace {
 constexpr char kTempMark[] = ".imgfs-tmp-";
 }
 
+// The maker's pid is part of the name: a name whose maker is gone was
+// left by a killed run.
 std::string TempNameFor(const std::string& path) {
   std::random_device rd;
-  char suffix[32];
-  std::snprintf(suffix, sizeof suffix, "%s%08x", kTempMark, rd());
+  char suffix[48];
+  std::snprintf(suffix, sizeof suffix, "%s%d-%08x", kTempMark, static_cast<int>(::getpid()), rd());
   return path + suffix;
 }
+
+namespace {
+std::pair<std::string, std::string> SplitPath(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return {".", path};
+  return {slash == 0 ? "/" : path.substr(0, slash), path.substr(slash + 1)};
+}
+
+// Whether the temporary name `name` of a file beside `base` was left by
+// a process that is gone.
+bool LeftByDeadRun(const std::string& name, const std::string& base) {
+  const std::string prefix = base + kTempMark;
+  if (name.compare(0, prefix.size(), prefix) != 0) return false;
+  const std::string rest = name.substr(prefix.size());
+  const auto dash = rest.find('-');
+  if (dash == std::string::npos || dash == 0 || dash > 10) return false;
+  for (size_t i = 0; i < dash; i++)
+    if (rest[i] < '0' || rest[i] > '9') return false;
+  const long pid = std::stol(rest.substr(0, dash));
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+}  // namespace
 
 bool IsTempName(const std::string& name) { return name.find(kTempMark) != std::string::npos; }
 
@@ -65,15 +106,42 @@ NewFiles::~NewFiles() {
   if (committed_) return;
   for (Pending& p : files_) {
     p.file.reset();
-    opener_.Remove(p.temp_path);
+    if (!p.unnamed) opener_.Remove(p.temp_path);
   }
 }
 
+void NewFiles::RemoveLeftovers(const std::string& final_path) const {
+  const auto [dir, base] = SplitPath(final_path);
+  for (const std::string& name : opener_.List(dir))
+    if (LeftByDeadRun(name, base)) opener_.Remove(dir + "/" + name);
+}
+
 Result<io::File*> NewFiles::Create(const std::string& final_path) {
-  Pending p{final_path, TempNameFor(final_path), nullptr};
-  IMGFS_ASSIGN_OR_RETURN(p.file, opener_.Create(p.temp_path, io::Access{}, 0644));
+  RemoveLeftovers(final_path);
+  Pending p{final_path, "", nullptr};
+  auto unnamed = opener_.CreateUnnamed(final_path, 0644);
+  if (unnamed.ok()) {
+    p.file = std::move(unnamed).value();
+    p.unnamed = true;
+  } else if (unnamed.status().code() == Code::kUnsupported) {
+    p.temp_path = TempNameFor(final_path);
+    IMGFS_ASSIGN_OR_RETURN(p.file, opener_.Create(p.temp_path, io::Access{}, 0644));
+  } else {
+    return unnamed.status();
+  }
   files_.push_back(std::move(p));
   return files_.back().file.get();
+}
+
+Status NewFiles::Publish(Pending& p) {
+  if (p.unnamed) {
+    // A name of its own first: linkat cannot replace an existing file.
+    const std::string temp = TempNameFor(p.final_path);
+    IMGFS_RETURN_IF_ERROR(opener_.Name(*p.file, temp));
+    p.temp_path = temp;
+    p.unnamed = false;
+  }
+  return opener_.Rename(p.temp_path, p.final_path);
 }
 
 Result<io::File*> NewFiles::Main() {
@@ -98,10 +166,14 @@ std::string NewFiles::StagedPath(const std::string& path) const {
 
 Result<std::unique_ptr<io::File>> NewFiles::StagedOpener::Open(const std::string& path, bool writable,
                                                                const io::Access& as) const {
+  for (const Pending& p : owner_->files_)
+    if (p.final_path == path && p.unnamed) return owner_->opener_.Reopen(*p.file, writable);
   return owner_->opener_.Open(owner_->StagedPath(path), writable, as);
 }
 
 bool NewFiles::StagedOpener::Exists(const std::string& path) const {
+  for (const Pending& p : owner_->files_)
+    if (p.final_path == path && p.unnamed) return true;
   return owner_->opener_.Exists(owner_->StagedPath(path));
 }
 
@@ -109,11 +181,11 @@ Status NewFiles::Commit() {
   // Durable before they take their names: a crash then leaves either the
   // old files or whole new ones (and perhaps temporary names).
   for (Pending& p : files_) IMGFS_RETURN_IF_ERROR(p.file->Sync());
+  for (Pending& p : files_)
+    if (p.final_path != main_path_) IMGFS_RETURN_IF_ERROR(Publish(p));
+  for (Pending& p : files_)
+    if (p.final_path == main_path_) IMGFS_RETURN_IF_ERROR(Publish(p));
   for (Pending& p : files_) p.file.reset();
-  for (Pending& p : files_)
-    if (p.final_path != main_path_) IMGFS_RETURN_IF_ERROR(opener_.Rename(p.temp_path, p.final_path));
-  for (Pending& p : files_)
-    if (p.final_path == main_path_) IMGFS_RETURN_IF_ERROR(opener_.Rename(p.temp_path, p.final_path));
   committed_ = true;
   return Status::OK();
 }

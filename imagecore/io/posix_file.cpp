@@ -24,6 +24,7 @@ FileStat FromStat(const struct stat& st) {
   fs.is_dir = S_ISDIR(st.st_mode);
   fs.is_regular = S_ISREG(st.st_mode);
   fs.is_block = S_ISBLK(st.st_mode);
+  fs.is_symlink = S_ISLNK(st.st_mode);
   fs.mode = st.st_mode;
   fs.uid = st.st_uid;
   fs.gid = st.st_gid;
@@ -221,7 +222,16 @@ Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writab
   {
     ScopedAccess scope(as);
     if (!scope.ok()) return IoError("open " + path + " as " + as.who(), EPERM);
-    fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY |
+                                  (as.pinned ? O_NOFOLLOW : 0));
+  }
+  if (as.pinned && (fd >= 0 || errno == ELOOP)) {
+    // Judge the file opened, not the one looked at before.
+    struct stat st;
+    if (fd < 0 || ::fstat(fd, &st) != 0 || st.st_dev != as.dev || st.st_ino != as.ino) {
+      if (fd >= 0) ::close(fd);
+      return Status(Code::kIoError, path + ": replaced while it was being opened", ESTALE);
+    }
   }
   if (fd < 0) {
     int e = errno;
@@ -246,11 +256,48 @@ Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mo
   return Wrap(path, fd, true);
 }
 
+namespace {
+std::string DirOf(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+}  // namespace
+
+Result<std::unique_ptr<File>> CreateUnnamedPosixFile(const std::string& beside, mode_t mode, const Access& as) {
+  const std::string dir = DirOf(beside);
+  int fd;
+  {
+    ScopedAccess scope(as);
+    if (!scope.ok()) return IoError("create in " + dir + " as " + as.who(), EPERM);
+    fd = ::open(dir.c_str(), O_RDWR | O_TMPFILE | O_CLOEXEC, mode);
+  }
+  if (fd < 0) {
+    const int e = errno;
+    if (e == EOPNOTSUPP || e == EISDIR || e == EINVAL) return Unsupported(dir + ": no unnamed files here");
+    return IoError("create in " + dir, e);
+  }
+  return Wrap(beside, fd, true);
+}
+
+Result<std::unique_ptr<File>> ReopenPosixFile(const File& file, bool writable) {
+  const std::string self = "/proc/self/fd/" + std::to_string(file.fd());
+  const int fd = ::open(self.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return IoError("open " + file.path() + " again", errno);
+  return Wrap(file.path(), fd, writable);
+}
+
+Status LinkUnnamed(const File& file, const std::string& path) {
+  // Through /proc: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH.
+  const std::string self = "/proc/self/fd/" + std::to_string(file.fd());
+  if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0)
+    return IoError("link " + path, errno);
+  return Status::OK();
+}
+
 Status RenameFile(const std::string& from, const std::string& to) {
   if (::rename(from.c_str(), to.c_str()) != 0) return IoError("rename " + from + " to " + to, errno);
   // The new name itself is durable once its directory is synced.
-  const auto slash = to.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : to.substr(0, slash);
+  const std::string dir = DirOf(to);
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
     ::fsync(fd);
@@ -264,6 +311,16 @@ void RemoveFile(const std::string& path) { ::unlink(path.c_str()); }
 Result<FileStat> StatPath(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
+    int e = errno;
+    if (e == ENOENT) return Status(Code::kNotFound, path + ": No such file or directory", e);
+    return IoError("stat " + path, e);
+  }
+  return FromStat(st);
+}
+
+Result<FileStat> LinkStatPath(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) {
     int e = errno;
     if (e == ENOENT) return Status(Code::kNotFound, path + ": No such file or directory", e);
     return IoError("stat " + path, e);

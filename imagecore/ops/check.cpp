@@ -9,6 +9,11 @@ namespace imgfs::ops {
 
 Result<CheckResult> CheckImage(const std::string& path, const std::string& format, RepairMode mode,
                                const ProgressFn& progress) {
+  // A chain that comes back to one of its files cannot be opened by
+  // qemu-img at all: the check cannot run (as info says).
+  if (auto layers = CollectInfo(path, format, true, io::ImageAccess());
+      !layers.ok() && layers.status().code() == Code::kInvalidArgument)
+    return Status(Code::kIoError, path + ": " + layers.status().message());
   OpenOptions opts;
   opts.writable = mode != RepairMode::kNone;
   opts.no_repair = true;

@@ -48,7 +48,13 @@ Status Commit(Chain& chain, const std::string& base, bool drop, const Chain::Pro
     // bytes copied so far were due keeps the copy at `rate`.
     const auto start = std::chrono::steady_clock::now();
     report = [progress, rate, start](uint64_t done, uint64_t total) {
-      std::this_thread::sleep_until(start + std::chrono::microseconds(done * 1000000 / rate));
+      const auto due = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::duration<double>(static_cast<double>(done) / rate));
+      // In steps, so that a request for progress (SIGUSR1) is answered.
+      while (std::chrono::steady_clock::now() < due) {
+        std::this_thread::sleep_until(std::min(due, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
+        if (progress) progress(done, total);
+      }
       if (progress) progress(done, total);
     };
   }

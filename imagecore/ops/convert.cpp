@@ -109,14 +109,26 @@ Status Convert(const ConvertRequest& req) {
     if (req.bitmaps) IMGFS_RETURN_IF_ERROR(CopyBitmaps(bitmaps, target.layer(0)));
     return target.Flush();
   };
-  if (req.existing) {
-    auto target = Chain::Open(req.target, req.target_format, true);
+  IMGFS_ASSIGN_OR_RETURN(Output out, InspectOutput(req.target));
+  std::vector<const Chain*> inputs;
+  for (const auto& c : src.chains) inputs.push_back(c.get());
+  IMGFS_RETURN_IF_ERROR(CheckNotAnInput(out, inputs));
+  const bool device = out.kind == Output::kBlockDevice;
+  if (device && !req.existing) {
+    // Written in place, as qemu-img writes a disk or a stick: only the
+    // disk's bytes fit there, and no backing file can be named.
+    if (!CapabilitiesOf(req.target_format).plain_disk)
+      return InvalidArgument(req.target + ": a block device takes a raw image only (-O raw), or -n");
+    if (!req.backing.empty()) return InvalidArgument(req.target + ": a block device cannot name a backing file (-B)");
+  }
+  if (req.existing || device) {
+    auto target = Chain::Open(out.path, req.target_format, true);
     if (!target.ok()) return target.status().Prefixed("Could not open '" + req.target + "'");
     return copy(*target.value(), false);
   }
-  NewFiles files(HostFiles(), req.target);
+  NewFiles files(HostFiles(), out.path);
   CreateRequest create;
-  create.path = req.target;
+  create.path = out.path;
   create.format = req.target_format;
   create.size = std::to_string(src.total);
   create.backing_file = req.backing;
@@ -124,7 +136,7 @@ Status Convert(const ConvertRequest& req) {
   create.options = req.options;
   IMGFS_RETURN_IF_ERROR(StageCreate(create, &files));
   {
-    IMGFS_ASSIGN_OR_RETURN(auto target, Chain::OpenThrough(req.target, req.target_format, true, files.Staged()));
+    IMGFS_ASSIGN_OR_RETURN(auto target, Chain::OpenThrough(out.path, req.target_format, true, files.Staged()));
     IMGFS_RETURN_IF_ERROR(copy(*target, true));
   }  // closed before its files take their names
   return files.Commit();

@@ -384,8 +384,15 @@ class Copier {
       if (plan_.progress) plan_.progress(done, total_);
     }
     if (!plan_.rate) return;
-    const auto due = start_ + std::chrono::duration<double>(static_cast<double>(done) / plan_.rate);
-    std::this_thread::sleep_until(due);
+    const auto due = start_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  std::chrono::duration<double>(static_cast<double>(done) / plan_.rate));
+    // In steps, each followed by a progress call: a request for it
+    // (SIGUSR1) is answered while the copy waits.
+    while (std::chrono::steady_clock::now() < due) {
+      std::this_thread::sleep_until(std::min(due, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
+      std::lock_guard<std::mutex> l(progress_mu_);
+      if (plan_.progress) plan_.progress(done_, total_);
+    }
   }
 
   bool Failed() const { return failed_.load(); }

@@ -58,6 +58,9 @@ Status StageCreate(const CreateRequest& req, NewFiles* files) {
     if (opts.backing_format.empty()) opts.backing_format = backing->layer(0).format_name();
     if (size.empty()) opts.size = backing->VirtualSize();
     opts.backing_image = &backing->layer(0);
+    // A new image written over its own backing file would destroy it.
+    if (auto out = InspectOutput(req.path); out.ok() && !CheckNotAnInput(out.value(), {backing.get()}).ok())
+      return InvalidArgument("Trying to create an image with the same file as the backing file (or one of its chain)");
   }
   if (!size.empty()) {
     IMGFS_ASSIGN_OR_RETURN(opts.size, ParseSize(size));
@@ -100,11 +103,31 @@ std::string CreateHelp(const std::string& format) {
   return "";
 }
 
+namespace {
+// qemu-img create onto a block device checks that the disk fits; a plain
+// disk has nothing more to write.
+Status CreateOnDevice(const CreateRequest& req) {
+  if (!CapabilitiesOf(req.format).plain_disk)
+    return InvalidArgument("a block device takes a raw image only (-f raw)");
+  if (!req.backing_file.empty()) return InvalidArgument("a raw image cannot name a backing file");
+  IMGFS_ASSIGN_OR_RETURN(uint64_t size, ParseSize(req.size.empty() ? "0" : req.size));
+  IMGFS_ASSIGN_OR_RETURN(auto dev, io::OpenPosixFile(req.path, false));
+  if (dev->Size() < size)
+    return InvalidArgument("the device is smaller than the image (" + std::to_string(dev->Size()) +
+                           " < " + std::to_string(size) + " bytes)");
+  return Status::OK();
+}
+}  // namespace
+
 Status Create(const CreateRequest& req) {
+  IMGFS_ASSIGN_OR_RETURN(Output out, InspectOutput(req.path));
+  if (out.kind == Output::kBlockDevice) return CreateOnDevice(req);
   // Every file under a temporary name, synced and renamed into place at
   // the end: a crash or a failure leaves either no image or a whole one.
-  NewFiles files(HostFiles(), req.path);
-  IMGFS_RETURN_IF_ERROR(StageCreate(req, &files));
+  CreateRequest at = req;
+  at.path = out.path;
+  NewFiles files(HostFiles(), at.path);
+  IMGFS_RETURN_IF_ERROR(StageCreate(at, &files));
   return files.Commit();
 }
 

@@ -103,7 +103,7 @@ Status Create(io::File& file, const CreateOptions& opts) {
 
 static Capabilities RawCaps() {
   Capabilities c;
-  c.discard = c.resize = true;
+  c.discard = c.resize = c.plain_disk = true;
   return c;
 }
 // As qemu: a raw image needs its whole size, holes or not.

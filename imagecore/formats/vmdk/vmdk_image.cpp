@@ -257,8 +257,15 @@ Status VmdkImage::WriteDescriptor(const std::string& text) {
     padded.resize(std::max(desc_text_.size(), text.size()), '\0');
     IMGFS_RETURN_IF_ERROR(main_->PWrite(desc_at_, padded.data(), padded.size()));
   } else {
-    IMGFS_RETURN_IF_ERROR(main_->PWrite(0, text.data(), text.size()));
-    if (text.size() < main_->Size()) IMGFS_RETURN_IF_ERROR(main_->Truncate(text.size()));
+    // Padded with empty lines over the old text first: a crash before the
+    // truncation leaves no tail of the old text for a reader to parse.
+    std::string padded = text;
+    if (padded.size() < main_->Size()) padded.resize(main_->Size(), '\n');
+    IMGFS_RETURN_IF_ERROR(main_->PWrite(0, padded.data(), padded.size()));
+    if (text.size() < main_->Size()) {
+      IMGFS_RETURN_IF_ERROR(main_->Sync());
+      IMGFS_RETURN_IF_ERROR(main_->Truncate(text.size()));
+    }
   }
   return main_->Sync();
 }

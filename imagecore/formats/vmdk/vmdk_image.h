@@ -53,6 +53,7 @@ class VmdkImage final : public Image {
   ~VmdkImage() override;
   // The descriptor's CID now (it changes at the first write).
   uint32_t cid() const;
+  void KeepIdentity() override { cid_changed_.store(true, std::memory_order_release); }
 
  private:
   VmdkImage() = default;

@@ -24,6 +24,13 @@ struct Access {
   uid_t uid = 0;
   gid_t gid = 0;
   std::vector<gid_t> groups;  // supplementary groups of `uid`
+  // The file these rights were judged on, for an image file in SOURCE
+  // opened with the daemon's rights: an open that finds another file at
+  // the path (a link, or a file swapped in since) fails instead of
+  // serving it, so a user who owns SOURCE cannot slip root's files in.
+  bool pinned = false;
+  dev_t dev = 0;
+  ino_t ino = 0;
   std::string who() const;    // "uid 1000" for messages
 };
 
@@ -40,7 +47,8 @@ struct ImageAccess {
 // groups from the user database). The process's own rights where they are
 // already those, or where the process cannot take others' (not root).
 Access AccessOf(uid_t uid, gid_t gid);
-// The rights for the image at `path` in SOURCE (see ImageAccess).
+// The rights for the image at `path` in SOURCE (see ImageAccess); `self`
+// is pinned to the regular file found there.
 ImageAccess AccessForImage(const std::string& path);
 
 // Runs with `a`'s file-system rights on this thread until destroyed.

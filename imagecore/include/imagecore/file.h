@@ -25,6 +25,7 @@ struct FileStat {
   bool is_dir = false;
   bool is_regular = false;
   bool is_block = false;
+  bool is_symlink = false;  // only from LinkStatPath
   mode_t mode = 0;
   uid_t uid = 0;
   gid_t gid = 0;
@@ -100,11 +101,23 @@ class File {
 Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable, const Access& as = Access());
 // Creates (O_EXCL) a new host file for writing.
 Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path, mode_t mode = 0644, const Access& as = {});
+// A new host file with no name yet (O_TMPFILE) in the directory of
+// `beside`, for writing: nothing of it outlives a crash. Unsupported where
+// the file system cannot make one.
+Result<std::unique_ptr<File>> CreateUnnamedPosixFile(const std::string& beside, mode_t mode, const Access& as = {});
+// Opens a file made by CreateUnnamedPosixFile again (its path is the one
+// it was made beside).
+Result<std::unique_ptr<File>> ReopenPosixFile(const File& file, bool writable);
+// Gives a file made by CreateUnnamedPosixFile the name `path` (which must
+// not exist).
+Status LinkUnnamed(const File& file, const std::string& path);
 // Renames a file (same file system); removes a file. For create's
 // write-then-rename.
 Status RenameFile(const std::string& from, const std::string& to);
 void RemoveFile(const std::string& path);
 Result<FileStat> StatPath(const std::string& path);
+// As StatPath, but a symbolic link is described, not followed.
+Result<FileStat> LinkStatPath(const std::string& path);
 // Names in a directory (no "." or ".."), sorted.
 Result<std::vector<std::string>> ListDir(const std::string& path);
 // Capacity of the file system holding `path`, in bytes.

@@ -79,6 +79,9 @@ struct Capabilities {
   // qemu's driver answers block status at most one cluster (grain) at a
   // time: what `compare -s` sees of where a run ends.
   bool status_by_grain = false;
+  // The file is the disk's bytes as they are, nothing else: a block
+  // device can be written as one in place.
+  bool plain_disk = false;
 };
 
 // What `measure` knows of the disk to be converted.

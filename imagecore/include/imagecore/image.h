@@ -237,6 +237,11 @@ class Image {
     return Unsupported(std::string(format_name()) + " images cannot be emptied");
   }
 
+  // Writes from now on, until the layer is reopened, keep the identity
+  // its children record of it (VMDK's CID). For a commit: the base only
+  // gains bytes its children hide, so they read it as the parent they were
+  // made on at every moment, and a crash leaves no chain that qemu refuses.
+  virtual void KeepIdentity() {}
   virtual std::optional<BackingRef> Backing() const { return std::nullopt; }
   // Whether `parent`, opened as this layer's backing file, is the one it
   // was made on (VMDK: parentCID against the parent's CID). An error says

@@ -45,13 +45,27 @@ class FileOpener {
   virtual bool Exists(const std::string& path) const = 0;
   virtual Status Rename(const std::string& from, const std::string& to) const = 0;
   virtual void Remove(const std::string& path) const = 0;
+  // A new file with no name yet beside `path`, where files can be made so
+  // (Unsupported otherwise); Name gives it one. A crash leaves nothing.
+  virtual Result<std::unique_ptr<io::File>> CreateUnnamed(const std::string& path, mode_t mode) const {
+    return Unsupported(path + ": no unnamed files");
+  }
+  virtual Status Name(const io::File& file, const std::string& path) const { return Unsupported(path); }
+  // Opens `file`, made by CreateUnnamed, again, under its future name.
+  virtual Result<std::unique_ptr<io::File>> Reopen(const io::File& file, bool writable) const {
+    return Unsupported(file.path() + ": cannot be opened again");
+  }
+  // Names in the directory `dir` (for left-over temporary files).
+  virtual std::vector<std::string> List(const std::string& dir) const { return {}; }
 };
 const FileOpener& HostFiles();
 
-// The files one create writes: each under a temporary name beside its
-// final one, all synced and renamed into place by Commit (the main file
-// last, so that it never names a file that is not there yet). Until
-// Commit succeeds, destroying it removes every one of them.
+// The files one create writes: each without a name where the file system
+// allows it (else under a temporary name beside its final one), all
+// synced and named by Commit (the main file last, so that it never names
+// a file that is not there yet). Until Commit succeeds, destroying it
+// removes every one of them; temporary names that a killed run left
+// beside the output are removed by the next one.
 class NewFiles {
  public:
   NewFiles(const FileOpener& opener, std::string main_path);
@@ -92,9 +106,12 @@ class NewFiles {
   std::string StagedPath(const std::string& path) const;
 
   struct Pending {
-    std::string final_path, temp_path;
+    std::string final_path, temp_path;  // temp_path: "" while unnamed
     std::unique_ptr<io::File> file;
+    bool unnamed = false;
   };
+  Status Publish(Pending& p);
+  void RemoveLeftovers(const std::string& final_path) const;
   Result<io::File*> Create(const std::string& final_path);
 
   const FileOpener& opener_;

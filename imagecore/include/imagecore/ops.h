@@ -170,6 +170,23 @@ CompareResult Compare(const CompareRequest& req);
 Result<std::unique_ptr<Chain>> OpenSourceChain(const std::string& path, const std::string& format,
                                                const std::string& snapshot);
 
+// ---- outputs (ops/output.cpp) ----
+// What lies at the path a command writes to: nothing yet (a new file is
+// made beside it and renamed into place), a regular file (replaced the
+// same way; `path` is the file a symbolic link names), or a block device
+// (written in place). Anything else is refused with the reason.
+struct Output {
+  enum Kind { kNew, kRegular, kBlockDevice } kind = kNew;
+  std::string path;
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+Result<Output> InspectOutput(const std::string& path);
+// Refuses an output that is one of the files any layer of `inputs` reads
+// (an image, an extent, a data file, a backing file), before anything is
+// written: the command would destroy what it reads.
+Status CheckNotAnInput(const Output& out, const std::vector<const Chain*>& inputs);
+
 // ---- measure (ops/measure.cpp) ----
 struct MeasureRequest {
   std::string path, format, snapshot;  // the source (path "" with --size)
