@@ -57,6 +57,8 @@ Result<Command> ParseCtlLine(const std::string& line) {
   Command c;
   c.text = line;
   if (w.empty()) return InvalidArgument("empty command");
+  for (unsigned char ch : line)
+    if (ch < 0x20 && ch != '\t' && ch != '\r') return InvalidArgument("a command holds a control character");
   if (w[0] == "resize") {
     if (w.size() < 2 || w.size() > 3 || (w.size() == 3 && w[2] != "--shrink"))
       return Usage(line, "resize SIZE|+SIZE|-SIZE [--shrink]");
@@ -145,8 +147,20 @@ void Control::Join() {
 }
 
 namespace {
-// What ctl shows of a request: a name of 70,000 characters is cut.
-std::string Clip(const std::string& text) {
+// What ctl and the log show of a request: a name of 70,000 characters
+// is cut, and a control character spelled out, so that a line can
+// neither hide a byte nor start a line of its own.
+std::string Clip(const std::string& raw) {
+  std::string text;
+  for (unsigned char ch : raw) {
+    if (ch >= 0x20 && ch != 0x7f) {
+      text += static_cast<char>(ch);
+    } else {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", ch);
+      text += esc;
+    }
+  }
   constexpr size_t kMax = 160;
   if (text.size() <= kMax) return text;
   return text.substr(0, kMax) + "... (" + std::to_string(text.size()) + " bytes)";

@@ -187,8 +187,10 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
     entry->layer_paths.push_back(io::RealPath(chain.value()->layer_path(d)));
   if (entry->layer_paths.size() > 1) entry->backing_path = entry->layer_paths[1];
   entry->set_members(MembersOf(*img, path));
-  auto st = io::StatPath(path);
-  if (st.ok()) {
+  if (access.self.pinned) {
+    entry->file_ino = access.self.ino;
+    entry->file_dev = access.self.dev;
+  } else if (auto st = io::StatPath(path); st.ok()) {
     entry->file_ino = st.value().ino;
     entry->file_dev = st.value().dev;
   }

@@ -327,6 +327,15 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     fuse_reply_err(req, err);
     return;
   }
+  // Mode and owner follow the image file: a change the view cannot make
+  // is refused, not reported done; the same values pass (cp -p, rsync -a).
+  const bool new_mode = (to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (st.st_mode & 07777);
+  const bool new_uid = (to_set & FUSE_SET_ATTR_UID) && attr->st_uid != st.st_uid;
+  const bool new_gid = (to_set & FUSE_SET_ATTR_GID) && attr->st_gid != st.st_gid;
+  if (new_mode || new_uid || new_gid) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (node.kind == NodeKind::kCtl) {  // `echo cmd > ctl` truncates first
       fuse_reply_attr(req, &st, kAttrTimeout);
@@ -368,7 +377,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
       st.st_size = static_cast<off_t>(e.virtual_size.load());
     }
   }
-  // Mode, owner and times follow the image file; accept and ignore.
+  // Times follow the image file; accept and ignore.
   fuse_reply_attr(req, &st, kAttrTimeout);
 }
 

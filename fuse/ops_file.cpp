@@ -70,7 +70,9 @@ void ReplyStatus(fuse_req_t req, const Status& st) { fuse_reply_err(req, ErrnoOf
 bool CallerMayReadChain(fuse_req_t req, const Chain& chain, size_t depth) {
   const fuse_ctx* c = fuse_req_ctx(req);
   if (c->uid == 0) return true;
-  const auto files = FilesBelowImage(chain, depth);  // the image file: the kernel checked its bits
+  // The image file too: the kernel checked the bits of the file at the
+  // path, which need not be the one this chain serves.
+  const auto files = chain.StatFiles(depth);
   bool all_public = true;
   for (const io::FileStat& f : files) all_public &= (f.mode & 0444) == 0444;
   if (all_public) return true;

@@ -133,15 +133,14 @@ Result<io::File*> NewFiles::Create(const std::string& final_path) {
   return files_.back().file.get();
 }
 
-Status NewFiles::Publish(Pending& p) {
-  if (p.unnamed) {
-    // A name of its own first: linkat cannot replace an existing file.
-    const std::string temp = TempNameFor(p.final_path);
-    IMGFS_RETURN_IF_ERROR(opener_.Name(*p.file, temp));
-    p.temp_path = temp;
-    p.unnamed = false;
-  }
-  return opener_.Rename(p.temp_path, p.final_path);
+Status NewFiles::NameTemporarily(Pending& p) {
+  if (!p.unnamed) return Status::OK();
+  // linkat cannot replace an existing file: a name of its own first.
+  const std::string temp = TempNameFor(p.final_path);
+  IMGFS_RETURN_IF_ERROR(opener_.Name(*p.file, temp));
+  p.temp_path = temp;
+  p.unnamed = false;
+  return Status::OK();
 }
 
 Result<io::File*> NewFiles::Main() {
@@ -181,10 +180,13 @@ Status NewFiles::Commit() {
   // Durable before they take their names: a crash then leaves either the
   // old files or whole new ones (and perhaps temporary names).
   for (Pending& p : files_) IMGFS_RETURN_IF_ERROR(p.file->Sync());
+  // Every file has a temporary name before any takes its own: one who
+  // sees an extent appear finds the descriptor that names it.
+  for (Pending& p : files_) IMGFS_RETURN_IF_ERROR(NameTemporarily(p));
   for (Pending& p : files_)
-    if (p.final_path != main_path_) IMGFS_RETURN_IF_ERROR(Publish(p));
+    if (p.final_path != main_path_) IMGFS_RETURN_IF_ERROR(opener_.Rename(p.temp_path, p.final_path));
   for (Pending& p : files_)
-    if (p.final_path == main_path_) IMGFS_RETURN_IF_ERROR(Publish(p));
+    if (p.final_path == main_path_) IMGFS_RETURN_IF_ERROR(opener_.Rename(p.temp_path, p.final_path));
   for (Pending& p : files_) p.file.reset();
   committed_ = true;
   return Status::OK();

@@ -42,8 +42,18 @@ try:
             os.write(fd, sys.argv[3].encode() + b"\n")
         finally:
             os.close(fd)
+    elif op == "write_escaped":   # "\\0" and the like spelled out in the argument
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, sys.argv[3].encode().decode("unicode_escape").encode("latin1") + b"\n")
+        finally:
+            os.close(fd)
     elif op == "truncate":
         os.truncate(path, int(sys.argv[3]))
+    elif op == "chmod":
+        os.chmod(path, int(sys.argv[3], 8))
+    elif op == "chown":
+        os.chown(path, int(sys.argv[3]), int(sys.argv[4]))
     print("OK")
 except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
@@ -147,6 +157,31 @@ setfattr -n user.imgfs.resize -v +1M "$LONE"     # the image's directory takes t
 setfattr -n user.imgfs.resize -v 32M,shrink "$LONE"
 [[ $(stat -c %s "$LONE/disk.raw") == $((32 * M)) ]] || fail "shrink by the directory's attribute"
 echo "   sizes follow at once (disk.raw, layers/0, by file or directory); refusals give EINVAL/ENOTSUP/EROFS with the reason in ctl"
+
+log "a ctl line with a control character is refused whole"
+size=$(stat -c %s "$VM/disk.raw")
+r=$(errno_of write_escaped "$VM/ctl" 'resize +1M\0garbage')
+[[ $r == EINVAL ]] || fail "a ctl line with a NUL byte gave $r"
+[[ $(stat -c %s "$VM/disk.raw") == "$size" ]] || fail "a ctl line with a NUL byte resized the image"
+grep -qF 'last: resize +1M\x00garbage: error: a command holds a control character' "$VM/ctl" || fail "ctl does not say why: $(cat "$VM/ctl")"
+echo "   'resize +1M<NUL>garbage' gives EINVAL, size unchanged"
+
+log "chmod and chown the view cannot honour are refused; the same values pass"
+mode=$(stat -c %a "$VM/disk.raw")
+r=$(errno_of chmod "$VM/disk.raw" 4777)
+[[ $r == EPERM ]] || fail "chmod 4777 disk.raw gave $r"
+[[ $(stat -c %a "$VM/disk.raw") == "$mode" ]] || fail "chmod 4777 changed the mode to $(stat -c %a "$VM/disk.raw")"
+r=$(errno_of chmod "$VM/disk.raw" "$mode")
+[[ $r == OK ]] || fail "chmod to the mode it has gave $r"
+owner=$(stat -c %u "$VM/disk.raw"); group=$(stat -c %g "$VM/disk.raw")
+r=$(errno_of chown "$VM/disk.raw" "$owner" "$group")
+[[ $r == OK ]] || fail "chown to the owner it has gave $r"
+if [[ $(id -u) == 0 ]]; then
+    r=$(errno_of chown "$VM/disk.raw" 12345 12345)
+    [[ $r == EPERM ]] || fail "chown 12345 disk.raw gave $r"
+    [[ $(stat -c %u "$VM/disk.raw") == "$owner" ]] || fail "chown changed the owner"
+fi
+echo "   chmod 4777 gives EPERM, mode stays $mode; chmod/chown to the same values succeed"
 
 log "snapshots by attribute and ctl; apply shows the old content through an open handle"
 cmp -s <(head -c $((3 * M)) "$VM/disk.raw") <(pread_fd $held 0 $((3 * M))) || fail "held handle differs"

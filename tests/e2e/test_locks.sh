@@ -24,9 +24,21 @@ tmpdir
 SRC=$T/src MNT=$T/mnt
 mkdir -p "$SRC" "$MNT"
 QSD_PID=""
+# qemu-storage-daemon 7.2 can hang on SIGTERM that comes right after its
+# export is mounted; after 5 s its export is detached and it is killed.
 stop_qsd() {
     if [[ -n $QSD_PID ]]; then
         kill "$QSD_PID" 2>/dev/null || true
+        local i
+        for i in $(seq 1 50); do
+            kill -0 "$QSD_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$QSD_PID" 2>/dev/null; then
+            echo "   (qemu-storage-daemon did not stop on SIGTERM: killed)"
+            fusermount3 -u -z "$T/export" 2>/dev/null || true
+            kill -KILL "$QSD_PID" 2>/dev/null || true
+        fi
         wait "$QSD_PID" 2>/dev/null || true
         QSD_PID=""
     fi
@@ -102,7 +114,7 @@ mount_imgfs "$SRC" "$MNT" -o claim=write
 [[ $(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/free.qcow2/disk.raw") == 0 ]] ||
     fail "free.qcow2 not writable before qsd"
 start_qsd "$SRC/free.qcow2" "$T/export" || fail "qsd could not export free.qcow2 while mounted (unwritten): $(cat "$T/qsd.log")"
-printf 'from qsd' | dd of="$T/export" bs=1 seek=4096 conv=notrunc status=none
+printf 'from qsd' | dd of="$T/export" bs=1 seek=4096 conv=notrunc,fsync status=none
 ro=$(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/free.qcow2/disk.raw")
 [[ $ro == "1: in use by qemu-storage-daemon (pid $QSD_PID)"* ]] || fail "free.qcow2 read_only while qsd has it: '$ro'"
 r=$(write_errno "$MNT/free.qcow2/disk.raw")

@@ -110,7 +110,7 @@ class NewFiles {
     std::unique_ptr<io::File> file;
     bool unnamed = false;
   };
-  Status Publish(Pending& p);
+  Status NameTemporarily(Pending& p);
   void RemoveLeftovers(const std::string& final_path) const;
   Result<io::File*> Create(const std::string& final_path);
 
