@@ -136,7 +136,7 @@ void Namespace::Append(std::unique_ptr<ImageEntry> e) {
 }
 
 Status Namespace::Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
-                        std::unique_ptr<ImageEntry>* out) {
+                        bool claim, std::unique_ptr<ImageEntry>* out) {
   std::string format;
   const io::ImageAccess access = io::AccessForImage(path);
   {
@@ -153,20 +153,25 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
     }
   }
   // Open the whole chain to validate it (a missing backing file leaves the
-  // image out) and keep it: a writable image stays claimed with QEMU's
+  // image out) and keep it. A claimed image stays claimed with QEMU's
   // locks from now on, so no VM starts writing it behind the mount.
-  bool writable = !read_only;
-  auto chain = Chain::Open(path, format, writable, access);
+  const bool writable = !read_only;
+  auto chain = !writable ? Chain::Open(path, format, false, access)
+               : claim   ? Chain::Open(path, format, true, access)
+                         : Chain::OpenUnclaimed(path, format, access);
   std::string ro_reason = read_only ? "mounted read-only" : "";
+  bool claimed = writable && claim && chain.ok();
+  if (!chain.ok() && writable && chain.status().code() == Code::kBusy) {
+    // A VM (or another imgfs, or a program still making it) has it: the
+    // first write claims it once it is let go; until then
+    // user.imgfs.read_only names the holder.
+    Log(LogLevel::kInfo, chain.status().message() + ": claimed when first written");
+    chain = Chain::OpenUnclaimed(path, format, access);
+  }
   if (!chain.ok() && writable && chain.status().sys_errno() == EACCES) {
     chain = Chain::Open(path, format, false, access);
     ro_reason = "no write permission on the image file";
-  } else if (!chain.ok() && writable && chain.status().code() == Code::kBusy) {
-    // A VM (or another imgfs) has it: serve it read-only and say who.
-    std::string why = chain.status().message();
-    if (why.rfind(path + ": ", 0) == 0) why = why.substr(path.size() + 2);
-    chain = Chain::Open(path, format, false, access);
-    ro_reason = why;
+    claimed = false;
   }
   if (!chain.ok()) return chain.status();
   Image* img = &chain.value()->layer(0);
@@ -195,10 +200,9 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
     entry->file_dev = st.value().dev;
   }
   entry->chain = std::shared_ptr<Chain>(std::move(chain).value());
-  if (!entry->read_only) {
-    if (claim_at_mount_) entry->claimed = true;  // the writable open took it; it stays
-    else Unclaim(*entry);
-  }
+  if (entry->read_only) entry->chain->layer(0).DropWriteClaim();  // never written: a VM may
+  else if (claimed) entry->claimed = true;                        // the writable open took it; it stays
+  else Unclaim(*entry);
   if (entry->read_only && !read_only)
     Log(LogLevel::kInfo, "serving " + path + " read-only: " + entry->read_only_reason);
   *out = std::move(entry);
@@ -251,7 +255,7 @@ Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_
   if (!st.is_dir) {
     if (!st.is_regular && !st.is_block) return InvalidArgument(source + ": not a directory or an image file");
     std::unique_ptr<ImageEntry> e;
-    Status s = Probe(BaseName(source), source, true, read_only, &e);
+    Status s = Probe(BaseName(source), source, true, read_only, claim_at_mount, &e);
     if (!s.ok()) return s.Prefixed(source);
     Append(std::move(e));
   } else {
@@ -277,7 +281,7 @@ Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_
   return Status::OK();
 }
 
-long Namespace::Added(const std::string& name) {
+long Namespace::Added(const std::string& name, bool moved_in) {
   const std::string path = source_ + "/" + name;
   if (IsTempName(name)) {
     if (scanning_) Log(LogLevel::kInfo, path + ": a file an interrupted create left, not listed");
@@ -335,7 +339,7 @@ long Namespace::Added(const std::string& name) {
     Removed(name);  // replaced by another file of that name, or by another chain
   }
   std::unique_ptr<ImageEntry> e;
-  Status s = Probe(name, path, false, read_only_, &e);
+  Status s = Probe(name, path, false, read_only_, claim_at_mount_ && (scanning_ || moved_in), &e);
   if (!s.ok()) {
     std::string why = s.message();
     if (why.rfind(path + ": ", 0) == 0) why = why.substr(path.size() + 2);
@@ -443,20 +447,17 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   std::lock_guard<std::mutex> l(e.mu);
   if (e.chain) return e.chain;
   if (!e.open_error.ok()) return e.open_error;
-  auto chain = Chain::Open(e.path, e.format, !e.read_only, e.access);
-  if (!chain.ok() && chain.status().code() == Code::kBusy && !e.read_only) {
-    Log(LogLevel::kWarning, "serving " + e.path + " read-only from now on: " + chain.status().message());
-    chain = Chain::Open(e.path, e.format, false, e.access);
-    if (chain.ok()) e.read_only = true;  // the reason stays the one given at mount: see the log
-  }
+  // Never claimed here: the file was changed by another program, which
+  // may not be done (ClaimForWrite claims it).
+  auto chain = e.read_only ? Chain::Open(e.path, e.format, false, e.access)
+                           : Chain::OpenUnclaimed(e.path, e.format, e.access);
   if (!chain.ok()) {
     e.open_error = chain.status();
     Log(LogLevel::kError, "cannot serve " + e.path + ": " + chain.status().message());
     return e.open_error;
   }
   e.chain = std::shared_ptr<Chain>(std::move(chain).value());
-  if (!e.read_only && !e.claimed && !claim_at_mount_) Unclaim(e);
-  if (!e.read_only && claim_at_mount_) e.claimed = true;
+  if (!e.read_only) Unclaim(e);
   if (e.chain->depth() > kMaxLayers) Log(LogLevel::kWarning, e.path + ": only the first 64 layers are shown");
   return e.chain;
 }

@@ -113,8 +113,10 @@ class Namespace {
   // Scans SOURCE (a directory, or one image file). Files that are not
   // images are skipped; images that cannot be opened are left out; both
   // are logged with the reason. Fails only if SOURCE itself is unusable.
-  // With `claim_at_mount`, every writable image is claimed (QEMU's locks)
-  // from the scan on; else only when the mount first writes it.
+  // With `claim_at_mount`, every writable image found now, or later
+  // moved into SOURCE whole, is claimed (QEMU's locks) from then on; an
+  // image another program writes into SOURCE, or that a VM holds, only
+  // when the mount first writes it: that program may not be done.
   Status Scan(const std::string& source, bool read_only, bool claim_at_mount = true);
 
   // Images ever listed, removed ones included (their slots stay, so an
@@ -126,9 +128,10 @@ class Namespace {
   // Index of the image now named `name`, or -1.
   long Find(const std::string& name) const;
   // SOURCE changed (the watcher): the file `name` appeared or was
-  // rewritten, or went away. Returns the index added, reopened (the same
-  // file, changed by another program) or removed, or -1.
-  long Added(const std::string& name);
+  // rewritten (`moved_in`: renamed into SOURCE), or went away. Returns
+  // the index added, reopened (the same file, changed by another program)
+  // or removed, or -1.
+  long Added(const std::string& name, bool moved_in = false);
   long Removed(const std::string& name);
   // Index of the listed image that has the file at `real_path` among its
   // other files, or -1.
@@ -170,8 +173,9 @@ class Namespace {
   const std::string& source() const { return source_; }
 
  private:
-  // Opens the image at `path`; *out stays null for a file that is no image.
-  Status Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
+  // Opens the image at `path`, claimed for writing if `claim` and it may;
+  // *out stays null for a file that is no image.
+  Status Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only, bool claim,
                std::unique_ptr<ImageEntry>* out);
   // Serves image i read-only if another listed image builds on it.
   void ProtectBackingOf(size_t i);

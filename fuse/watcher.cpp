@@ -68,7 +68,7 @@ void Watcher::Run(FsContext& ctx) {
           fuse_lowlevel_notify_delete(ctx.se, kRootIno, InoOf(NodeKind::kImageDir, size_t(i)), name.c_str(), name.size());
       } else if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
         const long had = ctx.ns.Find(name);
-        const long i = ctx.ns.Added(name);
+        const long i = ctx.ns.Added(name, ev->mask & IN_MOVED_TO);
         if (i >= 0 && i == had) {  // the same image, changed: its views may be cached
           InvalidateInode(ctx, InoOf(NodeKind::kDisk, size_t(i)));
           for (size_t d = 0; d < kMaxLayers; ++d) InvalidateInode(ctx, InoOf(NodeKind::kLayer, size_t(i), d));

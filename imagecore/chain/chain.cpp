@@ -42,6 +42,11 @@ Result<std::unique_ptr<Chain>> Chain::OpenSnapshot(const std::string& path, cons
   return OpenImpl(path, format, false, snapshot_id, access);
 }
 
+Result<std::unique_ptr<Chain>> Chain::OpenUnclaimed(const std::string& path, const std::string& format,
+                                                    const io::ImageAccess& access) {
+  return OpenImpl(path, format, true, "", access, nullptr, false);
+}
+
 Result<std::unique_ptr<Chain>> Chain::OpenThrough(const std::string& path, const std::string& format,
                                                   bool writable, const FileOpener& files) {
   return OpenImpl(path, format, writable, "", io::ImageAccess(), &files);
@@ -49,7 +54,7 @@ Result<std::unique_ptr<Chain>> Chain::OpenThrough(const std::string& path, const
 
 Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const std::string& format, bool writable,
                                                const std::string& snapshot_id, const io::ImageAccess& access,
-                                               const FileOpener* files) {
+                                               const FileOpener* files, bool claim) {
   std::unique_ptr<Chain> chain(new Chain());
   chain->access_ = access;
   std::set<std::string> seen;
@@ -61,6 +66,8 @@ Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const st
     if (!seen.insert(key).second) return Corrupt(path + ": backing chain loops back to " + cur);
     OpenOptions opts = LayerOptions(access, d == 0, writable && d == 0);
     opts.opener = files;
+    opts.claim = claim;
+    opts.no_repair = !claim;
     auto img = OpenImage(cur, fmt, opts);
     if (!img.ok()) {
       if (d == 0) return img.status();

@@ -81,7 +81,7 @@ Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::str
                                          const OpenOptions& opts) {
   IMGFS_ASSIGN_OR_RETURN(auto file, opts.files().Open(path, opts.writable, opts.file_access));
   // Before anything is written (a dirty image is repaired at open).
-  if (opts.writable) IMGFS_RETURN_IF_ERROR(file->ClaimForWriting());
+  if (opts.writable && opts.claim) IMGFS_RETURN_IF_ERROR(file->ClaimForWriting());
   const FormatDriver* drv = nullptr;
   if (!format.empty()) {
     drv = FindFormat(format);
@@ -112,7 +112,7 @@ Result<std::unique_ptr<io::File>> OpenOptions::OpenNamed(const std::string& nami
     if (file.status().message().rfind(path, 0) == 0) return file.status();
     return file.status().Prefixed(path);
   }
-  if (writable) IMGFS_RETURN_IF_ERROR(file.value()->ClaimForWriting());
+  if (writable && claim) IMGFS_RETURN_IF_ERROR(file.value()->ClaimForWriting());
   return file;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sharing images with QEMU: imgfs takes QEMU's image locks, both ways.
 #  1. qemu-storage-daemon writes an image first: imgfs serves it read-only,
-#     user.imgfs.read_only names the process, writes get EROFS.
+#     user.imgfs.read_only names the process, writes get EROFS; once qsd
+#     is gone, the same mount writes it.
 #  2. imgfs mounts an image read-write first (claimed from the mount on):
 #     qemu-storage-daemon cannot open it for writing, qemu-img (without -U)
 #     cannot open it, and the imgfs CLI refuses to change it, pointing at
@@ -80,8 +81,15 @@ r=$(write_errno "$MNT/vm.qcow2/disk.raw")
     fail "free.qcow2 is not writable"
 grep -q "vm.qcow2.*qemu-storage-daemon" "$T/log" || fail "the log does not say why vm.qcow2 is read-only"
 echo "   $ro"
-umount_imgfs "$MNT"
 stop_qsd
+ro=$(getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/vm.qcow2/disk.raw")
+[[ $ro == 0 ]] || fail "vm.qcow2 still read-only after qsd let it go: '$ro'"
+printf 'after qsd' | dd of="$MNT/vm.qcow2/disk.raw" bs=1 seek=4096 conv=notrunc,fsync status=none ||
+    fail "imgfs cannot write vm.qcow2 after qsd let it go"
+echo "   once qsd let it go: writable in the same mount"
+umount_imgfs "$MNT"
+check_clean "$SRC/vm.qcow2"
+[[ $(qemu-io -f qcow2 -c "read -v 4096 9" "$SRC/vm.qcow2" | head -1) == *"after.qsd"* ]] || fail "the write after qsd was lost"
 
 log "2. imgfs has vm.qcow2 mounted read-write; then QEMU and the CLI try"
 mount_imgfs "$SRC" "$MNT"

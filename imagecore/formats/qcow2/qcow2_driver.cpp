@@ -40,6 +40,33 @@ Qcow2Image::~Qcow2Image() {
   if (!st.ok()) Log(LogLevel::kWarning, file_->path() + ": free clusters at the end not trimmed: " + st.ToString());
 }
 
+// An image left dirty (lazy refcounts, then a crash) gets its refcounts
+// rebuilt before it is written, as qemu does at a read-write open.
+void Qcow2Image::RepairIfLeftDirty() {
+  uint64_t features;
+  {
+    std::lock_guard<std::mutex> l(meta_mu_);
+    features = header_.incompatible_features;
+  }
+  if (!file_->writable() || !(features & kIncompatDirty) || (features & kIncompatCorrupt)) return;
+  auto fixed = Check(RepairMode::kAll);
+  if (fixed.ok() && !fixed->corruptions && !fixed->leaks)
+    Log(LogLevel::kWarning, file_->path() + ": was left dirty; refcounts repaired (" +
+                                std::to_string(fixed->corruptions_fixed) + " errors, " +
+                                std::to_string(fixed->leaks_fixed) + " leaks fixed)");
+  else
+    Log(LogLevel::kError, file_->path() + ": was left dirty and could not be repaired: " +
+                              (fixed.ok() ? "errors remain" : fixed.status().message()));
+}
+
+// An image opened without the claim (OpenOptions::claim) was not
+// repaired at open: it is now, before anything else writes it.
+Status Qcow2Image::ClaimWriting() {
+  IMGFS_RETURN_IF_ERROR(Image::ClaimWriting());
+  RepairIfLeftDirty();
+  return Status::OK();
+}
+
 Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, const OpenOptions& opts) {
   IMGFS_ASSIGN_OR_RETURN(Header h, Header::Read(*file));
   if (h.crypt_method != 0)
@@ -73,19 +100,7 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
     if (!df.ok()) return df.status().Prefixed("external data file");
     img->data_file_ = std::move(df).value();
   }
-  // An image left dirty (lazy refcounts, then a crash) gets its refcounts
-  // rebuilt at a read-write open, as qemu does; then it is writable.
-  if (opts.writable && !opts.no_repair && img->file_->writable() && (h.incompatible_features & kIncompatDirty) &&
-      !(h.incompatible_features & kIncompatCorrupt)) {
-    auto fixed = img->Check(RepairMode::kAll);
-    if (fixed.ok() && !fixed->corruptions && !fixed->leaks)
-      Log(LogLevel::kWarning, img->file_->path() + ": was left dirty; refcounts repaired (" +
-                                  std::to_string(fixed->corruptions_fixed) + " errors, " +
-                                  std::to_string(fixed->leaks_fixed) + " leaks fixed)");
-    else
-      Log(LogLevel::kError, img->file_->path() + ": was left dirty and could not be repaired: " +
-                                (fixed.ok() ? "errors remain" : fixed.status().message()));
-  }
+  if (opts.writable && !opts.no_repair) img->RepairIfLeftDirty();
   if (opts.writable && !opts.no_repair && img->read_only())
     Log(LogLevel::kWarning, img->file_->path() + ": served read-only: " + img->read_only_reason_);
   return std::unique_ptr<Image>(std::move(img));

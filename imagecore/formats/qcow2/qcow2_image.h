@@ -59,6 +59,7 @@ class Qcow2Image final : public Image {
   Status SetBacking(const std::string& name, const std::string& format, const Image* parent) override;
   std::vector<SnapshotInfo> Snapshots() const override;
   Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const override;
+  Status ClaimWriting() override;
   using Image::Check;
   Result<CheckResult> Check(RepairMode mode, const ProgressFn& progress) override;
   Status CreateSnapshot(const std::string& name) override;
@@ -169,6 +170,10 @@ class Qcow2Image final : public Image {
   Status ApplyBitmapStepLocked(std::vector<BitmapSlot>& slots, const std::string& name, const BitmapChange& step);
   Status StoreBitmapDirectoryLocked(std::vector<BitmapSlot>& slots, const std::vector<uint8_t>& old_dir);
   Status RemoveAllBitmapsLocked();
+
+  // Rebuilds the refcounts of an image a crash left dirty (qcow2_driver.cpp).
+  void RepairIfLeftDirty();
+
   // --- the header cluster rewritten (qcow2_header_write.cpp) --------------
   struct HeaderCluster {
     std::vector<uint8_t> fixed;      // the fixed fields, header_length bytes as on disk

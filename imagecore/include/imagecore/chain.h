@@ -55,6 +55,11 @@ class Chain {
   static Result<std::unique_ptr<Chain>> OpenSnapshot(const std::string& path, const std::string& format,
                                                      const std::string& snapshot_id,
                                                      const io::ImageAccess& access = io::ImageAccess());
+  // Writable, but without QEMU's write claim (OpenOptions::claim): a
+  // program may still be making the file. Image::ClaimWriting on the top
+  // layer claims it before the first write.
+  static Result<std::unique_ptr<Chain>> OpenUnclaimed(const std::string& path, const std::string& format,
+                                                      const io::ImageAccess& access);
   // The same, every file opened through `files` (an image being made).
   static Result<std::unique_ptr<Chain>> OpenThrough(const std::string& path, const std::string& format,
                                                     bool writable, const FileOpener& files);
@@ -127,7 +132,7 @@ class Chain {
   mutable RwLock io_mu_;
   static Result<std::unique_ptr<Chain>> OpenImpl(const std::string& path, const std::string& format, bool writable,
                                                  const std::string& snapshot_id, const io::ImageAccess& access,
-                                                 const FileOpener* files = nullptr);
+                                                 const FileOpener* files = nullptr, bool claim = true);
   io::ImageAccess access_;  // set at open, then constant
   std::string parent_mismatch_;  // set at open, then constant
   std::vector<std::unique_ptr<Image>> layers_;

@@ -21,6 +21,11 @@ struct OpenOptions {
   // Set by `check`: report an image left dirty as it is instead of
   // repairing it at open (as qemu-img check opens images).
   bool no_repair = false;
+  // Whether a writable open takes QEMU's write claim on the files. An
+  // open without it (for a file another program may still be making)
+  // writes nothing at open, repairs included: Image::ClaimWriting does
+  // that once the claim is taken.
+  bool claim = true;
   // The rights the image file is opened with, and those for every file it
   // names (see imagecore/access.h).
   io::Access file_access;
