@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,24 @@
 #include "imagecore/image.h"
 
 namespace imgfs::vmdk {
+
+// The first damage an image's extents found while serving it, read from
+// any thread (Image::DamageFound).
+class DamageNote {
+ public:
+  void Note(const std::string& why) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (why_.empty()) why_ = why;
+  }
+  std::string Get() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return why_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string why_;  // GUARDED_BY(mu_)
+};
 
 class DiskExtent {
  public:
@@ -36,6 +55,10 @@ class DiskExtent {
 
   // Why the extent takes no writes ("" = it does, if its file is writable).
   virtual std::string WhyReadOnly() const { return ""; }
+  // Damage found while serving it (a write that would land on metadata):
+  // "" if none. It is also noted in `note`, once one is given.
+  virtual std::string Damage() const { return ""; }
+  virtual void ReportDamageTo(std::shared_ptr<DamageNote> note) {}
   // Writes guest bytes. `below` reads the disk under this layer at guest
   // offsets; `base` is the extent's first guest byte (for copy-on-write).
   virtual Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below, uint64_t base) = 0;

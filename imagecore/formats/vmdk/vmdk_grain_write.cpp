@@ -24,9 +24,10 @@ std::string GrainExtent::WhyReadOnly() const {
   }
   if (l_.compressed && !streaming_.load()) return "streamOptimized (compressed) extents are served read-only";
   if (l_.version >= 3 && !streaming_.load()) return "a version 3 sparse extent (changed block tracking) is served read-only";
-  if (!tables_sane_) return "a grain directory names a table outside the file or over the header or a directory";
-  return "";
+  return Damage();
 }
+
+std::string GrainExtent::Damage() const { return damaged_.load() ? damage_ : ""; }
 
 void GrainExtent::WaitForGrain(uint64_t g, std::unique_lock<std::mutex>& lock) {
   allocated_.wait(lock, [&] { return !allocating_.count(g); });
@@ -43,6 +44,7 @@ Status GrainExtent::SetInTableLocked(std::vector<uint64_t>& dir, uint64_t gdi, s
     if ((at + bytes) / 512 > UINT32_MAX) return NoSpace(file_->path() + ": the extent is full (2 TiB of sectors)");
     next_free_ += (bytes + 511) / 512 * 512;
     IMGFS_ASSIGN_OR_RETURN(t, gt_cache_.Create(at, flush));
+    meta_.Add(at, bytes);
     dir[gdi] = at;
     gd_dirty_.insert(gdi);
   } else {
@@ -70,6 +72,7 @@ Status GrainExtent::WriteInGrain(uint64_t g, uint64_t in, const uint8_t* buf, si
   WaitForGrain(g, lock);
   IMGFS_ASSIGN_OR_RETURN(Grain gr, LookupLocked(g));
   if (gr.kind == Grain::kData) {
+    IMGFS_RETURN_IF_ERROR(CheckGrainLocked(g, gr.host));
     lock.unlock();
     return file_->PWrite(gr.host + in, buf, n);
   }
@@ -136,6 +139,7 @@ Status GrainExtent::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const La
       std::unique_lock<std::mutex> lock(mu_);
       WaitForGrain(g, lock);
       IMGFS_ASSIGN_OR_RETURN(Grain gr, LookupLocked(g));
+      if (gr.kind == Grain::kData) IMGFS_RETURN_IF_ERROR(CheckGrainLocked(g, gr.host));
       if (l_.zero_grain) {
         // A zeroed-grain entry hides the layers below and needs no data;
         // the grain it replaces is left unused (punched, with unmap).
@@ -216,6 +220,7 @@ Result<uint64_t> GrainExtent::RelocateLocked(const std::vector<uint64_t>& dir) {
   if ((at + raw.size()) / 512 > UINT32_MAX) return NoSpace(file_->path() + ": the extent is full (2 TiB of sectors)");
   for (size_t i = 0; i < dir.size(); ++i) StoreLE32(&raw[i * 4], uint32_t(dir[i] / 512));
   IMGFS_RETURN_IF_ERROR(file_->PWrite(at, raw.data(), raw.size()));
+  meta_.Add(at, raw.size());
   next_free_ += raw.size();
   return at;
 }
@@ -231,6 +236,9 @@ Status GrainExtent::Grow(uint64_t new_bytes) {
   const uint64_t gb = l_.grain_bytes;
   IMGFS_RETURN_IF_ERROR(ClearEntriesLocked((bytes_ + gb - 1) / gb, gd_.size() * uint64_t(l_.gt_entries)));
   IMGFS_RETURN_IF_ERROR(FlushLocked());
+  // So does what the last grain holds past the old end (a file that was
+  // never cut there, or was made with a smaller size field).
+  IMGFS_RETURN_IF_ERROR(ZeroTailLocked(bytes_));
   const uint64_t span = uint64_t(l_.gt_entries) * l_.grain_bytes;
   const uint64_t n = (new_bytes + span - 1) / span;
   if (n > (uint64_t(1) << 25)) return InvalidArgument(file_->path() + ": too large for one sparse extent");
@@ -255,6 +263,7 @@ Status GrainExtent::Grow(uint64_t new_bytes) {
     for (std::vector<uint64_t>* dir : {&gd, &rgd}) {
       if (dir->empty()) continue;
       for (size_t i = old_n; i < n; ++i) (*dir)[i] = next_free_ + (i - old_n) * table;
+      meta_.Add(next_free_, total);
       next_free_ += total;
     }
     if (file_->Size() < next_free_) IMGFS_RETURN_IF_ERROR(file_->Truncate(next_free_));
@@ -325,16 +334,9 @@ Status GrainExtent::Shrink(uint64_t new_bytes) {
   // a later growth shows zeros there (Grow clears them too, for a crash in
   // between). The space they hold is not reclaimed.
   const uint64_t gb = l_.grain_bytes;
-  if (new_bytes % gb) {
-    // The last kept grain holds bytes past the new end: zeros, so that
-    // they do not come back with a later growth.
-    IMGFS_ASSIGN_OR_RETURN(Grain last, LookupLocked(new_bytes / gb));
-    if (last.kind == Grain::kData) {
-      const std::vector<uint8_t> zeros(gb - new_bytes % gb, 0);
-      IMGFS_RETURN_IF_ERROR(file_->PWrite(last.host + new_bytes % gb, zeros.data(), zeros.size()));
-      IMGFS_RETURN_IF_ERROR(file_->Sync());
-    }
-  }
+  // The last kept grain holds bytes past the new end: zeros, so that they
+  // do not come back with a later growth.
+  IMGFS_RETURN_IF_ERROR(ZeroTailLocked(new_bytes));
   IMGFS_RETURN_IF_ERROR(WriteCapacityLocked(new_bytes, gd_at_, rgd_.empty() ? 0 : rgd_at_));
   const uint64_t old_grains = (bytes_ + gb - 1) / gb;
   bytes_ = new_bytes;
@@ -345,6 +347,17 @@ Status GrainExtent::Shrink(uint64_t new_bytes) {
   gd_.resize(n);
   if (!rgd_.empty()) rgd_.resize(n);
   return Status::OK();
+}
+
+Status GrainExtent::ZeroTailLocked(uint64_t bytes) {
+  const uint64_t gb = l_.grain_bytes;
+  if (bytes % gb == 0) return Status::OK();
+  IMGFS_ASSIGN_OR_RETURN(Grain last, LookupLocked(bytes / gb));
+  if (last.kind != Grain::kData) return Status::OK();
+  IMGFS_RETURN_IF_ERROR(CheckGrainLocked(bytes / gb, last.host));
+  const std::vector<uint8_t> zeros(gb - bytes % gb, 0);
+  IMGFS_RETURN_IF_ERROR(file_->PWrite(last.host + bytes % gb, zeros.data(), zeros.size()));
+  return file_->Sync();
 }
 
 Status GrainExtent::Flush() {

@@ -37,15 +37,10 @@ GrainExtent::GrainExtent(std::unique_ptr<io::File> file, Layout l, std::vector<u
       gt_cache_(size_t(l_.gt_entries) * l_.entry_bytes,
                 std::clamp<size_t>(l_.cache_bytes / (size_t(l_.gt_entries) * l_.entry_bytes), 1, 256)),
       decoded_(std::min<size_t>(64, l_.cache_bytes / l_.grain_bytes)) {
-  const uint64_t bytes = uint64_t(l_.gt_entries) * l_.entry_bytes;
-  const uint64_t size = file_->Size();
-  auto overlaps = [](uint64_t a, uint64_t an, uint64_t b, uint64_t bn) { return a < b + bn && b < a + an; };
-  const uint64_t dir_bytes = gd_.size() * 4;
-  for (const std::vector<uint64_t>* dir : {&gd_, &rgd_})
-    for (uint64_t at : *dir)
-      if (at && (at + bytes > size || overlaps(at, bytes, 0, 512) || overlaps(at, bytes, gd_at_, dir_bytes) ||
-                 (rgd_at_ && overlaps(at, bytes, rgd_at_, dir_bytes))))
-        tables_sane_ = false;
+  if (l_.flavor != Flavor::kHosted) return;  // read-only kinds
+  std::lock_guard<std::mutex> lock(mu_);
+  CollectMetaLocked();
+  if (!damaged_.load() && !l_.compressed) ScanTablesLocked();
 }
 
 std::vector<ImageInfo::Field> GrainExtent::Info() const {

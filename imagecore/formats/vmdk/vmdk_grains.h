@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -50,6 +51,7 @@ struct Layout {
   bool markers = false;
   uint64_t gd_at = 0, rgd_at = 0;  // byte offsets of the directories (rgd 0: none)
   uint64_t overhead_bytes = 0;      // the metadata before the first grain
+  uint64_t desc_at = 0, desc_bytes = 0;  // an embedded descriptor (hosted)
   // Memory this extent may keep in caches (grain tables, decoded grains):
   // an image's budget split among its extents, so that a descriptor of
   // thousands of extents cannot make it hold gigabytes.
@@ -76,6 +78,18 @@ class DecodedGrains {
   std::list<uint64_t> lru_;
 };
 
+// The byte ranges of an extent's file that hold metadata (header,
+// descriptor, directories, tables), merged: a grain there would overwrite
+// them.
+class MetaRanges {
+ public:
+  void Add(uint64_t at, uint64_t len);
+  bool Hits(uint64_t at, uint64_t len) const;
+
+ private:
+  std::map<uint64_t, uint64_t> ends_;  // start -> end, disjoint
+};
+
 class GrainExtent final : public DiskExtent {
  public:
   GrainExtent(std::unique_ptr<io::File> file, Layout l, std::vector<uint64_t> gd, std::vector<uint64_t> rgd);
@@ -89,6 +103,8 @@ class GrainExtent final : public DiskExtent {
   std::vector<ImageInfo::Field> Info() const override;
 
   std::string WhyReadOnly() const override;
+  std::string Damage() const override;
+  void ReportDamageTo(std::shared_ptr<DamageNote> note) override;
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below, uint64_t base) override;
   Result<bool> BeginStream() override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) override;
@@ -128,6 +144,17 @@ class GrainExtent final : public DiskExtent {
   // Clears the entries of grains [from, to) where tables exist. REQUIRES: mu_.
   Status ClearEntriesLocked(uint64_t from, uint64_t to);
   Status WriteCapacityLocked(uint64_t bytes, uint64_t gd_at, uint64_t rgd_at);
+  // Zeros the bytes of the grain holding `bytes` past it. REQUIRES: mu_.
+  Status ZeroTailLocked(uint64_t bytes);
+  // Metadata (vmdk_grain_meta.cpp): the ranges at open; the tables'
+  // entries checked against them where they are few; a grain at `host`
+  // that would be written checked before it is.
+  void CollectMetaLocked();
+  void ScanTablesLocked();
+  Status CheckGrainLocked(uint64_t g, uint64_t host);
+  // Notes the damage found (the first reason stays), after which the
+  // extent takes no writes. Returns Corrupt with it.
+  Status DamagedLocked(const std::string& why);
 
   std::unique_ptr<io::File> file_;
   const Layout l_;
@@ -139,10 +166,12 @@ class GrainExtent final : public DiskExtent {
   uint64_t gd_at_, rgd_at_;            // GUARDED_BY(mu_) where the directories are (bytes; rgd 0: none)
   std::set<uint64_t> allocating_;      // GUARDED_BY(mu_) grains whose data is being written
   uint64_t next_free_;                 // GUARDED_BY(mu_) where the next grain or table goes
-  // Whether every table both directories name lies inside the file and
-  // clear of the header and the directories (set at open): else the
-  // extent takes no writes, which would land on metadata.
-  bool tables_sane_ = true;
+  MetaRanges meta_;                    // GUARDED_BY(mu_)
+  // Why the extent takes no more writes: one would land on metadata.
+  // Written once under mu_ before `damaged_` is set; read after it.
+  std::string damage_;
+  std::atomic<bool> damaged_{false};
+  std::shared_ptr<DamageNote> note_;  // GUARDED_BY(mu_)
   // A new stream taking whole grains (BeginStream); read without mu_ by
   // WhyReadOnly, so atomic.
   std::atomic<bool> streaming_{false};

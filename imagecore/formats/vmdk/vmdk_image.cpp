@@ -28,6 +28,7 @@ size_t VmdkImage::CacheBytesPerExtent() const {
 }
 
 void VmdkImage::Append(std::unique_ptr<DiskExtent> e) {
+  e->ReportDamageTo(damage_);
   starts_.push_back(size_);
   size_ += e->bytes();
   if (io::File* f = e->file()) {

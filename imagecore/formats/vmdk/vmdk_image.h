@@ -31,6 +31,7 @@ class VmdkImage final : public Image {
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
   Status Flush() override;
+  std::string DamageFound() const override { return damage_->Get(); }
   // convert -c: grains are compressed only in a stream (BeginStreamWrite),
   // by the extent; elsewhere they are written as they are, as qemu-img does.
   Result<size_t> Compress(const uint8_t*, size_t, uint8_t*, size_t) const override { return size_t{0}; }
@@ -88,6 +89,7 @@ class VmdkImage final : public Image {
   uint64_t desc_room_ = 0;         // the room it has there (0: the whole file)
   mutable std::mutex cid_mu_;  // guards desc_.cid, desc_text_
   std::atomic<bool> cid_changed_{false};
+  std::shared_ptr<DamageNote> damage_ = std::make_shared<DamageNote>();  // shared with the extents
   bool opened_ = false;  // Open finished: only then does closing flush
   // For new extent files (resize): where files come from and with whose rights.
   const FileOpener* opener_ = nullptr;

@@ -132,6 +132,10 @@ Result<std::unique_ptr<DiskExtent>> OpenHostedSparse(std::unique_ptr<io::File> f
   }
   l.gd_at = h.gd_offset * 512;
   l.overhead_bytes = h.overhead * 512;
+  if (h.desc_offset <= file->Size() / 512) {
+    l.desc_at = h.desc_offset * 512;
+    l.desc_bytes = h.desc_sectors * 512;
+  }
   l.version = h.version;
   return std::unique_ptr<DiskExtent>(new GrainExtent(std::move(file), std::move(l), std::move(gd), std::move(rgd)));
 }

@@ -19,7 +19,7 @@ Result<bool> GrainExtent::BeginStream() {
   if (l_.flavor != Flavor::kHosted || !l_.compressed || !l_.markers) return false;
   std::lock_guard<std::mutex> lock(mu_);
   if (!file_->writable()) return ReadOnly(file_->path() + ": opened read-only");
-  if (!tables_sane_ || next_free_ > (l_.overhead_bytes + 511) / 512 * 512 + 512)
+  if (damaged_.load() || next_free_ > (l_.overhead_bytes + 511) / 512 * 512 + 512)
     return Unsupported(file_->path() + ": only a new, empty streamOptimized extent takes writes");
   // Every table must exist already: a table made later would land among
   // the grains, where a reader that follows the markers does not look.
