@@ -217,19 +217,37 @@ size_t DepthIn(const ImageEntry& overlay, const ImageEntry& b) {
     if (overlay.layer_paths[d] == b.layer_paths[0]) return d;
   return 0;
 }
+void ServeReadOnly(ImageEntry& e, const std::string& why) {
+  if (e.read_only) return;
+  std::lock_guard<std::mutex> l(e.mu);
+  e.read_only_reason = why;
+  e.read_only = true;
+  e.claimed = false;
+  e.chain.reset();  // its write claim goes (open files keep theirs); reopened read-only on first use
+  Log(LogLevel::kInfo, "serving " + e.path + " read-only: " + why);
+}
+// Whether the owner of the file at `overlay` may write the file at `b`.
+bool OwnerMayWrite(const std::string& overlay, const std::string& b) {
+  auto o = io::StatPath(overlay);
+  auto f = io::StatPath(b);
+  if (!o.ok() || !f.ok()) return false;
+  if (o.value().uid == 0) return true;
+  const io::Access who = io::AccessOf(o.value().uid, o.value().gid);
+  return io::MayAccess(f.value().uid, f.value().gid, f.value().mode, o.value().uid, o.value().gid, who.groups, true);
+}
 // An image that another listed image builds on, directly or deeper down its
 // chain, is served read-only: writing it would silently change what the
-// overlay shows.
-void ServeAsBacking(ImageEntry& b, const ImageEntry& overlay) {
-  if (b.read_only) return;
+// overlay shows. That holds where the overlay's owner could change it
+// anyway; else any user could freeze another's image by making an overlay
+// of it: the overlay is the one served read-only then.
+void ServeAsBacking(ImageEntry& b, ImageEntry& overlay) {
+  if (!OwnerMayWrite(overlay.path, b.path)) {
+    ServeReadOnly(overlay, "its backing chain holds " + b.name + ", which belongs to someone who may change it");
+    return;
+  }
   const size_t d = DepthIn(overlay, b);
-  std::lock_guard<std::mutex> l(b.mu);
-  b.read_only_reason = d == 1 ? "it is the backing file of " + overlay.name
-                              : "it is in the backing chain of " + overlay.name + " (depth " + std::to_string(d) + ")";
-  b.read_only = true;
-  b.claimed = false;
-  b.chain.reset();  // its write claim goes (open files keep theirs); reopened read-only on first use
-  Log(LogLevel::kInfo, "serving " + b.path + " read-only: " + b.read_only_reason);
+  ServeReadOnly(b, d == 1 ? "it is the backing file of " + overlay.name
+                          : "it is in the backing chain of " + overlay.name + " (depth " + std::to_string(d) + ")");
 }
 bool BuildsOn(const ImageEntry& overlay, const ImageEntry& b) { return DepthIn(overlay, b) > 0; }
 // Whether the file of `e` still opens as the chain it was listed with.

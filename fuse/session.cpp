@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "capabilities.h"
 #include "imagecore/log.h"
 #include "imgfs_fuse.h"
 #include "guard.h"
@@ -161,6 +162,7 @@ int RunMount(const MountConfig& cfg) {
   // looks: the terminal too, until we daemonize; syslog has every line.
   SetLogging(cfg, /*echo=*/!cfg.foreground && cfg.log_file.empty());
   RaiseFileLimit();
+  DropUnneededCapabilities();
   // An ordinary user may not open /dev/fuse itself: fusermount3 (setuid)
   // does it for libfuse. Only its absence is final.
   if (access("/dev/fuse", F_OK) != 0) {

@@ -12,7 +12,11 @@
 #    gets EACCES on disk.raw, the layer views, info.json and the directory's
 #    attributes, while root reads them;
 #  - a user's own image (and its own backing file) stays readable and
-#    writable for that user.
+#    writable for that user;
+#  - an overlay pins its backing image read-only only where the overlay's
+#    owner could write that image: uid 65534's overlays of root's image
+#    (at mount, and made while mounted) are served read-only instead, and
+#    root's image stays writable; uid 65534's overlay of its own image pins it.
 # Runs as root only: it needs a root mount and a second user.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -62,8 +66,42 @@ chmod 600 "$SRC/mine.qcow2"
 qemu-img create -q -f qcow2 -b "$T/base600.qcow2" -F qcow2 "$SRC/leak.qcow2"
 chmod 644 "$SRC/leak.qcow2"
 ln -s "$T/base600.qcow2" "$SRC/rootlink.qcow2"
+# Root's image, readable by all, and uid 65534's overlay of it; uid 65534's
+# own image and its overlay.
+qemu-img create -q -f qcow2 "$SRC/root.qcow2" 4M
+chmod 644 "$SRC/root.qcow2"
+as_user qemu-img create -q -f qcow2 -u -b root.qcow2 -F qcow2 "$SRC/bkroot.qcow2" 4M
+as_user qemu-img create -q -f qcow2 "$SRC/ubase.qcow2" 4M
+as_user qemu-img create -q -f qcow2 -b ubase.qcow2 -F qcow2 "$SRC/uov.qcow2"
 
 mount_imgfs "$SRC" "$MNT" --log "$T/log"
+
+log "the root daemon keeps only the capabilities serving needs"
+daemon=$(pgrep -f -- "mount .*$SRC $MNT\$" | head -1)
+[[ -n $daemon ]] || fail "no daemon process found for $MNT"
+mine=$(( 16#$(awk '/^CapPrm/ {print $2}' /proc/self/status) ))
+prm=$(( 16#$(awk '/^CapPrm/ {print $2}' "/proc/$daemon/status") ))
+bnd=$(( 16#$(awk '/^CapBnd/ {print $2}' "/proc/$daemon/status") ))
+# chown dac_override dac_read_search fowner fsetid setgid setuid sys_admin sys_ptrace
+kept=$(( (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 7) | (1 << 21) | (1 << 19) ))
+(( (prm & ~kept) == 0 )) || fail "the daemon keeps capabilities $(printf '%x' $((prm & ~kept))) beyond those it needs"
+(( (bnd & ~kept) == 0 )) || fail "the daemon's bounding set keeps $(printf '%x' $((bnd & ~kept)))"
+(( prm == (mine & kept) )) || fail "the daemon lost capabilities it needs: $(printf '%x' $(( (mine & kept) & ~prm )))"
+(( (prm & (1 << 24)) == 0 )) || fail "the daemon keeps CAP_SYS_RESOURCE"
+echo "   daemon $daemon: CapPrm $(printf '%x' $prm) (this shell: $(printf '%x' $mine)); no CAP_SYS_RESOURCE"
+
+log "no user pins another's image read-only by making an overlay of it"
+ro() { getfattr --absolute-names --only-values -n user.imgfs.read_only "$MNT/$1/disk.raw"; }
+[[ $(ro root.qcow2) == 0 ]] || fail "root.qcow2 pinned by uid $U's overlay: $(ro root.qcow2)"
+[[ $(ro bkroot.qcow2) == "1: its backing chain holds root.qcow2, which belongs to someone who may change it" ]] ||
+    fail "bkroot.qcow2: $(ro bkroot.qcow2)"
+as_user qemu-img create -q -f qcow2 -u -b root.qcow2 -F qcow2 "$SRC/bkroot2.qcow2" 4M
+wait_for test -d "$MNT/bkroot2.qcow2" || fail "bkroot2.qcow2 not listed"
+[[ $(ro bkroot2.qcow2) == 1:* ]] || fail "bkroot2.qcow2 made while mounted is writable: $(ro bkroot2.qcow2)"
+[[ $(ro root.qcow2) == 0 ]] || fail "root.qcow2 pinned by an overlay made while mounted: $(ro root.qcow2)"
+printf 'root' | dd of="$MNT/root.qcow2/disk.raw" bs=1 conv=notrunc,fsync status=none || fail "root cannot write root.qcow2"
+[[ $(ro ubase.qcow2) == "1: it is the backing file of uov.qcow2" ]] || fail "ubase.qcow2: $(ro ubase.qcow2)"
+echo "   root.qcow2 writable; bkroot.qcow2: $(ro bkroot.qcow2); ubase.qcow2 pinned by its owner's overlay"
 
 log "an image naming a file its owner cannot open is left out, with the reason"
 for n in e.qcow2 e2.qcow2 d.qcow2 link.qcow2; do
