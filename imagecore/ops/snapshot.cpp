@@ -1,5 +1,6 @@
 // Internal snapshots: listing them as qemu-img does, and naming their views.
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <set>
@@ -58,17 +59,38 @@ std::string SnapshotTable(const std::vector<SnapshotInfo>& snaps) {
   return out;
 }
 
+namespace {
+constexpr size_t kNameMax = 255;  // bytes in a file name (NAME_MAX)
+
+// "<id>-<name>" cut to fit a file name, with a hash of the whole ID and
+// name so that it stays the same from one listing to the next and names
+// one snapshot only. The cut never splits a UTF-8 character.
+std::string Shortened(const SnapshotInfo& s, std::string stem) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (const std::string* part : {&s.id, &s.name}) {
+    for (unsigned char c : *part) h = (h ^ c) * 1099511628211ULL;
+    h = (h ^ 0xff) * 1099511628211ULL;
+  }
+  char tail[32];
+  std::snprintf(tail, sizeof tail, "~%016llx.raw", static_cast<unsigned long long>(h));
+  size_t keep = kNameMax - std::strlen(tail);
+  while (keep > 0 && (static_cast<unsigned char>(stem[keep]) & 0xc0) == 0x80) --keep;
+  return stem.substr(0, keep) + tail;
+}
+}  // namespace
+
 std::vector<std::string> SnapshotFileNames(const std::vector<SnapshotInfo>& snaps) {
   std::map<std::string, int> uses;
   for (const auto& s : snaps) ++uses[s.name];
   auto plain = [&](const SnapshotInfo& s) {
-    return !s.name.empty() && uses[s.name] == 1 && s.name.find('/') == std::string::npos;
+    return !s.name.empty() && uses[s.name] == 1 && s.name.find_first_of(std::string("/\0", 2)) == std::string::npos &&
+           s.name.size() + 4 <= kNameMax;
   };
   auto with_id = [](const SnapshotInfo& s) {
-    std::string safe = s.name;
-    for (char& c : safe)
-      if (c == '/') c = '_';
-    return s.id + "-" + safe + ".raw";
+    std::string stem = s.id + "-" + s.name;
+    for (char& c : stem)
+      if (c == '/' || c == '\0') c = '_';
+    return stem.size() + 4 <= kNameMax ? stem + ".raw" : Shortened(s, stem);
   };
   // A plain name that equals another snapshot's ID form (a snapshot named
   // "3-twice" beside ID 3 "twice" and another "twice") takes its ID form too.

@@ -104,6 +104,27 @@ qemu-img compare -q -f raw -F qcow2 "$T/cur.raw" "$SRC/vm.qcow2" || fail "image 
 [[ $(qsums) == "$qsums_before" ]] || fail "qemu-img convert -l sees a snapshot changed by the write"
 echo "   snapshots unchanged (through the mount and for qemu), image clean"
 
+log "a snapshot name too long for a file name: a stable shortened name, the listing whole"
+mkdir -p "$T/long" "$T/lm"
+qemu-img create -q -f qcow2 "$T/long/l.qcow2" 1M
+long=$(head -c 60000 /dev/zero | tr '\0' n)
+for i in $(seq 1 40); do
+    qemu-io -f qcow2 -c "write -P $i 0 4k" "$T/long/l.qcow2" > /dev/null
+    if (( i == 20 )); then qemu-img snapshot -c "$long" "$T/long/l.qcow2"; else qemu-img snapshot -c "s$i" "$T/long/l.qcow2"; fi
+done
+mount_imgfs "$T/long" "$T/lm" -r
+names=$(ls "$T/lm/l.qcow2/snapshots")
+[[ $(wc -l <<<"$names") == 40 ]] || fail "snapshots/ lists $(wc -l <<<"$names") of 40 views"
+short=$(grep -v '^s[0-9]*\.raw$' <<<"$names")
+[[ $short == 20-nnn*~*.raw && ${#short} -le 255 ]] || fail "the long name is shown as '${short:0:80}...' (${#short} bytes)"
+[[ $(head -c 1 "$T/lm/l.qcow2/snapshots/$short" | od -An -tu1 | tr -d ' ') == 20 ]] || fail "$short reads the wrong snapshot"
+[[ $(head -c 1 "$T/lm/l.qcow2/snapshots/s21.raw" | od -An -tu1 | tr -d ' ') == 21 ]] || fail "s21.raw reads wrong"
+umount_imgfs "$T/lm"
+mount_imgfs "$T/long" "$T/lm" -r
+[[ -f $T/lm/l.qcow2/snapshots/$short ]] || fail "the shortened name changed from one mount to the next"
+umount_imgfs "$T/lm"
+echo "   40 views listed; the 60,000-character name shown as ${short:0:12}...${short: -22} (${#short} bytes), the same at the next mount"
+
 log "the corpus image made by qemu: snapshot hashes from SOURCES.md"
 CORP=$IMGFS_CORPUS/qcow2/generated/v2-compressed-snapshots.qcow2
 if [[ -f $CORP ]]; then
