@@ -100,7 +100,8 @@ class Qcow2Image final : public Image {
   Status FixCopiedFlagsLocked();
   // Writes `entries` as a new snapshot table, points the header at it, and
   // releases the old table.
-  Status WriteSnapshotTableLocked(const std::vector<SnapshotEntry>& entries);
+  // Sets *header_switched once the header may name the new table.
+  Status WriteSnapshotTableLocked(const std::vector<SnapshotEntry>& entries, bool* header_switched = nullptr);
 
   // --- mapping (qcow2_map.cpp) -------------------------------------------
   // Loads the L2 table at `l2_offset` through the cache. REQUIRES: meta_mu_.
@@ -134,7 +135,9 @@ class Qcow2Image final : public Image {
   // the state may be half changed). v2 has no such bit.
   Status BeginRefcountWindowLocked();
   Status EndRefcountWindowLocked(Status st);
-  Status CreateSnapshotLocked(const std::string& name);
+  Status CreateSnapshotLocked(const std::string& name, bool* undone);
+  Status AddSnapshotEntryLocked(const std::string& name, unsigned long id, SnapshotEntry* out, bool* named);
+  bool UndoSnapshotLocked(const SnapshotEntry& e);
   Status DeleteSnapshotLocked(const std::string& which);
   Status ApplySnapshotLocked(const std::string& which);
   Status MarkBitmapsInUseLocked(bool all);

@@ -15,6 +15,7 @@
 
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
+#include "imagecore/log.h"
 
 namespace imgfs::qcow2 {
 
@@ -149,7 +150,7 @@ std::vector<uint8_t> EncodeSnapshotTable(const std::vector<Qcow2Image::SnapshotE
 
 // Order: new table (and its refcount) durable -> header names it -> the
 // old table's clusters are released.
-Status Qcow2Image::WriteSnapshotTableLocked(const std::vector<SnapshotEntry>& entries) {
+Status Qcow2Image::WriteSnapshotTableLocked(const std::vector<SnapshotEntry>& entries, bool* header_switched) {
   const std::vector<uint8_t> table = EncodeSnapshotTable(entries);
   const uint64_t clusters = (table.size() + cluster_size_ - 1) >> cluster_bits_;
   uint64_t offset = 0;
@@ -158,10 +159,18 @@ Status Qcow2Image::WriteSnapshotTableLocked(const std::vector<SnapshotEntry>& en
     overlap_.Add(offset >> cluster_bits_, clusters, kMetaSnapshotTable);
     std::vector<uint8_t> padded(clusters << cluster_bits_, 0);
     std::memcpy(padded.data(), table.data(), table.size());
-    IMGFS_RETURN_IF_ERROR(file_->PWrite(offset, padded.data(), padded.size()));
+    Status st = file_->PWrite(offset, padded.data(), padded.size());
+    if (st.ok()) st = FlushMetadataLocked(false);
+    if (st.ok()) st = file_->Sync();
+    if (!st.ok()) {  // nothing names the new table: it is given back
+      pending_release_.emplace_back(offset, clusters << cluster_bits_);
+      return st;
+    }
+  } else {
+    IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));
+    IMGFS_RETURN_IF_ERROR(file_->Sync());
   }
-  IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(false));
-  IMGFS_RETURN_IF_ERROR(file_->Sync());
+  if (header_switched) *header_switched = true;  // from here on the header may name it
   uint8_t fields[12];  // nb_snapshots and snapshots_offset are adjacent
   StoreBE32(fields, uint32_t(entries.size()));
   StoreBE64(fields + 4, offset);
@@ -187,16 +196,43 @@ Status Qcow2Image::CreateSnapshot(const std::string& name) {
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
   IMGFS_RETURN_IF_ERROR(BeginRefcountWindowLocked());
-  return EndRefcountWindowLocked(CreateSnapshotLocked(name));
+  bool undone = false;
+  Status st = CreateSnapshotLocked(name, &undone);
+  // A snapshot that failed and gave back what it took leaves refcounts
+  // that add up: the image is clean again.
+  if (!st.ok() && undone) (void)EndRefcountWindowLocked(Status::OK());
+  return EndRefcountWindowLocked(st);
 }
 
-Status Qcow2Image::CreateSnapshotLocked(const std::string& name) {
+Status Qcow2Image::CreateSnapshotLocked(const std::string& name, bool* undone) {
   unsigned long max_id = 0;
   for (const auto& s : snapshots_) max_id = std::max(max_id, std::strtoul(s.info.id.c_str(), nullptr, 10));
 
   IMGFS_RETURN_IF_ERROR(AddRefsForL1Locked(l1_, +1));
-  IMGFS_RETURN_IF_ERROR(FixCopiedFlagsLocked());
   SnapshotEntry e;
+  bool named = false;
+  Status st = AddSnapshotEntryLocked(name, max_id + 1, &e, &named);
+  if (!st.ok() && !named) *undone = UndoSnapshotLocked(e);
+  return st;
+}
+
+// A snapshot the table never named gives back its references and its L1
+// copy (a full disk, say), so that its failure leaks nothing. Returns
+// whether it could.
+bool Qcow2Image::UndoSnapshotLocked(const SnapshotEntry& e) {
+  Status st = AddRefsForL1Locked(l1_, -1);
+  if (st.ok()) st = FixCopiedFlagsLocked();
+  if (st.ok() && e.l1_table_offset) pending_release_.emplace_back(e.l1_table_offset, uint64_t(e.l1_size) * 8);
+  if (st.ok()) st = FlushMetadataLocked(true);
+  if (!st.ok())
+    Log(LogLevel::kWarning, file_->path() + ": what the failed snapshot took is left as leaked clusters: " + st.message());
+  return st.ok();
+}
+
+Status Qcow2Image::AddSnapshotEntryLocked(const std::string& name, unsigned long id, SnapshotEntry* out,
+                                          bool* named) {
+  SnapshotEntry& e = *out;
+  IMGFS_RETURN_IF_ERROR(FixCopiedFlagsLocked());
   e.l1_size = uint32_t(l1_.size());
   const uint64_t l1_clusters = (uint64_t(e.l1_size) * 8 + cluster_size_ - 1) >> cluster_bits_;
   if (l1_clusters) {
@@ -208,7 +244,7 @@ Status Qcow2Image::CreateSnapshotLocked(const std::string& name) {
   }
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
-  e.info.id = std::to_string(max_id + 1);
+  e.info.id = std::to_string(id);
   e.info.name = name;
   e.info.virtual_size = header_.size;
   e.info.date_sec = uint32_t(now.tv_sec);
@@ -216,7 +252,7 @@ Status Qcow2Image::CreateSnapshotLocked(const std::string& name) {
   e.info.icount = 0;
   std::vector<SnapshotEntry> entries = snapshots_;
   entries.push_back(e);
-  IMGFS_RETURN_IF_ERROR(WriteSnapshotTableLocked(entries));
+  IMGFS_RETURN_IF_ERROR(WriteSnapshotTableLocked(entries, named));
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
   return file_->Sync();
 }
