@@ -40,6 +40,31 @@ std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir
   return out;
 }
 
+std::string BitmapsExtensionProblem(const Header& h, uint64_t cluster_size, const std::vector<uint8_t>* dir) {
+  if (h.bitmaps_ext_len != 24) return "bitmaps_ext: Invalid extension length";
+  if (!h.has_bitmaps_ext || !(h.autoclear_features & kAutoclearBitmaps)) return "";
+  if (h.bitmaps_reserved) return "bitmaps_ext: Reserved field is not zero";
+  if (!h.nb_bitmaps) return "bitmaps_ext: found bitmaps extension with zero bitmaps";
+  if (h.nb_bitmaps > kMaxBitmaps)
+    return "bitmaps_ext: Image has " + std::to_string(h.nb_bitmaps) + " bitmaps, exceeding the maximum of 65535";
+  if (!h.bitmap_directory_size || h.bitmap_directory_size > kMaxBitmapDirectory)
+    return "bitmaps_ext: bitmap directory size (" + std::to_string(h.bitmap_directory_size) + ") is invalid";
+  if (h.bitmap_directory_offset & (cluster_size - 1)) return "bitmaps_ext: invalid bitmap directory offset";
+  if (!dir) return "";
+  const size_t found = ParseBitmapDirectory(*dir, kMaxBitmaps).size();
+  if (found > h.nb_bitmaps) return "More bitmaps found than specified in header extension";
+  if (found < h.nb_bitmaps) return "Less bitmaps found than specified in header extension";
+  return "";
+}
+
+std::string Qcow2Image::BitmapsProblem() const {
+  std::string bad = BitmapsExtensionProblem(header_, cluster_size_, nullptr);
+  if (!bad.empty() || !header_.has_bitmaps_ext || !(header_.autoclear_features & kAutoclearBitmaps)) return bad;
+  auto dir = ReadBitmapDirectory();
+  if (!dir.ok()) return dir.status().message();
+  return BitmapsExtensionProblem(header_, cluster_size_, &dir.value());
+}
+
 Result<std::vector<uint8_t>> Qcow2Image::ReadBitmapDirectory() const {
   const uint64_t size = header_.bitmap_directory_size;
   // Bounded as qemu bounds it, and inside the file: a directory past the end

@@ -60,6 +60,59 @@ Result<uint64_t> Qcow2Image::BadRefTableEntriesLocked(CheckResult* r) {
   return bad;
 }
 
+// Bits an L2 entry (and, with extended L2, its subcluster bitmap) must not
+// have: reported, or with `repair` cleared in the cached table.
+Status Qcow2Image::CheckEntryBitsLocked(const uint8_t* table, uint64_t l2, uint64_t j, bool repair, CheckResult* r) {
+  const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
+  const bool compressed = d & kOflagCompressed;
+  uint64_t want = compressed ? d : d & ~kL2Reserved;
+  const char* what = compressed ? nullptr : (want != d ? "found l2 entry with reserved bits set" : nullptr);
+  uint64_t bitmap = 0, want_bitmap = 0;
+  if (extended_l2_) {
+    bitmap = want_bitmap = LoadBE64(&table[j * entry_bytes_ + 8]);
+    const uint64_t alloc = bitmap & 0xffffffffull, zero = bitmap >> 32;
+    if (compressed && bitmap) {
+      want_bitmap = 0;
+      what = "Compressed cluster has non-zero subcluster bitmap";
+    } else if (!compressed && !(d & kOffsetMask) && alloc) {
+      want_bitmap = bitmap & ~0xffffffffull;
+      what = "Unallocated cluster has non-zero subcluster allocation map";
+    } else if (!compressed && (alloc & zero)) {
+      want_bitmap = alloc | ((zero & ~alloc) << 32);  // the data stays
+      what = "Subcluster both allocated and zero";
+    }
+  }
+  if (!what) return Status::OK();
+  if (!repair) {
+    r->messages.push_back(Fmt("ERROR %s: l2_entry=%" PRIx64, what, d));
+    ++r->corruptions;
+    return Status::OK();
+  }
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * t, GetL2Locked(l2));
+  StoreBE64(t + j * entry_bytes_, want);
+  if (extended_l2_) StoreBE64(t + j * entry_bytes_ + 8, want_bitmap);
+  l2_cache_.MarkDirty(l2);
+  r->messages.push_back(Fmt("Repairing %s: l2_entry=%" PRIx64, what, d));
+  ++r->corruptions_fixed;
+  return Status::OK();
+}
+
+// Rewrites the snapshot table with every entry's extra data whole (the
+// disk size of an incomplete one is the image's, as qemu fills it in).
+Status Qcow2Image::CompleteSnapshotEntriesLocked(CheckResult* r) {
+  if (header_.version < 3) return Status::OK();
+  uint64_t incomplete = 0;
+  for (const SnapshotEntry& e : snapshots_) incomplete += e.extra_len < 16;
+  if (!incomplete) return Status::OK();
+  std::vector<SnapshotEntry> entries = snapshots_;
+  for (SnapshotEntry& e : entries) e.extra_len = std::max<uint32_t>(e.extra_len, 24);
+  IMGFS_RETURN_IF_ERROR(WriteSnapshotTableLocked(entries));
+  IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));  // the old table's release
+  r->messages.push_back(Fmt("Repairing the snapshot table: %" PRIu64 " incomplete entries completed", incomplete));
+  r->corruptions_fixed += incomplete;
+  return Status::OK();
+}
+
 Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<uint64_t>* plain_refs, bool* rebuild) {
   *r = CheckResult{};
   IMGFS_ASSIGN_OR_RETURN(const uint64_t bad_entries, BadRefTableEntriesLocked(r));
@@ -92,9 +145,41 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
   };
 
   ref(0, cs, "header");
+  // What makes qemu refuse the image (or its check) outright.
+  if (header_.snapshots_offset & (cs - 1)) {
+    r->messages.push_back("ERROR snapshot table offset invalid");
+    r->failed = "Invalid argument";
+    ++r->corruptions;
+  }
+  if (std::string bad = BitmapsProblem(); !bad.empty()) {
+    r->messages.push_back("ERROR " + bad + " (not repaired: qemu cannot open the image)");
+    ++r->corruptions;
+  }
 
-  // Bitmaps: directory, each bitmap's table, and the table's data clusters.
-  if (header_.has_bitmaps_ext && header_.bitmap_directory_size && header_.bitmap_directory_size < (64u << 20)) {
+  // Version 3 snapshots carry their VM state and disk sizes (16 bytes of
+  // extra data at least); Check(kAll) completes them first.
+  for (size_t i = 0; header_.version >= 3 && i < snapshots_.size(); ++i) {
+    if (snapshots_[i].extra_len >= 16) continue;
+    r->messages.push_back(Fmt("ERROR snapshot table entry %zu is incomplete", i));
+    ++r->corruptions;
+  }
+  if ((header_.autoclear_features & kAutoclearDataFileRaw) && !data_file_) {
+    if (fix == RepairMode::kAll) {
+      header_.autoclear_features &= ~kAutoclearDataFileRaw;
+      IMGFS_RETURN_IF_ERROR(WriteHeaderWordLocked(88, header_.autoclear_features));
+      r->messages.push_back("Repairing the data-file-raw bit: cleared (the image has no data file)");
+      ++r->corruptions_fixed;
+    } else {
+      r->messages.push_back("ERROR data-file-raw requires a data file");
+      ++r->corruptions;
+    }
+  }
+
+  // Bitmaps: directory, each bitmap's table, and the table's data clusters;
+  // only while the extension is marked consistent (else, as for qemu,
+  // what they hold is leaked).
+  if (header_.has_bitmaps_ext && (header_.autoclear_features & kAutoclearBitmaps) && header_.bitmap_directory_size &&
+      header_.bitmap_directory_size < (64u << 20)) {
     ref(header_.bitmap_directory_offset, header_.bitmap_directory_size, "bitmap directory");
     std::vector<uint8_t> dir(header_.bitmap_directory_size);
     IMGFS_RETURN_IF_ERROR(file_->PRead(header_.bitmap_directory_offset, dir.data(), dir.size()));
@@ -139,6 +224,19 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       if (active && op_progress_ && *op_progress_)  // in guest bytes, as the other subcommands count
         (*op_progress_)(std::min(header_.size, (i + 1) * (l2_entries_ << cluster_bits_)), header_.size);
       uint64_t next_contiguous = 0;  // fragmentation is counted within one L2 table
+      if (l1[i] & kL1Reserved) {
+        if (active && fix == RepairMode::kAll) {
+          r->messages.push_back(Fmt("Repairing L1 entry %" PRIu64 ": reserved bits cleared", i));
+          l1_[i] &= ~kL1Reserved;
+          // Nothing left but COPIED: qemu's check would take cluster 0 for a table.
+          if (!(l1_[i] & kOffsetMask)) l1_[i] = 0;
+          l1_dirty_ = true;
+          ++r->corruptions_fixed;
+        } else {
+          r->messages.push_back(Fmt("ERROR found L1 entry with reserved bits set: %" PRIx64, l1[i]));
+          ++r->corruptions;
+        }
+      }
       const uint64_t l2 = l1[i] & kOffsetMask;
       if (!l2 || !aligned(l2, "L2 table")) continue;
       if (l2 + cs > file_->Size()) {
@@ -196,6 +294,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
         return Status::OK();
       };
       for (uint64_t j = 0; j < l2_entries_; ++j) {
+        IMGFS_RETURN_IF_ERROR(CheckEntryBitsLocked(table.data(), l2, j, active && fix == RepairMode::kAll, r));
         const uint64_t d = LoadBE64(&table[j * entry_bytes_]);
         if (d & kOflagCompressed) {
           const CompressedRange cr = DecodeCompressed(d, cluster_bits_);
@@ -366,6 +465,7 @@ Result<CheckResult> Qcow2Image::Check(RepairMode mode, const ProgressFn& progres
     } else {
       scan = CheckResult{};
     }
+    IMGFS_RETURN_IF_ERROR(CompleteSnapshotEntriesLocked(&scan));
   }
   CheckResult first;
   IMGFS_RETURN_IF_ERROR(CheckPassLocked(mode, &first));

@@ -144,6 +144,15 @@ Status Qcow2Image::ChangeRefcountOrderLocked(uint32_t order) {
   IMGFS_RETURN_IF_ERROR(CheckPassLocked(RepairMode::kNone, &r, &refs, &rebuild));
   if (r.corruptions)
     return Corrupt(file_->path() + ": the image has errors; repair it (imgfs check -r all) before changing refcount_bits");
+  // A referenced cluster keeps a stored refcount above its references (a
+  // leak, from a snapshot the table no longer lists, say): counting it
+  // down would leave its COPIED flags wrong. As in qemu, such a count must
+  // fit the new width.
+  for (uint64_t c = 0; c < refs.size(); ++c) {
+    if (!refs[c]) continue;
+    IMGFS_ASSIGN_OR_RETURN(uint64_t stored, RefcountLocked(c));
+    refs[c] = std::max(refs[c], stored);
+  }
   const uint64_t max = order == 6 ? ~0ull : (1ull << (1u << order)) - 1;
   for (uint64_t c = 0; c < refs.size(); ++c) {
     if (refs[c] <= max) continue;

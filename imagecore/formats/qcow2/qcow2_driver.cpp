@@ -119,6 +119,14 @@ Result<std::unique_ptr<Qcow2Image>> Qcow2Image::Load(std::unique_ptr<io::File> f
   else if (h.incompatible_features & kIncompatCorrupt) why = "the image is marked corrupt";
   else if (h.incompatible_features & kIncompatDirty)
     why = "the dirty bit is set (refcounts may be stale after a crash; repair with 'qemu-img check -r all')";
+  else if (h.size % 512)
+    // qemu never makes one; it reads the disk as the size rounded down
+    // (as VirtualSize does) and cannot then read bitmaps written for it.
+    why = "its virtual size field (" + std::to_string(h.size) + " bytes) is not a multiple of 512";
+  else if (std::string bad = img->BitmapsProblem(); !bad.empty())
+    why = bad + " (qemu cannot open it)";
+  else if ((h.autoclear_features & kAutoclearDataFileRaw) && !(h.incompatible_features & kIncompatDataFile))
+    why = "data-file-raw requires a data file (qemu cannot open it; 'imgfs check -r all' clears the bit)";
   return img;
 }
 
@@ -130,7 +138,7 @@ std::optional<BackingRef> Qcow2Image::Backing() const {
 ImageInfo Qcow2Image::Info() const {
   ImageInfo info;
   info.format = "qcow2";
-  info.virtual_size = header_.size;
+  info.virtual_size = VirtualSize();
   info.cluster_size = cluster_size_;
   info.dirty = (header_.incompatible_features & kIncompatDirty) != 0;
   using F = ImageInfo::Field;

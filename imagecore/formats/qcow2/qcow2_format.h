@@ -42,6 +42,7 @@ constexpr uint64_t kOflagCompressed = 1ull << 62;
 constexpr uint64_t kOflagZero = 1ull << 0;
 constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ull;  // bits 9-55
 constexpr uint64_t kL1Reserved = 0x7f000000000001ffull;
+constexpr uint64_t kL2Reserved = 0x3f000000000001feull;  // a standard (uncompressed) entry's
 constexpr uint64_t kRefTableOffsetMask = 0xfffffffffffffe00ull;
 
 constexpr uint32_t kMinClusterBits = 9;
@@ -77,6 +78,8 @@ struct Header {
   std::string data_file;  // external data file name, as stored
   bool has_bitmaps_ext = false;
   uint32_t nb_bitmaps = 0;
+  uint32_t bitmaps_reserved = 0;
+  uint32_t bitmaps_ext_len = 24;
   uint64_t bitmap_directory_size = 0;
   uint64_t bitmap_directory_offset = 0;
 
@@ -128,6 +131,10 @@ struct BitmapDirEntry {
 // At most `max_entries` (the header's nb_bitmaps) are read.
 constexpr uint32_t kMaxBitmaps = 65535;  // qemu's limit
 std::vector<BitmapDirEntry> ParseBitmapDirectory(const std::vector<uint8_t>& dir, uint32_t max_entries = kMaxBitmaps);
+// What is wrong with a bitmaps extension that is marked consistent (the
+// autoclear bit), as qemu would refuse to open it for; "" if nothing.
+// `dir` is its directory, as read.
+std::string BitmapsExtensionProblem(const Header& h, uint64_t cluster_size, const std::vector<uint8_t>* dir);
 
 // Where a compressed cluster's bytes lie: from `host`, `bytes` long (whole
 // 512-byte sectors counted from the one holding `host`).

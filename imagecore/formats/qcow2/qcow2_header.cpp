@@ -127,15 +127,18 @@ Result<Header> Header::Read(const io::File& file) {
     uint32_t type = LoadBE32(&c0[off]);
     uint32_t len = LoadBE32(&c0[off + 4]);
     off += 8;
-    if (type == kExtEnd) break;
+    // The end marker's length too, as qemu reads it.
     if (len > cs - off) return Corrupt("header extension 0x" + std::to_string(type) + " overruns the header cluster");
+    if (type == kExtEnd) break;
     const char* data = reinterpret_cast<const char*>(&c0[off]);
     switch (type) {
       case kExtBackingFormat: h.backing_format.assign(data, strnlen(data, len)); break;
       case kExtBitmaps:
+        h.bitmaps_ext_len = len;
         if (len >= 24) {
           h.has_bitmaps_ext = true;
           h.nb_bitmaps = LoadBE32(&c0[off]);
+          h.bitmaps_reserved = LoadBE32(&c0[off + 4]);
           h.bitmap_directory_size = LoadBE64(&c0[off + 8]);
           h.bitmap_directory_offset = LoadBE64(&c0[off + 16]);
         }

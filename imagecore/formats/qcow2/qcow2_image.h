@@ -48,7 +48,8 @@ class Qcow2Image final : public Image {
   ~Qcow2Image() override;
 
   const char* format_name() const override { return "qcow2"; }
-  uint64_t VirtualSize() const override { return header_.size; }
+  // In whole sectors, as qemu reads it.
+  uint64_t VirtualSize() const override { return header_.size / 512 * 512; }
   Status BlockStatus(uint64_t off, uint64_t len, Extent* out) override;
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override;
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
@@ -60,6 +61,8 @@ class Qcow2Image final : public Image {
   std::vector<SnapshotInfo> Snapshots() const override;
   Result<std::unique_ptr<Image>> OpenSnapshot(const std::string& id) const override;
   Status ClaimWriting() override;
+  // Why qemu would refuse this image's bitmaps extension ("" if it would not).
+  std::string BitmapsProblem() const;
   using Image::Check;
   Result<CheckResult> Check(RepairMode mode, const ProgressFn& progress) override;
   Status CreateSnapshot(const std::string& name) override;
@@ -252,6 +255,8 @@ class Qcow2Image final : public Image {
   // `plain_refs`, if given, receives the references counted without the
   // refcount structures; `rebuild` is set when those structures cannot be
   // trusted (bad table entries, a block that overlaps other data).
+  Status CompleteSnapshotEntriesLocked(CheckResult* r);
+  Status CheckEntryBitsLocked(const uint8_t* table, uint64_t l2, uint64_t j, bool repair, CheckResult* r);
   Status CheckPassLocked(RepairMode fix, CheckResult* out, std::vector<uint64_t>* plain_refs = nullptr,
                          bool* rebuild = nullptr);
   // Refcount table entries with reserved bits, unaligned, or past the end.
