@@ -66,6 +66,8 @@ ImageAccess AccessForImage(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return a;
   a.named = AccessOf(st.st_uid, st.st_gid);
+  a.named.trusted_links_only = true;
+  a.named.link_owner = st.st_uid;
   if (S_ISLNK(st.st_mode)) {
     a.self = a.named;  // the link owner's rights judge what it names
   } else {

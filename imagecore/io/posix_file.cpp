@@ -15,6 +15,7 @@
 
 #include "imagecore/file.h"
 #include "qemu_lock.h"
+#include "trusted_open.h"
 
 namespace imgfs::io {
 namespace {
@@ -222,8 +223,14 @@ Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writab
   {
     ScopedAccess scope(as);
     if (!scope.ok()) return IoError("open " + path + " as " + as.who(), EPERM);
-    fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY |
-                                  (as.pinned ? O_NOFOLLOW : 0));
+    const int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+    if (as.trusted_links_only && !as.pinned) {
+      std::string refused;
+      fd = OpenThroughTrustedLinks(path, flags, as.link_owner, &refused);
+      if (!refused.empty()) return Status(Code::kIoError, refused, EACCES);
+    } else {
+      fd = ::open(path.c_str(), flags | (as.pinned ? O_NOFOLLOW : 0));
+    }
   }
   if (as.pinned && (fd >= 0 || errno == ELOOP)) {
     // Judge the file opened, not the one looked at before.

@@ -5,6 +5,8 @@
 #    rights of the image file's owner: an image of uid 65534 naming a
 #    root-only file is left out, with the reason in the log;
 #  - a symlink in SOURCE is served only where its owner can open the target;
+#    a symlink on the way to a file an image names is followed only if root
+#    or the image's owner owns it;
 #  - a commit into a backing file the owner may not write fails, the file
 #    unchanged;
 #  - views never grant more than the files they read: a world-readable
@@ -73,6 +75,14 @@ chmod 644 "$SRC/root.qcow2"
 as_user qemu-img create -q -f qcow2 -u -b root.qcow2 -F qcow2 "$SRC/bkroot.qcow2" 4M
 as_user qemu-img create -q -f qcow2 "$SRC/ubase.qcow2" 4M
 as_user qemu-img create -q -f qcow2 -b ubase.qcow2 -F qcow2 "$SRC/uov.qcow2"
+# A directory of uid 65534's outside SOURCE, with its links: one to root's
+# 0600 image, named by root's overlay; one to its own image, named by its own.
+mkdir -p "$T/pub" && chown "$U:$U" "$T/pub"
+as_user ln -s "$T/base600.qcow2" "$T/pub/to-root.qcow2"
+as_user qemu-img create -q -f qcow2 "$T/pub/own.qcow2" 4M
+as_user ln -s "$T/pub/own.qcow2" "$T/pub/to-own.qcow2"
+qemu-img create -q -f qcow2 -u -b "$T/pub/to-root.qcow2" -F qcow2 "$SRC/viaulink.qcow2" 4M
+as_user qemu-img create -q -f qcow2 -u -b "$T/pub/to-own.qcow2" -F qcow2 "$SRC/viaownlink.qcow2" 4M
 
 mount_imgfs "$SRC" "$MNT" --log "$T/log"
 
@@ -113,6 +123,13 @@ for n in e.qcow2 e2.qcow2 d.qcow2 link.qcow2; do
     echo "   $n: $(grep "left out $SRC/$n" "$T/log" | head -1 | sed 's/.*left out/left out/')"
 done
 cmp "$ROOTONLY/secret.raw" "$T/secret.orig" || fail "the root-only file changed"
+
+log "a symlink of another user's on the way to a named file is not followed"
+[[ ! -e $MNT/viaulink.qcow2 ]] || fail "root's image is served through uid $U's symlink to its backing file"
+grep -q "left out $SRC/viaulink.qcow2: .*symlink to-root.qcow2 on the way belongs to uid $U" "$T/log" ||
+    { cat "$T/log" >&2; fail "viaulink.qcow2: no 'symlink ... belongs to uid $U' line in the log"; }
+[[ -d $MNT/viaownlink.qcow2 ]] || fail "uid $U's image through uid $U's own symlink is not served"
+echo "   $(grep "left out $SRC/viaulink.qcow2" "$T/log" | head -1 | sed 's/.*left out/left out/')"
 
 log "root's own symlink to root's image is served"
 cmp -n $M "$MNT/rootlink.qcow2/disk.raw" "$T/base600.raw" ||

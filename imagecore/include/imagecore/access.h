@@ -31,6 +31,11 @@ struct Access {
   bool pinned = false;
   dev_t dev = 0;
   ino_t ino = 0;
+  // For the files an image in a shared mount names: a symlink on the way
+  // is followed only if root or `link_owner` (the image's owner) owns it,
+  // so that no third user chooses what an image reads.
+  bool trusted_links_only = false;
+  uid_t link_owner = 0;
   std::string who() const;    // "uid 1000" for messages
 };
 
