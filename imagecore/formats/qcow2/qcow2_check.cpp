@@ -491,7 +491,7 @@ Result<CheckResult> Qcow2Image::Check(RepairMode mode, const ProgressFn& progres
     header_.incompatible_features &= ~clear;
     IMGFS_RETURN_IF_ERROR(WriteHeaderWordLocked(72, header_.incompatible_features));
     if (!(header_.incompatible_features & (kIncompatDirty | kIncompatCorrupt)) && read_only_reason_ != "opened read-only")
-      read_only_reason_.clear();
+      read_only_reason_ = DamagedHeaderReason();
   }
   if (mode == RepairMode::kAll && !second.corruptions && damaged_.load()) {
     std::lock_guard<std::mutex> d(damage_mu_);

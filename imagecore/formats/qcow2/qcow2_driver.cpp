@@ -40,6 +40,19 @@ Qcow2Image::~Qcow2Image() {
   if (!st.ok()) Log(LogLevel::kWarning, file_->path() + ": free clusters at the end not trimmed: " + st.ToString());
 }
 
+// What in the header makes qemu misread or refuse the image, though imgfs
+// can read it: such an image is never written.
+std::string Qcow2Image::DamagedHeaderReason() const {
+  // qemu never makes one; it reads the disk as the size rounded down (as
+  // VirtualSize does) and cannot then read bitmaps written for it.
+  if (header_.size % 512)
+    return "its virtual size field (" + std::to_string(header_.size) + " bytes) is not a multiple of 512";
+  if (std::string bad = BitmapsProblem(); !bad.empty()) return bad + " (qemu cannot open it)";
+  if ((header_.autoclear_features & kAutoclearDataFileRaw) && !(header_.incompatible_features & kIncompatDataFile))
+    return "data-file-raw requires a data file (qemu cannot open it; 'imgfs check -r all' clears the bit)";
+  return "";
+}
+
 // An image left dirty (lazy refcounts, then a crash) gets its refcounts
 // rebuilt before it is written, as qemu does at a read-write open.
 void Qcow2Image::RepairIfLeftDirty() {
@@ -101,6 +114,11 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
     img->data_file_ = std::move(df).value();
   }
   if (opts.writable && !opts.no_repair) img->RepairIfLeftDirty();
+  // Opened without the claim, a dirty image is repaired when it is claimed
+  // (ClaimWriting), before its first write: not read-only for that.
+  if (opts.writable && !opts.claim && img->file_->writable() && (h.incompatible_features & kIncompatDirty) &&
+      !(h.incompatible_features & kIncompatCorrupt))
+    img->read_only_reason_ = img->DamagedHeaderReason();
   if (opts.writable && !opts.no_repair && img->read_only())
     Log(LogLevel::kWarning, img->file_->path() + ": served read-only: " + img->read_only_reason_);
   return std::unique_ptr<Image>(std::move(img));
@@ -119,14 +137,8 @@ Result<std::unique_ptr<Qcow2Image>> Qcow2Image::Load(std::unique_ptr<io::File> f
   else if (h.incompatible_features & kIncompatCorrupt) why = "the image is marked corrupt";
   else if (h.incompatible_features & kIncompatDirty)
     why = "the dirty bit is set (refcounts may be stale after a crash; repair with 'qemu-img check -r all')";
-  else if (h.size % 512)
-    // qemu never makes one; it reads the disk as the size rounded down
-    // (as VirtualSize does) and cannot then read bitmaps written for it.
-    why = "its virtual size field (" + std::to_string(h.size) + " bytes) is not a multiple of 512";
-  else if (std::string bad = img->BitmapsProblem(); !bad.empty())
-    why = bad + " (qemu cannot open it)";
-  else if ((h.autoclear_features & kAutoclearDataFileRaw) && !(h.incompatible_features & kIncompatDataFile))
-    why = "data-file-raw requires a data file (qemu cannot open it; 'imgfs check -r all' clears the bit)";
+  else
+    why = img->DamagedHeaderReason();
   return img;
 }
 

@@ -63,6 +63,7 @@ class Qcow2Image final : public Image {
   Status ClaimWriting() override;
   // Why qemu would refuse this image's bitmaps extension ("" if it would not).
   std::string BitmapsProblem() const;
+  std::string DamagedHeaderReason() const;
   using Image::Check;
   Result<CheckResult> Check(RepairMode mode, const ProgressFn& progress) override;
   Status CreateSnapshot(const std::string& name) override;
