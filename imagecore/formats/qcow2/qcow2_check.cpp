@@ -151,8 +151,9 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
     r->failed = "Invalid argument";
     ++r->corruptions;
   }
-  if (std::string bad = BitmapsProblem(); !bad.empty()) {
+  if (std::string bad = BitmapsProblem(); !bad.empty()) {  // qemu cannot open it: its check fails
     r->messages.push_back("ERROR " + bad + " (not repaired: qemu cannot open the image)");
+    r->failed = "Invalid argument";
     ++r->corruptions;
   }
 

@@ -4,7 +4,8 @@ qemu-img made (tools/damage.py: bytes, bit flips, runs, truncation) and
 holds imgfs to qemu-img check's verdict on each:
   - `imgfs check` finds at least what `qemu-img check` finds: an image
     qemu calls corrupt or cannot check is never called clean or merely
-    leaking, one that leaks is never called clean;
+    leaking (imgfs may refuse to open one qemu calls corrupt, or call
+    corrupt one qemu cannot open), one that leaks is never called clean;
   - `imgfs check -r all` exits 0 only where qemu-img check then finds the
     image clean;
   - a writing command (bitmap --add, amend refcount_bits, snapshot -c,
@@ -85,7 +86,7 @@ def main():
         data = damage(bytearray(open(base, "rb").read()), rnd, hot_sizes=(512, 4096, 65536))
         open(img, "wb").write(data)
         q = qcheck(img)
-        rc, out = run([IMGFS, "check", img])
+        rc, out = run([IMGFS, "check", "-f", "qcow2", img])
         problems = []
         if rc == "timeout":
             problems.append("imgfs check hangs")
