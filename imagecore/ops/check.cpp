@@ -17,6 +17,7 @@ Result<CheckResult> CheckImage(const std::string& path, const std::string& forma
   OpenOptions opts;
   opts.writable = mode != RepairMode::kNone;
   opts.no_repair = true;
+  opts.check_only = mode == RepairMode::kNone;
   auto opened = OpenImage(path, format, opts);
   // An image that cannot be opened (even for a feature imgfs lacks) is a
   // check that could not run (1); only a format without checks gives 63.

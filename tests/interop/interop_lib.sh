@@ -296,3 +296,10 @@ errs_as_qemu() {
     [[ $(wc -l <<<"$out") == 1 ]] || fail "$*: not one line: $out"
     [[ -z ${NO_FILE:-} || ! -e $NO_FILE ]] || fail "$*: left $NO_FILE"
 }
+
+# sigcaught PID: whether the process has its SIGUSR1 handler installed.
+sigcaught() {
+    local mask
+    mask=$(awk '/^SigCgt:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
+    [[ -n $mask ]] && (((16#$mask >> 9) & 1))
+}

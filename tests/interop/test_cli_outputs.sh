@@ -114,12 +114,6 @@ head -c 1M /dev/zero >"new.raw.imgfs-tmp-$$-0badf00d"
 [[ -e new.raw.imgfs-tmp-$$-0badf00d ]] || fail "a live run's temporary file was removed"
 rm -f "new.raw.imgfs-tmp-$$-0badf00d"
 
-# sigcaught PID: whether the process has its SIGUSR1 handler installed.
-sigcaught() {
-    local mask
-    mask=$(awk '/^SigCgt:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
-    [[ -n $mask ]] && (((16#$mask >> 9) & 1))
-}
 # A copy held to 1 MiB/s takes about 8 s: SIGUSR1 reaches it while it copies.
 qcreate -f qcow2 slow.qcow2 8M
 qio slow.qcow2 qcow2 "write -P 5 0 8M"

@@ -165,7 +165,7 @@ PY
 rm -f p.raw
 "$IMGFS" convert -p -r 8M -O raw base.qcow2 p.raw >usr1.out &
 pid=$!
-sleep 1
+until sigcaught $pid; do kill -0 $pid 2>/dev/null || break; sleep 0.05; done
 kill -USR1 $pid
 wait $pid || fail "convert -p: SIGUSR1 ended it (exit $?)"
 grep -q "100.00" usr1.out || fail "convert -p after SIGUSR1: $(cat usr1.out)"

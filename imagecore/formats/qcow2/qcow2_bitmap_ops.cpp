@@ -127,6 +127,10 @@ Status Qcow2Image::ApplyBitmapStepLocked(std::vector<BitmapSlot>& slots, const s
     if (header_.version < 3)
       return InvalidArgument("Can't make bitmap '" + name + "' persistent in '" + file_->path() +
                              "': Cannot store dirty bitmaps in qcow2 v2 files");
+    // An empty table would have no offset, which qemu refuses to open.
+    if (VirtualSize() == 0)
+      return InvalidArgument("Can't make bitmap '" + name + "' persistent in '" + file_->path() +
+                             "': the disk is empty (0 bytes)");
     const uint64_t g = step.granularity ? step.granularity : std::clamp<uint64_t>(cluster_size_, 4096, 65536);
     if (g < 512 || g > (1ull << 31) || (g & (g - 1)))
       return InvalidArgument("Granularity must be power of 2 and at least 512");

@@ -120,20 +120,23 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
   if (rebuild) *rebuild = bad_entries > 0;
   IMGFS_RETURN_IF_ERROR(LoadRefTableLocked(/*lenient=*/true));
   const uint64_t cs = cluster_size_;
-  const uint64_t file_clusters = (file_->Size() + cs - 1) >> cluster_bits_;
+  const uint64_t file_size = file_->Size();
+  const uint64_t file_clusters = (file_size + cs - 1) >> cluster_bits_;
   std::vector<uint64_t> refs(file_clusters, 0);
   auto ref = [&](uint64_t off, uint64_t len, const char* what) {
     if (!len) return;
-    for (uint64_t c = off >> cluster_bits_; c <= (off + len - 1) >> cluster_bits_; ++c) {
-      if (c >= file_clusters) {
-        r->messages.push_back(Fmt("ERROR: counting reference for region exceeding the end of the file by one "
-                                  "cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
-                                  off, len));
-        ++r->corruptions;
-        return;
-      }
-      ++refs[c];
+    // As qemu-img check: the last cluster may be partly written, so a
+    // region may end less than a cluster past the end of the file.
+    if (off >= file_size + cs || len >= file_size + cs - off) {
+      r->messages.push_back(Fmt("ERROR: counting reference for region exceeding the end of the file by one "
+                                "cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
+                                off, len));
+      ++r->corruptions;
+      return;
     }
+    const uint64_t last = (off + len - 1) >> cluster_bits_;
+    if (last >= refs.size()) refs.resize(last + 1, 0);  // at most one more
+    for (uint64_t c = off >> cluster_bits_; c <= last; ++c) ++refs[c];
   };
   auto aligned = [&](uint64_t off, const char* what) {
     if (off & (cs - 1)) {
@@ -172,6 +175,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       ++r->corruptions_fixed;
     } else {
       r->messages.push_back("ERROR data-file-raw requires a data file");
+      r->failed = "data-file-raw requires a data file (check -r all clears the bit)";  // qemu cannot open it
       ++r->corruptions;
     }
   }
@@ -240,7 +244,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       }
       const uint64_t l2 = l1[i] & kOffsetMask;
       if (!l2 || !aligned(l2, "L2 table")) continue;
-      if (l2 + cs > file_->Size()) {
+      if (l2 >= file_size) {  // qemu-img check: past by a cluster or more
         if (active && fix == RepairMode::kAll) {
           // Nothing of it exists to read: the entry goes, and the range
           // reads from below (or as zeros) instead of failing.
@@ -339,6 +343,16 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
   if (header_.nb_snapshots)
     ref(header_.snapshots_offset, snapshot_table_bytes_, "snapshot table");
   for (const auto& s : snapshots_) {
+    // Only where the image was opened for a check alone (else it was refused).
+    const char* bad = s.l1_table_offset & (cs - 1)              ? "L1 table is not cluster aligned"
+                      : uint64_t(s.l1_size) * 8 > kMaxL1Bytes ? "L1 table is too large"
+                                                                : nullptr;
+    if (bad) {
+      r->messages.push_back(Fmt("ERROR snapshot %s (%s) l1_offset=%#" PRIx64 ": %s; snapshot table entry corrupted",
+                                s.info.id.c_str(), s.info.name.c_str(), s.l1_table_offset, bad));
+      ++r->corruptions;
+      continue;
+    }
     if (!s.l1_size) continue;
     ref(s.l1_table_offset, uint64_t(s.l1_size) * 8, "snapshot L1 table");
     IMGFS_ASSIGN_OR_RETURN(auto l1, ReadL1Locked(s.l1_table_offset, s.l1_size));
@@ -371,7 +385,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
     if (b && aligned(b, "refcount block")) ref(b, cs, "refcount block");
   for (size_t i = 0; i < reftable_.size(); ++i) {
     const uint64_t b = reftable_[i] >> cluster_bits_;
-    if (reftable_[i] && b < file_clusters && refs[b] > 1) {
+    if (reftable_[i] && b < refs.size() && refs[b] > 1) {
       r->messages.push_back(Fmt("ERROR refcount block %zu refcount=%" PRIu64 " (it overlaps other data)", i, refs[b]));
       ++r->corruptions;
       if (rebuild) *rebuild = true;
@@ -381,7 +395,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
   // Stored refcounts against the references found.
   uint64_t highest = 0;
   bool any = false;
-  for (uint64_t c = 0; c < file_clusters; ++c) {
+  for (uint64_t c = 0; c < refs.size(); ++c) {
     IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c));
     const uint64_t want = refs[c];
     if (rc || want) {
@@ -411,31 +425,41 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       }
     }
   }
-  // Refcounts past the end of the file are leaks too (a truncated image, a
-  // crash mid-allocation), from the block that holds the end on. The end as
-  // it is now: a repair above may have allocated past the old one.
-  const uint64_t end_now = std::max(file_clusters, (file_->Size() + cs - 1) >> cluster_bits_);
-  for (size_t ti = end_now / refblock_entries_; ti < reftable_.size(); ++ti) {
-    if (!reftable_[ti]) continue;
-    for (uint64_t c = std::max(end_now, ti * refblock_entries_); c < (ti + 1) * refblock_entries_; ++c) {
-      IMGFS_ASSIGN_OR_RETURN(uint64_t rc, RefcountLocked(c));
-      if (!rc) continue;
-      highest = c;
-      any = true;
-      const bool repair = fix != RepairMode::kNone;
-      r->messages.push_back(Fmt("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=0",
-                                repair ? "Repairing" : "Leaked", c, rc));
-      if (repair) {
-        IMGFS_RETURN_IF_ERROR(AddRefLocked(c, -int64_t(rc)));
-        ++r->leaks_fixed;
-      } else {
-        ++r->leaks;
-      }
-    }
-  }
+  // The end as it is now: a repair above may have allocated past the old one.
+  IMGFS_RETURN_IF_ERROR(
+      LeaksPastEndLocked(std::max<uint64_t>(refs.size(), (file_->Size() + cs - 1) >> cluster_bits_), fix, r));
   r->messages.insert(r->messages.end(), copied_messages.begin(), copied_messages.end());
   r->image_end_offset = any ? (highest + 1) << cluster_bits_ : 0;
   if (fix == RepairMode::kAll) IMGFS_RETURN_IF_ERROR(FixCopiedFlagsLocked());
+  return Status::OK();
+}
+
+// Refcounts past the end of the file are leaks too (a truncated image, a
+// crash mid-allocation), from the block that holds `end` on. qemu-img check
+// does not look there, and the image still ends where its data does (the
+// figure tools shrink volumes to). Only blocks inside the file hold any: the
+// work is bounded by the file's size, not by what its reftable claims.
+Status Qcow2Image::LeaksPastEndLocked(uint64_t end, RepairMode fix, CheckResult* r) {
+  const uint64_t size = file_->Size();
+  for (size_t ti = end / refblock_entries_; ti < reftable_.size(); ++ti) {
+    if (!reftable_[ti] || reftable_[ti] >= size) continue;
+    IMGFS_ASSIGN_OR_RETURN(uint8_t * blk, RefBlockForLocked(ti * refblock_entries_, false));
+    if (!blk || std::all_of(blk, blk + cluster_size_, [](uint8_t b) { return b == 0; })) continue;
+    const uint64_t first = ti * refblock_entries_;
+    for (uint64_t c = std::max<uint64_t>(end, first); c < first + refblock_entries_; ++c) {
+      IMGFS_ASSIGN_OR_RETURN(const uint64_t rc, RefcountLocked(c));
+      if (!rc) continue;
+      const bool repair = fix != RepairMode::kNone;
+      r->messages.push_back(Fmt("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=0 (past the end of the file)",
+                                repair ? "Repairing" : "Leaked", c, rc));
+      if (!repair) {
+        ++r->leaks;
+        continue;
+      }
+      IMGFS_RETURN_IF_ERROR(AddRefLocked(c, -int64_t(rc)));
+      ++r->leaks_fixed;
+    }
+  }
   return Status::OK();
 }
 

@@ -97,14 +97,19 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
 
   const uint64_t cs = h.cluster_size();
   const uint64_t file_size = file->Size();
-  if (h.l1_size && h.l1_table_offset + uint64_t(h.l1_size) * 8 > file_size)
+  const bool lenient = opts.check_only && !opts.writable;
+  if (lenient) {
+    // Read as zeros (io::File::PRead), reported by the check.
+  } else if (h.refcount_table_offset == 0) {
+    return Corrupt("refcount table offset is invalid");
+  } else if (h.l1_size && h.l1_table_offset + uint64_t(h.l1_size) * 8 > file_size)
     return Corrupt("L1 table lies past the end of the file (truncated image?)");
-  if (h.refcount_table_offset + (uint64_t(h.refcount_table_clusters) << h.cluster_bits) > file_size + cs)
+  else if (h.refcount_table_offset + (uint64_t(h.refcount_table_clusters) << h.cluster_bits) > file_size + cs)
     return Corrupt("refcount table lies past the end of the file (truncated image?)");
 
   IMGFS_ASSIGN_OR_RETURN(auto img, Load(std::move(file), h));
   img->file_access_ = opts.file_access;
-  IMGFS_RETURN_IF_ERROR(img->ReadSnapshotTable());
+  IMGFS_RETURN_IF_ERROR(img->ReadSnapshotTable(lenient));
   if (h.incompatible_features & kIncompatDataFile) {
     if (h.data_file.empty()) return Unsupported("external data file without a file name in the image");
     if (h.nb_snapshots) return Corrupt("internal snapshots with an external data file");

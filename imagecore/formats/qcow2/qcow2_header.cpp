@@ -1,4 +1,6 @@
 // Decoding and encoding the qcow2 header and its extensions.
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "base/endian.h"
@@ -92,8 +94,8 @@ Result<Header> Header::Read(const io::File& file) {
     h.autoclear_features = LoadBE64(p + 88);
     h.refcount_order = LoadBE32(p + 96);
     h.header_length = LoadBE32(p + 100);
-    if (h.header_length < kV3HeaderSize || h.header_length % 8 != 0)
-      return Corrupt("invalid header_length " + std::to_string(h.header_length));
+    // The specification asks for a multiple of 8; qemu reads any length.
+    if (h.header_length < kV3HeaderSize) return Corrupt("invalid header_length " + std::to_string(h.header_length));
   } else {
     h.refcount_order = 4;
     h.header_length = kV2HeaderSize;
@@ -111,8 +113,8 @@ Result<Header> Header::Read(const io::File& file) {
   if (h.version >= 3 && h.header_length > 104) h.compression_type = c0[104];
 
   if (h.l1_table_offset % cs) return Corrupt("L1 table offset is not cluster aligned");
-  if (h.refcount_table_offset % cs || h.refcount_table_offset == 0)
-    return Corrupt("refcount table offset is invalid");
+  // At 0 (over the header) it is refused at open, save for a check.
+  if (h.refcount_table_offset % cs) return Corrupt("refcount table offset is invalid");
   if (uint64_t(h.l1_size) * 8 > kMaxL1Bytes) return Corrupt("L1 table is too large");
   if (uint64_t(h.refcount_table_clusters) << h.cluster_bits > kMaxRefTableBytes)
     return Corrupt("refcount table is too large");
@@ -121,14 +123,22 @@ Result<Header> Header::Read(const io::File& file) {
   if (h.nb_snapshots && h.snapshots_offset % cs)
     return Corrupt("snapshot table offset is not cluster aligned");
 
-  // Header extensions: between the fixed header and the end of cluster 0.
+  // Header extensions: between the fixed header and the backing file name,
+  // or the end of cluster 0 (as qemu reads them: none where the name
+  // starts inside the fixed header).
+  const uint64_t ext_end = h.backing_file_offset ? std::min<uint64_t>(h.backing_file_offset, cs) : cs;
   uint64_t off = h.header_length;
-  while (off + 8 <= cs) {
+  while (off < ext_end) {
+    if (ext_end - off < 8) return Corrupt("a header extension overruns the backing file name");
     uint32_t type = LoadBE32(&c0[off]);
     uint32_t len = LoadBE32(&c0[off + 4]);
     off += 8;
     // The end marker's length too, as qemu reads it.
-    if (len > cs - off) return Corrupt("header extension 0x" + std::to_string(type) + " overruns the header cluster");
+    if (len > ext_end - off) {
+      char hex[16];
+      std::snprintf(hex, sizeof hex, "0x%08x", type);
+      return Corrupt(std::string("header extension ") + hex + " overruns the header cluster");
+    }
     if (type == kExtEnd) break;
     const char* data = reinterpret_cast<const char*>(&c0[off]);
     switch (type) {
@@ -151,11 +161,12 @@ Result<Header> Header::Read(const io::File& file) {
   }
 
   if (h.backing_file_offset) {
-    if (h.backing_file_size > 1023 || h.backing_file_size == 0)
-      return Corrupt("invalid backing file name length");
+    if (h.backing_file_size > 1023) return Corrupt("invalid backing file name length");
     if (h.backing_file_offset > cs || h.backing_file_size > cs - h.backing_file_offset)  // no wrap-around
       return Corrupt("backing file name lies outside the header cluster");
-    h.backing_file.assign(reinterpret_cast<const char*>(&c0[h.backing_file_offset]), h.backing_file_size);
+    // As qemu reads it: a C string (up to a NUL), empty for no backing file.
+    const char* name = reinterpret_cast<const char*>(&c0[h.backing_file_offset]);
+    h.backing_file.assign(name, strnlen(name, h.backing_file_size));
   }
   return h;
 }

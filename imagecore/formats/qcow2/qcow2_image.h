@@ -93,7 +93,9 @@ class Qcow2Image final : public Image {
   static Result<std::unique_ptr<Qcow2Image>> Load(std::unique_ptr<io::File> file, Header h);
 
   // --- snapshots (qcow2_snapshot.cpp) -------------------------------------
-  Status ReadSnapshotTable();
+  // check_only (OpenOptions::check_only): entries and tables past the end
+  // of the file read as zeros; damaged L1 fields are kept for the check.
+  Status ReadSnapshotTable(bool check_only = false);
   // --- snapshot control (qcow2_snapshot_ops.cpp) --------------------------
   const SnapshotEntry* FindSnapshot(const std::string& which) const;
   Result<std::vector<uint64_t>> ReadL1Locked(uint64_t offset, uint32_t entries);
@@ -262,6 +264,7 @@ class Qcow2Image final : public Image {
                          bool* rebuild = nullptr);
   // Refcount table entries with reserved bits, unaligned, or past the end.
   Result<uint64_t> BadRefTableEntriesLocked(CheckResult* out);
+  Status LeaksPastEndLocked(uint64_t end, RepairMode fix, CheckResult* r);
 
   // --- overlap check (qcow2_overlap.cpp) ----------------------------------
   Status BuildOverlapMapLocked();

@@ -21,6 +21,11 @@ struct OpenOptions {
   // Set by `check`: report an image left dirty as it is instead of
   // repairing it at open (as qemu-img check opens images).
   bool no_repair = false;
+  // Set by `check` without a repair: the image is opened to be checked
+  // and nothing else. As qemu-img check opens it, tables past the end of
+  // the file read as zeros and damaged snapshot entries are kept, for the
+  // check to report instead of the open failing. Read-only opens only.
+  bool check_only = false;
   // Whether a writable open takes QEMU's write claim on the files. An
   // open without it (for a file another program may still be making)
   // writes nothing at open, repairs included: Image::ClaimWriting does
