@@ -137,21 +137,17 @@ void Namespace::Append(std::unique_ptr<ImageEntry> e) {
 
 Status Namespace::Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
                         bool claim, std::unique_ptr<ImageEntry>* out) {
-  std::string format;
   const io::ImageAccess access = io::AccessForImage(path);
+  const FormatDriver* drv = nullptr;
   {
     auto file = io::OpenPosixFile(path, false, access.self);
     if (!file.ok()) return file.status();
-    const FormatDriver* drv = ProbeFormat(*file.value());
-    if (drv) {
-      format = drv->name;
-    } else {
-      std::string foreign = SniffForeignFormat(*file.value());
-      if (!foreign.empty()) return Unsupported(foreign + " images are not supported yet");
-      if (!explicit_file && !HasRawExtension(name)) return Status::OK();  // not a disk image: skip quietly
-      format = "raw";
-    }
+    drv = ProbeFormat(*file.value());
+    if (drv && !drv->open) return Unsupported(std::string(drv->name) + " images are not supported yet");
+    if (!drv && !explicit_file && !HasRawExtension(name)) return Status::OK();  // not a disk image: skip quietly
+    if (!drv) drv = &PlainFormat();
   }
+  const std::string format = drv->name;
   // Open the whole chain to validate it (a missing backing file leaves the
   // image out) and keep it. A claimed image stays claimed with QEMU's
   // locks from now on, so no VM starts writing it behind the mount.
@@ -179,6 +175,7 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   entry->name = name;
   entry->path = path;
   entry->format = format;
+  entry->driver = drv;
   entry->access = access;
   entry->virtual_size = img->VirtualSize();
   if (!chain.value()->parent_mismatch().empty()) {
@@ -186,8 +183,7 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
     if (ro_reason.empty()) ro_reason = chain.value()->parent_mismatch();
   }
   if (ro_reason.empty() && img->read_only()) ro_reason = img->read_only_reason();
-  entry->read_only = !ro_reason.empty();
-  entry->read_only_reason = ro_reason;
+  if (!ro_reason.empty()) entry->read_only.Set(ro_reason);
   for (size_t d = 0; d < chain.value()->depth(); ++d)
     entry->layer_paths.push_back(io::RealPath(chain.value()->layer_path(d)));
   if (entry->layer_paths.size() > 1) entry->backing_path = entry->layer_paths[1];
@@ -200,11 +196,11 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
     entry->file_dev = st.value().dev;
   }
   entry->chain = std::shared_ptr<Chain>(std::move(chain).value());
-  if (entry->read_only) entry->chain->layer(0).DropWriteClaim();  // never written: a VM may
+  if (entry->read_only.is()) entry->chain->layer(0).DropWriteClaim();  // never written: a VM may
   else if (claimed) entry->claimed = true;                        // the writable open took it; it stays
   else Unclaim(*entry);
-  if (entry->read_only && !read_only)
-    Log(LogLevel::kInfo, "serving " + path + " read-only: " + entry->read_only_reason);
+  if (entry->read_only.is() && !read_only)
+    Log(LogLevel::kInfo, "serving " + path + " read-only: " + entry->read_only.why());
   *out = std::move(entry);
   return Status::OK();
 }
@@ -218,10 +214,8 @@ size_t DepthIn(const ImageEntry& overlay, const ImageEntry& b) {
   return 0;
 }
 void ServeReadOnly(ImageEntry& e, const std::string& why) {
-  if (e.read_only) return;
   std::lock_guard<std::mutex> l(e.mu);
-  e.read_only_reason = why;
-  e.read_only = true;
+  if (!e.read_only.Set(why)) return;
   e.claimed = false;
   e.chain.reset();  // its write claim goes (open files keep theirs); reopened read-only on first use
   Log(LogLevel::kInfo, "serving " + e.path + " read-only: " + why);
@@ -383,7 +377,7 @@ std::string Namespace::NewMemberOf(const std::string& real) {
   // A listed image grown by an extent file: its header names it now.
   for (size_t j = 0; j < size(); ++j) {
     const ImageEntry& e = image(j);
-    if (e.removed || !CapabilitiesOf(e.format).several_files) continue;
+    if (e.removed || !e.driver->caps.several_files) continue;
     for (const std::string& m : MemberPaths(e.path))
       if (io::RealPath(m) == real) return e.name;
   }
@@ -467,7 +461,7 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   if (!e.open_error.ok()) return e.open_error;
   // Never claimed here: the file was changed by another program, which
   // may not be done (ClaimForWrite claims it).
-  auto chain = e.read_only ? Chain::Open(e.path, e.format, false, e.access)
+  auto chain = e.read_only.is() ? Chain::Open(e.path, e.format, false, e.access)
                            : Chain::OpenUnclaimed(e.path, e.format, e.access);
   if (!chain.ok()) {
     e.open_error = chain.status();
@@ -475,7 +469,7 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
     return e.open_error;
   }
   e.chain = std::shared_ptr<Chain>(std::move(chain).value());
-  if (!e.read_only) Unclaim(e);
+  if (!e.read_only.is()) Unclaim(e);
   if (e.chain->depth() > kMaxLayers) Log(LogLevel::kWarning, e.path + ": only the first 64 layers are shown");
   return e.chain;
 }
@@ -488,7 +482,7 @@ void Namespace::RefreshMembers(size_t i) {
 
 Status Namespace::ClaimForWrite(size_t i) {
   ImageEntry& e = image(i);
-  if (e.read_only) return ReadOnly(e.name + " is served read-only: " + e.read_only_reason);
+  if (e.read_only.is()) return ReadOnly(e.name + " is served read-only: " + e.read_only.why());
   IMGFS_RETURN_IF_ERROR(GetChain(i).status());
   std::lock_guard<std::mutex> l(e.mu);
   if (e.claimed) return Status::OK();
@@ -518,11 +512,14 @@ Result<std::vector<Partition>> Namespace::Partitions(size_t i) {
 
 std::string Namespace::WhyReadOnly(size_t i) {
   ImageEntry& e = image(i);
-  if (e.read_only) return e.read_only_reason;
+  if (e.read_only.is()) return e.read_only.why();
   auto chain = GetChain(i);
   if (!chain.ok()) return chain.status().message();
-  std::string damage = chain.value()->layer(0).DamageFound();
+  const Image& top = chain.value()->layer(0);
+  std::string damage = top.DamageFound();
   if (!damage.empty()) return damage;
+  // Turned read-only since the mount (a repair at the claim that failed).
+  if (top.read_only()) return top.read_only_reason();
   std::lock_guard<std::mutex> l(e.mu);
   if (e.claimed) return "";
   Status st = chain.value()->layer(0).CheckWriteClaim();

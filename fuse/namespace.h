@@ -31,6 +31,7 @@
 #include "control.h"
 #include "imagecore/chain.h"
 #include "imagecore/file.h"
+#include "imagecore/format.h"
 #include "imagecore/partitions.h"
 #include "imagecore/status.h"
 
@@ -60,17 +61,41 @@ struct NodeRef {
 uint64_t InoOf(NodeKind kind, size_t image, size_t depth = 0);
 NodeRef NodeOf(uint64_t ino);
 
+// Whether the mount serves an image read-only, and why: one is never set
+// without the other (user.imgfs.read_only shows the reason).
+class ReadOnlyMark {
+ public:
+  bool is() const { return set_.load(); }
+  std::string why() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return why_;
+  }
+  // False if it was set already (the first reason stays).
+  bool Set(const std::string& why) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (set_.load()) return false;
+    why_ = why.empty() ? "read-only" : why;
+    set_.store(true);
+    return true;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string why_;  // guarded by mu_
+  std::atomic<bool> set_{false};
+};
+
 struct ImageEntry {
   std::string name;    // file name in SOURCE, and the directory's name
   std::string path;    // path of the image file
   std::string format;  // probed at mount
+  const FormatDriver* driver = nullptr;  // its driver: what it can do
   // The rights every file of the image is opened with: its owner's when the
   // daemon (root) serves other users, so that an image names nothing its
   // owner could not open (see imagecore/access.h).
   io::ImageAccess access;
   std::atomic<uint64_t> virtual_size{0};  // of disk.raw; changes with resize and snapshot apply
-  std::atomic<bool> read_only{false};
-  std::string read_only_reason;  // set at mount
+  ReadOnlyMark read_only;
   std::vector<std::string> layer_paths;  // real paths of the chain's files, top first (at mount)
   std::string backing_path;              // real path of its backing file, or ""
   // Real paths of the image's other files (extents, a data file), from

@@ -106,7 +106,7 @@ Result<Partition> FindPartition(FsContext& ctx, size_t image, unsigned number) {
 }
 
 bool HasSnapshotsDir(FsContext& ctx, size_t image) {
-  return CapabilitiesOf(ctx.ns.image(image).format).internal_snapshots;
+  return ctx.ns.image(image).driver->caps.internal_snapshots;
 }
 
 std::string InfoJsonOf(FsContext& ctx, size_t image) {
@@ -180,7 +180,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
       st->st_nlink = node.kind == NodeKind::kImageDir ? 3 : 2;
       return true;
     case NodeKind::kDisk:
-      st->st_mode = S_IFREG | (e.read_only ? ro_perm : file_perm);
+      st->st_mode = S_IFREG | (e.read_only.is() ? ro_perm : file_perm);
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>(e.virtual_size);
       st->st_blocks = static_cast<blkcnt_t>(AllocatedOf(e, f.value()) / 512);
@@ -191,7 +191,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
         *err = ErrnoOf(p.status());
         return false;
       }
-      st->st_mode = S_IFREG | (e.read_only ? ro_perm : file_perm);
+      st->st_mode = S_IFREG | (e.read_only.is() ? ro_perm : file_perm);
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>(p.value().length);
       st->st_blocks = 0;  // its clusters are counted on disk.raw

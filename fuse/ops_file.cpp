@@ -102,7 +102,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     case NodeKind::kDisk:
     case NodeKind::kPartition:
     case NodeKind::kLayer: {
-      if (want_write && (node.kind == NodeKind::kLayer || ctx.ns.image(node.image).read_only)) {
+      if (want_write && (node.kind == NodeKind::kLayer || ctx.ns.image(node.image).read_only.is())) {
         fuse_reply_err(req, EROFS);
         return;
       }
@@ -438,7 +438,7 @@ void OpFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
   OpenFile* of = Of(fi);
   // Also through a descriptor opened read-only (`sync FILE` does that):
   // fsync makes durable whatever any descriptor wrote before it.
-  Status st = of->chain && !Ctx(req).ns.image(of->node.image).read_only ? of->chain->Flush() : Status::OK();
+  Status st = of->chain && !Ctx(req).ns.image(of->node.image).read_only.is() ? of->chain->Flush() : Status::OK();
   if (!st.ok()) Log(LogLevel::kError, "fsync failed: " + st.message());
   fuse_reply_err(req, ErrnoOf(st));
 }

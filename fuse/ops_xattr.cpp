@@ -58,6 +58,7 @@ std::string FieldText(const ImageInfo::Field& f) {
     case ImageInfo::Field::kBool: return f.b ? "1" : "0";
     case ImageInfo::Field::kInt: return std::to_string(f.i);
     case ImageInfo::Field::kUint: return std::to_string(f.u);
+    case ImageInfo::Field::kBitmaps: return "";
     case ImageInfo::Field::kList: break;
   }
   // One line per item: its values in order, separated by spaces, a file
@@ -66,7 +67,7 @@ std::string FieldText(const ImageInfo::Field& f) {
   for (const auto& item : f.list) {
     std::string line, name;
     for (const auto& v : item) {
-      if (v.key == "filename") name = FieldText(v);
+      if (v.file_name) name = FieldText(v);
       else line += (line.empty() ? "" : " ") + FieldText(v);
     }
     if (!name.empty()) line += " " + name;
@@ -76,11 +77,8 @@ std::string FieldText(const ImageInfo::Field& f) {
 }
 
 std::optional<std::string> SpecificValue(const ImageInfo& info, const std::string& key) {
-  static const char* const kShadowed[] = {"corrupt"};  // answered by the generic attribute
-  for (const char* k : kShadowed)
-    if (key == k) return std::nullopt;
   for (const auto& f : info.specific)
-    if (AttrName(f.key) == key) return FieldText(f);
+    if (f.kind != ImageInfo::Field::kBitmaps && AttrName(f.key) == key) return FieldText(f);
   return std::nullopt;
 }
 
@@ -110,14 +108,10 @@ Result<std::string> InfoValue(FsContext& ctx, size_t i, const std::string& key) 
     return out;
   }
   const ImageInfo info = top.Info();
-  if (auto v = SpecificValue(info, key)) return *v;
   if (key == "cluster_size") return std::to_string(info.cluster_size);
   if (key == "dirty") return std::string(info.dirty ? "1" : "0");
-  if (key == "corrupt") {
-    for (const auto& f : info.specific)
-      if (f.key == "corrupt") return std::string(f.b ? "1" : "0");
-    return std::string("0");
-  }
+  if (key == "corrupt") return std::string(info.corrupt ? "1" : "0");
+  if (auto v = SpecificValue(info, key)) return *v;
   return NotFound("no attribute user.imgfs." + key);
 }
 
@@ -151,7 +145,7 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   std::string list;
   if (Valid(ctx, n)) {
     // What the format cannot do is not listed (it is refused if set).
-    const Capabilities& caps = CapabilitiesOf(ctx.ns.image(n.image).format);
+    const Capabilities& caps = ctx.ns.image(n.image).driver->caps;
     auto shown = [&](const std::string& k) {
       if (k.rfind("snapshot", 0) == 0) return caps.internal_snapshots;
       if (k == "resize") return caps.resize;

@@ -26,11 +26,13 @@ Runner AddBitmap(CLI::App& app) {
   auto steps = std::make_shared<std::vector<Step>>();
   auto* merge = app.add_option("--merge", a->merges, "merge bitmap SOURCE into BITMAP")->allow_extra_args(false);
   steps->push_back({merge, BitmapChange::kMerge});
-  steps->push_back({app.add_flag("--add", "add BITMAP (enabled, unless --disable follows)"), BitmapChange::kAdd});
-  steps->push_back({app.add_flag("--remove", "remove BITMAP"), BitmapChange::kRemove});
-  steps->push_back({app.add_flag("--clear", "clear every bit of BITMAP"), BitmapChange::kClear});
-  steps->push_back({app.add_flag("--enable", "let BITMAP record writes"), BitmapChange::kEnable});
-  steps->push_back({app.add_flag("--disable", "stop BITMAP recording writes"), BitmapChange::kDisable});
+  // A description that is a const std::string picks CLI11's plain flag.
+  auto flag = [&app](const char* name, const std::string& help) { return app.add_flag(name, help); };
+  steps->push_back({flag("--add", "add BITMAP (enabled, unless --disable follows)"), BitmapChange::kAdd});
+  steps->push_back({flag("--remove", "remove BITMAP"), BitmapChange::kRemove});
+  steps->push_back({flag("--clear", "clear every bit of BITMAP"), BitmapChange::kClear});
+  steps->push_back({flag("--enable", "let BITMAP record writes"), BitmapChange::kEnable});
+  steps->push_back({flag("--disable", "stop BITMAP recording writes"), BitmapChange::kDisable});
   app.add_option("-g", a->granularity, "the granularity of a new bitmap (default: the cluster size, 4k to 64k)");
   app.add_option("-b", a->merge_file, "the image that holds the merges' SOURCE bitmaps");
   app.add_option("-F", a->merge_format, "the format of that image (default: probe)");

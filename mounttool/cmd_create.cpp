@@ -2,15 +2,28 @@
 #include <memory>
 
 #include "commands.h"
+#include "imagecore/format.h"
 #include "imagecore/ops.h"
 
 namespace imgfs::cli {
+namespace {
+// "qcow2, vmdk or raw": the formats that can be made.
+std::string CreatableFormats() {
+  std::vector<std::string> names;
+  for (const FormatDriver* d : Formats())
+    if (d->create || d->create_files) names.push_back(d->name);
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return out;
+}
+}  // namespace
 
 Runner AddCreate(CLI::App& app) {
   auto r = std::make_shared<ops::CreateRequest>();
   auto quiet = std::make_shared<bool>(false);
   auto objects = std::make_shared<std::vector<std::string>>();
-  app.add_option("-f,--format", r->format, "qcow2, vmdk or raw")->required();
+  app.add_option("-f,--format", r->format, CreatableFormats())->required();
   app.add_option("-b,--backing", r->backing_file, "backing file (stored as given)");
   app.add_option("-F,--backing-format", r->backing_format, "format of the backing file");
   app.add_option("-o,--options", r->options, "format options (key=value,...; \"help\" lists them)");

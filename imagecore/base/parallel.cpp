@@ -4,6 +4,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -13,17 +14,25 @@ namespace imgfs {
 namespace {
 
 // One batch: items are claimed with an atomic counter by whoever runs.
+// An item that throws still counts as done; the first exception is kept
+// for the caller, which rethrows it once no thread uses the batch's items.
 struct Batch {
   size_t n;
   const std::function<void(size_t)>* fn;
   std::atomic<size_t> next{0};
   std::atomic<size_t> done{0};
-  std::mutex mu;                // guards nothing but the wait below
+  std::mutex mu;                // guards error and the wait below
   std::condition_variable cv;   // signalled when done reaches n
+  std::exception_ptr error;     // the first item's exception
 
   void Run() {
     for (size_t i; (i = next.fetch_add(1)) < n;) {
-      (*fn)(i);
+      try {
+        (*fn)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> l(mu);
+        if (!error) error = std::current_exception();
+      }
       if (done.fetch_add(1) + 1 == n) {
         std::lock_guard<std::mutex> l(mu);
         cv.notify_all();
@@ -87,6 +96,7 @@ void ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
   b->Run();
   std::unique_lock<std::mutex> l(b->mu);
   b->cv.wait(l, [&] { return b->done.load() == n; });
+  if (b->error) std::rethrow_exception(b->error);
 }
 
 }  // namespace imgfs

@@ -57,41 +57,25 @@ Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const st
                                                const FileOpener* files, bool claim) {
   std::unique_ptr<Chain> chain(new Chain());
   chain->access_ = access;
-  std::set<std::string> seen;
-  std::string cur = path, fmt = format;
-  for (size_t d = 0;; ++d) {
-    if (d >= kMaxChainDepth) return Unsupported(path + ": backing chain deeper than " + std::to_string(kMaxChainDepth));
-    char real[PATH_MAX];
-    std::string key = ::realpath(cur.c_str(), real) ? std::string(real) : cur;
-    if (!seen.insert(key).second) return Corrupt(path + ": backing chain loops back to " + cur);
-    OpenOptions opts = LayerOptions(access, d == 0, writable && d == 0);
+  auto open = [&](const LayerRef& ref) -> Result<std::unique_ptr<Image>> {
+    OpenOptions opts = LayerOptions(access, ref.depth == 0, writable && ref.depth == 0);
     opts.opener = files;
     opts.claim = claim;
     opts.no_repair = !claim;
-    auto img = OpenImage(cur, fmt, opts);
-    if (!img.ok()) {
-      if (d == 0) return img.status();
-      return img.status().Prefixed(path + ": cannot open backing file");
+    IMGFS_ASSIGN_OR_RETURN(auto img, OpenImage(ref.path, ref.format, opts));
+    if (ref.depth == 0 && !snapshot_id.empty()) return img->OpenSnapshot(snapshot_id);
+    return img;
+  };
+  auto keep = [&](const LayerRef& ref, std::unique_ptr<Image> img, const Status& link) -> Result<bool> {
+    if (!link.ok() && chain->parent_mismatch_.empty()) {
+      chain->parent_mismatch_ = link.message();
+      chain->layers_[0]->MarkReadOnly(link.message());  // writes would land on a disk that is not this one
     }
-    if (d == 0 && !snapshot_id.empty()) {
-      auto snap = img.value()->OpenSnapshot(snapshot_id);
-      if (!snap.ok()) return snap.status();
-      img = std::move(snap).value();
-    }
-    if (d > 0 && chain->parent_mismatch_.empty()) {
-      Status link = chain->layers_[d - 1]->CheckParent(*img.value());
-      if (!link.ok()) {
-        chain->parent_mismatch_ = link.message();
-        chain->layers_[0]->MarkReadOnly(link.message());  // writes would land on a disk that is not this one
-      }
-    }
-    std::optional<BackingRef> backing = img.value()->Backing();
-    chain->layers_.push_back(std::move(img).value());
-    chain->paths_.push_back(cur);
-    if (!backing) break;
-    cur = ResolveNamedPath(cur, backing->name);
-    fmt = backing->format;
-  }
+    chain->layers_.push_back(std::move(img));
+    chain->paths_.push_back(ref.path);
+    return true;
+  };
+  IMGFS_RETURN_IF_ERROR(WalkChain(path, format, files, open, keep));
   for (size_t d = 0; d < chain->layers_.size(); ++d)
     chain->below_.push_back(std::make_unique<Below>(chain.get(), d + 1));
   return chain;

@@ -2,9 +2,13 @@
 #include <algorithm>
 #include <vector>
 
+#include "imagecore/format.h"
 #include "imagecore/image.h"
 
 namespace imgfs {
+
+const char* Image::format_name() const { return driver().name; }
+const Capabilities& Image::caps() const { return driver().caps; }
 
 const char* BitmapChange::Verb(Kind k) {
   switch (k) {

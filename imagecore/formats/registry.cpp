@@ -1,17 +1,23 @@
 // The format table, probing by magic, and opening a layer by name or probe.
+#include <algorithm>
 #include <cstring>
 
 #include "formats/qcow2/qcow2_driver.h"
 #include "formats/raw/raw_driver.h"
+#include "formats/vhdx/vhdx_driver.h"
 #include "formats/vmdk/vmdk_image.h"
+#include "formats/vpc/vpc_driver.h"
 #include "imagecore/format.h"
 
 namespace imgfs {
 namespace {
 
-const FormatDriver* const kDrivers[] = {&qcow2::kDriver, &vmdk::kDriver, &raw::kDriver};
+const FormatDriver* const kDrivers[] = {&qcow2::kDriver, &vmdk::kDriver, &vhdx::kDriver, &vpc::kDriver,
+                                        &raw::kDriver};
 
 }  // namespace
+
+std::vector<const FormatDriver*> Formats() { return {std::begin(kDrivers), std::end(kDrivers)}; }
 
 const FormatDriver* FindFormat(const std::string& name) {
   for (const FormatDriver* d : kDrivers)
@@ -33,19 +39,20 @@ Status PreallocateRange(io::File& file, uint64_t off, uint64_t n, Prealloc mode)
   return Status::OK();
 }
 
-const Capabilities& CapabilitiesOf(const std::string& format) {
+const Capabilities& CapabilitiesOf(const std::string& name) {
   static const Capabilities none;
-  const FormatDriver* d = FindFormat(format);
+  const FormatDriver* d = FindFormat(name);
   return d ? d->caps : none;
 }
 
 const FormatDriver* ProbeFormat(const io::File& file) {
-  uint8_t head[512];
-  if (!file.PRead(0, head, sizeof head).ok()) return nullptr;
+  uint8_t head[512] = {};
+  const size_t len = static_cast<size_t>(std::min<uint64_t>(sizeof head, file.Size()));
+  if (!file.PRead(0, head, len).ok()) return nullptr;
   const FormatDriver* best = nullptr;
   int best_score = 0;
   for (const FormatDriver* d : kDrivers) {
-    int s = d->probe(head, sizeof head);
+    int s = d->probe ? d->probe(file, head, len) : 0;
     if (s > best_score) {
       best_score = s;
       best = d;
@@ -53,6 +60,8 @@ const FormatDriver* ProbeFormat(const io::File& file) {
   }
   return best;
 }
+
+const FormatDriver& PlainFormat() { return raw::kDriver; }
 
 std::vector<std::string> MemberPathsOf(const io::File& file) {
   const FormatDriver* drv = ProbeFormat(file);
@@ -62,19 +71,6 @@ std::vector<std::string> MemberPathsOf(const io::File& file) {
   std::vector<std::string> out;
   for (const std::string& n : names.value()) out.push_back(ResolveNamedPath(file.path(), n));
   return out;
-}
-
-std::string SniffForeignFormat(const io::File& file) {
-  uint8_t head[512];
-  if (!file.PRead(0, head, sizeof head).ok()) return "";
-  if (!std::memcmp(head, "vhdxfile", 8)) return "vhdx";
-  if (!std::memcmp(head, "conectix", 8)) return "vpc";
-  uint64_t size = file.Size();
-  if (size >= 512) {
-    uint8_t tail[8];
-    if (file.PRead(size - 512, tail, 8).ok() && !std::memcmp(tail, "conectix", 8)) return "vpc";
-  }
-  return "";
 }
 
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::string& format,
@@ -88,13 +84,9 @@ Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::str
     if (!drv) return Unsupported(path + ": format '" + format + "' is not supported");
   } else {
     drv = ProbeFormat(*file);
-    if (!drv) {
-      std::string foreign = SniffForeignFormat(*file);
-      if (!foreign.empty())
-        return Unsupported(path + ": " + foreign + " images are not supported yet");
-      drv = &raw::kDriver;
-    }
+    if (!drv) drv = &PlainFormat();
   }
+  if (!drv->open) return Unsupported(path + ": " + drv->name + " images are not supported yet");
   auto img = drv->open(std::move(file), opts);
   if (!img.ok()) {
     const std::string& m = img.status().message();

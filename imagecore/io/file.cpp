@@ -9,6 +9,11 @@
 
 namespace imgfs::io {
 
+Result<std::unique_ptr<File>> File::OpenAgain() const {
+  if (fd() < 0) return Unsupported(path() + ": cannot be opened again");
+  return ReopenPosixFile(*this, false);
+}
+
 Status File::PWriteV(uint64_t off, const Piece* pieces, size_t count) {
   for (size_t i = 0; i < count; ++i) {
     if (!pieces[i].len) continue;

@@ -26,20 +26,9 @@ Result<std::string> AmendHelp(const std::string& path, const std::string& format
 }
 
 std::string AmendHelp(const std::string& format) {
-  if (format == "qcow2")
-    return "Amend options for 'qcow2':\n"
-           "  compat=<str>           - compatibility level (v2 [0.10] or v3 [1.1]); a downgrade expands zero\n"
-           "                           clusters and removes bitmaps\n"
-           "  data_file=<str>        - the name of the external data file (of an image that has one)\n"
-           "  data_file_raw=<bool>   - shown for completeness: it cannot change on an existing image\n"
-           "  lazy_refcounts=<bool>  - postpone refcount updates (on, off; needs compat=1.1)\n"
-           "  refcount_bits=<num>    - width of a refcount entry (1 to 64, a power of two; not 16 needs compat=1.1)\n";
-  if (format == "vmdk")
-    return "Amend options for 'vmdk':\n"
-           "  adapter_type=<str>     - ide, lsilogic, buslogic or legacyESX (the geometry follows)\n"
-           "  hwversion=<str>        - the virtual hardware version\n"
-           "  toolsversion=<str>     - the VMware tools version\n";
-  return "Format driver '" + format + "' does not support option amendment\n";
+  const FormatDriver* drv = FindFormat(format);
+  if (!drv || !drv->amend_options) return "Format driver '" + format + "' does not support option amendment\n";
+  return "Amend options for '" + format + "':\n" + drv->amend_options;
 }
 
 }  // namespace imgfs::ops

@@ -13,7 +13,7 @@ Status ChangeBitmap(const BitmapRequest& req) {
   if (!image.ok()) return image.status().Prefixed("Could not open '" + req.path + "'");
   Image& img = *image.value();
   if (img.read_only()) return ReadOnly(req.path + ": " + img.read_only_reason());
-  if (!CapabilitiesOf(img.format_name()).bitmaps && !req.steps.empty())
+  if (!img.caps().bitmaps && !req.steps.empty())
     return Unsupported(std::string("Operation ") + BitmapChange::Verb(req.steps[0].kind) + " on bitmap " +
                        req.bitmap + " failed: Can't store persistent bitmaps to " + req.path +
                        ": Operation not supported");

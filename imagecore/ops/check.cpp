@@ -29,7 +29,7 @@ Result<CheckResult> CheckImage(const std::string& path, const std::string& forma
   // Whether its backing file is the one it was made on (VMDK's parentCID):
   // a warning, as the data itself is consistent.
   if (auto backing = img->Backing()) {
-    auto parent = OpenImage(ResolveNamedPath(path, backing->name), backing->format, OpenOptions(false));
+    auto parent = OpenImage(ResolveBacking(path, *backing), backing->format, OpenOptions(false));
     if (parent.ok()) {
       Status link = img->CheckParent(*parent.value());
       if (!link.ok()) r->messages.push_back("Warning: " + link.message());

@@ -34,7 +34,7 @@ bool ReachesEnd(const Chain& c, const Resolved& r, uint64_t off) {
   for (size_t d = 0; d <= last && d < c.depth(); ++d) {
     const Image& layer = c.layer(d);
     const uint64_t unit = layer.Info().cluster_size;
-    if (unit && CapabilitiesOf(layer.format_name()).status_by_grain && off < (size - 1) / unit * unit) return false;
+    if (unit && layer.caps().status_by_grain && off < (size - 1) / unit * unit) return false;
   }
   return true;
 }

@@ -52,7 +52,7 @@ Status StageCreate(const CreateRequest& req, NewFiles* files) {
   }
   if (!opts.backing_file.empty() && open_backing) {
     // Open the backing file (as qemu-img does) to check it and learn its size.
-    auto chain = Chain::Open(ResolveNamedPath(req.path, opts.backing_file), opts.backing_format, false);
+    auto chain = Chain::Open(ResolveBacking(req.path, BackingRef{opts.backing_file}), opts.backing_format, false);
     if (!chain.ok()) return chain.status().Prefixed("could not open backing file");
     backing = std::move(chain).value();
     if (opts.backing_format.empty()) opts.backing_format = backing->layer(0).format_name();
@@ -73,34 +73,14 @@ Status StageCreate(const CreateRequest& req, NewFiles* files) {
 }
 
 std::string CreateHelp(const std::string& format) {
-  const std::string common =
-      "  backing_file=<str>     - the backing file (also -b)\n"
-      "  backing_fmt=<str>      - its format (also -F)\n"
-      "  size=<size>            - the virtual size (also the SIZE operand)\n";
-  if (format == "qcow2")
-    return "Supported options:\n" + common +
-           "  cluster_size=<size>    - 512 to 2M, a power of two (default 64k)\n"
-           "  compat=<str>           - 0.10 or 1.1 (default 1.1)\n"
-           "  lazy_refcounts=<bool>  - postpone refcount updates (compat=1.1)\n"
-           "  refcount_bits=<num>    - 1 to 64, a power of two (default 16)\n"
-           "  preallocation=<str>    - off (default), metadata, falloc or full\n"
-           "  compression_type=<str> - zlib (default) or zstd: for compressed clusters (compat=1.1)\n"
-           "  extended_l2=<bool>     - 32 subclusters per cluster (compat=1.1, clusters of 16k or more)\n"
-           "  data_file=<str>        - keep the guest data in this file, beside the image (compat=1.1)\n"
-           "  data_file_raw=<bool>   - keep that file a raw image of the disk at all times\n";
-  if (format == "vmdk")
-    return "Supported options:\n" + common +
-           "  subformat=<str>        - monolithicSparse (default), monolithicFlat, twoGbMaxExtentSparse,\n"
-           "                           twoGbMaxExtentFlat, streamOptimized\n"
-           "  adapter_type=<str>     - ide (default), lsilogic, buslogic, legacyESX\n"
-           "  hwversion=<str>        - the virtual hardware version (default 4)\n"
-           "  compat6=<bool>         - hardware version 6\n"
-           "  toolsversion=<str>     - the VMware tools version\n"
-           "  zeroed_grain=<bool>    - zeroed-grain table entries (sparse subformats)\n";
-  if (format == "raw")
-    return "Supported options:\n  size=<size>            - the virtual size\n"
-           "  preallocation=<str>    - off (default), falloc or full\n";
-  return "";
+  const FormatDriver* drv = FindFormat(format);
+  if (!drv || (!drv->create && !drv->create_files)) return "";
+  return std::string("Supported options:\n") +
+         (!drv->caps.backing ? "" :
+                               "  backing_file=<str>     - the backing file (also -b)\n"
+                               "  backing_fmt=<str>      - its format (also -F)\n") +
+         "  size=<size>            - the virtual size (also the SIZE operand)\n" +
+         (drv->create_options ? drv->create_options : "");
 }
 
 namespace {

@@ -1,7 +1,6 @@
 // `info`: what qemu-img info shows, as text and as JSON (same field names
 // and order as qemu-img 7.2, so scripts that parse one parse the other).
 #include <nlohmann/json.hpp>
-#include <set>
 #include <sstream>
 
 #include "base/json_text.h"
@@ -14,50 +13,33 @@ namespace imgfs::ops {
 Result<std::vector<LayerInfo>> CollectInfo(const std::string& path, const std::string& format, bool backing_chain,
                                            const io::ImageAccess& access) {
   std::vector<LayerInfo> out;
-  std::set<std::string> seen = {io::RealPath(path)};
-  std::string cur = path, fmt = format;
-  std::unique_ptr<Image> child;
-  for (size_t d = 0; d < kMaxChainDepth; ++d) {
-    auto img = OpenImage(cur, fmt, LayerOptions(access, d == 0));
-    if (!img.ok()) {
-      if (d == 0) return img.status();
-      return img.status().Prefixed(path + ": cannot open backing file");
-    }
-    if (child) {
-      Status link = child->CheckParent(*img.value());
-      if (!link.ok()) out.back().parent_mismatch = link.message();
-    }
+  std::unique_ptr<Image> above;  // alive until the walk has checked its parent
+  auto open = [&](const LayerRef& ref) {
+    return OpenImage(ref.path, ref.format, LayerOptions(access, ref.depth == 0));
+  };
+  auto visit = [&](const LayerRef& ref, std::unique_ptr<Image> img, const Status& link) -> Result<bool> {
+    if (!link.ok()) out.back().parent_mismatch = link.message();
+    // Without the chain, the parent is opened only to see whether it is
+    // the one the image was made on.
+    if (!backing_chain && ref.depth > 0) return false;
     LayerInfo li;
-    li.filename = cur;
-    li.info = img.value()->Info();
-    li.actual_size = img.value()->AllocatedBytes();
-    li.snapshots = img.value()->Snapshots();
-    auto backing = img.value()->Backing();
-    if (backing) {
+    li.filename = ref.path;
+    li.info = img->Info();
+    li.actual_size = img->AllocatedBytes();
+    li.snapshots = img->Snapshots();
+    if (auto backing = img->Backing()) {
       li.backing_filename = backing->name;
-      li.full_backing_filename = ResolveNamedPath(cur, backing->name);
+      li.full_backing_filename = ResolveBacking(ref.path, *backing);
       li.backing_format = backing->format;
     }
-    out.push_back(li);
-    if (!backing) return out;
-    if (!backing_chain) {
-      // Open the parent only to see whether it is the one this layer was
-      // made on; that it cannot be opened is for the chain to report.
-      auto parent = OpenImage(ResolveNamedPath(cur, backing->name), backing->format, LayerOptions(access, false));
-      if (parent.ok()) {
-        Status link = img.value()->CheckParent(*parent.value());
-        if (!link.ok()) out.back().parent_mismatch = link.message();
-      }
-      return out;
-    }
-    child = std::move(img).value();
-    // As qemu-img: a chain that comes back to one of its files is an error.
-    if (!seen.insert(io::RealPath(li.full_backing_filename)).second)
-      return InvalidArgument("Backing file '" + backing->name + "' creates an infinite loop.");
-    cur = li.full_backing_filename;
-    fmt = li.backing_format;
-  }
-  return Unsupported(path + ": backing chain deeper than " + std::to_string(kMaxChainDepth));
+    out.push_back(std::move(li));
+    above = std::move(img);
+    return true;
+  };
+  Status walked = WalkChain(path, format, nullptr, open, visit);
+  // Without the chain, a parent that cannot be opened is for the chain to report.
+  if (!walked.ok() && (backing_chain || out.empty())) return walked;
+  return out;
 }
 
 namespace {
@@ -76,27 +58,36 @@ nlohmann::ordered_json FieldsJson(const std::vector<ImageInfo::Field>& fields, c
         data[f.key] = arr;
         break;
       }
-    }
-    if (with_bitmaps && f.key == "lazy-refcounts" && !with_bitmaps->bitmaps.empty()) {
-      nlohmann::ordered_json arr = nlohmann::ordered_json::array();
-      for (const auto& b : with_bitmaps->bitmaps)
-        arr.push_back({{"flags", b.flags}, {"name", b.name}, {"granularity", b.granularity}});
-      data["bitmaps"] = arr;
+      case ImageInfo::Field::kBitmaps: {
+        if (!with_bitmaps || with_bitmaps->bitmaps.empty()) break;
+        nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+        for (const auto& b : with_bitmaps->bitmaps)
+          arr.push_back({{"flags", b.flags}, {"name", b.name}, {"granularity", b.granularity}});
+        data[f.key] = arr;
+        break;
+      }
     }
   }
   return data;
 }
 
+void BitmapsHuman(std::ostream& o, const std::vector<ImageInfo::Bitmap>& bitmaps);
+
 void FieldsHuman(std::ostream& o, const std::vector<ImageInfo::Field>& fields, const std::string& indent,
                  const ImageInfo* with_bitmaps) {
   for (const auto& f : fields) {
+    if (f.kind == ImageInfo::Field::kBitmaps) {
+      if (with_bitmaps) BitmapsHuman(o, with_bitmaps->bitmaps);
+      continue;
+    }
     o << indent << f.human << ":";
     switch (f.kind) {
       case ImageInfo::Field::kString: o << " " << f.s; break;
       case ImageInfo::Field::kBool: o << " " << (f.b ? "true" : "false"); break;
       case ImageInfo::Field::kInt: o << " " << f.i; break;
       case ImageInfo::Field::kUint: o << " " << f.u; break;
-      case ImageInfo::Field::kList: break;
+      case ImageInfo::Field::kList:
+      case ImageInfo::Field::kBitmaps: break;
     }
     o << "\n";
     if (f.kind == ImageInfo::Field::kList)
@@ -104,15 +95,17 @@ void FieldsHuman(std::ostream& o, const std::vector<ImageInfo::Field>& fields, c
         o << indent << "    [" << k << "]:\n";
         FieldsHuman(o, f.list[k], indent + "        ", nullptr);
       }
-    if (with_bitmaps && f.key == "lazy-refcounts" && !with_bitmaps->bitmaps.empty()) {
-      o << "    bitmaps:\n";
-      for (size_t b = 0; b < with_bitmaps->bitmaps.size(); ++b) {
-        const auto& bm = with_bitmaps->bitmaps[b];
-        o << "        [" << b << "]:\n            flags:\n";
-        for (size_t k = 0; k < bm.flags.size(); ++k) o << "                [" << k << "]: " << bm.flags[k] << "\n";
-        o << "            name: " << bm.name << "\n            granularity: " << bm.granularity << "\n";
-      }
-    }
+  }
+}
+
+void BitmapsHuman(std::ostream& o, const std::vector<ImageInfo::Bitmap>& bitmaps) {
+  if (bitmaps.empty()) return;
+  o << "    bitmaps:\n";
+  for (size_t b = 0; b < bitmaps.size(); ++b) {
+    const auto& bm = bitmaps[b];
+    o << "        [" << b << "]:\n            flags:\n";
+    for (size_t k = 0; k < bm.flags.size(); ++k) o << "                [" << k << "]: " << bm.flags[k] << "\n";
+    o << "            name: " << bm.name << "\n            granularity: " << bm.granularity << "\n";
   }
 }
 

@@ -21,12 +21,8 @@ Status Describe(const Chain& chain, MeasureInput* in) {
       in->data.emplace_back(e.start, e.length);
   }
   const Image& top = chain.layer(0);
-  const ImageInfo info = top.Info();
-  bool old_version = false;
-  for (const ImageInfo::Field& f : info.specific)
-    if (f.key == "compat" && f.s == "0.10") old_version = true;
-  in->source_keeps_bitmaps = CapabilitiesOf(top.format_name()).bitmaps && !old_version;
-  in->bitmaps = info.bitmaps;
+  in->source_keeps_bitmaps = top.StoresBitmaps();
+  in->bitmaps = top.Info().bitmaps;
   return Status::OK();
 }
 

@@ -143,7 +143,7 @@ Status OpenTarget(const RebaseRequest& req, std::unique_ptr<Chain>* target, std:
   if (req.backing.empty()) return Status::OK();
   const std::string where = "Could not change the backing file to '" + req.backing + "': ";
   if (format->empty()) return InvalidArgument(where + "backing format must be specified");
-  auto opened = Chain::Open(ResolveNamedPath(req.path, req.backing), *format, false);
+  auto opened = Chain::Open(ResolveBacking(req.path, BackingRef{req.backing}), *format, false);
   if (!opened.ok()) {
     if (req.unsafe && !format->empty()) return Status::OK();
     return opened.status().Prefixed("Could not open new backing file '" + req.backing + "'");
@@ -157,7 +157,7 @@ Status OpenTarget(const RebaseRequest& req, std::unique_ptr<Chain>* target, std:
 
 Status CanChange(const RebaseRequest& req, const Image& top) {
   if (top.read_only()) return ReadOnly(req.path + ": " + top.read_only_reason());
-  if (!CapabilitiesOf(top.format_name()).change_backing)
+  if (!top.caps().change_backing)
     return Unsupported("Could not change the backing file to '" + req.backing + "': " + top.format_name() +
                        " images have no backing file");
   return Status::OK();
@@ -184,7 +184,7 @@ Status Rebase(const RebaseRequest& req) {
   std::unique_ptr<Chain> target;
   std::string format;
   IMGFS_RETURN_IF_ERROR(OpenTarget(req, &target, &format));
-  if (req.compress && !CapabilitiesOf(top.format_name()).compressed_writes)
+  if (req.compress && !top.caps().compressed_writes)
     return Unsupported("Compression not supported for this file format");
   Differences diff(*chain, target.get(), req.progress, req.compress);
   IMGFS_RETURN_IF_ERROR(diff.Run());

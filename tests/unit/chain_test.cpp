@@ -7,6 +7,7 @@
 
 #include "imagecore/chain.h"
 #include "imagecore/ops.h"
+#include "test_util.h"
 
 namespace imgfs {
 namespace {
@@ -130,6 +131,32 @@ TEST_F(ChainTest, InfoReportsTheChain) {
   std::string json = ops::InfoJson(info.value(), true);
   EXPECT_NE(json.find("\"compat\": \"0.10\""), std::string::npos);
   EXPECT_NE(json.find("\"backing-filename\": \"b.qcow2\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace imgfs
+
+namespace imgfs {
+namespace {
+
+// The one resolver of backing names: stored names, then alternates; a
+// Windows name also by its file name beside the child.
+TEST(ResolveBacking, TriesEveryNameItStores) {
+  test::MemFiles files;
+  files.Add("/vms/base.vhdx");
+  files.Add("/vms/sub/mid.avhdx");
+  const std::string child = "/vms/top.avhdx";
+  EXPECT_EQ(ResolveBacking(child, BackingRef{"base.vhdx"}, &files), "/vms/base.vhdx");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{"C:\\Hyper-V\\Disks\\base.vhdx"}, &files), "/vms/base.vhdx");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{".\\sub\\mid.avhdx"}, &files), "/vms/sub/mid.avhdx");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{"\\\\?\\Volume{x}\\gone.vhdx", "", {"missing.vhdx", "base.vhdx"}}, &files),
+            "/vms/base.vhdx");
+  // None found: the first name, resolved, for the error to name it.
+  EXPECT_EQ(ResolveBacking(child, BackingRef{"nowhere.vhdx", "", {"base2.vhdx"}}, &files), "/vms/nowhere.vhdx");
+  // A Linux name may hold a backslash: found as it is first.
+  files.Add("/vms/odd\\name.qcow2");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{"odd\\name.qcow2"}, &files), "/vms/odd\\name.qcow2");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{"/abs/base.qcow2"}, &files), "/abs/base.qcow2");
 }
 
 }  // namespace

@@ -108,7 +108,6 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
     return Corrupt("refcount table lies past the end of the file (truncated image?)");
 
   IMGFS_ASSIGN_OR_RETURN(auto img, Load(std::move(file), h));
-  img->file_access_ = opts.file_access;
   IMGFS_RETURN_IF_ERROR(img->ReadSnapshotTable(lenient));
   if (h.incompatible_features & kIncompatDataFile) {
     if (h.data_file.empty()) return Unsupported("external data file without a file name in the image");
@@ -158,6 +157,7 @@ ImageInfo Qcow2Image::Info() const {
   info.virtual_size = VirtualSize();
   info.cluster_size = cluster_size_;
   info.dirty = (header_.incompatible_features & kIncompatDirty) != 0;
+  info.corrupt = (header_.incompatible_features & kIncompatCorrupt) != 0;
   using F = ImageInfo::Field;
   auto str = [&](const char* k, const char* h, std::string v) { info.specific.push_back(F::Str(k, h, std::move(v))); };
   auto boolean = [&](const char* k, const char* h, bool v) { info.specific.push_back(F::Bool(k, h, v)); };
@@ -177,7 +177,10 @@ ImageInfo Qcow2Image::Info() const {
   }
   str("compat", "compat", v3 ? "1.1" : "0.10");
   str("compression-type", "compression type", header_.compression_type == 1 ? "zstd" : "zlib");
-  if (v3) boolean("lazy-refcounts", "lazy refcounts", header_.compatible_features & kCompatLazyRefcounts);
+  if (v3) {
+    boolean("lazy-refcounts", "lazy refcounts", header_.compatible_features & kCompatLazyRefcounts);
+    info.specific.push_back(F::BitmapsHere());  // where qemu-img shows them
+  }
   integer("refcount-bits", "refcount bits", header_.refcount_bits());
   if (!header_.data_file.empty()) {
     str("data-file", "data file", header_.data_file);
@@ -202,23 +205,52 @@ Status Qcow2Image::Flush() {
 }
 
 namespace {
-int Probe(const uint8_t* head, size_t len) {
+int Probe(const io::File&, const uint8_t* head, size_t len) {
   return len >= 4 && LoadBE32(head) == kMagic ? 100 : 0;
 }
-}  // namespace
-
-static Capabilities Qcow2Caps() {
-  Capabilities c;
-  c.internal_snapshots = c.bitmaps = c.make_empty = c.discard = c.resize = c.compressed_writes = true;
-  c.change_backing = true;
-  c.several_files = true;  // an external data file
-  return c;
-}
-static Result<std::vector<std::string>> Members(const io::File& file) {
+Result<std::vector<std::string>> Members(const io::File& file) {
   IMGFS_ASSIGN_OR_RETURN(Header h, Header::Read(file));
   if (!(h.incompatible_features & kIncompatDataFile) || h.data_file.empty()) return std::vector<std::string>{};
   return std::vector<std::string>{h.data_file};
 }
-const FormatDriver kDriver = {"qcow2", Probe, Qcow2Image::Open, CreateImage, Qcow2Caps(), Members, CreateFiles, Measure};
+constexpr const char* kCreateOptions =
+    "  cluster_size=<size>    - 512 to 2M, a power of two (default 64k)\n"
+    "  compat=<str>           - 0.10 or 1.1 (default 1.1)\n"
+    "  lazy_refcounts=<bool>  - postpone refcount updates (compat=1.1)\n"
+    "  refcount_bits=<num>    - 1 to 64, a power of two (default 16)\n"
+    "  preallocation=<str>    - off (default), metadata, falloc or full\n"
+    "  compression_type=<str> - zlib (default) or zstd: for compressed clusters (compat=1.1)\n"
+    "  extended_l2=<bool>     - 32 subclusters per cluster (compat=1.1, clusters of 16k or more)\n"
+    "  data_file=<str>        - keep the guest data in this file, beside the image (compat=1.1)\n"
+    "  data_file_raw=<bool>   - keep that file a raw image of the disk at all times\n";
+constexpr const char* kAmendOptions =
+    "  compat=<str>           - compatibility level (v2 [0.10] or v3 [1.1]); a downgrade expands zero\n"
+    "                           clusters and removes bitmaps\n"
+    "  data_file=<str>        - the name of the external data file (of an image that has one)\n"
+    "  data_file_raw=<bool>   - shown for completeness: it cannot change on an existing image\n"
+    "  lazy_refcounts=<bool>  - postpone refcount updates (on, off; needs compat=1.1)\n"
+    "  refcount_bits=<num>    - width of a refcount entry (1 to 64, a power of two; not 16 needs compat=1.1)\n";
+}  // namespace
+
+const FormatDriver kDriver = {
+    .name = "qcow2",
+    .probe = Probe,
+    .open = Qcow2Image::Open,
+    .create = CreateImage,
+    .create_files = CreateFiles,
+    .members = Members,
+    .measure = Measure,
+    .create_options = kCreateOptions,
+    .amend_options = kAmendOptions,
+    .caps = {.backing = true,
+             .internal_snapshots = true,
+             .bitmaps = true,
+             .change_backing = true,
+             .resize = true,
+             .compressed_writes = true,
+             .several_files = true},  // an external data file
+};
+
+const FormatDriver& Qcow2Image::driver() const { return kDriver; }
 
 }  // namespace imgfs::qcow2

@@ -47,7 +47,7 @@ class Qcow2Image final : public Image {
   static Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOptions& opts);
   ~Qcow2Image() override;
 
-  const char* format_name() const override { return "qcow2"; }
+  const FormatDriver& driver() const override;
   // In whole sectors, as qemu reads it.
   uint64_t VirtualSize() const override { return header_.size / 512 * 512; }
   Status BlockStatus(uint64_t off, uint64_t len, Extent* out) override;
@@ -311,7 +311,6 @@ class Qcow2Image final : public Image {
   Status WriteRefTableLocked();
 
   const std::unique_ptr<io::File> file_;
-  io::Access file_access_;  // the rights file_ was opened with (set at open)
   // The external data file (data_file=...), or null: guest clusters then
   // live in it at their guest offsets and are not refcounted.
   std::unique_ptr<io::File> data_file_;

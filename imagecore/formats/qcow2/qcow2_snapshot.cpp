@@ -79,8 +79,9 @@ Result<std::unique_ptr<Image>> Qcow2Image::OpenSnapshot(const std::string& id) c
     if (s.info.id != id) continue;
     // A separate descriptor: the snapshot view has its own caches and is
     // closed on its own; the file is only read.
-    // With the rights the image was opened with (the path may be a symlink).
-    IMGFS_ASSIGN_OR_RETURN(auto file, io::OpenPosixFile(file_->path(), false, file_access_));
+    // The very file the image was opened from (its path may name another
+    // by now).
+    IMGFS_ASSIGN_OR_RETURN(auto file, file_->OpenAgain());
     Header h = header_;
     h.size = s.info.virtual_size;
     h.l1_table_offset = s.l1_table_offset;

@@ -13,7 +13,7 @@ class RawImage final : public Image {
     if (!file_->writable()) read_only_reason_ = "opened read-only";
   }
 
-  const char* format_name() const override { return "raw"; }
+  const FormatDriver& driver() const override { return kDriver; }
   uint64_t VirtualSize() const override { return file_->Size(); }
 
   Status BlockStatus(uint64_t off, uint64_t len, Extent* out) override {
@@ -80,7 +80,6 @@ class RawImage final : public Image {
   std::unique_ptr<io::File> file_;
 };
 
-int Probe(const uint8_t*, size_t) { return 0; }  // raw is never probed by content
 
 Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOptions&) {
   return std::unique_ptr<Image>(new RawImage(std::move(file)));
@@ -101,11 +100,6 @@ Status Create(io::File& file, const CreateOptions& opts) {
 
 }  // namespace
 
-static Capabilities RawCaps() {
-  Capabilities c;
-  c.discard = c.resize = c.plain_disk = true;
-  return c;
-}
 // As qemu: a raw image needs its whole size, holes or not.
 static Result<MeasureResult> Measure(const CreateOptions& opts, const MeasureInput& in) {
   if (!opts.options.empty()) return Unsupported("raw images take no -o option '" + opts.options.begin()->first + "'");
@@ -114,6 +108,13 @@ static Result<MeasureResult> Measure(const CreateOptions& opts, const MeasureInp
   return r;
 }
 
-const FormatDriver kDriver = {"raw", Probe, Open, Create, RawCaps(), nullptr, nullptr, Measure};
+const FormatDriver kDriver = {
+    .name = "raw",
+    .open = Open,  // no probe: raw is never recognised by content
+    .create = Create,
+    .measure = Measure,
+    .create_options = "  preallocation=<str>    - off (default), falloc or full\n",
+    .caps = {.resize = true, .plain_disk = true},
+};
 
 }  // namespace imgfs::raw

@@ -7,7 +7,7 @@
 namespace imgfs::vmdk {
 namespace {
 
-int Probe(const uint8_t* head, size_t len) {
+int Probe(const io::File&, const uint8_t* head, size_t len) {
   if (IsKdmv(head, len) || IsCowd(head, len) || IsSeSparse(head, len)) return 100;
   return LooksLikeDescriptor(head, len) ? 100 : 0;
 }
@@ -26,21 +26,39 @@ Result<std::vector<std::string>> Members(const io::File& file) {
   return out;
 }
 
-Capabilities VmdkCaps() {
-  Capabilities c;
-  c.several_files = true;
-  c.discard = true;         // flat extents punch holes; sparse grains are punched or zeroed
-  c.make_empty = true;
-  c.resize = true;
-  c.change_backing = true;  // parentFileNameHint and parentCID
-  c.create_reads_parent = true;
-  c.status_by_grain = true;
-  c.compressed_writes = true;  // streamOptimized output; -c onto other subformats writes plain, as qemu-img
-  return c;
-}
+constexpr const char* kCreateOptions =
+    "  subformat=<str>        - monolithicSparse (default), monolithicFlat, twoGbMaxExtentSparse,\n"
+    "                           twoGbMaxExtentFlat, streamOptimized\n"
+    "  adapter_type=<str>     - ide (default), lsilogic, buslogic, legacyESX\n"
+    "  hwversion=<str>        - the virtual hardware version (default 4)\n"
+    "  compat6=<bool>         - hardware version 6\n"
+    "  toolsversion=<str>     - the VMware tools version\n"
+    "  zeroed_grain=<bool>    - zeroed-grain table entries (sparse subformats)\n";
+constexpr const char* kAmendOptions =
+    "  adapter_type=<str>     - ide, lsilogic, buslogic or legacyESX (the geometry follows)\n"
+    "  hwversion=<str>        - the virtual hardware version\n"
+    "  toolsversion=<str>     - the VMware tools version\n";
 
 }  // namespace
 
-const FormatDriver kDriver = {"vmdk", Probe, VmdkImage::Open, nullptr, VmdkCaps(), Members, CreateFiles};
+const FormatDriver kDriver = {
+    .name = "vmdk",
+    .probe = Probe,
+    .open = VmdkImage::Open,
+    .create_files = CreateFiles,
+    .members = Members,
+    .create_options = kCreateOptions,
+    .amend_options = kAmendOptions,
+    .caps = {.backing = true,
+             .change_backing = true,  // parentFileNameHint and parentCID
+             .resize = true,
+             // streamOptimized output; -c onto other subformats writes plain, as qemu-img
+             .compressed_writes = true,
+             .several_files = true,
+             .create_reads_parent = true,
+             .status_by_grain = true},
+};
+
+const FormatDriver& VmdkImage::driver() const { return kDriver; }
 
 }  // namespace imgfs::vmdk

@@ -75,7 +75,7 @@ class FlatExtent final : public DiskExtent {
   }
   io::File* file() const override { return file_.get(); }
   std::vector<ImageInfo::Field> Info() const override {
-    return {InfoUint("virtual-size", "virtual size", bytes_), InfoString("filename", "filename", name_),
+    return {InfoUint("virtual-size", "virtual size", bytes_), ImageInfo::Field::FileName("filename", "filename", name_),
             InfoString("format", "format", type_)};
   }
 
@@ -114,7 +114,7 @@ class ZeroExtent final : public DiskExtent {
   }
   const char* kind_name() const override { return "ZERO"; }
   std::vector<ImageInfo::Field> Info() const override {
-    return {InfoUint("virtual-size", "virtual size", bytes_), InfoString("filename", "filename", ""),
+    return {InfoUint("virtual-size", "virtual size", bytes_), ImageInfo::Field::FileName("filename", "filename", ""),
             InfoString("format", "format", "ZERO")};
   }
 };

@@ -47,7 +47,7 @@ std::vector<ImageInfo::Field> GrainExtent::Info() const {
   std::vector<ImageInfo::Field> f;
   if (l_.compressed) f.push_back(InfoBool("compressed", "compressed", true));
   f.push_back(InfoUint("virtual-size", "virtual size", bytes_));
-  f.push_back(InfoString("filename", "filename", l_.name));
+  f.push_back(ImageInfo::Field::FileName("filename", "filename", l_.name));
   f.push_back(InfoUint("cluster-size", "cluster size", l_.grain_bytes));
   f.push_back(InfoString("format", "format", l_.type));
   return f;

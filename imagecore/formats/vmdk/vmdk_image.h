@@ -24,7 +24,7 @@ class VmdkImage final : public Image {
  public:
   static Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOptions& opts);
 
-  const char* format_name() const override { return "vmdk"; }
+  const FormatDriver& driver() const override;
   uint64_t VirtualSize() const override { return size_; }
   Status BlockStatus(uint64_t off, uint64_t len, Extent* out) override;
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override;

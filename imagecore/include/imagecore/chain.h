@@ -41,6 +41,31 @@ struct Resolved {
 
 class FileOpener;
 
+// Where the backing file `ref` of the image at `child_path` is: its names
+// in order (`name`, then `alternates`), each resolved against the child's
+// directory. A Windows name (C:\VMs\base.vhdx, .\base.avhdx) is read with
+// '/' for its backslashes, and where that is not found, by its file name
+// beside the child. The first that exists wins; if none does, the first
+// name resolved (so that the error names it).
+std::string ResolveBacking(const std::string& child_path, const BackingRef& ref,
+                           const FileOpener* files = nullptr);
+
+// One layer met by WalkChain.
+struct LayerRef {
+  size_t depth = 0;
+  std::string path;    // as resolved
+  std::string format;  // as stored ("": probe)
+};
+// Opens `path` and its backing files one after another: open(ref) opens a
+// layer, visit(ref, image, link) takes it (`link`: whether the layer above
+// says this is not its parent, as CheckParent) and returns false to stop.
+// visit keeps each image alive until its next call. The one loop check
+// (a file met twice: InvalidArgument, as qemu-img says it) and depth bound
+// for every walk of a chain.
+Status WalkChain(const std::string& path, const std::string& format, const FileOpener* files,
+                 const std::function<Result<std::unique_ptr<Image>>(const LayerRef&)>& open,
+                 const std::function<Result<bool>(const LayerRef&, std::unique_ptr<Image>, const Status&)>& visit);
+
 class Chain {
  public:
   // Opens `path` (format "" = probe) writable or not, and its backing chain

@@ -85,6 +85,9 @@ class File {
   virtual Result<FileStat> Stat() const;
   // A descriptor the kernel can splice from, or -1.
   virtual int fd() const { return -1; }
+  // Another descriptor of this very file (the same inode, whatever its
+  // path names now), read-only, closed on its own.
+  virtual Result<std::unique_ptr<File>> OpenAgain() const;
   virtual bool writable() const = 0;
   const std::string& path() const { return path_; }
 

@@ -77,10 +77,9 @@ Status PreallocateRange(io::File& file, uint64_t off, uint64_t n, Prealloc mode)
 // What a format can do. The views, attributes, `ctl` and the CLI follow
 // these rather than a format's name.
 struct Capabilities {
+  bool backing = false;            // a layer may name a backing file
   bool internal_snapshots = false;
   bool bitmaps = false;
-  bool make_empty = false;         // emptied after commit
-  bool discard = false;            // punch-hole frees host space
   bool change_backing = false;     // rebase
   bool resize = false;
   bool compressed_writes = false;
@@ -111,36 +110,51 @@ struct MeasureResult {
   uint64_t bitmaps = 0;
 };
 
+// One format. Drivers fill it with named fields; a format that is
+// recognised but not served has a probe and nothing else.
 struct FormatDriver {
-  const char* name;
-  // Scores how well the first bytes of a file match (0 = not this format).
-  int (*probe)(const uint8_t* head, size_t len);
-  Result<std::unique_ptr<Image>> (*open)(std::unique_ptr<io::File> file, const OpenOptions& opts);
+  const char* name = nullptr;
+  // How well the file's content matches (0: not this format). `head` holds
+  // its first bytes (up to 512; fewer in a shorter file); a probe reads
+  // what else it needs through `file` (a signature may lie at the end).
+  int (*probe)(const io::File& file, const uint8_t* head, size_t len) = nullptr;
+  // Null: recognised, not served yet (opening it says so).
+  Result<std::unique_ptr<Image>> (*open)(std::unique_ptr<io::File> file, const OpenOptions& opts) = nullptr;
   // Writes a new image into an empty file.
-  Status (*create)(io::File& file, const CreateOptions& opts);
-  Capabilities caps;
+  Status (*create)(io::File& file, const CreateOptions& opts) = nullptr;
+  // Writes a new image of several files (instead of `create`): the main
+  // one and the others it names, all through `files`.
+  Status (*create_files)(NewFiles& files, const CreateOptions& opts) = nullptr;
   // The other files the image in `file` consists of (extents, a data
   // file), as stored; read from the header only, so that a directory
   // listing can tell them from images without opening every chain. Null:
   // the image is one file.
   Result<std::vector<std::string>> (*members)(const io::File& file) = nullptr;
-  // Writes a new image of several files (instead of `create`): the main
-  // one and the others it names, all through `files`.
-  Status (*create_files)(NewFiles& files, const CreateOptions& opts) = nullptr;
   // The size a new image of this format needs for `in` (-o options in
   // `opts.options`), as qemu-img measure computes it. Null: not measured.
   Result<MeasureResult> (*measure)(const CreateOptions& opts, const MeasureInput& in) = nullptr;
+  // The -o options that create and amend take, one "  key=<type> - what"
+  // line each (create: after the common ones; amend: null if the format
+  // cannot amend).
+  const char* create_options = nullptr;
+  const char* amend_options = nullptr;
+  Capabilities caps;
 };
 
+// Every driver, in probing order.
+std::vector<const FormatDriver*> Formats();
 // The driver with this name, or null.
 const FormatDriver* FindFormat(const std::string& name);
-// What the format of `image` can do (nothing, for an unknown name).
-const Capabilities& CapabilitiesOf(const std::string& format);
+// What the format named `name` can do, for an image that does not exist
+// yet (an output's -O): nothing, for an unknown name. An open image
+// answers for itself (Image::caps).
+const Capabilities& CapabilitiesOf(const std::string& name);
 // The best match by content, or null if no driver claims the file. Raw never
 // claims a file by content: callers decide when raw is meant.
 const FormatDriver* ProbeFormat(const io::File& file);
-// A short name for a file whose magic is known but not served ("vmdk"...).
-std::string SniffForeignFormat(const io::File& file);
+// The driver for a file that no driver claims, when it is served as a
+// disk anyway (raw).
+const FormatDriver& PlainFormat();
 
 // The paths of the other files the image at `path` consists of, resolved
 // (empty for a one-file image or a file that is no image).

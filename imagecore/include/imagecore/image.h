@@ -23,6 +23,9 @@
 
 namespace imgfs {
 
+struct Capabilities;
+struct FormatDriver;
+
 // preallocation= (create -o, resize --preallocation): what is reserved of a
 // data area.
 enum class Prealloc { kOff, kMetadata, kFalloc, kFull };
@@ -64,10 +67,13 @@ struct ImageInfo {
   uint64_t virtual_size = 0;
   uint64_t cluster_size = 0;  // 0: the format has none
   bool dirty = false;
+  bool corrupt = false;       // the image marks itself corrupt
   struct Field {
     std::string key;          // qemu-img json name, e.g. "lazy-refcounts"
     std::string human;        // qemu-img human name, e.g. "lazy refcounts"
-    enum Kind { kString, kBool, kInt, kUint, kList } kind = kString;
+    // kBitmaps holds nothing: it marks where `bitmaps` are shown.
+    enum Kind { kString, kBool, kInt, kUint, kList, kBitmaps } kind = kString;
+    bool file_name = false;   // kString: a file's name (shown last in one-line renderings)
     std::string s;
     bool b = false;
     int64_t i = 0;
@@ -94,7 +100,13 @@ struct ImageInfo {
       f.u = v;
       return f;
     }
+    static Field FileName(std::string k, std::string h, std::string v) {
+      Field f = Str(std::move(k), std::move(h), std::move(v));
+      f.file_name = true;
+      return f;
+    }
     static Field List(std::string k, std::string h) { return Make(std::move(k), std::move(h), kList); }
+    static Field BitmapsHere() { return Make("bitmaps", "bitmaps", kBitmaps); }
     static Field Make(std::string k, std::string h, Kind kind) {
       Field f;
       f.key = std::move(k);
@@ -104,8 +116,8 @@ struct ImageInfo {
     }
   };
   std::vector<Field> specific;
-  // Persistent dirty bitmaps (qcow2), shown after the field named
-  // "lazy-refcounts" as qemu-img does.
+  // Persistent dirty bitmaps, shown where `specific` holds a kBitmaps
+  // field (if they are not empty).
   struct Bitmap {
     std::string name;
     uint64_t granularity = 0;
@@ -173,13 +185,19 @@ enum class RepairMode { kNone, kLeaks, kAll };
 struct BackingRef {
   std::string name;    // as stored in the image
   std::string format;  // as stored; empty: probe
+  // Other names the image stores for the same file, tried in order where
+  // `name` is not found here (VHDX's parent locator entries).
+  std::vector<std::string> alternates;
 };
 
 class Image {
  public:
   virtual ~Image() = default;
 
-  virtual const char* format_name() const = 0;
+  // The format's driver: what it is called and what it can do.
+  virtual const FormatDriver& driver() const = 0;
+  const char* format_name() const;
+  const Capabilities& caps() const;
   virtual uint64_t VirtualSize() const = 0;
 
   // Describes the longest run starting at `off` (< VirtualSize()) of at most

@@ -9,7 +9,8 @@ namespace imgfs {
 
 // Calls fn(i) for every i in [0, n), spread over a process-wide pool of
 // worker threads, and returns when all calls have returned. fn must be
-// safe to run concurrently for different i.
+// safe to run concurrently for different i. If calls throw, the first
+// exception is rethrown here, after every call has returned.
 void ParallelFor(size_t n, const std::function<void(size_t)>& fn);
 
 }  // namespace imgfs
