@@ -11,6 +11,7 @@
 #include "imagecore/size.h"
 #include "notify.h"
 #include "ops.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::fs {
 
@@ -126,21 +127,21 @@ Result<Command> ParseControlAttribute(const std::string& name, const std::string
 }
 
 std::string Control::State() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   std::string out = "last: " + (last_.empty() ? std::string("none") : last_) + "\n";
   out += "current: " + (busy_ ? "running: " + running_ : std::string("idle")) + "\n";
   return out;
 }
 
 std::string Control::Summary() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return busy_ ? "running: " + running_ : last_;
 }
 
 void Control::Join() {
   std::thread t;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     t = std::move(worker_);
   }
   if (t.joinable()) t.join();
@@ -168,14 +169,14 @@ std::string Clip(const std::string& raw) {
 }  // namespace
 
 void Control::Finish(const Command& cmd, const Status& st, const std::string& detail) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   last_ = Clip(cmd.text) + ": " + (st.ok() ? "ok" + detail : "error: " + Clip(st.message()));
   busy_ = false;
   running_.clear();
 }
 
 void Control::Refused(const std::string& text, const Status& st) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   last_ = Clip(text) + ": error: " + Clip(st.message());
 }
 
@@ -183,7 +184,7 @@ Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
   std::unique_lock<std::mutex> run(run_mu_, std::try_to_lock);
   if (!run.owns_lock()) return Busy("busy: another control command is running on this image");
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (busy_) return Busy("busy: " + running_ + " is running on this image");
   }
   Join();  // a finished background command
@@ -238,7 +239,7 @@ Status Control::StartCommit(FsContext& ctx, size_t image, const Command& cmd) {
   for (size_t j : ctx.ns.BackingUsers(base_path, image))
     return Busy(chain->layer_path(base) + " is also the backing file of " + ctx.ns.image(j).name);
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     busy_ = true;
     running_ = "commit 0% (counting what to copy)";
   }
@@ -247,7 +248,7 @@ Status Control::StartCommit(FsContext& ctx, size_t image, const Command& cmd) {
       char buf[128];
       std::snprintf(buf, sizeof buf, "commit %d%% (%s of %s)", total ? int(done * 100 / total) : 100,
                     HumanSize(done).c_str(), HumanSize(total).c_str());
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       running_ = buf;
     }, cmd.rate);
     // The layers below the top changed; the top reads as before.
@@ -266,7 +267,7 @@ Status Control::StartCommit(FsContext& ctx, size_t image, const Command& cmd) {
 }
 
 void Control::RunInBackground(const Command& cmd, std::function<void()> body) {
-  worker_ = std::thread([this, cmd, body] {
+  std::thread t([this, cmd, body] {
     bool finished = false;
     RunGuarded(cmd.text, [&] {
       body();
@@ -274,12 +275,14 @@ void Control::RunInBackground(const Command& cmd, std::function<void()> body) {
     });
     if (!finished) Finish(cmd, Status(Code::kIoError, "internal error (the log says which)"), "");
   });
+  MutexLock l(mu_);  // Join (at unmount) may look at it from another thread
+  worker_ = std::move(t);
 }
 
 Status Control::StartCheck(FsContext& ctx, size_t image, const Command& cmd) {
   IMGFS_ASSIGN_OR_RETURN(auto chain, ctx.ns.GetChain(image));
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     busy_ = true;
     running_ = "check";
   }

@@ -11,6 +11,7 @@
 
 #include "imagecore/image.h"
 #include "imagecore/status.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::fs {
 
@@ -61,11 +62,11 @@ class Control {
   void RunInBackground(const Command& cmd, std::function<void()> body);
 
   std::mutex run_mu_;      // one Run at a time per image (a second one gets Busy)
-  mutable std::mutex mu_;  // guards everything below
-  std::string last_;       // "resize +1G: ok", "commit: error: <reason>"
-  std::string running_;    // "" or "commit 37% (1.2 GiB of 3.2 GiB)"
-  bool busy_ = false;
-  std::thread worker_;     // the background command, joined before the next
+  mutable Mutex mu_;
+  std::string last_ GUARDED_BY(mu_);     // "resize +1G: ok", "commit: error: <reason>"
+  std::string running_ GUARDED_BY(mu_);  // "" or "commit 37% (1.2 GiB of 3.2 GiB)"
+  bool busy_ GUARDED_BY(mu_) = false;
+  std::thread worker_ GUARDED_BY(mu_);   // the background command, joined before the next
 };
 
 }  // namespace imgfs::fs

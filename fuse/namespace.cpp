@@ -5,6 +5,7 @@
 
 #include "imagecore/format.h"
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::fs {
 
@@ -113,8 +114,8 @@ std::vector<std::string> MembersOf(const Image& img, const std::string& path) {
 }
 
 // Gives up the write claim the writable open took, noting the files'
-// state. REQUIRES: e.mu, or e not yet shared.
-void Unclaim(ImageEntry& e) {
+// state.
+void Unclaim(ImageEntry& e) REQUIRES(e.mu) {
   e.chain->layer(0).DropWriteClaim();
   e.claimed = false;
   e.stamp = StampOf(e);
@@ -131,7 +132,7 @@ void Namespace::Append(std::unique_ptr<ImageEntry> e) {
   const std::string name = e->name;
   chunks_[i / kChunk][i % kChunk] = std::move(e);
   count_.store(i + 1, std::memory_order_release);
-  std::lock_guard<std::mutex> l(names_mu_);
+  MutexLock l(names_mu_);
   by_name_[name] = i;
 }
 
@@ -195,10 +196,13 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
     entry->file_ino = st.value().ino;
     entry->file_dev = st.value().dev;
   }
-  entry->chain = std::shared_ptr<Chain>(std::move(chain).value());
-  if (entry->read_only.is()) entry->chain->layer(0).DropWriteClaim();  // never written: a VM may
-  else if (claimed) entry->claimed = true;                        // the writable open took it; it stays
-  else Unclaim(*entry);
+  {
+    MutexLock l(entry->mu);  // not shared yet: for the analysis
+    entry->chain = std::shared_ptr<Chain>(std::move(chain).value());
+    if (entry->read_only.is()) entry->chain->layer(0).DropWriteClaim();  // never written: a VM may
+    else if (claimed) entry->claimed = true;                        // the writable open took it; it stays
+    else Unclaim(*entry);
+  }
   if (entry->read_only.is() && !read_only)
     Log(LogLevel::kInfo, "serving " + path + " read-only: " + entry->read_only.why());
   *out = std::move(entry);
@@ -214,7 +218,7 @@ size_t DepthIn(const ImageEntry& overlay, const ImageEntry& b) {
   return 0;
 }
 void ServeReadOnly(ImageEntry& e, const std::string& why) {
-  std::lock_guard<std::mutex> l(e.mu);
+  MutexLock l(e.mu);
   if (!e.read_only.Set(why)) return;
   e.claimed = false;
   e.chain.reset();  // its write claim goes (open files keep theirs); reopened read-only on first use
@@ -307,7 +311,7 @@ long Namespace::Added(const std::string& name, bool moved_in) {
       // An extent or data file was written: its image is what changed.
       ImageEntry& e = image(size_t(owner));
       {
-        std::lock_guard<std::mutex> l(e.mu);
+        MutexLock l(e.mu);
         if (e.claimed) return -1;  // the mount's own writes
       }
       Reopen(size_t(owner));
@@ -336,7 +340,7 @@ long Namespace::Added(const std::string& name, bool moved_in) {
       // be a half-made image's (qemu-img create closes the file several
       // times, the header first saying size 0).
       {
-        std::lock_guard<std::mutex> l(e.mu);
+        MutexLock l(e.mu);
         if (e.claimed) return -1;
       }
       if (SameChain(e)) {
@@ -392,7 +396,7 @@ std::string Namespace::NewMemberOf(const std::string& real) {
     bool vanished = false;
     for (const std::string& name : names.value()) {
       if (!IsTempName(name)) {
-        std::lock_guard<std::mutex> l(names_mu_);
+        MutexLock l(names_mu_);
         if (by_name_.count(name)) continue;  // listed: looked at above
       }
       const std::string path = source_ + "/" + name;
@@ -408,7 +412,7 @@ std::string Namespace::NewMemberOf(const std::string& real) {
 long Namespace::Removed(const std::string& name) {
   long i;
   {
-    std::lock_guard<std::mutex> l(names_mu_);
+    MutexLock l(names_mu_);
     auto it = by_name_.find(name);
     if (it == by_name_.end()) return -1;
     i = static_cast<long>(it->second);
@@ -420,13 +424,13 @@ long Namespace::Removed(const std::string& name) {
 void Namespace::Unlist(size_t i, const std::string& why) {
   ImageEntry& e = image(i);
   {
-    std::lock_guard<std::mutex> l(names_mu_);
+    MutexLock l(names_mu_);
     by_name_.erase(e.name);
   }
   e.removed = true;
   std::shared_ptr<Chain> chain;
   {
-    std::lock_guard<std::mutex> l(e.mu);
+    MutexLock l(e.mu);
     chain = std::move(e.chain);  // its claim goes with it; open files keep theirs until closed
     e.snapshot_chains.clear();
   }
@@ -449,14 +453,14 @@ long Namespace::OwnerOf(const std::string& real_path) {
 
 
 long Namespace::Find(const std::string& name) const {
-  std::lock_guard<std::mutex> l(names_mu_);
+  MutexLock l(names_mu_);
   auto it = by_name_.find(name);
   return it == by_name_.end() ? -1 : static_cast<long>(it->second);
 }
 
 Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   ImageEntry& e = image(i);
-  std::lock_guard<std::mutex> l(e.mu);
+  MutexLock l(e.mu);
   if (e.chain) return e.chain;
   if (!e.open_error.ok()) return e.open_error;
   // Never claimed here: the file was changed by another program, which
@@ -476,7 +480,7 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
 
 void Namespace::RefreshMembers(size_t i) {
   ImageEntry& e = image(i);
-  std::lock_guard<std::mutex> l(e.mu);
+  MutexLock l(e.mu);
   if (e.chain) e.set_members(MembersOf(e.chain->layer(0), e.path));
 }
 
@@ -484,7 +488,7 @@ Status Namespace::ClaimForWrite(size_t i) {
   ImageEntry& e = image(i);
   if (e.read_only.is()) return ReadOnly(e.name + " is served read-only: " + e.read_only.why());
   IMGFS_RETURN_IF_ERROR(GetChain(i).status());
-  std::lock_guard<std::mutex> l(e.mu);
+  MutexLock l(e.mu);
   if (e.claimed) return Status::OK();
   if (!e.chain) return Busy(e.name + " is being reopened; try again");
   IMGFS_RETURN_IF_ERROR(e.chain->layer(0).ClaimWriting());
@@ -520,7 +524,7 @@ std::string Namespace::WhyReadOnly(size_t i) {
   if (!damage.empty()) return damage;
   // Turned read-only since the mount (a repair at the claim that failed).
   if (top.read_only()) return top.read_only_reason();
-  std::lock_guard<std::mutex> l(e.mu);
+  MutexLock l(e.mu);
   if (e.claimed) return "";
   Status st = chain.value()->layer(0).CheckWriteClaim();
   if (st.ok()) return "";
@@ -538,7 +542,7 @@ Result<std::shared_ptr<Chain>> Namespace::GetSnapshotChain(size_t i, size_t inde
   IMGFS_ASSIGN_OR_RETURN(auto snaps, Snapshots(i));
   if (index >= snaps.size()) return NotFound("no such snapshot");
   ImageEntry& e = image(i);
-  std::lock_guard<std::mutex> l(e.mu);
+  MutexLock l(e.mu);
   auto it = e.snapshot_chains.find(index);
   if (it != e.snapshot_chains.end()) return it->second;
   auto chain = Chain::OpenSnapshot(e.path, e.format, snaps[index].id, e.access);
@@ -558,7 +562,7 @@ std::string Namespace::LayerName(const Chain& chain, size_t depth) {
 
 void Namespace::Reopen(size_t i) {
   ImageEntry& e = image(i);
-  std::lock_guard<std::mutex> l(e.mu);
+  MutexLock l(e.mu);
   e.chain.reset();
   e.snapshot_chains.clear();
   e.open_error = Status::OK();
@@ -568,7 +572,7 @@ void Namespace::Reopen(size_t i) {
 
 void Namespace::ForgetSnapshots(size_t i) {
   ImageEntry& e = image(i);
-  std::lock_guard<std::mutex> l(e.mu);
+  MutexLock l(e.mu);
   e.snapshot_chains.clear();
 }
 
@@ -599,7 +603,7 @@ Status Namespace::CloseAll() {
     ImageEntry* e = &image(i);
     std::shared_ptr<Chain> chain;
     {
-      std::lock_guard<std::mutex> l(e->mu);
+      MutexLock l(e->mu);
       chain = std::move(e->chain);
       e->snapshot_chains.clear();  // read-only: nothing to flush
     }

@@ -34,6 +34,7 @@
 #include "imagecore/format.h"
 #include "imagecore/partitions.h"
 #include "imagecore/status.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::fs {
 
@@ -67,12 +68,12 @@ class ReadOnlyMark {
  public:
   bool is() const { return set_.load(); }
   std::string why() const {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     return why_;
   }
   // False if it was set already (the first reason stays).
   bool Set(const std::string& why) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (set_.load()) return false;
     why_ = why.empty() ? "read-only" : why;
     set_.store(true);
@@ -80,7 +81,7 @@ class ReadOnlyMark {
   }
 
  private:
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::string why_;  // guarded by mu_
   std::atomic<bool> set_{false};
 };
@@ -102,11 +103,11 @@ struct ImageEntry {
   // listing on (a resize may add some): they are not listed as images, and
   // a change to one is a change to this image.
   std::vector<std::string> members() const {
-    std::lock_guard<std::mutex> l(members_mu);
+    MutexLock l(members_mu);
     return member_paths;
   }
   void set_members(std::vector<std::string> paths) {
-    std::lock_guard<std::mutex> l(members_mu);
+    MutexLock l(members_mu);
     member_paths = std::move(paths);
   }
   uint64_t file_ino = 0, file_dev = 0;   // the image file when it was probed
@@ -114,23 +115,23 @@ struct ImageEntry {
   Control control;                       // the ctl file's commands
   std::atomic<int> open_partition_views{0};  // writes to disk.raw then invalidate them
 
-  std::mutex mu;                  // guards chain, open_error, snapshot_chains, claimed, stamp
-  std::shared_ptr<Chain> chain;   // opened at mount (read-only backing files: on first use)
+  Mutex mu;
+  std::shared_ptr<Chain> chain GUARDED_BY(mu);  // opened at mount (read-only backing files: on first use)
   // Whether the mount holds QEMU's write claim on the image: from the scan
   // on (the default), or with -o claim=write from the first write (open
   // for writing, control) on, so that until then a VM may use the image.
   // Kept until unmount.
-  bool claimed = false;
+  bool claimed GUARDED_BY(mu) = false;
   // The size and mtime of every file of the image when the claim was
   // given up at mount: if they differ when it is taken, someone else wrote
   // the image meanwhile and the chain is opened afresh.
-  std::string stamp;
-  Status open_error;
-  std::unordered_map<size_t, std::shared_ptr<Chain>> snapshot_chains;  // by table index
+  std::string stamp GUARDED_BY(mu);
+  Status open_error GUARDED_BY(mu);
+  std::unordered_map<size_t, std::shared_ptr<Chain>> snapshot_chains GUARDED_BY(mu);  // by table index
 
  private:
-  mutable std::mutex members_mu;  // guards member_paths; taken alone or innermost
-  std::vector<std::string> member_paths;
+  mutable Mutex members_mu;  // taken alone or innermost
+  std::vector<std::string> member_paths GUARDED_BY(members_mu);
 };
 
 class Namespace {
@@ -220,7 +221,7 @@ class Namespace {
   bool claim_at_mount_ = true;
   std::unique_ptr<std::unique_ptr<ImageEntry>[]> chunks_[kMaxChunks];
   std::atomic<size_t> count_{0};
-  mutable std::mutex names_mu_;                      // guards by_name_
+  mutable Mutex names_mu_;                      // guards by_name_
   std::unordered_map<std::string, size_t> by_name_;  // live images only
 };
 

@@ -3,9 +3,10 @@
 # quickstart.sh and test.sh; installs only what is missing (needs root).
 
 IMGFS_BUILD_DEPS=(build-essential cmake pkg-config libfuse3-dev zlib1g-dev libzstd-dev
-                  libcli11-dev nlohmann-json3-dev libgtest-dev googletest)
+                  libcli11-dev nlohmann-json3-dev libgtest-dev googletest ccache)
 IMGFS_RUN_DEPS=(fuse3)
-IMGFS_TEST_DEPS=(qemu-utils qemu-system-common fio e2fsprogs util-linux python3 kmod attr fdisk strace)
+# clang: the thread-safety analysis (packaging/thread_safety.sh).
+IMGFS_TEST_DEPS=(qemu-utils qemu-system-common fio e2fsprogs util-linux python3 kmod attr fdisk strace clang)
 
 install_missing() {
     local missing=() p

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#include "imagecore/mutex.h"
 
 namespace imgfs {
 namespace {
@@ -21,20 +22,20 @@ struct Batch {
   const std::function<void(size_t)>* fn;
   std::atomic<size_t> next{0};
   std::atomic<size_t> done{0};
-  std::mutex mu;                // guards error and the wait below
+  Mutex mu;                     // also held for the wait below
   std::condition_variable cv;   // signalled when done reaches n
-  std::exception_ptr error;     // the first item's exception
+  std::exception_ptr error GUARDED_BY(mu);  // the first item's exception
 
   void Run() {
     for (size_t i; (i = next.fetch_add(1)) < n;) {
       try {
         (*fn)(i);
       } catch (...) {
-        std::lock_guard<std::mutex> l(mu);
+        MutexLock l(mu);
         if (!error) error = std::current_exception();
       }
       if (done.fetch_add(1) + 1 == n) {
-        std::lock_guard<std::mutex> l(mu);
+        MutexLock l(mu);
         cv.notify_all();
       }
     }
@@ -49,7 +50,7 @@ class Pool {
   }
   void Submit(const std::shared_ptr<Batch>& b) {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       queue_.push_back(b);
     }
     cv_.notify_all();
@@ -60,8 +61,11 @@ class Pool {
     for (;;) {
       std::shared_ptr<Batch> b;
       {
-        std::unique_lock<std::mutex> l(mu_);
-        cv_.wait(l, [this] { return !queue_.empty(); });
+        UniqueMutexLock l(mu_);
+        cv_.wait(l.native(), [this] {
+          mu_.AssertHeld();  // wait() holds it when it asks
+          return !queue_.empty();
+        });
         b = queue_.front();
         if (b->next.load() >= b->n) {
           queue_.pop_front();
@@ -71,9 +75,9 @@ class Pool {
       b->Run();
     }
   }
-  std::mutex mu_;                               // guards queue_
+  Mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<Batch>> queue_;    // batches that may have work left
+  std::deque<std::shared_ptr<Batch>> queue_ GUARDED_BY(mu_);  // batches that may have work left
 };
 
 Pool& ThePool() {
@@ -94,8 +98,8 @@ void ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
   b->fn = &fn;
   ThePool().Submit(b);
   b->Run();
-  std::unique_lock<std::mutex> l(b->mu);
-  b->cv.wait(l, [&] { return b->done.load() == n; });
+  UniqueMutexLock l(b->mu);
+  b->cv.wait(l.native(), [&] { return b->done.load() == n; });
   if (b->error) std::rethrow_exception(b->error);
 }
 

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <mutex>
 #include <set>
+#include "imagecore/mutex.h"
 
 namespace imgfs {
 
@@ -14,8 +15,8 @@ std::atomic<uint64_t> g_epoch{1};
 std::atomic<uint64_t> g_slots[kSlots];
 std::atomic<bool> g_slot_taken[kSlots];
 // Threads beyond kSlots (more than libfuse ever runs) record here.
-std::mutex g_overflow_mu;
-std::multiset<uint64_t> g_overflow;  // GUARDED_BY(g_overflow_mu)
+Mutex g_overflow_mu;
+std::multiset<uint64_t> g_overflow GUARDED_BY(g_overflow_mu);
 
 struct ThreadSlot {
   int index = -1;
@@ -45,7 +46,7 @@ ReadScope::ReadScope() {
     g_slots[t_slot.index].store(entered_ + 1);
   } else {
     overflow_ = true;
-    std::lock_guard<std::mutex> l(g_overflow_mu);
+    MutexLock l(g_overflow_mu);
     g_overflow.insert(entered_);
   }
 }
@@ -57,7 +58,7 @@ ReadScope::~ReadScope() {
     g_slots[t_slot.index].store(0);
     return;
   }
-  std::lock_guard<std::mutex> l(g_overflow_mu);
+  MutexLock l(g_overflow_mu);
   g_overflow.erase(g_overflow.find(entered_));
 }
 
@@ -69,7 +70,7 @@ uint64_t OldestOpenRead() {
     const uint64_t v = g_slots[i].load();
     if (v != 0 && v - 1 < oldest) oldest = v - 1;
   }
-  std::lock_guard<std::mutex> l(g_overflow_mu);
+  MutexLock l(g_overflow_mu);
   if (!g_overflow.empty() && *g_overflow.begin() < oldest) oldest = *g_overflow.begin();
   return oldest;
 }

@@ -82,16 +82,6 @@ Result<std::unique_ptr<Chain>> Chain::OpenImpl(const std::string& path, const st
 }
 
 namespace {
-struct SharedLock {
-  explicit SharedLock(RwLock& mu) : mu_(mu) { mu_.lock_shared(); }
-  ~SharedLock() { mu_.unlock_shared(); }
-  RwLock& mu_;
-};
-struct ExclusiveLock {
-  explicit ExclusiveLock(RwLock& mu) : mu_(mu) { mu_.lock(); }
-  ~ExclusiveLock() { mu_.unlock(); }
-  RwLock& mu_;
-};
 }  // namespace
 
 std::vector<io::FileStat> Chain::StatFiles(size_t d) const {

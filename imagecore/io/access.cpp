@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <mutex>
 #include <unordered_map>
+#include "imagecore/mutex.h"
 
 namespace imgfs::io {
 
@@ -46,11 +47,11 @@ Access AccessOf(uid_t uid, gid_t gid) {
   if (geteuid() != 0 || uid == geteuid()) return a;
   // The user database is asked once per owner: mounts list thousands of
   // images of a few owners.
-  static std::mutex mu;
-  static std::unordered_map<uint64_t, std::vector<gid_t>> cache;  // GUARDED_BY(mu)
+  static Mutex mu;
+  static std::unordered_map<uint64_t, std::vector<gid_t>> cache GUARDED_BY(mu);
   const uint64_t key = uint64_t(uid) << 32 | gid;
   {
-    std::lock_guard<std::mutex> l(mu);
+    MutexLock l(mu);
     auto it = cache.find(key);
     if (it == cache.end()) it = cache.emplace(key, GroupsOf(uid, gid)).first;
     a.groups = it->second;

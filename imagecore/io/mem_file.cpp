@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "imagecore/file.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::io {
 
@@ -16,7 +17,7 @@ class MemFile final : public File {
 
   Status PRead(uint64_t off, void* buf, size_t n) const override {
     if (n == 0) return Status::OK();  // buf may be null (an empty vector's data())
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto* p = static_cast<char*>(buf);
     std::memset(p, 0, n);
     if (off < data_.size()) {
@@ -27,17 +28,17 @@ class MemFile final : public File {
   }
   Status PWrite(uint64_t off, const void* buf, size_t n) override {
     if (n == 0) return Status::OK();  // as pwrite: no growth, buf may be null
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (data_.size() < off + n) data_.resize(off + n);
     std::memcpy(data_.data() + off, buf, n);
     return Status::OK();
   }
   uint64_t Size() const override {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     return data_.size();
   }
   Status Truncate(uint64_t size) override {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     data_.resize(size);
     return Status::OK();
   }
@@ -56,8 +57,8 @@ class MemFile final : public File {
   int syncs = 0;
 
  private:
-  mutable std::mutex mu_;  // guards data_
-  std::vector<char> data_;
+  mutable Mutex mu_;
+  std::vector<char> data_ GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "imagecore/ops.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::ops {
 namespace {
@@ -20,12 +21,18 @@ class Bencher {
 
   Status Run() {
     const uint64_t batch = req_.write && req_.flush_interval && req_.drain ? req_.flush_interval : req_.count;
-    for (uint64_t done = 0; done < req_.count && error_.ok(); done += batch) {
-      end_ = std::min(req_.count, done + batch);
+    for (uint64_t done = 0; done < req_.count; done += batch) {
+      {
+        MutexLock l(mu_);  // between batches no worker runs; the lock is for the analysis
+        if (!error_.ok()) break;
+        end_ = std::min(req_.count, done + batch);
+      }
       Threads();
+      MutexLock l(mu_);
       if (error_.ok() && req_.write && req_.flush_interval && req_.drain && end_ % req_.flush_interval == 0)
         error_ = chain_.Flush();
     }
+    MutexLock l(mu_);
     return error_;
   }
 
@@ -34,7 +41,12 @@ class Bencher {
   // there are requests left); returns when all are done. Buffers are made
   // here, so that a failed allocation fails the command, not a thread.
   void Threads() {
-    const uint64_t n = std::clamp<uint64_t>(std::min<uint64_t>(req_.depth, end_ - issued_), 1, kMaxThreads);
+    uint64_t left;
+    {
+      MutexLock l(mu_);
+      left = end_ - issued_;
+    }
+    const uint64_t n = std::clamp<uint64_t>(std::min<uint64_t>(req_.depth, left), 1, kMaxThreads);
     std::vector<std::vector<uint8_t>> bufs(n, std::vector<uint8_t>(req_.size, req_.pattern));
     std::vector<std::thread> threads;
     for (uint64_t i = 0; i < n; ++i) threads.emplace_back([this, &bufs, i] { Work(bufs[i]); });
@@ -43,7 +55,7 @@ class Bencher {
 
   // The next request's offset, as qemu-img advances it; false when none is left.
   bool Take(uint64_t* off) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (issued_ >= end_ || !error_.ok()) return false;
     ++issued_;
     *off = next_offset_;
@@ -65,7 +77,7 @@ class Bencher {
       if (st.ok() && req_.write && req_.flush_interval && !req_.drain && done % req_.flush_interval == 0)
         st = chain_.Flush();
       if (!st.ok()) {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(mu_);
         if (error_.ok()) error_ = st;
       }
     }
@@ -73,9 +85,11 @@ class Bencher {
 
   const BenchRequest& req_;
   Chain& chain_;
-  std::mutex mu_;  // guards issued_, end_, next_offset_, error_
-  uint64_t issued_ = 0, end_ = 0, next_offset_;
-  Status error_;
+  Mutex mu_;
+  uint64_t issued_ GUARDED_BY(mu_) = 0;
+  uint64_t end_ GUARDED_BY(mu_) = 0;
+  uint64_t next_offset_ GUARDED_BY(mu_);
+  Status error_ GUARDED_BY(mu_);
   std::atomic<uint64_t> completed_{0};
 };
 

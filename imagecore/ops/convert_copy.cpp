@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::ops {
 namespace {
@@ -87,6 +88,7 @@ class Copier {
     std::vector<std::thread> threads;
     for (unsigned i = 0; i < n; ++i) threads.emplace_back([this, &bufs, &backs, i] { Work(bufs[i], backs[i]); });
     for (std::thread& t : threads) t.join();
+    MutexLock l(turn_mu_);
     return error_;
   }
 
@@ -96,7 +98,7 @@ class Copier {
   // Takes the next piece in guest order; false when all are taken or a
   // worker failed.
   bool Next(Piece* p) {
-    std::lock_guard<std::mutex> l(plan_mu_);
+    MutexLock l(plan_mu_);
     if (plan_.compress) return NextWindow(p);
     while (!Failed() && cur_src_ < plan_.sources.size()) {
       const CopySource& s = plan_.sources[cur_src_];
@@ -130,8 +132,8 @@ class Copier {
   }
 
   // Compressing: the target in aligned windows of kChunk (a multiple of any
-  // cluster size), whatever the sources' runs. REQUIRES: plan_mu_.
-  bool NextWindow(Piece* p) {
+  // cluster size), whatever the sources' runs.
+  bool NextWindow(Piece* p) REQUIRES(plan_mu_) {
     if (Failed() || win_off_ >= end_) return false;
     p->off = win_off_;
     p->len = std::min(kChunk, end_ - win_off_);
@@ -365,12 +367,15 @@ class Copier {
   }
 
   bool WaitTurn(uint64_t seq) {
-    std::unique_lock<std::mutex> l(turn_mu_);
-    turn_cv_.wait(l, [&] { return next_write_ == seq || failed_.load(); });
+    UniqueMutexLock l(turn_mu_);
+    turn_cv_.wait(l.native(), [&] {
+      turn_mu_.AssertHeld();  // wait() holds it when it asks
+      return next_write_ == seq || failed_.load();
+    });
     return !failed_.load();
   }
   void EndTurn() {
-    std::lock_guard<std::mutex> l(turn_mu_);
+    MutexLock l(turn_mu_);
     ++next_write_;
     turn_cv_.notify_all();
   }
@@ -379,7 +384,7 @@ class Copier {
   void Account(uint64_t n) {
     uint64_t done;
     {
-      std::lock_guard<std::mutex> l(progress_mu_);
+      MutexLock l(progress_mu_);
       done = done_ += n;
       if (plan_.progress) plan_.progress(done, total_);
     }
@@ -390,7 +395,7 @@ class Copier {
     // (SIGUSR1) is answered while the copy waits.
     while (std::chrono::steady_clock::now() < due) {
       std::this_thread::sleep_until(std::min(due, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
-      std::lock_guard<std::mutex> l(progress_mu_);
+      MutexLock l(progress_mu_);
       if (plan_.progress) plan_.progress(done_, total_);
     }
   }
@@ -398,7 +403,7 @@ class Copier {
   bool Failed() const { return failed_.load(); }
   void Fail(const Status& st) {
     {
-      std::lock_guard<std::mutex> l(turn_mu_);
+      MutexLock l(turn_mu_);
       if (!failed_.exchange(true)) error_ = st;
     }
     turn_cv_.notify_all();
@@ -411,21 +416,21 @@ class Copier {
   uint64_t unit_;
   std::chrono::steady_clock::time_point start_;
 
-  std::mutex plan_mu_;  // guards the cursor below
-  size_t cur_src_ = 0;
-  uint64_t cur_off_ = 0;
-  Resolved pending_{Resolved::kZero, 0};  // what is left of the run at cur_off_
-  uint64_t next_seq_ = 0;
-  uint64_t win_off_ = 0;  // compressing: the next window
+  Mutex plan_mu_;  // the cursor
+  size_t cur_src_ GUARDED_BY(plan_mu_) = 0;
+  uint64_t cur_off_ GUARDED_BY(plan_mu_) = 0;
+  Resolved pending_ GUARDED_BY(plan_mu_){Resolved::kZero, 0};  // what is left of the run at cur_off_
+  uint64_t next_seq_ GUARDED_BY(plan_mu_) = 0;
+  uint64_t win_off_ GUARDED_BY(plan_mu_) = 0;  // compressing: the next window
 
-  std::mutex turn_mu_;  // guards next_write_ and error_
+  Mutex turn_mu_;
   std::condition_variable turn_cv_;
-  uint64_t next_write_ = 0;
-  Status error_;
+  uint64_t next_write_ GUARDED_BY(turn_mu_) = 0;
+  Status error_ GUARDED_BY(turn_mu_);
   std::atomic<bool> failed_{false};
 
-  std::mutex progress_mu_;  // guards done_ and the progress callback
-  uint64_t done_ = 0;
+  Mutex progress_mu_;  // also held around the progress callback
+  uint64_t done_ GUARDED_BY(progress_mu_) = 0;
 };
 
 }  // namespace

@@ -52,7 +52,7 @@ Status StageCreate(const CreateRequest& req, NewFiles* files) {
   }
   if (!opts.backing_file.empty() && open_backing) {
     // Open the backing file (as qemu-img does) to check it and learn its size.
-    auto chain = Chain::Open(ResolveBacking(req.path, BackingRef{opts.backing_file}), opts.backing_format, false);
+    auto chain = Chain::Open(ResolveBacking(req.path, BackingRef{.name = opts.backing_file}), opts.backing_format, false);
     if (!chain.ok()) return chain.status().Prefixed("could not open backing file");
     backing = std::move(chain).value();
     if (opts.backing_format.empty()) opts.backing_format = backing->layer(0).format_name();

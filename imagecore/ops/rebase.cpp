@@ -143,7 +143,7 @@ Status OpenTarget(const RebaseRequest& req, std::unique_ptr<Chain>* target, std:
   if (req.backing.empty()) return Status::OK();
   const std::string where = "Could not change the backing file to '" + req.backing + "': ";
   if (format->empty()) return InvalidArgument(where + "backing format must be specified");
-  auto opened = Chain::Open(ResolveBacking(req.path, BackingRef{req.backing}), *format, false);
+  auto opened = Chain::Open(ResolveBacking(req.path, BackingRef{.name = req.backing}), *format, false);
   if (!opened.ok()) {
     if (req.unsafe && !format->empty()) return Status::OK();
     return opened.status().Prefixed("Could not open new backing file '" + req.backing + "'");

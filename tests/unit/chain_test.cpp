@@ -146,17 +146,17 @@ TEST(ResolveBacking, TriesEveryNameItStores) {
   files.Add("/vms/base.vhdx");
   files.Add("/vms/sub/mid.avhdx");
   const std::string child = "/vms/top.avhdx";
-  EXPECT_EQ(ResolveBacking(child, BackingRef{"base.vhdx"}, &files), "/vms/base.vhdx");
-  EXPECT_EQ(ResolveBacking(child, BackingRef{"C:\\Hyper-V\\Disks\\base.vhdx"}, &files), "/vms/base.vhdx");
-  EXPECT_EQ(ResolveBacking(child, BackingRef{".\\sub\\mid.avhdx"}, &files), "/vms/sub/mid.avhdx");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{.name = "base.vhdx"}, &files), "/vms/base.vhdx");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{.name = "C:\\Hyper-V\\Disks\\base.vhdx"}, &files), "/vms/base.vhdx");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{.name = ".\\sub\\mid.avhdx"}, &files), "/vms/sub/mid.avhdx");
   EXPECT_EQ(ResolveBacking(child, BackingRef{"\\\\?\\Volume{x}\\gone.vhdx", "", {"missing.vhdx", "base.vhdx"}}, &files),
             "/vms/base.vhdx");
   // None found: the first name, resolved, for the error to name it.
   EXPECT_EQ(ResolveBacking(child, BackingRef{"nowhere.vhdx", "", {"base2.vhdx"}}, &files), "/vms/nowhere.vhdx");
   // A Linux name may hold a backslash: found as it is first.
   files.Add("/vms/odd\\name.qcow2");
-  EXPECT_EQ(ResolveBacking(child, BackingRef{"odd\\name.qcow2"}, &files), "/vms/odd\\name.qcow2");
-  EXPECT_EQ(ResolveBacking(child, BackingRef{"/abs/base.qcow2"}, &files), "/abs/base.qcow2");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{.name = "odd\\name.qcow2"}, &files), "/vms/odd\\name.qcow2");
+  EXPECT_EQ(ResolveBacking(child, BackingRef{.name = "/abs/base.qcow2"}, &files), "/abs/base.qcow2");
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "formats/qcow2/qcow2_image.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -58,7 +59,7 @@ Status Qcow2Image::Amend(const std::map<std::string, std::string>& options, cons
   AmendPlan p;
   IMGFS_RETURN_IF_ERROR(ParseAmend(options, &p));
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   const uint32_t now = header_.version, then = p.version ? p.version : now;
   // As qemu: turning them on needs v3 at the end; kept on, a downgrade
   // just takes them away.

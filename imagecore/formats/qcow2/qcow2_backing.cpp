@@ -3,6 +3,7 @@
 // fixed fields as they are on disk but the backing name's place and
 // length, the extensions kept in their order but the backing format's.
 #include "formats/qcow2/qcow2_image.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -11,7 +12,7 @@ Status Qcow2Image::SetBacking(const std::string& name, const std::string& format
   if (name.size() > 1023) return InvalidArgument("backing file name too long (1023 bytes at most)");
   if (!name.empty() && (header_.autoclear_features & kAutoclearDataFileRaw))
     return InvalidArgument(file_->path() + ": an image with data_file_raw=on cannot have a backing file");
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   IMGFS_ASSIGN_OR_RETURN(HeaderCluster hc, ReadHeaderClusterLocked());
   // The backing format first, as qemu writes it; the rest as they were.
   std::vector<RawExtension> exts;

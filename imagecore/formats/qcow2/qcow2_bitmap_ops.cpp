@@ -10,6 +10,7 @@
 
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -90,7 +91,7 @@ void AppendEntry(std::vector<uint8_t>* dir, const Slot& s, uint64_t table_offset
 }  // namespace
 
 Result<DirtyBitmap> Qcow2Image::ReadBitmap(const std::string& name) {
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   IMGFS_ASSIGN_OR_RETURN(auto dir, ReadBitmapDirectory());
   for (const BitmapDirEntry& e : ParseBitmapDirectory(dir, header_.nb_bitmaps)) {
     if (e.name != name) continue;
@@ -111,6 +112,7 @@ Result<DirtyBitmap> Qcow2Image::ReadBitmap(const std::string& name) {
 Status Qcow2Image::ApplyBitmapStepLocked(std::vector<BitmapSlot>& slots, const std::string& name,
                                          const BitmapChange& step) {
   auto load = [&](Slot& s) -> Status {
+    meta_mu_.AssertHeld();
     if (s.bits_loaded) return Status::OK();
     IMGFS_ASSIGN_OR_RETURN(bool ok, ReadBitmapBitsLocked(s.entry, &s.bits, &s.old_table));
     if (!ok) return Corrupt(file_->path() + ": bitmap '" + s.entry.name + "' cannot be read (damaged or outdated table)");
@@ -206,7 +208,7 @@ Result<std::vector<BitmapSlot>> Qcow2Image::LoadBitmapSlotsLocked(std::vector<ui
 
 Status Qcow2Image::ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   std::vector<uint8_t> dir;
   IMGFS_ASSIGN_OR_RETURN(auto slots, LoadBitmapSlotsLocked(&dir));
   for (const BitmapChange& step : steps) {

@@ -12,6 +12,7 @@
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -224,6 +225,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
     r->messages.resize(kMaxMessages);
   };
   auto walk = [&](const std::vector<uint64_t>& l1, bool active) -> Status {
+    meta_mu_.AssertHeld();  // run here, under it
     for (uint64_t i = 0; i < l1.size(); ++i) {
       trim_messages();
       if (active && op_progress_ && *op_progress_)  // in guest bytes, as the other subcommands count
@@ -279,6 +281,7 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
       // Guest cluster j of this table, whose bytes lie past the end of the
       // file, gets a zeroed cluster of its own (-r all, active table only).
       auto give_zeroed = [&](uint64_t j, const char* what, uint64_t host) -> Status {
+        meta_mu_.AssertHeld();
         // Bounded: a hostile table could ask for gigabytes of zeroed clusters.
         if (++zeroed_given > kMaxZeroedClusters) {
           ++r->corruptions;
@@ -466,7 +469,7 @@ Status Qcow2Image::LeaksPastEndLocked(uint64_t end, RepairMode fix, CheckResult*
 Result<CheckResult> Qcow2Image::Check(RepairMode mode, const ProgressFn& progress) {
   if (mode != RepairMode::kNone && !file_->writable())
     return ReadOnly(file_->path() + ": open read-write to repair");
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   if (file_->writable() && !read_only()) IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
   // Refcount structures that cannot be trusted are rebuilt from the
   // references before anything else is repaired (repairs allocate).
@@ -519,7 +522,7 @@ Result<CheckResult> Qcow2Image::Check(RepairMode mode, const ProgressFn& progres
       read_only_reason_ = DamagedHeaderReason();
   }
   if (mode == RepairMode::kAll && !second.corruptions && damaged_.load()) {
-    std::lock_guard<std::mutex> d(damage_mu_);
+    MutexLock d(damage_mu_);
     damaged_.store(false);  // repaired: writable again
     damage_.clear();
     corrupt_bit_written_ = false;

@@ -5,6 +5,7 @@
 #include "base/compress.h"
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -40,7 +41,7 @@ Result<bool> Qcow2Image::WriteCompressed(uint64_t off, const uint8_t* data, size
     return InvalidArgument(file_->path() + ": a compressed write must start a cluster of the disk");
   if (len == 0 || len >= cluster_size_) return InvalidArgument(file_->path() + ": compressed cluster too long");
   const uint64_t c = off >> cluster_bits_;
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   IMGFS_ASSIGN_OR_RETURN(auto slot, L2SlotLocked(c));
   if (HasHost(slot.first) || (slot.first & kOflagCompressed)) return false;

@@ -6,6 +6,7 @@
 #include "formats/qcow2/qcow2_driver.h"
 #include "formats/qcow2/qcow2_image.h"
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -33,7 +34,7 @@ Qcow2Image::~Qcow2Image() {
   if (!file_->writable() || read_only()) return;
   Status st = Flush();
   if (!st.ok()) Log(LogLevel::kError, file_->path() + ": flush at close failed: " + st.ToString());
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   if (st.ok() && !damaged_.load()) st = StoreTrackedBitmapsLocked();
   if (!st.ok()) Log(LogLevel::kError, file_->path() + ": dirty bitmaps left in use: " + st.ToString());
   if (st.ok() && !damaged_.load() && write_prepared_) st = TrimTailLocked();
@@ -58,7 +59,7 @@ std::string Qcow2Image::DamagedHeaderReason() const {
 void Qcow2Image::RepairIfLeftDirty() {
   uint64_t features;
   {
-    std::lock_guard<std::mutex> l(meta_mu_);
+    MutexLock l(meta_mu_);
     features = header_.incompatible_features;
   }
   if (!file_->writable() || !(features & kIncompatDirty) || (features & kIncompatCorrupt)) return;
@@ -130,6 +131,7 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
 
 Result<std::unique_ptr<Qcow2Image>> Qcow2Image::Load(std::unique_ptr<io::File> file, Header h) {
   std::unique_ptr<Qcow2Image> img(new Qcow2Image(std::move(file), h));
+  MutexLock l(img->meta_mu_);  // not shared yet: for the analysis
   img->l1_.resize(h.l1_size);
   if (h.l1_size) {
     std::vector<uint8_t> raw(uint64_t(h.l1_size) * 8);
@@ -148,7 +150,7 @@ Result<std::unique_ptr<Qcow2Image>> Qcow2Image::Load(std::unique_ptr<io::File> f
 
 std::optional<BackingRef> Qcow2Image::Backing() const {
   if (header_.backing_file.empty()) return std::nullopt;
-  return BackingRef{header_.backing_file, header_.backing_format};
+  return BackingRef{.name = header_.backing_file, .format = header_.backing_format};
 }
 
 ImageInfo Qcow2Image::Info() const {
@@ -196,7 +198,7 @@ ImageInfo Qcow2Image::Info() const {
 Status Qcow2Image::Flush() {
   if (!file_->writable() || read_only()) return Status::OK();
   {
-    std::lock_guard<std::mutex> l(meta_mu_);
+    MutexLock l(meta_mu_);
     if (!write_prepared_) return Status::OK();  // never written: nothing to sync
     IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(/*apply_releases=*/true));
   }

@@ -8,12 +8,13 @@
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
 Status Qcow2Image::FoundDamage(const std::string& what) const {
   Status st = Corrupt(file_->path() + ": " + what);
-  std::lock_guard<std::mutex> l(damage_mu_);
+  MutexLock l(damage_mu_);
   if (!damaged_.load()) {
     damage_ = what;
     damaged_.store(true);
@@ -26,7 +27,7 @@ Status Qcow2Image::FoundDamage(const std::string& what) const {
 
 std::string Qcow2Image::DamageFound() const {
   if (!damaged_.load()) return "";
-  std::lock_guard<std::mutex> l(damage_mu_);
+  MutexLock l(damage_mu_);
   return "metadata found damaged: " + damage_;
 }
 
@@ -74,7 +75,10 @@ Result<uint8_t*> Qcow2Image::GetL2Locked(uint64_t l2_offset) {
         if (off + cluster_size_ > file_->Size()) return FoundDamage("L2 table offset lies past the end of the file");
         return file_->PRead(off, buf, cluster_size_);
       },
-      [&] { return FlushMetadataLocked(false); });
+      [&] {
+        meta_mu_.AssertHeld();  // a cache callback, under it
+        return FlushMetadataLocked(false);
+      });
 }
 
 Result<uint64_t> Qcow2Image::L2EntryLocked(uint64_t c) {
@@ -118,7 +122,7 @@ Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
   const uint64_t table_end = ((c / l2_entries_) + 1) * l2_entries_;  // first cluster of next L2 table
   const uint64_t limit = std::min(off + len, table_end << cluster_bits_);
 
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   const uint64_t l1_index = c / l2_entries_;
   const uint64_t l2_offset = l1_index < l1_.size() ? (l1_[l1_index] & kOffsetMask) : 0;
   if (!l2_offset) {
@@ -238,7 +242,7 @@ Status Qcow2Image::ReadOpaque(uint64_t off, void* buf, size_t len) {
     const uint64_t n = std::min<uint64_t>(len, cluster_size_ - in);
     uint64_t entry;
     {
-      std::lock_guard<std::mutex> l(meta_mu_);
+      MutexLock l(meta_mu_);
       IMGFS_ASSIGN_OR_RETURN(entry, L2EntryLocked(c));
     }
     if (entry & kOflagCompressed) {

@@ -47,6 +47,7 @@ Status Qcow2Image::BuildOverlapMapLocked() {
   overlap_.Clear();
   const uint32_t b = cluster_bits_;
   auto add = [&](uint64_t off, uint64_t bytes, MetaKind kind) {
+    meta_mu_.AssertHeld();
     if (bytes && WithinFile(off, bytes)) overlap_.Add(off >> b, ClustersFor(off, bytes, b), kind);
   };
   add(0, cluster_size_, kMetaHeader);

@@ -70,7 +70,10 @@ Status Qcow2Image::LoadRefTableLocked(bool lenient) {
 Result<uint8_t*> Qcow2Image::RefBlockForLocked(uint64_t cluster, bool create) {
   IMGFS_RETURN_IF_ERROR(LoadRefTableLocked());
   const uint64_t ti = cluster / refblock_entries_;
-  auto flush_all = [&] { return FlushMetadataLocked(false); };
+  auto flush_all = [&] {
+        meta_mu_.AssertHeld();  // a cache callback, under it
+        return FlushMetadataLocked(false);
+      };
   if (ti >= reftable_.size()) {
     if (!create) return static_cast<uint8_t*>(nullptr);
     IMGFS_RETURN_IF_ERROR(GrowRefTableLocked(ti + 1));
@@ -411,10 +414,12 @@ Status Qcow2Image::WriteL1Locked() {
 
 Status Qcow2Image::FlushMetadataLocked(bool apply_releases) {
   auto write_refblock = [&](uint64_t off, const uint8_t* b) {
+    meta_mu_.AssertHeld();
     IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(off, cluster_size_, kMetaRefBlock, "a refcount block"));
     return file_->PWrite(off, b, cluster_size_);
   };
   auto write_l2 = [&](uint64_t off, const uint8_t* b) {
+    meta_mu_.AssertHeld();
     IMGFS_RETURN_IF_ERROR(CheckOverlapLocked(off, cluster_size_, kMetaL2, "an L2 table"));
     return file_->PWrite(off, b, cluster_size_);
   };

@@ -8,6 +8,7 @@
 
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -105,7 +106,7 @@ Status Qcow2Image::Resize(uint64_t new_size, const LayerReader* below) {
     return Unsupported(file_->path() + ": cannot shrink an image with an external data file");
   bool tail_allocated = false;
   {
-    std::lock_guard<std::mutex> l(meta_mu_);
+    MutexLock l(meta_mu_);
     IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
     // Bitmaps follow the disk's size, as qemu resizes them: held in memory
     // and in_use on disk until they are stored at their new size at close.
@@ -146,7 +147,7 @@ Status Qcow2Image::Preallocate(uint64_t off, uint64_t len, Prealloc mode) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   if (mode == Prealloc::kOff || len == 0) return Status::OK();
   if (off > header_.size || len > header_.size - off) return NoSpace(file_->path() + ": past the end of the disk");
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   const uint64_t first = off >> cluster_bits_, end = (off + len + cluster_size_ - 1) >> cluster_bits_;
   const uint64_t file_end = file_->Size();

@@ -16,6 +16,7 @@ constexpr uint64_t kMaxSnapshotTableBytes = 64 << 20;  // as qemu (QCOW_MAX_SNAP
 Status Qcow2Image::ReadSnapshotTable(bool check_only) {
   if (header_.nb_snapshots == 0) return Status::OK();
   if (header_.nb_snapshots > kMaxSnapshots) return Corrupt("too many snapshots");
+  MutexLock l(meta_mu_);  // at open: not shared yet
   // Lenient, the bound is the largest table qemu reads, not the file.
   const uint64_t file_size = check_only ? UINT64_MAX / 2 : file_->Size();
   uint64_t off = header_.snapshots_offset;
@@ -69,12 +70,14 @@ Status Qcow2Image::ReadSnapshotTable(bool check_only) {
 }
 
 std::vector<SnapshotInfo> Qcow2Image::Snapshots() const {
+  MutexLock l(meta_mu_);  // snapshot -c/-d change the table while views list it
   std::vector<SnapshotInfo> out;
   for (const auto& s : snapshots_) out.push_back(s.info);
   return out;
 }
 
 Result<std::unique_ptr<Image>> Qcow2Image::OpenSnapshot(const std::string& id) const {
+  MutexLock l(meta_mu_);
   for (const auto& s : snapshots_) {
     if (s.info.id != id) continue;
     // A separate descriptor: the snapshot view has its own caches and is

@@ -16,6 +16,7 @@
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -192,7 +193,7 @@ Status Qcow2Image::CreateSnapshot(const std::string& name) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   if (data_file_) return Unsupported("images with an external data file cannot have internal snapshots");
   if (name.size() > 65535) return InvalidArgument("snapshot name is too long");
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
   IMGFS_RETURN_IF_ERROR(BeginRefcountWindowLocked());
@@ -261,7 +262,7 @@ Status Qcow2Image::AddSnapshotEntryLocked(const std::string& name, unsigned long
 // do the snapshot's clusters lose its references.
 Status Qcow2Image::DeleteSnapshot(const std::string& which) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   if (!FindSnapshot(which)) return NotFound("snapshot '" + which + "' not found");
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(true));
@@ -289,7 +290,7 @@ Status Qcow2Image::DeleteSnapshotLocked(const std::string& which) {
 // the old active state lose theirs.
 Status Qcow2Image::ApplySnapshot(const std::string& which) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   if (!FindSnapshot(which)) return NotFound("snapshot '" + which + "' not found");
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   IMGFS_RETURN_IF_ERROR(BeginRefcountWindowLocked());

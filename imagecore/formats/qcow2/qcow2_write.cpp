@@ -7,6 +7,7 @@
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -103,7 +104,10 @@ Result<uint64_t> Qcow2Image::L2OffsetForWriteLocked(uint64_t c) {
   // at write-back before the L1 entry that points at it.
   IMGFS_ASSIGN_OR_RETURN(uint64_t off, AllocateClustersLocked(1));
   overlap_.Add(off >> cluster_bits_, 1, kMetaL2);
-  IMGFS_RETURN_IF_ERROR(l2_cache_.Create(off, [&] { return FlushMetadataLocked(false); }).status());
+  IMGFS_RETURN_IF_ERROR(l2_cache_.Create(off, [&] {
+        meta_mu_.AssertHeld();  // a cache callback, under it
+        return FlushMetadataLocked(false);
+      }).status());
   l1_[l1_index] = off | kOflagCopied;
   l1_dirty_ = true;
   return off;
@@ -130,7 +134,10 @@ Result<uint64_t> Qcow2Image::CowL2TableLocked(uint64_t l1_index) {
   }
   IMGFS_ASSIGN_OR_RETURN(uint64_t fresh, AllocateClustersLocked(1));
   overlap_.Add(fresh >> cluster_bits_, 1, kMetaL2);
-  IMGFS_ASSIGN_OR_RETURN(uint8_t * dst, l2_cache_.Create(fresh, [&] { return FlushMetadataLocked(false); }));
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * dst, l2_cache_.Create(fresh, [&] {
+        meta_mu_.AssertHeld();  // a cache callback, under it
+        return FlushMetadataLocked(false);
+      }));
   std::memcpy(dst, copy.data(), cluster_size_);
   l1_[l1_index] = fresh | kOflagCopied;
   l1_dirty_ = true;
@@ -277,7 +284,7 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
     uint64_t host = 0, n = 0, new_host = 0, new_len = 0;
     bool in_place = false;
     {
-      std::lock_guard<std::mutex> l(meta_mu_);
+      MutexLock l(meta_mu_);
       IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
       if (p == buf) MarkDirtyLocked(off, len);  // all of it, before any byte changes
       // Longest run of clusters owned in place with contiguous host offsets.

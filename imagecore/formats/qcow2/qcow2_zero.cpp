@@ -5,6 +5,7 @@
 
 #include "base/endian.h"
 #include "formats/qcow2/qcow2_image.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::qcow2 {
 
@@ -59,7 +60,7 @@ Status Qcow2Image::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const Lay
   // Without a backing file an unallocated cluster reads as zeros already.
   const bool zero_flag = below != nullptr;
   for (uint64_t c = c_begin; c < c_end;) {
-    std::lock_guard<std::mutex> l(meta_mu_);  // one L2 table at a time: I/O goes on between
+    MutexLock l(meta_mu_);  // one L2 table at a time: I/O goes on between
     IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
     if (c == c_begin) MarkDirtyLocked(c_begin << cluster_bits_, (c_end - c_begin) << cluster_bits_);
     IMGFS_ASSIGN_OR_RETURN(c, ClearClustersLocked(c, c_end, zero_flag));
@@ -70,7 +71,7 @@ Status Qcow2Image::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const Lay
 Status Qcow2Image::MakeEmpty() {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   const uint64_t n = (header_.size + cluster_size_ - 1) >> cluster_bits_;
-  std::lock_guard<std::mutex> l(meta_mu_);
+  MutexLock l(meta_mu_);
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   MarkDirtyLocked(0, header_.size);  // what the image alone holds is gone
   for (uint64_t c = 0; c < n;) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "formats/vmdk/vmdk_image.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 
@@ -13,7 +14,7 @@ bool Quotable(const std::string& v) { return v.find_first_of("\"\r\n") == std::s
 Status VmdkImage::Amend(const std::map<std::string, std::string>& options, const ProgressFn& progress) {
   if (read_only()) return ReadOnly(main_->path() + ": " + read_only_reason_);
   if (!descriptor_file_ && !desc_room_) return Unsupported(main_->path() + ": a sparse file without a descriptor has no options");
-  std::lock_guard<std::mutex> lock(cid_mu_);
+  MutexLock lock(cid_mu_);
   std::string text = desc_text_;
   for (const auto& [k, v] : options) {
     if (!Quotable(v)) return InvalidArgument("vmdk option values may not hold quotes or line ends");

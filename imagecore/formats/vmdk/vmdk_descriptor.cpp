@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 namespace {
@@ -102,9 +103,9 @@ std::string CidText(uint32_t cid) {
 }
 
 uint32_t NewCid() {
-  static std::mutex mu;
+  static Mutex mu;
   static std::mt19937 gen{std::random_device{}()};
-  std::lock_guard<std::mutex> l(mu);
+  MutexLock l(mu);
   uint32_t c;
   do c = uint32_t(gen()); while (c == kNoParent);
   return c;

@@ -14,6 +14,7 @@
 
 #include "imagecore/file.h"
 #include "imagecore/image.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 
@@ -22,17 +23,17 @@ namespace imgfs::vmdk {
 class DamageNote {
  public:
   void Note(const std::string& why) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (why_.empty()) why_ = why;
   }
   std::string Get() const {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     return why_;
   }
 
  private:
-  mutable std::mutex mu_;
-  std::string why_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::string why_ GUARDED_BY(mu_);
 };
 
 class DiskExtent {

@@ -9,6 +9,7 @@
 #include "base/endian.h"
 #include "formats/vmdk/vmdk_grains.h"
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 
@@ -50,7 +51,7 @@ Status GrainExtent::DamagedLocked(const std::string& why) {
 }
 
 void GrainExtent::ReportDamageTo(std::shared_ptr<DamageNote> note) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   note_ = std::move(note);
   if (damaged_.load()) note_->Note(file_->path() + ": " + damage_);
 }

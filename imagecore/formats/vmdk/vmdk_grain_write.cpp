@@ -6,12 +6,13 @@
 #include "base/endian.h"
 #include "formats/vmdk/vmdk_grains.h"
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 
 GrainExtent::~GrainExtent() {
   if (!file_->writable() || !WhyReadOnly().empty()) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Status st = FlushLocked();
   if (!st.ok()) Log(LogLevel::kError, file_->path() + ": flush at close failed: " + st.ToString());
 }
@@ -29,13 +30,19 @@ std::string GrainExtent::WhyReadOnly() const {
 
 std::string GrainExtent::Damage() const { return damaged_.load() ? damage_ : ""; }
 
-void GrainExtent::WaitForGrain(uint64_t g, std::unique_lock<std::mutex>& lock) {
-  allocated_.wait(lock, [&] { return !allocating_.count(g); });
+void GrainExtent::WaitForGrain(uint64_t g, UniqueMutexLock& lock) {
+  allocated_.wait(lock.native(), [&] {
+    mu_.AssertHeld();  // wait() holds it when it asks
+    return !allocating_.count(g);
+  });
 }
 
 Status GrainExtent::SetInTableLocked(std::vector<uint64_t>& dir, uint64_t gdi, size_t i, uint32_t value) {
   const size_t bytes = gt_cache_.table_bytes();
-  auto flush = [this] { return FlushLocked(); };
+  auto flush = [this] {
+        mu_.AssertHeld();  // a cache callback, under it
+        return FlushLocked();
+      };
   uint8_t* t = nullptr;
   if (!dir[gdi]) {
     // A new table at the end of the file; its directory entry is written
@@ -68,7 +75,7 @@ Status GrainExtent::SetEntryLocked(uint64_t g, uint32_t value) {
 Status GrainExtent::WriteInGrain(uint64_t g, uint64_t in, const uint8_t* buf, size_t n, const LayerReader* below,
                                  uint64_t base) {
   const uint64_t gb = l_.grain_bytes;
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueMutexLock lock(mu_);
   WaitForGrain(g, lock);
   IMGFS_ASSIGN_OR_RETURN(Grain gr, LookupLocked(g));
   if (gr.kind == Grain::kData) {
@@ -136,7 +143,7 @@ Status GrainExtent::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const La
     const uint64_t n = std::min<uint64_t>(len, gb - in);
     bool done = false;
     if (n == gb) {
-      std::unique_lock<std::mutex> lock(mu_);
+      UniqueMutexLock lock(mu_);
       WaitForGrain(g, lock);
       IMGFS_ASSIGN_OR_RETURN(Grain gr, LookupLocked(g));
       if (gr.kind == Grain::kData) IMGFS_RETURN_IF_ERROR(CheckGrainLocked(g, gr.host));
@@ -171,7 +178,10 @@ Status GrainExtent::FlushLocked() {
   if (!gt_cache_.HasDirty() && gd_dirty_.empty()) return file_->Sync();
   IMGFS_RETURN_IF_ERROR(file_->Sync());  // the grains, before the tables that point at them
   IMGFS_RETURN_IF_ERROR(gt_cache_.WriteBack(
-      [this](uint64_t at, const uint8_t* t) { return file_->PWrite(at, t, gt_cache_.table_bytes()); }));
+      [this](uint64_t at, const uint8_t* t) {
+        mu_.AssertHeld();
+        return file_->PWrite(at, t, gt_cache_.table_bytes());
+      }));
   if (gd_dirty_.empty()) return file_->Sync();
   IMGFS_RETURN_IF_ERROR(file_->Sync());  // new tables, before the directory entries that point at them
   for (uint64_t gdi : gd_dirty_) {
@@ -190,8 +200,11 @@ Status GrainExtent::FlushLocked() {
 Status GrainExtent::MakeEmpty() {
   const std::string why = WhyReadOnly();
   if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
-  std::unique_lock<std::mutex> lock(mu_);
-  allocated_.wait(lock, [&] { return allocating_.empty(); });
+  UniqueMutexLock lock(mu_);
+  allocated_.wait(lock.native(), [&] {
+    mu_.AssertHeld();
+    return allocating_.empty();
+  });
   // Every table zeroed (written back after the usual sync), then, where
   // every table lies in the metadata before the first grain (as qemu-img
   // lays it out), the grains cut off.
@@ -200,7 +213,10 @@ Status GrainExtent::MakeEmpty() {
   for (std::vector<uint64_t>* dir : {&gd_, &rgd_})
     for (uint64_t at : *dir) {
       if (!at) continue;
-      IMGFS_RETURN_IF_ERROR(gt_cache_.Create(at, [this] { return FlushLocked(); }).status());
+      IMGFS_RETURN_IF_ERROR(gt_cache_.Create(at, [this] {
+        mu_.AssertHeld();  // a cache callback, under it
+        return FlushLocked();
+      }).status());
       tables_end = std::max(tables_end, at + bytes);
     }
   IMGFS_RETURN_IF_ERROR(FlushLocked());
@@ -229,7 +245,7 @@ Status GrainExtent::Grow(uint64_t new_bytes) {
   const std::string why = WhyReadOnly();
   if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
   if (new_bytes <= bytes_) return Status::OK();
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueMutexLock lock(mu_);
   IMGFS_RETURN_IF_ERROR(FlushLocked());  // pending tables go where the directories are now
   // Grains past the old end that a shrink cut off (a crash may have
   // stopped it between its header write and clearing them) stay gone.
@@ -304,7 +320,10 @@ Status GrainExtent::ClearEntriesLocked(uint64_t from, uint64_t to) {
     const uint64_t gdi = g / l_.gt_entries;
     for (std::vector<uint64_t>* dir : {&gd_, &rgd_}) {
       if (gdi >= dir->size() || !(*dir)[gdi]) continue;
-      IMGFS_ASSIGN_OR_RETURN(uint8_t * t, gt_cache_.Get((*dir)[gdi], load, [this] { return FlushLocked(); }));
+      IMGFS_ASSIGN_OR_RETURN(uint8_t * t, gt_cache_.Get((*dir)[gdi], load, [this] {
+        mu_.AssertHeld();  // a cache callback, under it
+        return FlushLocked();
+      }));
       uint8_t* e = t + (g % l_.gt_entries) * 4;
       if (LoadLE32(e) == 0) continue;
       StoreLE32(e, 0);
@@ -327,8 +346,11 @@ Status GrainExtent::WriteCapacityLocked(uint64_t bytes, uint64_t gd_at, uint64_t
 Status GrainExtent::Shrink(uint64_t new_bytes) {
   const std::string why = WhyReadOnly();
   if (!why.empty()) return ReadOnly(file_->path() + ": " + why);
-  std::unique_lock<std::mutex> lock(mu_);
-  allocated_.wait(lock, [&] { return allocating_.empty(); });
+  UniqueMutexLock lock(mu_);
+  allocated_.wait(lock.native(), [&] {
+    mu_.AssertHeld();
+    return allocating_.empty();
+  });
   IMGFS_RETURN_IF_ERROR(FlushLocked());
   // The smaller size first; then the grains past it are cleared, so that
   // a later growth shows zeros there (Grow clears them too, for a crash in
@@ -361,7 +383,7 @@ Status GrainExtent::ZeroTailLocked(uint64_t bytes) {
 }
 
 Status GrainExtent::Flush() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return FlushLocked();
 }
 

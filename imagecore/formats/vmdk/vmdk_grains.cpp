@@ -5,6 +5,7 @@
 #include "base/compress.h"
 #include "base/endian.h"
 #include "formats/vmdk/vmdk_grains.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 
@@ -38,7 +39,7 @@ GrainExtent::GrainExtent(std::unique_ptr<io::File> file, Layout l, std::vector<u
                 std::clamp<size_t>(l_.cache_bytes / (size_t(l_.gt_entries) * l_.entry_bytes), 1, 256)),
       decoded_(std::min<size_t>(64, l_.cache_bytes / l_.grain_bytes)) {
   if (l_.flavor != Flavor::kHosted) return;  // read-only kinds
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   CollectMetaLocked();
   if (!damaged_.load() && !l_.compressed) ScanTablesLocked();
 }
@@ -61,7 +62,10 @@ Result<const uint8_t*> GrainExtent::TableLocked(uint64_t g) {
   const size_t bytes = gt_cache_.table_bytes();
   if (at + bytes > next_free_) return Corrupt(file_->path() + ": grain table " + std::to_string(gdi) + " lies past the end of the file");
   auto load = [this, bytes](uint64_t o, uint8_t* buf) { return file_->PRead(o, buf, bytes); };
-  IMGFS_ASSIGN_OR_RETURN(uint8_t * t, gt_cache_.Get(at, load, [this] { return FlushLocked(); }));
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * t, gt_cache_.Get(at, load, [this] {
+        mu_.AssertHeld();  // a cache callback, under it
+        return FlushLocked();
+      }));
   return static_cast<const uint8_t*>(t);
 }
 
@@ -109,14 +113,14 @@ Result<Grain> GrainExtent::LookupLocked(uint64_t g) {
 }
 
 Result<Grain> GrainExtent::Lookup(uint64_t g) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return LookupLocked(g);
 }
 
 Status GrainExtent::Map(uint64_t off, uint64_t len, Extent* out) {
   len = std::min(len, bytes_ - off);
   const uint64_t gb = l_.grain_bytes;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   uint64_t pos = off;
   Grain first;
   while (pos < off + len) {
@@ -193,7 +197,7 @@ Status GrainExtent::ReadOpaque(uint64_t off, void* buf, size_t len) {
     } else {
       bool hit = false;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         if (const auto* d = decoded_.Find(gr.host)) {
           std::memcpy(p, d->data() + in, n);
           hit = true;
@@ -203,7 +207,7 @@ Status GrainExtent::ReadOpaque(uint64_t off, void* buf, size_t len) {
         std::vector<uint8_t> grain(gb);
         IMGFS_RETURN_IF_ERROR(ReadCompressed(gr.host, grain.data()));
         std::memcpy(p, grain.data() + in, n);
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         decoded_.Put(gr.host, std::move(grain));
       }
     }
@@ -219,7 +223,7 @@ Status GrainExtent::ReadOpaque(uint64_t off, void* buf, size_t len) {
 // what the primary ones say (qemu does not look; a crash between the two
 // table writes of a flush can leave them apart, which reads never see).
 void GrainExtent::Check(uint64_t first_sector, CheckResult* r) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Status st = FlushLocked();
   if (!st.ok()) {
     r->check_errors++;

@@ -29,6 +29,7 @@
 
 #include "base/table_cache.h"
 #include "formats/vmdk/vmdk_extent.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 
@@ -99,7 +100,10 @@ class GrainExtent final : public DiskExtent {
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override;
   io::File* file() const override { return file_.get(); }
   uint64_t grain_bytes() const override { return l_.grain_bytes; }
-  uint64_t directory_entries() const override { return gd_.size() + rgd_.size(); }  // at open, before sharing
+  uint64_t directory_entries() const override {
+    MutexLock l(mu_);
+    return gd_.size() + rgd_.size();
+  }
   std::vector<ImageInfo::Field> Info() const override;
 
   std::string WhyReadOnly() const override;
@@ -117,66 +121,67 @@ class GrainExtent final : public DiskExtent {
 
  private:
   // The grain table covering grain `g`, or null where the directory has
-  // none. REQUIRES: mu_.
-  Result<const uint8_t*> TableLocked(uint64_t g);
-  Result<Grain> Decode(uint64_t g, const uint8_t* table) const;  // REQUIRES: mu_
-  Result<Grain> LookupLocked(uint64_t g);
+  // none.
+  Result<const uint8_t*> TableLocked(uint64_t g) REQUIRES(mu_);
+  Result<Grain> Decode(uint64_t g, const uint8_t* table) const REQUIRES(mu_);
+  Result<Grain> LookupLocked(uint64_t g) REQUIRES(mu_);
   Result<Grain> Lookup(uint64_t g);
   Status ReadCompressed(uint64_t host, uint8_t* out) const;
 
   // One write inside grain `g` (`in` bytes into it).
   Status WriteInGrain(uint64_t g, uint64_t in, const uint8_t* buf, size_t n, const LayerReader* below, uint64_t base);
   // Sets entry `g` in the grain table and in the redundant one, making
-  // either table where the directory has none. REQUIRES: mu_.
-  Status SetEntryLocked(uint64_t g, uint32_t value);
-  Status SetInTableLocked(std::vector<uint64_t>& dir, uint64_t gdi, size_t i, uint32_t value);
-  // Waits until no allocation of grain `g` is in flight. REQUIRES: lock on mu_.
-  void WaitForGrain(uint64_t g, std::unique_lock<std::mutex>& lock);
-  Status FlushLocked();
+  // either table where the directory has none.
+  Status SetEntryLocked(uint64_t g, uint32_t value) REQUIRES(mu_);
+  Status SetInTableLocked(std::vector<uint64_t>& dir, uint64_t gdi, size_t i, uint32_t value) REQUIRES(mu_);
+  // Waits until no allocation of grain `g` is in flight.
+  void WaitForGrain(uint64_t g, UniqueMutexLock& lock) REQUIRES(mu_);
+  Status FlushLocked() REQUIRES(mu_);
   // Streaming (vmdk_stream_write.cpp): grain `g` (`n` bytes, the whole
   // grain or the extent's last bytes) compressed and appended with its
   // marker; the end-of-stream marker after the last one at each flush.
   Status AppendGrain(uint64_t g, const uint8_t* buf, size_t n);
   Status StreamWrite(uint64_t off, const uint8_t* buf, size_t len);
-  Status WriteEndOfStreamLocked();
-  // Writes a directory at the end of the file (for growth). REQUIRES: mu_.
-  Result<uint64_t> RelocateLocked(const std::vector<uint64_t>& dir);
-  // Clears the entries of grains [from, to) where tables exist. REQUIRES: mu_.
-  Status ClearEntriesLocked(uint64_t from, uint64_t to);
-  Status WriteCapacityLocked(uint64_t bytes, uint64_t gd_at, uint64_t rgd_at);
-  // Zeros the bytes of the grain holding `bytes` past it. REQUIRES: mu_.
-  Status ZeroTailLocked(uint64_t bytes);
+  Status WriteEndOfStreamLocked() REQUIRES(mu_);
+  // Writes a directory at the end of the file (for growth).
+  Result<uint64_t> RelocateLocked(const std::vector<uint64_t>& dir) REQUIRES(mu_);
+  // Clears the entries of grains [from, to) where tables exist.
+  Status ClearEntriesLocked(uint64_t from, uint64_t to) REQUIRES(mu_);
+  Status WriteCapacityLocked(uint64_t bytes, uint64_t gd_at, uint64_t rgd_at) REQUIRES(mu_);
+  // Zeros the bytes of the grain holding `bytes` past it.
+  Status ZeroTailLocked(uint64_t bytes) REQUIRES(mu_);
   // Metadata (vmdk_grain_meta.cpp): the ranges at open; the tables'
   // entries checked against them where they are few; a grain at `host`
   // that would be written checked before it is.
-  void CollectMetaLocked();
-  void ScanTablesLocked();
-  Status CheckGrainLocked(uint64_t g, uint64_t host);
+  void CollectMetaLocked() REQUIRES(mu_);
+  void ScanTablesLocked() REQUIRES(mu_);
+  Status CheckGrainLocked(uint64_t g, uint64_t host) REQUIRES(mu_);
   // Notes the damage found (the first reason stays), after which the
   // extent takes no writes. Returns Corrupt with it.
-  Status DamagedLocked(const std::string& why);
+  Status DamagedLocked(const std::string& why) REQUIRES(mu_);
 
   std::unique_ptr<io::File> file_;
   const Layout l_;
-  std::mutex mu_;
+  mutable Mutex mu_;
   std::condition_variable allocated_;  // signalled when an allocation ends
-  std::vector<uint64_t> gd_;           // GUARDED_BY(mu_) byte offset of each grain table, 0 = none
-  std::vector<uint64_t> rgd_;          // GUARDED_BY(mu_) the redundant directory's (empty: none)
-  std::set<uint64_t> gd_dirty_;        // GUARDED_BY(mu_) directory entries not yet written
-  uint64_t gd_at_, rgd_at_;            // GUARDED_BY(mu_) where the directories are (bytes; rgd 0: none)
-  std::set<uint64_t> allocating_;      // GUARDED_BY(mu_) grains whose data is being written
-  uint64_t next_free_;                 // GUARDED_BY(mu_) where the next grain or table goes
-  MetaRanges meta_;                    // GUARDED_BY(mu_)
+  std::vector<uint64_t> gd_ GUARDED_BY(mu_);  // byte offset of each grain table, 0 = none
+  std::vector<uint64_t> rgd_ GUARDED_BY(mu_);  // the redundant directory's (empty: none)
+  std::set<uint64_t> gd_dirty_ GUARDED_BY(mu_);  // directory entries not yet written
+  uint64_t gd_at_ GUARDED_BY(mu_);
+  uint64_t rgd_at_ GUARDED_BY(mu_);  // where the directories are (bytes; rgd 0: none)
+  std::set<uint64_t> allocating_ GUARDED_BY(mu_);  // grains whose data is being written
+  uint64_t next_free_ GUARDED_BY(mu_);  // where the next grain or table goes
+  MetaRanges meta_ GUARDED_BY(mu_);
   // Why the extent takes no more writes: one would land on metadata.
   // Written once under mu_ before `damaged_` is set; read after it.
   std::string damage_;
   std::atomic<bool> damaged_{false};
-  std::shared_ptr<DamageNote> note_;  // GUARDED_BY(mu_)
+  std::shared_ptr<DamageNote> note_ GUARDED_BY(mu_);
   // A new stream taking whole grains (BeginStream); read without mu_ by
   // WhyReadOnly, so atomic.
   std::atomic<bool> streaming_{false};
-  TableCache gt_cache_;                // GUARDED_BY(mu_)
-  DecodedGrains decoded_;              // GUARDED_BY(mu_)
+  TableCache gt_cache_ GUARDED_BY(mu_);
+  DecodedGrains decoded_ GUARDED_BY(mu_);
 };
 
 }  // namespace imgfs::vmdk

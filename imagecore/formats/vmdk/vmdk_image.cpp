@@ -6,6 +6,7 @@
 
 #include "formats/vmdk/vmdk_sparse.h"
 #include "imagecore/log.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 namespace {
@@ -49,6 +50,7 @@ Status VmdkImage::OpenMonolithic(std::unique_ptr<io::File> file) {
   // but none in it: opened alone, it is a disk of its own, as qemu opens it.
   if (!text.empty() && text[0] != '\0') {
     IMGFS_ASSIGN_OR_RETURN(desc_, ParseDescriptor(text));
+    MutexLock l(cid_mu_);  // at open: for the analysis
     desc_text_ = text.substr(0, text.find('\0'));
     desc_at_ = h.desc_offset * 512;
     desc_room_ = h.desc_sectors * 512;
@@ -114,7 +116,10 @@ Status VmdkImage::OpenDescribed(std::unique_ptr<io::File> file, const OpenOption
   IMGFS_RETURN_IF_ERROR(file->PRead(0, text.data(), text.size()));
   IMGFS_ASSIGN_OR_RETURN(desc_, ParseDescriptor(text));
   if (desc_.extents.empty()) return Corrupt("descriptor lists no extents");
-  desc_text_ = text.substr(0, text.find('\0'));
+  {
+    MutexLock l(cid_mu_);  // at open: for the analysis
+    desc_text_ = text.substr(0, text.find('\0'));
+  }
   main_ = file.get();
   descriptor_file_ = std::move(file);
   files_.push_back({main_, FileRole::kDescriptor});
@@ -273,7 +278,7 @@ Status VmdkImage::WriteDescriptor(const std::string& text) {
 
 Status VmdkImage::ChangeCidOnce() {
   if (cid_changed_.load(std::memory_order_acquire)) return Status::OK();
-  std::lock_guard<std::mutex> lock(cid_mu_);
+  MutexLock lock(cid_mu_);
   if (cid_changed_.load(std::memory_order_relaxed)) return Status::OK();
   if (!descriptor_file_ && !desc_room_) {  // a sparse file without a descriptor has no CID to change
     cid_changed_.store(true, std::memory_order_release);
@@ -293,7 +298,7 @@ Status VmdkImage::ChangeCidOnce() {
 
 std::optional<BackingRef> VmdkImage::Backing() const {
   if (!desc_.parent_hint || desc_.parent_hint->empty()) return std::nullopt;
-  return BackingRef{PortableHint(*desc_.parent_hint), "vmdk"};
+  return BackingRef{.name = PortableHint(*desc_.parent_hint), .format = "vmdk"};
 }
 
 Status VmdkImage::CheckParent(const Image& parent) const {
@@ -309,7 +314,7 @@ Status VmdkImage::RelinkParent(const Image& parent) {
   const auto* p = dynamic_cast<const VmdkImage*>(&parent);
   if (!p || read_only()) return Status::OK();
   const uint32_t cid = p->cid();
-  std::lock_guard<std::mutex> lock(cid_mu_);
+  MutexLock lock(cid_mu_);
   if (desc_.parent_cid == cid || (!descriptor_file_ && !desc_room_)) return Status::OK();
   const std::string text = WithKey(desc_text_, "parentCID", CidText(cid));
   IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));
@@ -346,7 +351,7 @@ Status VmdkImage::SetBacking(const std::string& name, const std::string& format,
     if (!p) return InvalidArgument(name + " is not a VMDK image");
     parent_cid = p->cid();
   }
-  std::lock_guard<std::mutex> lock(cid_mu_);
+  MutexLock lock(cid_mu_);
   // Both keys in one write of the descriptor: a crash leaves the old
   // parent or the new one, never a mix.
   std::string text = WithKey(desc_text_, "parentCID", CidText(parent_cid));
@@ -377,7 +382,7 @@ Result<CheckResult> VmdkImage::Check(RepairMode mode, const ProgressFn& progress
 }
 
 uint32_t VmdkImage::cid() const {
-  std::lock_guard<std::mutex> lock(cid_mu_);
+  MutexLock lock(cid_mu_);
   return desc_.cid;
 }
 

@@ -17,6 +17,7 @@
 #include "formats/vmdk/vmdk_descriptor.h"
 #include "formats/vmdk/vmdk_extent.h"
 #include "imagecore/format.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 
@@ -60,7 +61,7 @@ class VmdkImage final : public Image {
   VmdkImage() = default;
   // Gives the disk a new CID in its descriptor, durably, once per open.
   Status ChangeCidOnce();
-  Status WriteDescriptor(const std::string& text);
+  Status WriteDescriptor(const std::string& text) REQUIRES(cid_mu_);
   // The extents of a monolithic sparse file (the file is its own extent).
   Status OpenMonolithic(std::unique_ptr<io::File> file);
   // The extents a text descriptor lists, each opened by name.
@@ -84,10 +85,10 @@ class VmdkImage final : public Image {
   uint64_t size_ = 0;
   uint64_t dir_entries_ = 0;  // of all extents, at open (bounded)
   std::vector<LayerFile> files_;
-  std::string desc_text_;          // as read (GUARDED_BY(cid_mu_) once writes begin)
+  std::string desc_text_ GUARDED_BY(cid_mu_);  // as read, then as written
   uint64_t desc_at_ = 0;           // where it lies in main_ (bytes)
   uint64_t desc_room_ = 0;         // the room it has there (0: the whole file)
-  mutable std::mutex cid_mu_;  // guards desc_.cid, desc_text_
+  mutable Mutex cid_mu_;  // guards desc_.cid, desc_text_
   std::atomic<bool> cid_changed_{false};
   std::shared_ptr<DamageNote> damage_ = std::make_shared<DamageNote>();  // shared with the extents
   bool opened_ = false;  // Open finished: only then does closing flush

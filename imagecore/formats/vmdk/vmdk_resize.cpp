@@ -9,6 +9,7 @@
 #include "formats/vmdk/vmdk_create.h"
 #include "formats/vmdk/vmdk_image.h"
 #include "formats/vmdk/vmdk_sparse.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 Status VmdkImage::GrowLast(uint64_t new_size) {
@@ -71,7 +72,7 @@ Status VmdkImage::ShrinkTo(uint64_t new_size) {
   // A text descriptor first: from then on the extents past the new end are
   // not part of the disk (a crash after it leaves the last kept extent
   // larger than its line, never extents out of place).
-  std::lock_guard<std::mutex> lock(cid_mu_);
+  MutexLock lock(cid_mu_);
   if (described) {
     desc_.extents.resize(keep + 1);
     desc_.extents[keep].sectors = partial / 512;
@@ -126,7 +127,7 @@ Status VmdkImage::Resize(uint64_t new_size, const LayerReader* below) {
   while (split && size_ < new_size) IMGFS_RETURN_IF_ERROR(AddExtentFile(std::min(new_size - size_, kSplitBytes) / 512));
   if (size_ != new_size) return Unsupported("this VMDK layout cannot grow to that size");
   {
-    std::lock_guard<std::mutex> lock(cid_mu_);
+    MutexLock lock(cid_mu_);
     if (descriptor_file_ || desc_room_) {
       const std::string text = WithExtents(desc_text_, desc_.extents);
       IMGFS_RETURN_IF_ERROR(WriteDescriptor(text));

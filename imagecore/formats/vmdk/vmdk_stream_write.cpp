@@ -12,12 +12,13 @@
 
 #include "base/endian.h"
 #include "formats/vmdk/vmdk_grains.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs::vmdk {
 
 Result<bool> GrainExtent::BeginStream() {
   if (l_.flavor != Flavor::kHosted || !l_.compressed || !l_.markers) return false;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (!file_->writable()) return ReadOnly(file_->path() + ": opened read-only");
   if (damaged_.load() || next_free_ > (l_.overhead_bytes + 511) / 512 * 512 + 512)
     return Unsupported(file_->path() + ": only a new, empty streamOptimized extent takes writes");
@@ -63,7 +64,7 @@ Status GrainExtent::AppendGrain(uint64_t g, const uint8_t* buf, size_t n) {
   StoreLE32(record.data() + 8, uint32_t(zlen));
   record.resize((12 + zlen + 511) / 512 * 512, 0);
 
-  std::unique_lock<std::mutex> lock(mu_);
+  UniqueMutexLock lock(mu_);
   WaitForGrain(g, lock);
   IMGFS_ASSIGN_OR_RETURN(Grain gr, LookupLocked(g));
   if (gr.kind != Grain::kUnallocated)

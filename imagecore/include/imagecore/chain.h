@@ -21,6 +21,7 @@
 #include "imagecore/image.h"
 #include "imagecore/rwlock.h"
 #include "imagecore/status.h"
+#include "imagecore/thread_annotations.h"
 
 namespace imgfs {
 
@@ -145,13 +146,11 @@ class Chain {
   // What lies below layer d, for copy-on-write; null at the bottom.
   const LayerReader* below(size_t d) const;
   // Replaces layer d by the same file opened again (writable or not).
-  Status ReopenLayer(size_t d, bool writable);
-  // Copies what layers [0, base) hold into layer `base`. REQUIRES: io_mu_
-  // shared and write_mu_ exclusive.
-  Status CopyUp(size_t base, const Progress& progress);
+  Status ReopenLayer(size_t d, bool writable) REQUIRES(io_mu_, write_mu_);
+  // Copies what layers [0, base) hold into layer `base`.
+  Status CopyUp(size_t base, const Progress& progress) REQUIRES_SHARED(io_mu_) REQUIRES(write_mu_);
   // After a commit into `base`: the layer above it relinks to it.
-  // REQUIRES: io_mu_ and write_mu_ exclusive.
-  Status RelinkAbove(size_t base);
+  Status RelinkAbove(size_t base) REQUIRES(io_mu_, write_mu_);
 
   mutable RwLock write_mu_;
   mutable RwLock io_mu_;
@@ -163,7 +162,7 @@ class Chain {
   std::vector<std::unique_ptr<Image>> layers_;
   std::vector<std::string> paths_;
   std::vector<std::unique_ptr<Below>> below_;  // below_[d] reads from depth d+1 down
-  std::vector<std::unique_ptr<Image>> retired_;  // GUARDED_BY(io_mu_) exclusive
+  std::vector<std::unique_ptr<Image>> retired_ GUARDED_BY(io_mu_);  // exclusive
 };
 
 // How many layers at the bottom of `a` (from depth `top_a` down) and of `b`

@@ -138,7 +138,7 @@ struct FormatDriver {
   // cannot amend).
   const char* create_options = nullptr;
   const char* amend_options = nullptr;
-  Capabilities caps;
+  Capabilities caps = {};
 };
 
 // Every driver, in probing order.

@@ -183,11 +183,11 @@ struct CheckResult {
 enum class RepairMode { kNone, kLeaks, kAll };
 
 struct BackingRef {
-  std::string name;    // as stored in the image
-  std::string format;  // as stored; empty: probe
+  std::string name = {};    // as stored in the image
+  std::string format = {};  // as stored; empty: probe
   // Other names the image stores for the same file, tried in order where
   // `name` is not found here (VHDX's parent locator entries).
-  std::vector<std::string> alternates;
+  std::vector<std::string> alternates = {};
 };
 
 class Image {

@@ -8,9 +8,11 @@
 
 #include <pthread.h>
 
+#include "imagecore/thread_annotations.h"
+
 namespace imgfs {
 
-class RwLock {
+class CAPABILITY("rwlock") RwLock {
  public:
   RwLock() {
     pthread_rwlockattr_t attr;
@@ -23,13 +25,31 @@ class RwLock {
   RwLock(const RwLock&) = delete;
   RwLock& operator=(const RwLock&) = delete;
 
-  void lock_shared() { pthread_rwlock_rdlock(&lock_); }
-  void unlock_shared() { pthread_rwlock_unlock(&lock_); }
-  void lock() { pthread_rwlock_wrlock(&lock_); }
-  void unlock() { pthread_rwlock_unlock(&lock_); }
+  void lock_shared() ACQUIRE_SHARED() { pthread_rwlock_rdlock(&lock_); }
+  void unlock_shared() RELEASE_SHARED() { pthread_rwlock_unlock(&lock_); }
+  void lock() ACQUIRE() { pthread_rwlock_wrlock(&lock_); }
+  void unlock() RELEASE() { pthread_rwlock_unlock(&lock_); }
 
  private:
   pthread_rwlock_t lock_;
+};
+
+// Holds an RwLock shared, or exclusively, for a scope.
+class SCOPED_CAPABILITY SharedLock {
+ public:
+  explicit SharedLock(RwLock& mu) ACQUIRE_SHARED(mu) : mu_(mu) { mu_.lock_shared(); }
+  ~SharedLock() RELEASE() { mu_.unlock_shared(); }
+
+ private:
+  RwLock& mu_;
+};
+class SCOPED_CAPABILITY ExclusiveLock {
+ public:
+  explicit ExclusiveLock(RwLock& mu) ACQUIRE(mu) : mu_(mu) { mu_.lock(); }
+  ~ExclusiveLock() RELEASE() { mu_.unlock(); }
+
+ private:
+  RwLock& mu_;
 };
 
 }  // namespace imgfs
