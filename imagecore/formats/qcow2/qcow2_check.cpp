@@ -444,17 +444,23 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
 // work is bounded by the file's size, not by what its reftable claims.
 Status Qcow2Image::LeaksPastEndLocked(uint64_t end, RepairMode fix, CheckResult* r) {
   const uint64_t size = file_->Size();
+  const uint32_t order = header_.refcount_order;
+  const bool repair = fix != RepairMode::kNone;
+  constexpr uint64_t kMaxMessages = 1000;  // a block of junk holds millions
+  uint64_t found = 0;
+  std::vector<uint8_t> blk(cluster_size_);
   for (size_t ti = end / refblock_entries_; ti < reftable_.size(); ++ti) {
     if (!reftable_[ti] || reftable_[ti] >= size) continue;
-    IMGFS_ASSIGN_OR_RETURN(uint8_t * blk, RefBlockForLocked(ti * refblock_entries_, false));
-    if (!blk || std::all_of(blk, blk + cluster_size_, [](uint8_t b) { return b == 0; })) continue;
+    IMGFS_ASSIGN_OR_RETURN(const uint8_t* cached, RefBlockForLocked(ti * refblock_entries_, false));
+    if (!cached || std::all_of(cached, cached + cluster_size_, [](uint8_t b) { return b == 0; })) continue;
+    std::copy(cached, cached + cluster_size_, blk.begin());  // the repairs below change the cached one
     const uint64_t first = ti * refblock_entries_;
     for (uint64_t c = std::max<uint64_t>(end, first); c < first + refblock_entries_; ++c) {
-      IMGFS_ASSIGN_OR_RETURN(const uint64_t rc, RefcountLocked(c));
+      const uint64_t rc = GetRefcount(blk.data(), c - first, order);
       if (!rc) continue;
-      const bool repair = fix != RepairMode::kNone;
-      r->messages.push_back(Fmt("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=0 (past the end of the file)",
-                                repair ? "Repairing" : "Leaked", c, rc));
+      if (++found <= kMaxMessages)
+        r->messages.push_back(Fmt("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=0 (past the end of the file)",
+                                  repair ? "Repairing" : "Leaked", c, rc));
       if (!repair) {
         ++r->leaks;
         continue;
@@ -463,6 +469,8 @@ Status Qcow2Image::LeaksPastEndLocked(uint64_t end, RepairMode fix, CheckResult*
       ++r->leaks_fixed;
     }
   }
+  if (found > kMaxMessages)
+    r->messages.push_back(Fmt("(%" PRIu64 " more refcounts past the end of the file left out)", found - kMaxMessages));
   return Status::OK();
 }
 

@@ -33,6 +33,9 @@
 
 namespace imgfs::qcow2 {
 
+// Entry i of a refcount block whose entries are 2^order bits wide.
+uint64_t GetRefcount(const uint8_t* blk, uint64_t i, uint32_t order);
+
 // One bitmap of a directory being rebuilt (qcow2_bitmap_ops.cpp).
 struct BitmapSlot;
 

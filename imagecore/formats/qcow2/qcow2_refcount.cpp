@@ -12,8 +12,6 @@
 
 namespace imgfs::qcow2 {
 
-namespace {
-
 uint64_t GetRefcount(const uint8_t* blk, uint64_t i, uint32_t order) {
   switch (order) {
     case 3: return blk[i];
@@ -26,6 +24,8 @@ uint64_t GetRefcount(const uint8_t* blk, uint64_t i, uint32_t order) {
     }
   }
 }
+
+namespace {
 
 void SetRefcount(uint8_t* blk, uint64_t i, uint32_t order, uint64_t v) {
   switch (order) {
