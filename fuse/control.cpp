@@ -206,10 +206,7 @@ Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
     } else if (cmd.kind == Command::kFlush) {
       st = chain.value()->Flush();
     } else if (cmd.kind == Command::kResize) {
-      auto size = ops::Resize(*chain.value(), cmd.arg, cmd.shrink);
-      st = size.status();
-      e.virtual_size = chain.value()->VirtualSize();
-      ctx.ns.RefreshMembers(image);  // a vmdk may have gained or lost extent files
+      st = ctx.ns.Resize(image, *chain.value(), cmd.arg, cmd.shrink).status();
       InvalidateDisk(ctx, image);
     } else if (cmd.kind == Command::kSnapshotCreate && cmd.arg.find('\n') != std::string::npos) {
       st = InvalidArgument("a snapshot name may not hold a newline (user.imgfs.snapshots lists one per line)");

@@ -6,6 +6,7 @@
 #include "imagecore/format.h"
 #include "imagecore/log.h"
 #include "imagecore/mutex.h"
+#include "imagecore/ops.h"
 
 namespace imgfs::fs {
 
@@ -64,22 +65,6 @@ bool HasRawExtension(const std::string& name) {
   return false;
 }
 
-// The other files of the image at `path` by its header (none if it is no
-// image). Only files of the image's owner count (any, for root's images):
-// another user's descriptor cannot hide someone's image by naming it.
-std::vector<std::string> MemberPaths(const std::string& path) {
-  auto file = io::OpenPosixFile(path, false, io::AccessForImage(path).self);
-  if (!file.ok()) return {};
-  auto owner = io::StatPath(path);
-  if (!owner.ok()) return {};
-  std::vector<std::string> out;
-  for (const std::string& m : MemberPathsOf(*file.value())) {
-    auto st = io::StatPath(m);
-    if (st.ok() && (owner.value().uid == 0 || st.value().uid == owner.value().uid)) out.push_back(m);
-  }
-  return out;
-}
-
 std::string BaseName(const std::string& path) {
   auto s = path.find_last_of('/');
   return s == std::string::npos ? path : path.substr(s + 1);
@@ -87,40 +72,18 @@ std::string BaseName(const std::string& path) {
 
 }  // namespace
 
-namespace {
-// Size and mtime of every file of the image, as one string to compare.
-std::string StampOf(const ImageEntry& e) {
-  std::string out;
-  auto add = [&out](const std::string& path) {
-    auto st = io::StatPath(path);
-    if (!st.ok()) {
-      out += "?;";
-      return;
-    }
-    out += std::to_string(st.value().size) + ":" + std::to_string(st.value().mtime.tv_sec) + "." +
-           std::to_string(st.value().mtime.tv_nsec) + ";";
-  };
-  add(e.path);
-  for (const std::string& m : e.members()) add(m);
-  return out;
-}
-
-// Real paths of the files of `img` (opened from `path`) but its image file.
-std::vector<std::string> MembersOf(const Image& img, const std::string& path) {
+std::vector<std::string> Namespace::HeaderMembers(const std::string& path) const {
+  const ImageFiles f = ImageFiles::FromHeader(path, files_, files_.AccessFor(path).self);
   std::vector<std::string> out;
-  for (const Image::LayerFile& f : img.files())
-    if (f.role != FileRole::kImage && f.file->path() != path) out.push_back(io::RealPath(f.file->path()));
+  for (const ImageFiles::Member& m : f.members()) out.push_back(m.path);
   return out;
 }
 
-// Gives up the write claim the writable open took, noting the files'
-// state.
-void Unclaim(ImageEntry& e) REQUIRES(e.mu) {
+void Namespace::Unclaim(ImageEntry& e) const {
   e.chain->layer(0).DropWriteClaim();
   e.claimed = false;
-  e.stamp = StampOf(e);
+  e.stamp = e.files().Stamp(files_);
 }
-}  // namespace
 
 void Namespace::Append(std::unique_ptr<ImageEntry> e) {
   const size_t i = count_.load(std::memory_order_relaxed);
@@ -138,10 +101,10 @@ void Namespace::Append(std::unique_ptr<ImageEntry> e) {
 
 Status Namespace::Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
                         bool claim, std::unique_ptr<ImageEntry>* out) {
-  const io::ImageAccess access = io::AccessForImage(path);
+  const io::ImageAccess access = files_.AccessFor(path);
   const FormatDriver* drv = nullptr;
   {
-    auto file = io::OpenPosixFile(path, false, access.self);
+    auto file = files_.Open(path, false, access.self);
     if (!file.ok()) return file.status();
     drv = ProbeFormat(*file.value());
     if (drv && !drv->open) return Unsupported(std::string(drv->name) + " images are not supported yet");
@@ -153,9 +116,9 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   // image out) and keep it. A claimed image stays claimed with QEMU's
   // locks from now on, so no VM starts writing it behind the mount.
   const bool writable = !read_only;
-  auto chain = !writable ? Chain::Open(path, format, false, access)
-               : claim   ? Chain::Open(path, format, true, access)
-                         : Chain::OpenUnclaimed(path, format, access);
+  auto chain = !writable ? Chain::Open(path, format, false, access, &files_)
+               : claim   ? Chain::Open(path, format, true, access, &files_)
+                         : Chain::OpenUnclaimed(path, format, access, &files_);
   std::string ro_reason = read_only ? "mounted read-only" : "";
   bool claimed = writable && claim && chain.ok();
   if (!chain.ok() && writable && chain.status().code() == Code::kBusy) {
@@ -163,10 +126,10 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
     // first write claims it once it is let go; until then
     // user.imgfs.read_only names the holder.
     Log(LogLevel::kInfo, chain.status().message() + ": claimed when first written");
-    chain = Chain::OpenUnclaimed(path, format, access);
+    chain = Chain::OpenUnclaimed(path, format, access, &files_);
   }
   if (!chain.ok() && writable && chain.status().sys_errno() == EACCES) {
-    chain = Chain::Open(path, format, false, access);
+    chain = Chain::Open(path, format, false, access, &files_);
     ro_reason = "no write permission on the image file";
     claimed = false;
   }
@@ -175,7 +138,6 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   auto entry = std::make_unique<ImageEntry>();
   entry->name = name;
   entry->path = path;
-  entry->format = format;
   entry->driver = drv;
   entry->access = access;
   entry->virtual_size = img->VirtualSize();
@@ -186,13 +148,13 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
   if (ro_reason.empty() && img->read_only()) ro_reason = img->read_only_reason();
   if (!ro_reason.empty()) entry->read_only.Set(ro_reason);
   for (size_t d = 0; d < chain.value()->depth(); ++d)
-    entry->layer_paths.push_back(io::RealPath(chain.value()->layer_path(d)));
+    entry->layer_paths.push_back(files_.RealPath(chain.value()->layer_path(d)));
   if (entry->layer_paths.size() > 1) entry->backing_path = entry->layer_paths[1];
-  entry->set_members(MembersOf(*img, path));
+  entry->set_files(ImageFiles::FromImage(*img, path, files_));
   if (access.self.pinned) {
     entry->file_ino = access.self.ino;
     entry->file_dev = access.self.dev;
-  } else if (auto st = io::StatPath(path); st.ok()) {
+  } else if (auto st = files_.Stat(path); st.ok()) {
     entry->file_ino = st.value().ino;
     entry->file_dev = st.value().dev;
   }
@@ -224,10 +186,12 @@ void ServeReadOnly(ImageEntry& e, const std::string& why) {
   e.chain.reset();  // its write claim goes (open files keep theirs); reopened read-only on first use
   Log(LogLevel::kInfo, "serving " + e.path + " read-only: " + why);
 }
+}  // namespace
+
 // Whether the owner of the file at `overlay` may write the file at `b`.
-bool OwnerMayWrite(const std::string& overlay, const std::string& b) {
-  auto o = io::StatPath(overlay);
-  auto f = io::StatPath(b);
+bool Namespace::OwnerMayWrite(const std::string& overlay, const std::string& b) const {
+  auto o = files_.Stat(overlay);
+  auto f = files_.Stat(b);
   if (!o.ok() || !f.ok()) return false;
   if (o.value().uid == 0) return true;
   const io::Access who = io::AccessOf(o.value().uid, o.value().gid);
@@ -238,7 +202,7 @@ bool OwnerMayWrite(const std::string& overlay, const std::string& b) {
 // overlay shows. That holds where the overlay's owner could change it
 // anyway; else any user could freeze another's image by making an overlay
 // of it: the overlay is the one served read-only then.
-void ServeAsBacking(ImageEntry& b, ImageEntry& overlay) {
+void Namespace::ServeAsBacking(ImageEntry& b, ImageEntry& overlay) const {
   if (!OwnerMayWrite(overlay.path, b.path)) {
     ServeReadOnly(overlay, "its backing chain holds " + b.name + ", which belongs to someone who may change it");
     return;
@@ -247,16 +211,18 @@ void ServeAsBacking(ImageEntry& b, ImageEntry& overlay) {
   ServeReadOnly(b, d == 1 ? "it is the backing file of " + overlay.name
                           : "it is in the backing chain of " + overlay.name + " (depth " + std::to_string(d) + ")");
 }
+namespace {
 bool BuildsOn(const ImageEntry& overlay, const ImageEntry& b) { return DepthIn(overlay, b) > 0; }
+}  // namespace
+
 // Whether the file of `e` still opens as the chain it was listed with.
-bool SameChain(const ImageEntry& e) {
-  auto chain = Chain::Open(e.path, e.format, false, e.access);
+bool Namespace::SameChain(const ImageEntry& e) const {
+  auto chain = Chain::Open(e.path, e.format(), false, e.access, &files_);
   if (!chain.ok() || chain.value()->depth() != e.layer_paths.size()) return false;
   for (size_t d = 0; d < e.layer_paths.size(); ++d)
-    if (io::RealPath(chain.value()->layer_path(d)) != e.layer_paths[d]) return false;
+    if (files_.RealPath(chain.value()->layer_path(d)) != e.layer_paths[d]) return false;
   return true;
 }
-}  // namespace
 
 void Namespace::ProtectBackingOf(size_t i) {
   for (size_t j = 0; j < size(); ++j)
@@ -267,7 +233,7 @@ Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_
   source_ = source;
   claim_at_mount_ = claim_at_mount;
   read_only_ = read_only;
-  IMGFS_ASSIGN_OR_RETURN(io::FileStat st, io::StatPath(source));
+  IMGFS_ASSIGN_OR_RETURN(io::FileStat st, files_.Stat(source));
   if (!st.is_dir) {
     if (!st.is_regular && !st.is_block) return InvalidArgument(source + ": not a directory or an image file");
     std::unique_ptr<ImageEntry> e;
@@ -276,15 +242,15 @@ Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_
     Append(std::move(e));
   } else {
     is_dir_ = true;
-    IMGFS_ASSIGN_OR_RETURN(auto names, io::ListDir(source));
+    const std::vector<std::string> names = files_.List(source);
     // Files that belong to another image (extents, data files) are never
     // probed as images: opening them writable would also claim them.
     std::set<std::string> members;
     for (const std::string& name : names)
-      for (const std::string& m : MemberPaths(source + "/" + name)) members.insert(io::RealPath(m));
+      for (const std::string& m : HeaderMembers(source + "/" + name)) members.insert(m);
     scanning_ = true;
     for (const std::string& name : names) {
-      if (members.count(io::RealPath(source + "/" + name))) {
+      if (members.count(files_.RealPath(source + "/" + name))) {
         Log(LogLevel::kInfo, source + "/" + name + ": a file of another image, not listed");
         continue;
       }
@@ -303,10 +269,10 @@ long Namespace::Added(const std::string& name, bool moved_in) {
     if (scanning_) Log(LogLevel::kInfo, path + ": a file an interrupted create left, not listed");
     return -1;
   }
-  auto fst = io::StatPath(path);
+  auto fst = files_.Stat(path);
   if (!fst.ok() || !fst.value().is_regular) return -1;
   if (!scanning_) {
-    const long owner = OwnerOf(io::RealPath(path));
+    const long owner = OwnerOf(files_.RealPath(path));
     if (owner >= 0) {
       // An extent or data file was written: its image is what changed.
       ImageEntry& e = image(size_t(owner));
@@ -318,14 +284,13 @@ long Namespace::Added(const std::string& name, bool moved_in) {
       Log(LogLevel::kInfo, path + " (a file of " + e.name + ") was changed by another program: reopened");
       return owner;
     }
-    const std::string of = NewMemberOf(io::RealPath(path));
+    const std::string of = NewMemberOf(files_.RealPath(path));
     if (!of.empty()) {
       Log(LogLevel::kInfo, path + ": a new file of " + of + ", not listed");
       return -1;
     }
     // A new image may take files that are listed as images of their own.
-    for (const std::string& m : MemberPaths(path)) {
-      const std::string real = io::RealPath(m);
+    for (const std::string& real : HeaderMembers(path)) {
       for (size_t j = 0; j < size(); ++j)
         if (!image(j).removed && !image(j).layer_paths.empty() && image(j).layer_paths[0] == real) Unlist(j, "it is a file of " + name);
     }
@@ -382,8 +347,8 @@ std::string Namespace::NewMemberOf(const std::string& real) {
   for (size_t j = 0; j < size(); ++j) {
     const ImageEntry& e = image(j);
     if (e.removed || !e.driver->caps.several_files) continue;
-    for (const std::string& m : MemberPaths(e.path))
-      if (io::RealPath(m) == real) return e.name;
+    for (const std::string& m : HeaderMembers(e.path))
+      if (m == real) return e.name;
   }
   // An image being made: its extents take their names before its
   // descriptor leaves its temporary one; and the descriptor may have taken
@@ -391,18 +356,16 @@ std::string Namespace::NewMemberOf(const std::string& real) {
   // A descriptor renamed between the listing and the look at it is looked
   // for again under its new name.
   for (int attempt = 0; attempt < 3; ++attempt) {
-    auto names = io::ListDir(source_);
-    if (!names.ok()) return "";
     bool vanished = false;
-    for (const std::string& name : names.value()) {
+    for (const std::string& name : files_.List(source_)) {
       if (!IsTempName(name)) {
         MutexLock l(names_mu_);
         if (by_name_.count(name)) continue;  // listed: looked at above
       }
       const std::string path = source_ + "/" + name;
-      for (const std::string& m : MemberPaths(path))
-        if (io::RealPath(m) == real) return name;
-      if (!io::StatPath(path).ok()) vanished = true;
+      for (const std::string& m : HeaderMembers(path))
+        if (m == real) return name;
+      if (!files_.Stat(path).ok()) vanished = true;
     }
     if (!vanished) break;
   }
@@ -445,8 +408,7 @@ long Namespace::OwnerOf(const std::string& real_path) {
   for (size_t i = 0; i < size(); ++i) {
     const ImageEntry& e = image(i);
     if (e.removed) continue;
-    const std::vector<std::string> members = e.members();
-    if (std::find(members.begin(), members.end(), real_path) != members.end()) return static_cast<long>(i);
+    if (e.files().HasMember(real_path)) return static_cast<long>(i);
   }
   return -1;
 }
@@ -465,8 +427,8 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   if (!e.open_error.ok()) return e.open_error;
   // Never claimed here: the file was changed by another program, which
   // may not be done (ClaimForWrite claims it).
-  auto chain = e.read_only.is() ? Chain::Open(e.path, e.format, false, e.access)
-                           : Chain::OpenUnclaimed(e.path, e.format, e.access);
+  auto chain = e.read_only.is() ? Chain::Open(e.path, e.format(), false, e.access, &files_)
+                                : Chain::OpenUnclaimed(e.path, e.format(), e.access, &files_);
   if (!chain.ok()) {
     e.open_error = chain.status();
     Log(LogLevel::kError, "cannot serve " + e.path + ": " + chain.status().message());
@@ -478,10 +440,12 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   return e.chain;
 }
 
-void Namespace::RefreshMembers(size_t i) {
+Result<uint64_t> Namespace::Resize(size_t i, Chain& chain, const std::string& size, bool shrink) {
   ImageEntry& e = image(i);
-  MutexLock l(e.mu);
-  if (e.chain) e.set_members(MembersOf(e.chain->layer(0), e.path));
+  auto out = ops::Resize(chain, size, shrink);
+  e.virtual_size = chain.VirtualSize();
+  e.set_files(ImageFiles::FromImage(chain.layer(0), e.path, files_));
+  return out;
 }
 
 Status Namespace::ClaimForWrite(size_t i) {
@@ -492,11 +456,11 @@ Status Namespace::ClaimForWrite(size_t i) {
   if (e.claimed) return Status::OK();
   if (!e.chain) return Busy(e.name + " is being reopened; try again");
   IMGFS_RETURN_IF_ERROR(e.chain->layer(0).ClaimWriting());
-  if (StampOf(e) != e.stamp) {
+  if (e.files().Stamp(files_) != e.stamp) {
     // Written by someone else while unclaimed: what the chain has cached
     // may be stale. Open it afresh (handles open now keep the old one).
     e.chain->layer(0).DropWriteClaim();  // the fresh open claims with its own descriptor
-    auto fresh = Chain::Open(e.path, e.format, true, e.access);
+    auto fresh = Chain::Open(e.path, e.format(), true, e.access, &files_);
     if (!fresh.ok()) return fresh.status();
     Log(LogLevel::kInfo, e.path + " changed while the mount did not hold it: reopened");
     e.chain = std::shared_ptr<Chain>(std::move(fresh).value());
@@ -545,7 +509,7 @@ Result<std::shared_ptr<Chain>> Namespace::GetSnapshotChain(size_t i, size_t inde
   MutexLock l(e.mu);
   auto it = e.snapshot_chains.find(index);
   if (it != e.snapshot_chains.end()) return it->second;
-  auto chain = Chain::OpenSnapshot(e.path, e.format, snaps[index].id, e.access);
+  auto chain = Chain::OpenSnapshot(e.path, e.format(), snaps[index].id, e.access, &files_);
   if (!chain.ok()) {
     Log(LogLevel::kError, "cannot serve snapshot '" + snaps[index].name + "' of " + e.path + ": " +
                               chain.status().message());
@@ -566,7 +530,9 @@ void Namespace::Reopen(size_t i) {
   e.chain.reset();
   e.snapshot_chains.clear();
   e.open_error = Status::OK();
-  auto img = OpenImage(e.path, e.format, LayerOptions(e.access, true));
+  OpenOptions opts = LayerOptions(e.access, true);
+  opts.opener = &files_;
+  auto img = OpenImage(e.path, e.format(), opts);
   if (img.ok()) e.virtual_size = img.value()->VirtualSize();
 }
 

@@ -32,6 +32,8 @@
 #include "imagecore/chain.h"
 #include "imagecore/file.h"
 #include "imagecore/format.h"
+#include "imagecore/image_files.h"
+#include "imagecore/named_files.h"
 #include "imagecore/partitions.h"
 #include "imagecore/status.h"
 #include "imagecore/mutex.h"
@@ -89,8 +91,8 @@ class ReadOnlyMark {
 struct ImageEntry {
   std::string name;    // file name in SOURCE, and the directory's name
   std::string path;    // path of the image file
-  std::string format;  // probed at mount
-  const FormatDriver* driver = nullptr;  // its driver: what it can do
+  const FormatDriver* driver = nullptr;  // probed at mount: what it can do
+  std::string format() const { return driver->name; }
   // The rights every file of the image is opened with: its owner's when the
   // daemon (root) serves other users, so that an image names nothing its
   // owner could not open (see imagecore/access.h).
@@ -99,16 +101,16 @@ struct ImageEntry {
   ReadOnlyMark read_only;
   std::vector<std::string> layer_paths;  // real paths of the chain's files, top first (at mount)
   std::string backing_path;              // real path of its backing file, or ""
-  // Real paths of the image's other files (extents, a data file), from
-  // listing on (a resize may add some): they are not listed as images, and
-  // a change to one is a change to this image.
-  std::vector<std::string> members() const {
-    MutexLock l(members_mu);
-    return member_paths;
+  // Its files, from listing on (a resize may add some): files other than
+  // its image file are not listed as images, and a change to one is a
+  // change to this image.
+  ImageFiles files() const {
+    MutexLock l(files_mu_);
+    return files_;
   }
-  void set_members(std::vector<std::string> paths) {
-    MutexLock l(members_mu);
-    member_paths = std::move(paths);
+  void set_files(ImageFiles f) {
+    MutexLock l(files_mu_);
+    files_ = std::move(f);
   }
   uint64_t file_ino = 0, file_dev = 0;   // the image file when it was probed
   std::atomic<bool> removed{false};      // gone from SOURCE; its index is never reused
@@ -130,12 +132,15 @@ struct ImageEntry {
   std::unordered_map<size_t, std::shared_ptr<Chain>> snapshot_chains GUARDED_BY(mu);  // by table index
 
  private:
-  mutable Mutex members_mu;  // taken alone or innermost
-  std::vector<std::string> member_paths GUARDED_BY(members_mu);
+  mutable Mutex files_mu_;  // taken alone or innermost
+  ImageFiles files_ GUARDED_BY(files_mu_);
 };
 
 class Namespace {
  public:
+  // Files come from `files` (the host's; tests give their own).
+  explicit Namespace(const FileOpener& files = HostFiles()) : files_(files) {}
+
   // Scans SOURCE (a directory, or one image file). Files that are not
   // images are skipped; images that cannot be opened are left out; both
   // are logged with the reason. Fails only if SOURCE itself is unusable.
@@ -169,9 +174,9 @@ class Namespace {
   // ImageEntry::claimed). ReadOnly or Busy (naming the holder) if it may
   // not be written.
   Status ClaimForWrite(size_t i);
-  // Takes the image's files anew from its open chain (after a resize that
-  // added or removed extent files).
-  void RefreshMembers(size_t i);
+  // Resizes the disk of image i (see ops::Resize); its files follow (a
+  // vmdk may gain or lose extent files). Returns the new size.
+  Result<uint64_t> Resize(size_t i, Chain& chain, const std::string& size, bool shrink);
   // The partitions of image i's disk, read from its partition table now.
   Result<std::vector<Partition>> Partitions(size_t i);
   // Why image i may not be written now, or "" if it may.
@@ -197,6 +202,7 @@ class Namespace {
   // Flushes and closes every open chain; returns the first error.
   Status CloseAll();
   const std::string& source() const { return source_; }
+  const FileOpener& files() const { return files_; }
 
  private:
   // Opens the image at `path`, claimed for writing if `claim` and it may;
@@ -206,8 +212,18 @@ class Namespace {
   // Serves image i read-only if another listed image builds on it.
   void ProtectBackingOf(size_t i);
   void Append(std::unique_ptr<ImageEntry> e);
+  // Real paths of the files other than its image file that the image at
+  // `path` names in its header.
+  std::vector<std::string> HeaderMembers(const std::string& path) const;
+  // Gives up the write claim the writable open took, noting the files'
+  // state.
+  void Unclaim(ImageEntry& e) const REQUIRES(e.mu);
+  bool OwnerMayWrite(const std::string& overlay, const std::string& b) const;
+  void ServeAsBacking(ImageEntry& b, ImageEntry& overlay) const;
+  bool SameChain(const ImageEntry& e) const;
 
   static constexpr size_t kChunk = 1024, kMaxChunks = 1024;  // room for a million images
+  const FileOpener& files_;
   std::string source_;
   bool read_only_ = false;
   bool is_dir_ = false;

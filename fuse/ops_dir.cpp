@@ -111,7 +111,7 @@ bool HasSnapshotsDir(FsContext& ctx, size_t image) {
 
 std::string InfoJsonOf(FsContext& ctx, size_t image) {
   const ImageEntry& e = ctx.ns.image(image);
-  auto info = ops::CollectInfo(e.path, e.format, true, e.access);
+  auto info = ops::CollectInfo(e.path, e.format(), true, e.access);
   if (!info.ok()) return ops::InfoErrorJson(info.status().message());
   return ops::InfoJson(info.value(), true);
 }
@@ -124,13 +124,8 @@ mode_t ChainPerm(FsContext& ctx, size_t image, const io::FileStat& top, size_t d
 }
 
 // Bytes the host stores for every file of image `e` (`main`: its image file).
-uint64_t AllocatedOf(const ImageEntry& e, const io::FileStat& main) {
-  uint64_t sum = main.allocated;
-  for (const std::string& m : e.members()) {
-    auto st = io::StatPath(m);
-    if (st.ok()) sum += st.value().allocated;
-  }
-  return sum;
+uint64_t AllocatedOf(FsContext& ctx, const ImageEntry& e, const io::FileStat& main) {
+  return main.allocated + e.files().MemberBytes(ctx.ns.files());
 }
 
 bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
@@ -183,7 +178,7 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
       st->st_mode = S_IFREG | (e.read_only.is() ? ro_perm : file_perm);
       st->st_nlink = 1;
       st->st_size = static_cast<off_t>(e.virtual_size);
-      st->st_blocks = static_cast<blkcnt_t>(AllocatedOf(e, f.value()) / 512);
+      st->st_blocks = static_cast<blkcnt_t>(AllocatedOf(ctx, e, f.value()) / 512);
       return true;
     case NodeKind::kPartition: {
       auto p = FindPartition(ctx, node.image, unsigned(node.depth));
@@ -365,10 +360,8 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
         return;
       }
       auto chain = ctx.ns.GetChain(node.image);
-      Status rs = chain.ok() ? ops::Resize(*chain.value(), std::to_string(attr->st_size), true).status()
+      Status rs = chain.ok() ? ctx.ns.Resize(node.image, *chain.value(), std::to_string(attr->st_size), true).status()
                              : chain.status();
-      if (chain.ok()) e.virtual_size = chain.value()->VirtualSize();
-      ctx.ns.RefreshMembers(node.image);
       InvalidateInode(ctx, InoOf(NodeKind::kLayer, node.image, 0));
       if (!rs.ok()) {
         fuse_reply_err(req, ErrnoOf(rs));

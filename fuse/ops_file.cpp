@@ -421,9 +421,7 @@ void OpFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fus
   }
   Status st;
   if (!(mode & FALLOC_FL_KEEP_SIZE) && end > size) {
-    st = ops::Resize(*of->chain, std::to_string(end), false).status();
-    e.virtual_size = of->chain->VirtualSize();
-    ctx.ns.RefreshMembers(of->node.image);
+    st = ctx.ns.Resize(of->node.image, *of->chain, std::to_string(end), false).status();
     InvalidateInode(ctx, InoOf(NodeKind::kLayer, of->node.image, 0));
   }
   if (st.ok() && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) && begin < size) {

@@ -91,7 +91,7 @@ Result<std::string> InfoValue(FsContext& ctx, size_t i, const std::string& key) 
     const std::string why = ctx.ns.WhyReadOnly(i);
     return why.empty() ? std::string("0") : "1: " + why;
   }
-  if (key == "format") return e.format;
+  if (key == "format") return e.format();
   if (key == "virtual_size") return std::to_string(e.virtual_size.load());
   IMGFS_ASSIGN_OR_RETURN(auto chain, ctx.ns.GetChain(i));
   Image& top = chain->layer(0);

@@ -33,18 +33,19 @@ const LayerReader* Chain::below(size_t d) const {
 }
 
 Result<std::unique_ptr<Chain>> Chain::Open(const std::string& path, const std::string& format, bool writable,
-                                           const io::ImageAccess& access) {
-  return OpenImpl(path, format, writable, "", access);
+                                           const io::ImageAccess& access, const FileOpener* files) {
+  return OpenImpl(path, format, writable, "", access, files);
 }
 
 Result<std::unique_ptr<Chain>> Chain::OpenSnapshot(const std::string& path, const std::string& format,
-                                                   const std::string& snapshot_id, const io::ImageAccess& access) {
-  return OpenImpl(path, format, false, snapshot_id, access);
+                                                   const std::string& snapshot_id, const io::ImageAccess& access,
+                                                   const FileOpener* files) {
+  return OpenImpl(path, format, false, snapshot_id, access, files);
 }
 
 Result<std::unique_ptr<Chain>> Chain::OpenUnclaimed(const std::string& path, const std::string& format,
-                                                    const io::ImageAccess& access) {
-  return OpenImpl(path, format, true, "", access, nullptr, false);
+                                                    const io::ImageAccess& access, const FileOpener* files) {
+  return OpenImpl(path, format, true, "", access, files, false);
 }
 
 Result<std::unique_ptr<Chain>> Chain::OpenThrough(const std::string& path, const std::string& format,

@@ -52,6 +52,7 @@ std::string ResolveBacking(const std::string& child_path, const BackingRef& ref,
 Status WalkChain(const std::string& path, const std::string& format, const FileOpener* files,
                  const std::function<Result<std::unique_ptr<Image>>(const LayerRef&)>& open,
                  const std::function<Result<bool>(const LayerRef&, std::unique_ptr<Image>, const Status&)>& visit) {
+  const FileOpener& host = files ? *files : HostFiles();
   std::set<std::string> seen;
   LayerRef ref{0, path, format};
   const Image* above = nullptr;  // kept alive by visit until its next call
@@ -60,7 +61,7 @@ Status WalkChain(const std::string& path, const std::string& format, const FileO
     if (ref.depth >= kMaxChainDepth)
       return Unsupported(path + ": backing chain deeper than " + std::to_string(kMaxChainDepth));
     // As qemu-img: a chain that comes back to one of its files is an error.
-    if (!seen.insert(io::RealPath(ref.path)).second)
+    if (!seen.insert(host.RealPath(ref.path)).second)
       return InvalidArgument("Backing file '" + above_name + "' creates an infinite loop.");
     auto img = open(ref);
     if (!img.ok()) return ref.depth == 0 ? img.status() : img.status().Prefixed(path + ": cannot open backing file");

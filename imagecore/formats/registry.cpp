@@ -63,16 +63,6 @@ const FormatDriver* ProbeFormat(const io::File& file) {
 
 const FormatDriver& PlainFormat() { return raw::kDriver; }
 
-std::vector<std::string> MemberPathsOf(const io::File& file) {
-  const FormatDriver* drv = ProbeFormat(file);
-  if (!drv || !drv->members) return {};
-  auto names = drv->members(file);
-  if (!names.ok()) return {};  // the open will say what is wrong
-  std::vector<std::string> out;
-  for (const std::string& n : names.value()) out.push_back(ResolveNamedPath(file.path(), n));
-  return out;
-}
-
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::string& format,
                                          const OpenOptions& opts) {
   IMGFS_ASSIGN_OR_RETURN(auto file, opts.files().Open(path, opts.writable, opts.file_access));

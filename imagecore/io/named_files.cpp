@@ -54,6 +54,9 @@ class HostOpener final : public FileOpener {
     auto names = io::ListDir(dir);
     return names.ok() ? names.value() : std::vector<std::string>{};
   }
+  Result<io::FileStat> Stat(const std::string& path) const override { return io::StatPath(path); }
+  std::string RealPath(const std::string& path) const override { return io::RealPath(path); }
+  io::ImageAccess AccessFor(const std::string& path) const override { return io::AccessForImage(path); }
 };
 }  // namespace
 

@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -83,6 +85,30 @@ std::vector<std::string> MemFiles::Paths() const {
   std::lock_guard<std::mutex> l(mu_);
   std::vector<std::string> out;
   for (const auto& [p, f] : files_) out.push_back(p);
+  return out;
+}
+
+Result<io::FileStat> MemFiles::Stat(const std::string& path) const {
+  if (auto f = Get(path)) {
+    IMGFS_ASSIGN_OR_RETURN(io::FileStat st, f->Stat());
+    st.ino = std::hash<std::string>()(path);
+    return st;
+  }
+  if (!List(path).empty()) {
+    io::FileStat st;
+    st.is_dir = true;
+    st.mode = S_IFDIR | 0755;
+    return st;
+  }
+  return NotFound(path + ": No such file or directory");
+}
+
+std::vector<std::string> MemFiles::List(const std::string& dir) const {
+  const std::string prefix = dir + "/";
+  std::vector<std::string> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [p, f] : files_)
+    if (p.rfind(prefix, 0) == 0 && p.find('/', prefix.size()) == std::string::npos) out.push_back(p.substr(prefix.size()));
   return out;
 }
 

@@ -52,6 +52,10 @@ class MemFiles final : public FileOpener {
   Status Rename(const std::string& from, const std::string& to) const override;
   void Remove(const std::string& path) const override;
   std::vector<std::string> Paths() const;
+  // A path with files below it is a directory; a file's inode number is
+  // fixed by its path.
+  Result<io::FileStat> Stat(const std::string& path) const override;
+  std::vector<std::string> List(const std::string& dir) const override;
 
  private:
   mutable std::mutex mu_;

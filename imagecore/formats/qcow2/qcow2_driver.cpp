@@ -210,10 +210,10 @@ namespace {
 int Probe(const io::File&, const uint8_t* head, size_t len) {
   return len >= 4 && LoadBE32(head) == kMagic ? 100 : 0;
 }
-Result<std::vector<std::string>> Members(const io::File& file) {
+Result<std::vector<NamedFile>> Members(const io::File& file) {
   IMGFS_ASSIGN_OR_RETURN(Header h, Header::Read(file));
-  if (!(h.incompatible_features & kIncompatDataFile) || h.data_file.empty()) return std::vector<std::string>{};
-  return std::vector<std::string>{h.data_file};
+  if (!(h.incompatible_features & kIncompatDataFile) || h.data_file.empty()) return std::vector<NamedFile>{};
+  return std::vector<NamedFile>{{h.data_file, FileRole::kDataFile}};
 }
 constexpr const char* kCreateOptions =
     "  cluster_size=<size>    - 512 to 2M, a power of two (default 64k)\n"

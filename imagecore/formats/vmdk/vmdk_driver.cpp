@@ -12,17 +12,17 @@ int Probe(const io::File&, const uint8_t* head, size_t len) {
   return LooksLikeDescriptor(head, len) ? 100 : 0;
 }
 
-Result<std::vector<std::string>> Members(const io::File& file) {
+Result<std::vector<NamedFile>> Members(const io::File& file) {
   uint8_t head[512];
   IMGFS_RETURN_IF_ERROR(file.PRead(0, head, sizeof head));
-  if (IsKdmv(head, sizeof head) || !LooksLikeDescriptor(head, sizeof head)) return std::vector<std::string>{};
+  if (IsKdmv(head, sizeof head) || !LooksLikeDescriptor(head, sizeof head)) return std::vector<NamedFile>{};
   if (file.Size() > kMaxDescriptorBytes) return Corrupt("descriptor file larger than 1 MiB");
   std::string text(file.Size(), '\0');
   IMGFS_RETURN_IF_ERROR(file.PRead(0, text.data(), text.size()));
   IMGFS_ASSIGN_OR_RETURN(Descriptor d, ParseDescriptor(text));
-  std::vector<std::string> out;
+  std::vector<NamedFile> out;
   for (const ExtentLine& e : d.extents)
-    if (e.has_file) out.push_back(e.file);
+    if (e.has_file) out.push_back({e.file, FileRole::kExtent});
   return out;
 }
 

@@ -74,18 +74,22 @@ class Chain {
   // image that names them; a stored backing format is used, never probed.
   // Files are opened with the rights `access` (see imagecore/access.h):
   // the image file with `self`, every file below it with `named`.
+  // Files come from `files` (null: the host's).
   static Result<std::unique_ptr<Chain>> Open(const std::string& path, const std::string& format, bool writable,
-                                             const io::ImageAccess& access = io::ImageAccess());
+                                             const io::ImageAccess& access = io::ImageAccess(),
+                                             const FileOpener* files = nullptr);
   // The same, read-only, with internal snapshot `snapshot_id` of the image
   // as the top layer (its backing chain is the image's).
   static Result<std::unique_ptr<Chain>> OpenSnapshot(const std::string& path, const std::string& format,
                                                      const std::string& snapshot_id,
-                                                     const io::ImageAccess& access = io::ImageAccess());
+                                                     const io::ImageAccess& access = io::ImageAccess(),
+                                                     const FileOpener* files = nullptr);
   // Writable, but without QEMU's write claim (OpenOptions::claim): a
   // program may still be making the file. Image::ClaimWriting on the top
   // layer claims it before the first write.
   static Result<std::unique_ptr<Chain>> OpenUnclaimed(const std::string& path, const std::string& format,
-                                                      const io::ImageAccess& access);
+                                                      const io::ImageAccess& access,
+                                                      const FileOpener* files = nullptr);
   // The same, every file opened through `files` (an image being made).
   static Result<std::unique_ptr<Chain>> OpenThrough(const std::string& path, const std::string& format,
                                                     bool writable, const FileOpener& files);

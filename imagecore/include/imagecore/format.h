@@ -129,7 +129,7 @@ struct FormatDriver {
   // file), as stored; read from the header only, so that a directory
   // listing can tell them from images without opening every chain. Null:
   // the image is one file.
-  Result<std::vector<std::string>> (*members)(const io::File& file) = nullptr;
+  Result<std::vector<NamedFile>> (*members)(const io::File& file) = nullptr;
   // The size a new image of this format needs for `in` (-o options in
   // `opts.options`), as qemu-img measure computes it. Null: not measured.
   Result<MeasureResult> (*measure)(const CreateOptions& opts, const MeasureInput& in) = nullptr;
@@ -156,9 +156,6 @@ const FormatDriver* ProbeFormat(const io::File& file);
 // disk anyway (raw).
 const FormatDriver& PlainFormat();
 
-// The paths of the other files the image at `path` consists of, resolved
-// (empty for a one-file image or a file that is no image).
-std::vector<std::string> MemberPathsOf(const io::File& file);
 // Opens one layer: `format` names the driver, or "" probes, falling back to
 // raw. Errors name the file.
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::string& format,

@@ -20,6 +20,12 @@ namespace imgfs {
 enum class FileRole { kImage, kDescriptor, kExtent, kDataFile };
 const char* FileRoleName(FileRole role);
 
+// A file that an image names, as stored in it, and what it is to it.
+struct NamedFile {
+  std::string name;
+  FileRole role = FileRole::kExtent;
+};
+
 // Where a name stored in the file at `naming_path` points: absolute names
 // and protocol names ("nbd://", "json:") as they are, others against the
 // directory of `naming_path`.
@@ -55,8 +61,15 @@ class FileOpener {
   virtual Result<std::unique_ptr<io::File>> Reopen(const io::File& file, bool writable) const {
     return Unsupported(file.path() + ": cannot be opened again");
   }
-  // Names in the directory `dir` (for left-over temporary files).
+  // Names in the directory `dir`, sorted (none if it cannot be read).
   virtual std::vector<std::string> List(const std::string& dir) const { return {}; }
+  // What the file system says of `path`, links followed.
+  virtual Result<io::FileStat> Stat(const std::string& path) const { return NotFound(path); }
+  // `path` with links and dots resolved; as it is where there are none.
+  virtual std::string RealPath(const std::string& path) const { return path; }
+  // The rights the image at `path`, and every file it names, is opened
+  // with (see imagecore/access.h).
+  virtual io::ImageAccess AccessFor(const std::string& path) const { return io::ImageAccess(); }
 };
 const FileOpener& HostFiles();
 
