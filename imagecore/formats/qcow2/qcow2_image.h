@@ -39,6 +39,8 @@ uint64_t GetRefcount(const uint8_t* blk, uint64_t i, uint32_t order);
 // One bitmap of a directory being rebuilt (qcow2_bitmap_ops.cpp).
 struct BitmapSlot;
 
+struct CheckPass;
+
 class Qcow2Image final : public Image {
  public:
   // One entry of the snapshot table.
@@ -266,6 +268,21 @@ class Qcow2Image final : public Image {
   Status CheckEntryBitsLocked(const uint8_t* table, uint64_t l2, uint64_t j, bool repair, CheckResult* r) REQUIRES(meta_mu_);
   Status CheckPassLocked(RepairMode fix, CheckResult* out, std::vector<uint64_t>* plain_refs = nullptr,
                          bool* rebuild = nullptr) REQUIRES(meta_mu_);
+  // The steps of one pass, in order; `p` holds what they count.
+  Status CheckHeaderLocked(CheckPass& p) REQUIRES(meta_mu_);
+  Status CountBitmapRefsLocked(CheckPass& p) REQUIRES(meta_mu_);
+  Status WalkL1Locked(CheckPass& p, const std::vector<uint64_t>& l1, bool active) REQUIRES(meta_mu_);
+  // The L2 table of L1 entry `i`, or 0 where there is none to walk.
+  uint64_t CheckL1EntryLocked(CheckPass& p, const std::vector<uint64_t>& l1, uint64_t i, bool active)
+      REQUIRES(meta_mu_);
+  Status RecountL2Locked(CheckPass& p, uint64_t l2) REQUIRES(meta_mu_);
+  Status WalkL2Locked(CheckPass& p, uint64_t l2, bool active) REQUIRES(meta_mu_);
+  Status GiveZeroedClusterLocked(CheckPass& p, uint64_t l2, uint64_t j, const char* what, uint64_t host)
+      REQUIRES(meta_mu_);
+  Status CountSnapshotRefsLocked(CheckPass& p) REQUIRES(meta_mu_);
+  Status CheckCopiedLocked(CheckPass& p, std::vector<std::string>* messages) REQUIRES(meta_mu_);
+  void CountRefcountStructuresLocked(CheckPass& p, bool* rebuild) REQUIRES(meta_mu_);
+  Status CompareRefcountsLocked(CheckPass& p) REQUIRES(meta_mu_);
   // Refcount table entries with reserved bits, unaligned, or past the end.
   Result<uint64_t> BadRefTableEntriesLocked(CheckResult* out) REQUIRES(meta_mu_);
   Status LeaksPastEndLocked(uint64_t end, RepairMode fix, CheckResult* r) REQUIRES(meta_mu_);
