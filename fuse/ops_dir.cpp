@@ -128,6 +128,89 @@ uint64_t AllocatedOf(FsContext& ctx, const ImageEntry& e, const io::FileStat& ma
   return main.allocated + e.files().MemberBytes(ctx.ns.files());
 }
 
+namespace {
+
+// The image file of `e`, as the host describes it.
+Result<io::FileStat> StatImageFile(FsContext& ctx, const ImageEntry& e) {
+  auto f = ctx.ns.files().Stat(e.path);
+  if (f.ok() || !e.removed) return f;
+  // Gone from SOURCE, reached through a file still open: it stays usable
+  // until closed (lookups no longer find it).
+  io::FileStat gone;
+  gone.mode = 0444;
+  gone.uid = getuid();
+  gone.gid = getgid();
+  return gone;
+}
+
+// A layer or snapshot view: its chain's size; an errno on failure.
+int StatChainView(FsContext& ctx, const NodeRef& node, mode_t file_perm, struct stat* st) {
+  auto chain = node.kind == NodeKind::kLayer ? ctx.ns.GetChain(node.image)
+                                             : ctx.ns.GetSnapshotChain(node.image, node.depth);
+  if (!chain.ok()) return ErrnoOf(chain.status());
+  const size_t depth = node.kind == NodeKind::kLayer ? node.depth : 0;
+  if (depth >= chain.value()->depth()) return ENOENT;
+  st->st_mode = S_IFREG | (file_perm & 0444);
+  st->st_nlink = 1;
+  st->st_size = static_cast<off_t>(chain.value()->VirtualSize(depth));
+  // A snapshot shares its clusters with the image: du counts them there.
+  st->st_blocks = node.kind == NodeKind::kLayer
+                      ? static_cast<blkcnt_t>(chain.value()->layer(depth).AllocatedBytes() / 512)
+                      : 0;
+  return 0;
+}
+
+// Every node of an image; an errno on failure.
+int StatImageNode(FsContext& ctx, const NodeRef& node, struct stat* st) {
+  ImageEntry& e = ctx.ns.image(node.image);
+  auto f = StatImageFile(ctx, e);
+  if (!f.ok()) return ErrnoOf(f.status());
+  FromFile(f.value(), st);
+  // What a view may grant (see permissions.h): the disk's, or a layer's.
+  const mode_t file_perm = ChainPerm(ctx, node.image, f.value(), node.kind == NodeKind::kLayer ? node.depth : 0);
+  const mode_t disk_perm = e.read_only.is() ? file_perm & ~0222 : file_perm;
+  st->st_nlink = 1;
+  switch (node.kind) {
+    case NodeKind::kSnapshotsDir:
+      if (!HasSnapshotsDir(ctx, node.image)) return ENOENT;
+      [[fallthrough]];
+    case NodeKind::kImageDir:
+    case NodeKind::kLayersDir:
+    case NodeKind::kPartitionsDir:
+      st->st_mode = S_IFDIR | DirPerm(file_perm);
+      st->st_nlink = node.kind == NodeKind::kImageDir ? 3 : 2;
+      return 0;
+    case NodeKind::kDisk:
+      st->st_mode = S_IFREG | disk_perm;
+      st->st_size = static_cast<off_t>(e.virtual_size);
+      st->st_blocks = static_cast<blkcnt_t>(AllocatedOf(ctx, e, f.value()) / 512);
+      return 0;
+    case NodeKind::kPartition: {
+      auto p = FindPartition(ctx, node.image, unsigned(node.depth));
+      if (!p.ok()) return ErrnoOf(p.status());
+      st->st_mode = S_IFREG | disk_perm;
+      st->st_size = static_cast<off_t>(p.value().length);
+      st->st_blocks = 0;  // its clusters are counted on disk.raw
+      return 0;
+    }
+    case NodeKind::kCtl:
+      // Written to run commands, read for their state (direct I/O, so the
+      // size says nothing; 0 like /proc files).
+      st->st_mode = S_IFREG | (file_perm & (ctx.read_only ? 0444 : 0644));
+      st->st_size = 0;
+      return 0;
+    case NodeKind::kInfo:
+      st->st_mode = S_IFREG | (file_perm & 0444);
+      st->st_size = static_cast<off_t>(InfoJsonOf(ctx, node.image).size());
+      return 0;
+    case NodeKind::kLayer:
+    case NodeKind::kSnapshot: return StatChainView(ctx, node, file_perm, st);
+    default: return ENOENT;
+  }
+}
+
+}  // namespace
+
 bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
   std::memset(st, 0, sizeof *st);
   st->st_ino = InoOf(node.kind, node.image, node.depth);
@@ -138,104 +221,12 @@ bool StatNode(FsContext& ctx, const NodeRef& node, struct stat* st, int* err) {
   if (node.kind == NodeKind::kRoot) {
     st->st_mode = S_IFDIR | 0755;
     st->st_nlink = 2 + ctx.ns.size();
-    auto f = io::StatPath(ctx.ns.source());
+    auto f = ctx.ns.files().Stat(ctx.ns.source());
     if (f.ok()) FromFile(f.value(), st);
     return true;
   }
-  ImageEntry& e = ctx.ns.image(node.image);
-  auto f = io::StatPath(e.path);
-  if (!f.ok() && e.removed) {
-    // Gone from SOURCE, reached through a file still open: it stays
-    // usable until closed (lookups no longer find it).
-    io::FileStat gone;
-    gone.mode = 0444;
-    gone.uid = getuid();
-    gone.gid = getgid();
-    f = gone;
-  }
-  if (!f.ok()) {
-    *err = ErrnoOf(f.status());
-    return false;
-  }
-  FromFile(f.value(), st);
-  // What a view may grant (see permissions.h): the disk's, or a layer's.
-  const mode_t file_perm = ChainPerm(ctx, node.image, f.value(), node.kind == NodeKind::kLayer ? node.depth : 0);
-  const mode_t ro_perm = file_perm & ~0222;
-  switch (node.kind) {
-    case NodeKind::kSnapshotsDir:
-      if (!HasSnapshotsDir(ctx, node.image)) {
-        *err = ENOENT;
-        return false;
-      }
-      [[fallthrough]];
-    case NodeKind::kImageDir:
-    case NodeKind::kLayersDir:
-    case NodeKind::kPartitionsDir:
-      st->st_mode = S_IFDIR | DirPerm(file_perm);
-      st->st_nlink = node.kind == NodeKind::kImageDir ? 3 : 2;
-      return true;
-    case NodeKind::kDisk:
-      st->st_mode = S_IFREG | (e.read_only.is() ? ro_perm : file_perm);
-      st->st_nlink = 1;
-      st->st_size = static_cast<off_t>(e.virtual_size);
-      st->st_blocks = static_cast<blkcnt_t>(AllocatedOf(ctx, e, f.value()) / 512);
-      return true;
-    case NodeKind::kPartition: {
-      auto p = FindPartition(ctx, node.image, unsigned(node.depth));
-      if (!p.ok()) {
-        *err = ErrnoOf(p.status());
-        return false;
-      }
-      st->st_mode = S_IFREG | (e.read_only.is() ? ro_perm : file_perm);
-      st->st_nlink = 1;
-      st->st_size = static_cast<off_t>(p.value().length);
-      st->st_blocks = 0;  // its clusters are counted on disk.raw
-      return true;
-    }
-    case NodeKind::kCtl:
-      // Written to run commands, read for their state (direct I/O, so the
-      // size says nothing; 0 like /proc files).
-      st->st_mode = S_IFREG | (file_perm & (ctx.read_only ? 0444 : 0644));
-      st->st_nlink = 1;
-      st->st_size = 0;
-      return true;
-    case NodeKind::kInfo:
-      st->st_mode = S_IFREG | (file_perm & 0444);
-      st->st_nlink = 1;
-      st->st_size = static_cast<off_t>(InfoJsonOf(ctx, node.image).size());
-      return true;
-    case NodeKind::kLayer: {
-      auto chain = ctx.ns.GetChain(node.image);
-      if (!chain.ok()) {
-        *err = ErrnoOf(chain.status());
-        return false;
-      }
-      if (node.depth >= chain.value()->depth()) {
-        *err = ENOENT;
-        return false;
-      }
-      st->st_mode = S_IFREG | (file_perm & 0444);
-      st->st_nlink = 1;
-      st->st_size = static_cast<off_t>(chain.value()->VirtualSize(node.depth));
-      st->st_blocks = static_cast<blkcnt_t>(chain.value()->layer(node.depth).AllocatedBytes() / 512);
-      return true;
-    }
-    case NodeKind::kSnapshot: {
-      auto chain = ctx.ns.GetSnapshotChain(node.image, node.depth);
-      if (!chain.ok()) {
-        *err = ErrnoOf(chain.status());
-        return false;
-      }
-      st->st_mode = S_IFREG | (file_perm & 0444);
-      st->st_nlink = 1;
-      st->st_size = static_cast<off_t>(chain.value()->VirtualSize(0));
-      st->st_blocks = 0;  // shares its clusters with the image: du counts them there
-      return true;
-    }
-    default:
-      *err = ENOENT;
-      return false;
-  }
+  *err = StatImageNode(ctx, node, st);
+  return *err == 0;
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {

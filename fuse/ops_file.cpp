@@ -88,9 +88,77 @@ bool CallerMayReadChain(fuse_req_t req, const Chain& chain, size_t depth) {
 
 }  // namespace
 
+namespace {
+
+// Opens disk.raw, a layer view or a partition view into `of`; an errno
+// on failure.
+int OpenDiskView(fuse_req_t req, FsContext& ctx, bool want_write, OpenFile& of, fuse_file_info* fi) {
+  const NodeRef node = of.node;
+  if (want_write && (node.kind == NodeKind::kLayer || ctx.ns.image(node.image).read_only.is())) return EROFS;
+  if (want_write) {
+    // The first writer claims the image (QEMU's locks); a VM that has it
+    // makes it read-only for now, and user.imgfs.read_only says why.
+    Status claim = ctx.ns.ClaimForWrite(node.image);
+    if (!claim.ok()) {
+      Log(LogLevel::kWarning, "refused to write " + ctx.ns.image(node.image).path + ": " + claim.message());
+      return claim.code() == Code::kBusy ? EROFS : ErrnoOf(claim);
+    }
+  }
+  auto chain = ctx.ns.GetChain(node.image);
+  if (!chain.ok()) return ErrnoOf(chain.status());
+  const size_t depth = node.kind == NodeKind::kLayer ? node.depth : 0;
+  if (depth >= chain.value()->depth()) return ENOENT;
+  if (!CallerMayReadChain(req, *chain.value(), depth)) return EACCES;
+  of.chain = chain.value();
+  of.depth = depth;
+  of.writable = want_write;
+  if (node.kind == NodeKind::kPartition) {
+    auto part = FindPartition(ctx, node.image, unsigned(node.depth));
+    if (!part.ok()) return ErrnoOf(part.status());
+    of.shift = part.value().offset;
+    of.limit = part.value().length;
+    ++ctx.ns.image(node.image).open_partition_views;
+  }
+  // disk.raw changes only through this mount, so its page cache stays
+  // right across opens; a layer view shares bytes with disk.raw under
+  // another inode, so it starts fresh at every open.
+  fi->keep_cache = node.kind == NodeKind::kDisk;
+  return 0;
+}
+
+int OpenSnapshotView(fuse_req_t req, FsContext& ctx, bool want_write, OpenFile& of, fuse_file_info* fi) {
+  if (want_write) return EROFS;
+  auto chain = ctx.ns.GetSnapshotChain(of.node.image, of.node.depth);
+  if (!chain.ok()) return ErrnoOf(chain.status());
+  if (!CallerMayReadChain(req, *chain.value(), 0)) return EACCES;
+  of.chain = chain.value();
+  of.depth = 0;
+  fi->keep_cache = 1;  // a snapshot never changes while mounted
+  return 0;
+}
+
+int OpenInfo(fuse_req_t req, FsContext& ctx, bool want_write, OpenFile& of, fuse_file_info* fi) {
+  if (want_write) return EACCES;
+  if (auto chain = ctx.ns.GetChain(of.node.image); chain.ok() && !CallerMayReadChain(req, *chain.value(), 0))
+    return EACCES;  // it names and sizes every file of the chain
+  of.content = InfoJsonOf(ctx, of.node.image);
+  fi->direct_io = 1;
+  return 0;
+}
+
+int OpenCtl(FsContext& ctx, bool want_write, fuse_file_info* fi) {
+  // A read-only image still takes check and flush; the rest get EROFS.
+  if (want_write && ctx.read_only) return EROFS;
+  fi->direct_io = 1;  // every read shows the state now
+  fi->nonseekable = 0;
+  return 0;
+}
+
+}  // namespace
+
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   FsContext& ctx = Ctx(req);
-  NodeRef node = NodeOf(ino);
+  const NodeRef node = NodeOf(ino);
   const bool want_write = (fi->flags & O_ACCMODE) != O_RDONLY;
   if (node.kind != NodeKind::kRoot && node.kind != NodeKind::kInvalid && node.image >= ctx.ns.size()) {
     fuse_reply_err(req, ENOENT);
@@ -98,99 +166,19 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   auto of = std::make_unique<OpenFile>();
   of->node = node;
+  int err = EISDIR;
   switch (node.kind) {
     case NodeKind::kDisk:
     case NodeKind::kPartition:
-    case NodeKind::kLayer: {
-      if (want_write && (node.kind == NodeKind::kLayer || ctx.ns.image(node.image).read_only.is())) {
-        fuse_reply_err(req, EROFS);
-        return;
-      }
-      if (want_write) {
-        // The first writer claims the image (QEMU's locks); a VM that has
-        // it makes it read-only for now, and user.imgfs.read_only says why.
-        Status claim = ctx.ns.ClaimForWrite(node.image);
-        if (!claim.ok()) {
-          Log(LogLevel::kWarning, "refused to write " + ctx.ns.image(node.image).path + ": " + claim.message());
-          fuse_reply_err(req, claim.code() == Code::kBusy ? EROFS : ErrnoOf(claim));
-          return;
-        }
-      }
-      auto chain = ctx.ns.GetChain(node.image);
-      if (!chain.ok()) {
-        ReplyStatus(req, chain.status());
-        return;
-      }
-      if (node.kind == NodeKind::kLayer && node.depth >= chain.value()->depth()) {
-        fuse_reply_err(req, ENOENT);
-        return;
-      }
-      if (!CallerMayReadChain(req, *chain.value(), node.kind == NodeKind::kLayer ? node.depth : 0)) {
-        fuse_reply_err(req, EACCES);
-        return;
-      }
-      of->chain = chain.value();
-      of->depth = node.kind == NodeKind::kLayer ? node.depth : 0;
-      of->writable = want_write;
-      if (node.kind == NodeKind::kPartition) {
-        auto part = FindPartition(ctx, node.image, unsigned(node.depth));
-        if (!part.ok()) {
-          ReplyStatus(req, part.status());
-          return;
-        }
-        of->shift = part.value().offset;
-        of->limit = part.value().length;
-        ++ctx.ns.image(node.image).open_partition_views;
-      }
-      // disk.raw changes only through this mount, so its page cache stays
-      // right across opens; a layer view shares bytes with disk.raw under
-      // another inode, so it starts fresh at every open.
-      fi->keep_cache = node.kind == NodeKind::kDisk;
-      break;
-    }
-    case NodeKind::kSnapshot: {
-      if (want_write) {
-        fuse_reply_err(req, EROFS);
-        return;
-      }
-      auto chain = ctx.ns.GetSnapshotChain(node.image, node.depth);
-      if (!chain.ok()) {
-        ReplyStatus(req, chain.status());
-        return;
-      }
-      if (!CallerMayReadChain(req, *chain.value(), 0)) {
-        fuse_reply_err(req, EACCES);
-        return;
-      }
-      of->chain = chain.value();
-      of->depth = 0;
-      fi->keep_cache = 1;  // a snapshot never changes while mounted
-      break;
-    }
-    case NodeKind::kCtl:
-      // A read-only image still takes check and flush; the rest get EROFS.
-      if (want_write && ctx.read_only) {
-        fuse_reply_err(req, EROFS);
-        return;
-      }
-      fi->direct_io = 1;  // every read shows the state now
-      fi->nonseekable = 0;
-      break;
-    case NodeKind::kInfo:
-      if (want_write) {
-        fuse_reply_err(req, EACCES);
-        return;
-      }
-      if (auto chain = ctx.ns.GetChain(node.image); chain.ok() && !CallerMayReadChain(req, *chain.value(), 0)) {
-        fuse_reply_err(req, EACCES);  // it names and sizes every file of the chain
-        return;
-      }
-      of->content = InfoJsonOf(ctx, node.image);
-      fi->direct_io = 1;
-      break;
-    default:
-      fuse_reply_err(req, EISDIR);
-      return;
+    case NodeKind::kLayer: err = OpenDiskView(req, ctx, want_write, *of, fi); break;
+    case NodeKind::kSnapshot: err = OpenSnapshotView(req, ctx, want_write, *of, fi); break;
+    case NodeKind::kCtl: err = OpenCtl(ctx, want_write, fi); break;
+    case NodeKind::kInfo: err = OpenInfo(req, ctx, want_write, *of, fi); break;
+    default: break;
+  }
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
   }
   // O_TRUNC arrives here (atomic_o_trunc) and is ignored on purpose: a
   // disk never shrinks by being opened.
@@ -205,59 +193,32 @@ void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  OpenFile* of = Of(fi);
-  if (of->node.kind == NodeKind::kCtl) {
-    const std::string c = Ctx(req).ns.image(of->node.image).control.State();
-    if (static_cast<size_t>(off) >= c.size()) {
-      fuse_reply_buf(req, nullptr, 0);
-      return;
-    }
-    fuse_reply_buf(req, c.data() + off, std::min(size, c.size() - static_cast<size_t>(off)));
-    return;
-  }
-  if (!of->chain) {  // info.json
-    const std::string& c = of->content;
-    if (static_cast<size_t>(off) >= c.size()) {
-      fuse_reply_buf(req, nullptr, 0);
-      return;
-    }
-    fuse_reply_buf(req, c.data() + off, std::min(size, c.size() - static_cast<size_t>(off)));
-    return;
-  }
-  const Chain& chain = *of->chain;
-  const uint64_t vsize = ViewSize(*of);
-  if (off < 0 || static_cast<uint64_t>(off) >= vsize) {
+namespace {
+
+void ReplyText(fuse_req_t req, const std::string& text, size_t size, off_t off) {
+  if (off < 0 || static_cast<size_t>(off) >= text.size()) {
     fuse_reply_buf(req, nullptr, 0);
     return;
   }
-  // From resolving to the end of the reply (the kernel splices from the
-  // image file): no cluster this read resolved is handed out again meanwhile.
-  ReadScope reading;
-  size = std::min<uint64_t>(size, vsize - static_cast<uint64_t>(off));
-  off += static_cast<off_t>(of->shift);  // from here on: disk offsets
+  fuse_reply_buf(req, text.data() + off, std::min(size, text.size() - static_cast<size_t>(off)));
+}
 
-  // One buffer per resolved run: the image file itself for verbatim data
-  // (spliced by the kernel), the zero page for holes, memory otherwise.
-  std::vector<fuse_buf> bufs;
-  std::vector<std::unique_ptr<char[]>> owned;
-  // Runs only the driver can read (compressed clusters): decoded together
-  // below, on all cores.
+// A read's reply: one buffer per resolved run, the image file itself for
+// verbatim data (spliced by the kernel), the zero page for holes, memory
+// otherwise. Runs only the driver can read (compressed clusters) are
+// decoded together, on all cores.
+struct ReadReply {
   struct Deferred {
     Resolved r;
     uint64_t pos;
     char* out;
   };
+  std::vector<fuse_buf> bufs;
+  std::vector<std::unique_ptr<char[]>> owned;
   std::vector<Deferred> deferred;
-  uint64_t pos = static_cast<uint64_t>(off);
-  const uint64_t end = pos + size;
-  while (pos < end) {
-    Resolved r;
-    Status st = chain.Resolve(of->depth, pos, end - pos, &r);
-    if (!st.ok()) {
-      ReplyStatus(req, st);
-      return;
-    }
+
+  // Adds the run `r` at disk offset `pos`; false if out of memory.
+  bool Add(const Resolved& r, uint64_t pos) {
     fuse_buf b{};
     b.size = r.length;
     if (r.kind == Resolved::kData && r.file->fd() >= 0 && r.host_offset + r.length <= r.file->Size()) {
@@ -268,14 +229,11 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
       b.mem = const_cast<char*>(ZeroBuffer());
     } else {
       owned.emplace_back(new (std::nothrow) char[r.length]);
-      if (!owned.back()) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-      }
+      if (!owned.back()) return false;
       b.mem = owned.back().get();
       deferred.push_back({r, pos, owned.back().get()});
     }
-    // Merge with the previous buffer when the bytes continue it.
+    // Merged with the previous buffer when the bytes continue it.
     if (!bufs.empty()) {
       fuse_buf& p = bufs.back();
       const bool fd_cont = (p.flags & FUSE_BUF_IS_FD) && (b.flags & FUSE_BUF_IS_FD) && p.fd == b.fd &&
@@ -283,52 +241,84 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
       const bool zero_cont = p.mem == ZeroBuffer() && b.mem == ZeroBuffer() && p.size + b.size <= kZeroBytes;
       if (fd_cont || zero_cont) {
         p.size += b.size;
-        pos += r.length;
-        continue;
+        return true;
       }
     }
     bufs.push_back(b);
-    pos += r.length;
+    return true;
   }
-  // Sequential readers come back for what follows: ask the host to start
-  // reading the image file past the last spliced run now, so its disk works
-  // while this reply travels (the kernel's own readahead on the image file
-  // is small and starts only when the next request arrives).
-  // Only for a reader that continues where it stopped: random readers would
-  // pay for 2 MiB they never read.
-  const bool sequential = of->next_offset.exchange(static_cast<uint64_t>(off) + size) == static_cast<uint64_t>(off);
-  if (sequential && !bufs.empty() && (bufs.back().flags & FUSE_BUF_IS_FD)) {
-    const fuse_buf& last = bufs.back();
-    posix_fadvise(last.fd, last.pos + static_cast<off_t>(last.size), kPrefetch, POSIX_FADV_WILLNEED);
+  Status Decode(const Chain& chain) {
+    std::vector<Status> results(deferred.size());
+    ParallelFor(deferred.size(), [&](size_t i) {
+      results[i] = chain.ReadResolved(deferred[i].r, deferred[i].pos, deferred[i].out);
+    });
+    for (const Status& st : results) IMGFS_RETURN_IF_ERROR(st);
+    return Status::OK();
   }
-  std::vector<Status> results(deferred.size());
-  ParallelFor(deferred.size(), [&](size_t i) {
-    results[i] = chain.ReadResolved(deferred[i].r, deferred[i].pos, deferred[i].out);
-  });
-  for (const Status& st : results) {
-    if (!st.ok()) {
-      ReplyStatus(req, st);
+  void Send(fuse_req_t req) const {
+    // All in memory (decoded clusters, zeros): one writev straight from
+    // the buffers. Through libfuse's splice path memory is first copied
+    // into a pipe and then again into the kernel's pages.
+    bool any_fd = false;
+    for (const fuse_buf& b : bufs) any_fd |= (b.flags & FUSE_BUF_IS_FD) != 0;
+    if (!any_fd && bufs.size() < 512) {  // well under IOV_MAX with the header
+      std::vector<iovec> iov(bufs.size());
+      for (size_t i = 0; i < bufs.size(); ++i) iov[i] = {bufs[i].mem, bufs[i].size};
+      fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
       return;
     }
+    std::vector<char> storage(sizeof(fuse_bufvec) + bufs.size() * sizeof(fuse_buf));
+    auto* vec = reinterpret_cast<fuse_bufvec*>(storage.data());
+    vec->count = bufs.size();
+    vec->idx = 0;
+    vec->off = 0;
+    std::memcpy(vec->buf, bufs.data(), bufs.size() * sizeof(fuse_buf));
+    fuse_reply_data(req, vec, FUSE_BUF_SPLICE_MOVE);
   }
-  // All in memory (decoded clusters, zeros): one writev straight from the
-  // buffers. Through libfuse's splice path memory is first copied into a
-  // pipe and then again into the kernel's pages.
-  bool any_fd = false;
-  for (const fuse_buf& b : bufs) any_fd |= (b.flags & FUSE_BUF_IS_FD) != 0;
-  if (!any_fd && bufs.size() < 512) {  // well under IOV_MAX with the header
-    std::vector<iovec> iov(bufs.size());
-    for (size_t i = 0; i < bufs.size(); ++i) iov[i] = {bufs[i].mem, bufs[i].size};
-    fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
+};
+
+// Sequential readers come back for what follows: ask the host to start
+// reading the image file past the last spliced run now, so its disk works
+// while this reply travels (the kernel's own readahead on the image file is
+// small and starts only when the next request arrives). Only for a reader
+// that continues where it stopped: random readers would pay for 2 MiB they
+// never read.
+void PrefetchAfter(OpenFile& of, uint64_t off, uint64_t size, const ReadReply& reply) {
+  const bool sequential = of.next_offset.exchange(off + size) == off;
+  if (!sequential || reply.bufs.empty() || !(reply.bufs.back().flags & FUSE_BUF_IS_FD)) return;
+  const fuse_buf& last = reply.bufs.back();
+  posix_fadvise(last.fd, last.pos + static_cast<off_t>(last.size), kPrefetch, POSIX_FADV_WILLNEED);
+}
+
+}  // namespace
+
+void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  OpenFile* of = Of(fi);
+  if (of->node.kind == NodeKind::kCtl) return ReplyText(req, Ctx(req).ns.image(of->node.image).control.State(), size, off);
+  if (!of->chain) return ReplyText(req, of->content, size, off);  // info.json
+  const Chain& chain = *of->chain;
+  const uint64_t vsize = ViewSize(*of);
+  if (off < 0 || static_cast<uint64_t>(off) >= vsize) {
+    fuse_reply_buf(req, nullptr, 0);
     return;
   }
-  std::vector<char> storage(sizeof(fuse_bufvec) + bufs.size() * sizeof(fuse_buf));
-  auto* vec = reinterpret_cast<fuse_bufvec*>(storage.data());
-  vec->count = bufs.size();
-  vec->idx = 0;
-  vec->off = 0;
-  std::memcpy(vec->buf, bufs.data(), bufs.size() * sizeof(fuse_buf));
-  fuse_reply_data(req, vec, FUSE_BUF_SPLICE_MOVE);
+  // From resolving to the end of the reply (the kernel splices from the
+  // image file): no cluster this read resolved is handed out again meanwhile.
+  ReadScope reading;
+  size = std::min<uint64_t>(size, vsize - static_cast<uint64_t>(off));
+  const uint64_t begin = static_cast<uint64_t>(off) + of->shift;  // from here on: disk offsets
+  const uint64_t end = begin + size;
+  ReadReply reply;
+  for (uint64_t pos = begin; pos < end;) {
+    Resolved r;
+    Status st = chain.Resolve(of->depth, pos, end - pos, &r);
+    if (!st.ok()) return ReplyStatus(req, st);
+    if (!reply.Add(r, pos)) return (void)fuse_reply_err(req, ENOMEM);
+    pos += r.length;
+  }
+  PrefetchAfter(*of, begin, size, reply);
+  if (Status st = reply.Decode(chain); !st.ok()) return ReplyStatus(req, st);
+  reply.Send(req);
 }
 
 // A write to ctl: one command per line, run in order; the first that

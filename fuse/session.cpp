@@ -157,40 +157,41 @@ void FillOps(fuse_lowlevel_ops* ops) {
   ops->removexattr = Guard<OpRemovexattr>::Call;
 }
 
-int RunMount(const MountConfig& cfg) {
-  // Before the scan so that left-out images are reported where the user
-  // looks: the terminal too, until we daemonize; syslog has every line.
-  SetLogging(cfg, /*echo=*/!cfg.foreground && cfg.log_file.empty());
-  RaiseFileLimit();
-  DropUnneededCapabilities();
+namespace {
+
+// Fails (saying why) unless FUSE can mount on the mountpoint; *real is its
+// canonical path.
+bool CheckMountpoint(const MountConfig& cfg, std::string* real) {
   // An ordinary user may not open /dev/fuse itself: fusermount3 (setuid)
   // does it for libfuse. Only its absence is final.
   if (access("/dev/fuse", F_OK) != 0) {
     std::fprintf(stderr, "imgfs: /dev/fuse is missing (is the fuse module loaded?)\n");
-    return 1;
+    return false;
   }
   auto mp = io::StatPath(cfg.mountpoint);
   if (!mp.ok()) {
     std::fprintf(stderr, "imgfs: mountpoint %s\n", mp.status().message().c_str());
-    return 1;
+    return false;
   }
   if (!mp.value().is_dir) {
     std::fprintf(stderr, "imgfs: mountpoint %s: not a directory\n", cfg.mountpoint.c_str());
-    return 1;
+    return false;
   }
   // Canonical before mounting: afterwards resolving it would ask ourselves.
-  const std::string mp_real = io::RealPath(cfg.mountpoint);
+  *real = io::RealPath(cfg.mountpoint);
   MountEntry existing;
-  if (FindMount(mp_real, &existing)) {
+  if (FindMount(*real, &existing)) {
     std::fprintf(stderr, "imgfs: mountpoint %s is busy: a %s file system is already mounted there\n",
                  cfg.mountpoint.c_str(), existing.fstype.c_str());
-    return 1;
+    return false;
   }
-  FsContext ctx;
-  ctx.read_only = cfg.read_only;
-  // imgfs's own -o options; the rest go to FUSE.
-  std::string fuse_options;
-  bool claim_at_mount = true;
+  return true;
+}
+
+// Takes imgfs's own -o options into `ctx` and *claim_at_mount; the rest
+// go to FUSE (*fuse_options).
+bool TakeOwnOptions(const MountConfig& cfg, FsContext& ctx, std::string* fuse_options, bool* claim_at_mount) {
+  *claim_at_mount = true;
   for (size_t start = 0; start <= cfg.fuse_options.size();) {
     size_t comma = cfg.fuse_options.find(',', start);
     if (comma == std::string::npos) comma = cfg.fuse_options.size();
@@ -200,23 +201,22 @@ int RunMount(const MountConfig& cfg) {
     if (o == "allow_shrink") {
       ctx.allow_shrink = true;
     } else if (o == "claim=mount" || o == "claim=write") {
-      claim_at_mount = o == "claim=mount";
+      *claim_at_mount = o == "claim=mount";
     } else if (o.rfind("claim=", 0) == 0) {
       std::fprintf(stderr, "imgfs: -o %s: claim is 'mount' or 'write'\n", o.c_str());
-      return 1;
+      return false;
     } else {
-      fuse_options += (fuse_options.empty() ? "" : ",") + o;
+      *fuse_options += (fuse_options->empty() ? "" : ",") + o;
     }
   }
-  // Absolute, because the daemon leaves the working directory.
-  const std::string source = io::RealPath(cfg.source);
-  Status st = ctx.ns.Scan(source, cfg.read_only, claim_at_mount);
-  if (!st.ok()) {
-    std::fprintf(stderr, "imgfs: %s\n", st.message().c_str());
-    return 1;
-  }
+  return true;
+}
 
-  std::string opts = "fsname=" + EscapeOption(source) + ",subtype=imgfs,default_permissions,max_read=" + std::to_string(kMaxRead);
+// A FUSE session mounted on the mountpoint, or null (said why).
+fuse_session* MountSession(const MountConfig& cfg, FsContext& ctx, const std::string& source,
+                           const std::string& fuse_options) {
+  std::string opts = "fsname=" + EscapeOption(source) + ",subtype=imgfs,default_permissions,max_read=" +
+                     std::to_string(kMaxRead);
   if (getuid() == 0) opts += ",allow_other";
   if (cfg.read_only) opts += ",ro";
   if (!fuse_options.empty()) opts += "," + fuse_options;
@@ -224,38 +224,24 @@ int RunMount(const MountConfig& cfg) {
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
-
   fuse_lowlevel_ops ops;
   FillOps(&ops);
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &ctx);
   if (!se) {
     std::fprintf(stderr, "imgfs: cannot create the FUSE session (bad -o options?)\n");
-    return 1;
+    return nullptr;
   }
   if (fuse_set_signal_handlers(se) != 0 || fuse_session_mount(se, cfg.mountpoint.c_str()) != 0) {
     std::fprintf(stderr, "imgfs: cannot mount on %s (busy, or no permission?)\n", cfg.mountpoint.c_str());
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
-    return 1;
+    return nullptr;
   }
-  // Four requests' worth: the kernel then keeps several 1 MiB reads in
-  // flight, so decoding and the host disk overlap with the replies
-  // (cold sequential reads: 1.5-2.3 GB/s against 0.8-1.7 with 1 MiB).
-  RaiseReadahead(mp_real, 4 * kMaxIo);
-  std::unique_ptr<PidFile> pid;
-  if (!cfg.foreground) {
-    // The parent returns only once the mount is in place and the pid file
-    // names the daemon (so an immediate `imgfs umount` can wait for it).
-    if (!Daemonize([&] { pid = std::make_unique<PidFile>(mp_real); })) {
-      fuse_session_unmount(se);
-      fuse_session_destroy(se);
-      return 1;
-    }
-    if (cfg.log_file.empty()) SetLogging(cfg);
-  } else {
-    pid = std::make_unique<PidFile>(mp_real);
-  }
+  return se;
+}
 
+// Serves requests until unmounted or signalled, then flushes every image.
+int Serve(const MountConfig& cfg, FsContext& ctx, fuse_session* se) {
   ctx.se = se;
   Watcher watcher;  // a thread: started in the daemon, after the fork
   watcher.Start(ctx);
@@ -276,6 +262,50 @@ int RunMount(const MountConfig& cfg) {
   Log(LogLevel::kInfo, "unmounted " + cfg.mountpoint);
   // libfuse reports the signal that ended the loop; that is a clean end.
   return rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP ? 0 : 1;
+}
+
+}  // namespace
+
+int RunMount(const MountConfig& cfg) {
+  // Before the scan so that left-out images are reported where the user
+  // looks: the terminal too, until we daemonize; syslog has every line.
+  SetLogging(cfg, /*echo=*/!cfg.foreground && cfg.log_file.empty());
+  RaiseFileLimit();
+  DropUnneededCapabilities();
+  std::string mp_real;
+  if (!CheckMountpoint(cfg, &mp_real)) return 1;
+  FsContext ctx;
+  ctx.read_only = cfg.read_only;
+  std::string fuse_options;
+  bool claim_at_mount;
+  if (!TakeOwnOptions(cfg, ctx, &fuse_options, &claim_at_mount)) return 1;
+  // Absolute, because the daemon leaves the working directory.
+  const std::string source = io::RealPath(cfg.source);
+  Status st = ctx.ns.Scan(source, cfg.read_only, claim_at_mount);
+  if (!st.ok()) {
+    std::fprintf(stderr, "imgfs: %s\n", st.message().c_str());
+    return 1;
+  }
+  fuse_session* se = MountSession(cfg, ctx, source, fuse_options);
+  if (!se) return 1;
+  // Four requests' worth: the kernel then keeps several 1 MiB reads in
+  // flight, so decoding and the host disk overlap with the replies
+  // (cold sequential reads: 1.5-2.3 GB/s against 0.8-1.7 with 1 MiB).
+  RaiseReadahead(mp_real, 4 * kMaxIo);
+  std::unique_ptr<PidFile> pid;
+  if (!cfg.foreground) {
+    // The parent returns only once the mount is in place and the pid file
+    // names the daemon (so an immediate `imgfs umount` can wait for it).
+    if (!Daemonize([&] { pid = std::make_unique<PidFile>(mp_real); })) {
+      fuse_session_unmount(se);
+      fuse_session_destroy(se);
+      return 1;
+    }
+    if (cfg.log_file.empty()) SetLogging(cfg);
+  } else {
+    pid = std::make_unique<PidFile>(mp_real);
+  }
+  return Serve(cfg, ctx, se);
 }
 
 }  // namespace imgfs::fs
