@@ -186,6 +186,43 @@ EOF
     rm -f "$T/.map.json" "$T/.map.txt" "$T/.map.err"
 }
 
+# check_map_zeros IMG LABEL: imgmap covers the disk, and every range it
+# calls zero reads as zeros in `qemu-img convert -O raw` (for formats that
+# qemu-img maps as all data, having no block status for them).
+check_map_zeros() {
+    local img=$1 label=$2 size
+    echo "check: imgmap $label: its zero ranges read as zeros through qemu"
+    size=$(vsize "$img")
+    "$IMGMAP" "$img" >"$T/.map.txt" 2>"$T/.map.err" || fail "imgmap $label failed: $(cat "$T/.map.err")"
+    qemu-img convert -O raw "$img" "$T/.map.raw" || fail "qemu-img convert $label failed (test setup)"
+    python3 - "$T/.map.txt" "$T/.map.raw" "$size" "$label" <<'EOF' || fail "imgmap $label calls data zero"
+import sys
+mtxt, raw, size, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+pos, zeros = 0, 0
+with open(raw, "rb") as f:
+    for line in open(mtxt):
+        start, length, kind = line.split()
+        start, length = int(start, 0), int(length, 0)
+        if start != pos or length <= 0 or kind not in ("data", "zero"):
+            sys.exit(f"{label}: imgmap line {line.strip()!r} does not continue at {pos}")
+        pos += length
+        if kind != "zero":
+            continue
+        zeros += length
+        f.seek(start)
+        left = length
+        while left:
+            b = f.read(min(left, 1 << 20))
+            if not b or b.count(0) != len(b):
+                sys.exit(f"{label}: imgmap says zero at {start}+{length}, qemu reads data there")
+            left -= len(b)
+if pos != size:
+    sys.exit(f"{label}: imgmap ends at {pos}, virtual size {size}")
+print(f"   {zeros} of {size} bytes mapped as zeros, all read as zeros")
+EOF
+    rm -f "$T/.map.txt" "$T/.map.raw" "$T/.map.err"
+}
+
 # qcheck IMG LABEL: qemu-img check must be clean (no corruption, no leaks)
 qcheck() {
     local img=$1 label=$2 out rc=0

@@ -1,7 +1,9 @@
-// vhdx (Hyper-V): recognised by its file type identifier, not served yet.
+// vhdx (Hyper-V): dynamic, fixed and differencing disks, read-only so far.
+#include "formats/vhdx/vhdx_driver.h"
+
 #include <cstring>
 
-#include "formats/vhdx/vhdx_driver.h"
+#include "formats/vhdx/vhdx_image.h"
 
 namespace imgfs::vhdx {
 namespace {
@@ -12,6 +14,11 @@ int Probe(const io::File&, const uint8_t* head, size_t len) {
 
 }  // namespace
 
-const FormatDriver kDriver = {.name = "vhdx", .probe = Probe};
+const FormatDriver kDriver = {
+    .name = "vhdx",
+    .probe = Probe,
+    .open = VhdxImage::Open,
+    .caps = {.backing = true},
+};
 
 }  // namespace imgfs::vhdx

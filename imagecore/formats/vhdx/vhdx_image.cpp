@@ -1,0 +1,246 @@
+#include "formats/vhdx/vhdx_image.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/endian.h"
+#include "formats/vhdx/vhdx_log.h"
+
+namespace imgfs::vhdx {
+namespace {
+
+constexpr uint64_t kMaxPayloadOffset = uint64_t(1) << 56;  // far past any real file; keeps sums from wrapping
+
+bool ReadsBelow(uint8_t state) {
+  return state == kNotPresent || state == kUndefined || state == kUnmapped;
+}
+
+// "{83EE...}" as parent_linkage stores a GUID, against `g`.
+bool SameGuidText(const std::string& text, const Guid& g) {
+  std::string t = text;
+  if (t.size() == 38 && t.front() == '{' && t.back() == '}') t = t.substr(1, 36);
+  return Guid::FromText(t.c_str()) == g && !g.zero();
+}
+
+}  // namespace
+
+const FormatDriver& VhdxImage::driver() const { return kDriver; }
+
+Result<std::unique_ptr<Image>> VhdxImage::Open(std::unique_ptr<io::File> file, const OpenOptions& opts) {
+  std::unique_ptr<VhdxImage> img(new VhdxImage());
+  img->file_ = std::move(file);
+  const std::string path = img->file_->path();
+  char ident[8];
+  IMGFS_RETURN_IF_ERROR(img->file_->PRead(0, ident, sizeof ident));
+  if (std::memcmp(ident, "vhdxfile", 8)) return Corrupt(path + ": no VHDX file type identifier");
+  Status st = img->ReadHeaders();
+  if (st.ok() && !img->header_.log.zero()) {
+    // Entries not yet applied: here in memory; the file stays as it is.
+    auto replay = ReadLog(*img->file_, img->header_);
+    if (!replay.ok()) return replay.status().Prefixed(path);
+    if (replay.value()) img->replayed_ = ReplayedView(*img->file_, std::move(*replay.value()));
+  }
+  if (st.ok()) st = img->ReadRegions();
+  if (!st.ok()) return st.Prefixed(path);
+  img->read_only_reason_ = "writing VHDX images is not supported yet";
+  (void)opts;
+  return std::unique_ptr<Image>(std::move(img));
+}
+
+Status VhdxImage::ReadHeaders() {
+  std::vector<uint8_t> buf(kHeaderBytes);
+  Result<Header> h[2] = {Corrupt(""), Corrupt("")};
+  for (int i = 0; i < 2; ++i) {
+    IMGFS_RETURN_IF_ERROR(file_->PRead(kHeaderOffsets[i], buf.data(), buf.size()));
+    h[i] = ParseHeader(buf.data());
+  }
+  if (!h[0].ok() && !h[1].ok()) return Corrupt("no valid header (" + h[0].status().message() + ")");
+  const int cur = !h[1].ok() ? 0 : !h[0].ok() ? 1 : h[1].value().sequence > h[0].value().sequence ? 1 : 0;
+  header_ = h[cur].value();
+  if (header_.log_version != 0) return Unsupported("log version " + std::to_string(header_.log_version));
+  if (header_.log_offset % kMiB || header_.log_length % kMiB || (header_.log_length && header_.log_offset < kMiB))
+    return Corrupt("log not placed on whole MiB");
+  return Status::OK();
+}
+
+Status VhdxImage::ReadRegions() {
+  std::vector<uint8_t> buf(kRegionTableBytes);
+  Result<std::vector<Region>> table = Corrupt("");
+  for (uint64_t at : kRegionTableOffsets) {
+    IMGFS_RETURN_IF_ERROR(view().PRead(at, buf.data(), buf.size()));
+    table = ParseRegionTable(buf.data());
+    if (table.ok()) break;
+  }
+  if (!table.ok()) return table.status();
+  const Region* bat = nullptr;
+  const Region* meta = nullptr;
+  for (const Region& r : table.value()) {
+    if (r.id == kBatRegion) bat = &r;
+    else if (r.id == kMetadataRegion) meta = &r;
+    else if (r.required) return Unsupported("unknown required region " + r.id.ToText());
+  }
+  if (!bat || !meta) return Corrupt(std::string("no ") + (bat ? "metadata" : "BAT") + " region");
+  IMGFS_ASSIGN_OR_RETURN(params_, ReadMetadata(view(), *meta));
+  geometry_ = std::make_unique<BatGeometry>(params_);
+  if (geometry_->entries > bat->length / 8)
+    return Corrupt("BAT region of " + std::to_string(bat->length) + " bytes holds fewer than the disk's " +
+                   std::to_string(geometry_->entries) + " entries");
+  bat_offset_ = bat->offset;
+  bat_length_ = bat->length;
+  return Status::OK();
+}
+
+Result<uint64_t> VhdxImage::BatEntryLocked(uint64_t index) {
+  const uint64_t at = bat_offset_ + index * 8;
+  const uint64_t page = at / kPageBytes * kPageBytes;
+  const io::File& f = view();
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * p, pages_.Get(page, [&f](uint64_t off, uint8_t* buf) {
+    return f.PRead(off, buf, kPageBytes);
+  }, [] { return Status::OK(); }));
+  return LoadLE64(p + (at - page));
+}
+
+Result<std::pair<bool, uint64_t>> VhdxImage::SectorRunLocked(uint64_t block, uint64_t sector, uint64_t max) {
+  IMGFS_ASSIGN_OR_RETURN(const uint64_t e, BatEntryLocked(geometry_->BitmapEntry(block)));
+  if (EntryState(e) != kBitmapPresent || EntryOffset(e) < kMiB || EntryOffset(e) > kMaxPayloadOffset)
+    return Corrupt("block " + std::to_string(block) + " is partly present without a sector bitmap");
+  const uint64_t per_block = params_.block_size / params_.logical_sector;
+  uint64_t bit = block % geometry_->chunk_ratio * per_block + sector;
+  const io::File& f = view();
+  bool first = false;
+  uint64_t n = 0;
+  while (n < max) {
+    const uint64_t at = EntryOffset(e) + bit / 8;
+    const uint64_t page = at / kPageBytes * kPageBytes;
+    IMGFS_ASSIGN_OR_RETURN(uint8_t * p, pages_.Get(page, [&f](uint64_t off, uint8_t* buf) {
+      return f.PRead(off, buf, kPageBytes);
+    }, [] { return Status::OK(); }));
+    const bool set = (p[at - page] >> (bit % 8)) & 1;
+    if (n == 0) first = set;
+    else if (set != first) break;
+    ++n;
+    ++bit;
+  }
+  return std::make_pair(first, n);
+}
+
+Status VhdxImage::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
+  const uint64_t bs = params_.block_size;
+  MutexLock l(bat_mu_);
+  uint64_t block = off / bs;
+  IMGFS_ASSIGN_OR_RETURN(uint64_t e, BatEntryLocked(geometry_->PayloadEntry(block)));
+  const uint8_t state = EntryState(e);
+  const uint64_t within = off % bs;
+  uint64_t n = std::min(len, bs - within);
+  *out = Extent{};
+  switch (state) {
+    case kFullyPresent: {
+      const uint64_t host = EntryOffset(e);
+      if (host < kMiB || host > kMaxPayloadOffset) return Corrupt("block " + std::to_string(block) + " at offset " + std::to_string(host));
+      // Blocks that follow it in the file too make one run.
+      while (n < len && (block + 1) * bs < params_.disk_size) {
+        IMGFS_ASSIGN_OR_RETURN(const uint64_t next, BatEntryLocked(geometry_->PayloadEntry(block + 1)));
+        if (EntryState(next) != kFullyPresent || EntryOffset(next) != host + (block + 1 - off / bs) * bs) break;
+        ++block;
+        n = std::min(len, n + bs);
+      }
+      out->kind = replayed_ ? ExtentKind::kOpaque : ExtentKind::kData;
+      out->file = file_.get();
+      out->host_offset = host + within;
+      break;
+    }
+    case kPartiallyPresent: {
+      if (!params_.has_parent) return Corrupt("block " + std::to_string(block) + " is partly present in a disk without a parent");
+      const uint64_t host = EntryOffset(e);
+      if (host < kMiB || host > kMaxPayloadOffset) return Corrupt("block " + std::to_string(block) + " at offset " + std::to_string(host));
+      const uint64_t ss = params_.logical_sector;
+      // Sector granular: `off` and `len` may cut sectors; whole ones are asked.
+      const uint64_t first = within / ss, last = (within + n + ss - 1) / ss;
+      IMGFS_ASSIGN_OR_RETURN(auto run, SectorRunLocked(block, first, last - first));
+      n = std::min(n, (first + run.second) * ss - within);
+      if (run.first) {
+        out->kind = replayed_ ? ExtentKind::kOpaque : ExtentKind::kData;
+        out->file = file_.get();
+        out->host_offset = host + within;
+      } else {
+        out->kind = ExtentKind::kUnallocated;
+      }
+      break;
+    }
+    case kZero:
+    case kNotPresent:
+    case kUndefined:
+    case kUnmapped: {
+      // Runs of such blocks are one answer.
+      const bool zero = state == kZero;
+      while (n < len && (block + 1) * bs < params_.disk_size) {
+        IMGFS_ASSIGN_OR_RETURN(const uint64_t next, BatEntryLocked(geometry_->PayloadEntry(block + 1)));
+        const uint8_t s = EntryState(next);
+        if (zero ? s != kZero : !ReadsBelow(s)) break;
+        ++block;
+        n = std::min(len, n + bs);
+      }
+      out->kind = zero ? ExtentKind::kZero : ExtentKind::kUnallocated;
+      break;
+    }
+    default:
+      return Corrupt("block " + std::to_string(block) + " has the unknown state " + std::to_string(state));
+  }
+  out->length = n;
+  return Status::OK();
+}
+
+Status VhdxImage::ReadOpaque(uint64_t off, void* buf, size_t len) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (len) {
+    Extent e;
+    IMGFS_RETURN_IF_ERROR(BlockStatus(off, len, &e));
+    if (e.kind == ExtentKind::kData || e.kind == ExtentKind::kOpaque)
+      IMGFS_RETURN_IF_ERROR(view().PRead(e.host_offset, p, e.length));
+    else
+      std::memset(p, 0, e.length);
+    off += e.length;
+    p += e.length;
+    len -= e.length;
+  }
+  return Status::OK();
+}
+
+Status VhdxImage::Write(uint64_t, const void*, size_t, const LayerReader*) {
+  return ReadOnly(file_->path() + ": " + read_only_reason_);
+}
+
+std::optional<BackingRef> VhdxImage::Backing() const {
+  if (!params_.parent) return std::nullopt;
+  BackingRef ref;
+  ref.format = "vhdx";
+  for (const char* key : {"relative_path", "volume_path", "absolute_win32_path"}) {
+    const std::string* v = params_.parent->Find(key);
+    if (!v) continue;
+    if (ref.name.empty()) ref.name = *v;
+    else ref.alternates.push_back(*v);
+  }
+  return ref;
+}
+
+Status VhdxImage::CheckParent(const Image& parent) const {
+  if (!params_.parent) return Status::OK();
+  if (&parent.driver() != &kDriver) return Corrupt("the parent of a VHDX differencing disk is no VHDX image");
+  const Guid& data = static_cast<const VhdxImage&>(parent).header().data_write;
+  const std::string* link = params_.parent->Find("parent_linkage");
+  const std::string* link2 = params_.parent->Find("parent_linkage2");
+  if ((link && SameGuidText(*link, data)) || (link2 && SameGuidText(*link2, data))) return Status::OK();
+  return Corrupt(file_->path() + ": its parent_linkage " + (link ? *link : std::string("(none)")) +
+                 " is not the data write GUID of " + parent.file().path() + " ({" + data.ToText() +
+                 "}): the parent changed since this disk was made on it");
+}
+
+ImageInfo VhdxImage::Info() const {
+  ImageInfo info;
+  info.format = "vhdx";
+  info.virtual_size = params_.disk_size;
+  info.cluster_size = params_.block_size;
+  return info;
+}
+
+}  // namespace imgfs::vhdx

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# VHDX images that qemu-img makes, with every create option, read through
+# imagecore byte for byte as `qemu-img convert -O raw` reads them: block
+# sizes 1, 32 and 256 MiB, log sizes 1 and 8 MiB, block_state_zero on and
+# off, fixed; data at unaligned offsets, across blocks, zeroed and
+# discarded ranges. imgfs info agrees with qemu-img info; what imgmap
+# calls zero reads as zeros.
+# Then the log: an entry written but not applied (tools/vhdx_pending_log.py,
+# as a writer killed between the log write and the in-place update leaves
+# it) reads as qemu reads the image once it has replayed the log, without
+# a byte of the file changing; qemu-img itself refuses such an image
+# read-only.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=interop_lib.sh
+. "$HERE/interop_lib.sh"
+need_cmd qemu-img qemu-io python3 cmp sha256sum
+need_tool "$IMGCAT" "$IMGMAP" "$IMGFS"
+tmpdir
+
+SIZE=$((600 * MiB + 512))  # not a whole block: the last one is cut short
+
+# fill IMG BLOCK: data at unaligned offsets, one write across a block
+# boundary, a zeroed range and a discarded one.
+fill() {
+    local img=$1 bs=$2 k
+    k=$(((SIZE - 8192) / bs - 1))  # a block after which one more fits
+    [ "$k" -le 3 ] || k=3
+    qio "$img" vhdx "write -P 0x5a 1000 5000" \
+        "write -P 0x11 $((bs - 700)) 1400" \
+        "write -P 0x22 $((k * bs + 512)) $((bs + 4096))" \
+        "write -P 0x33 $((SIZE - 3000)) 3000" \
+        "write -z $((k * bs + 4096)) 8192" \
+        "discard $((bs / 2)) $((bs / 2))"
+}
+
+# same_info IMG LABEL: virtual size and cluster size as qemu-img says
+same_info() {
+    local img=$1 label=$2
+    python3 - "$label" <(qemu-img info --output=json "$img") <("$IMGFS" info --output=json "$img") <<'PY' ||
+import json, sys
+label, q, m = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+for k in ("format", "virtual-size", "cluster-size"):
+    if q.get(k) != m.get(k):
+        sys.exit(f"{label}: {k}: qemu-img says {q.get(k)}, imgfs {m.get(k)}")
+PY
+        fail "imgfs info $label differs from qemu-img info"
+}
+
+n=0
+for opts in "block_size=1M" "block_size=32M,block_state_zero=off" "block_size=256M" \
+    "block_size=32M,log_size=8M" "block_state_zero=on" "subformat=fixed,block_size=8M"; do
+    img=$T/d$n.vhdx
+    size=$SIZE
+    [[ $opts == *fixed* ]] && size=$((40 * MiB + 512))
+    qcreate -f vhdx -o "$opts" "$img" "$size"
+    bs=$(qemu-img info --output=json "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster-size"])')
+    if [[ $opts == *fixed* ]]; then
+        qio "$img" vhdx "write -P 0x5a 1000 5000" "write -P 0x22 $((bs - 100)) 300"
+    else
+        SIZE=$size fill "$img" "$bs"
+    fi
+    qemu_raw "$img" vhdx "$T/want.raw"
+    check_cat "$img" "$T/want.raw" "vhdx ($opts)"
+    check_cat_ranges "$img" "$T/want.raw" "vhdx ($opts)" "999 5002" "$((bs - 701)) 1402" "$((size - 4097)) 4097"
+    same_info "$img" "($opts)"
+    check_map_zeros "$img" "vhdx ($opts)"
+    n=$((n + 1))
+done
+
+echo "== a log entry not yet applied"
+img=$T/pending.vhdx
+qcreate -f vhdx -o block_size=8M "$img" 64M
+qio "$img" vhdx "write -P 0x5a 1M 3M" "write -P 0x11 40M 512"
+qemu_raw "$img" vhdx "$T/before.raw"
+# Into the first data block's file bytes: 4 KiB of data, then 4 KiB zeroed.
+host=$("$IMGFS" map --output=json "$img" | python3 -c '
+import json, sys
+print(next(e["offset"] for e in json.load(sys.stdin) if e["data"]))')
+python3 "$HERE/tools/vhdx_pending_log.py" "$img" $((host + MiB + 4096)) $((host + MiB + 8192))
+sum=$(sha256sum <"$img")
+"$IMGCAT" "$img" >"$T/view.raw" || fail "imgcat of an image with a pending log failed"
+[ "$(sha256sum <"$img")" = "$sum" ] || fail "reading an image with a pending log changed its file"
+if qemu-img convert -O raw "$img" "$T/refused.raw" 2>"$T/err"; then
+    echo "   (this qemu-img reads such an image read-only: comparing with it too)"
+    cmp "$T/refused.raw" "$T/view.raw" || fail "qemu-img reads the image with a pending log otherwise"
+else
+    grep -q "log that needs to be replayed" "$T/err" || fail "qemu-img refused for another reason: $(cat "$T/err")"
+    echo "   qemu-img refuses it read-only: $(head -n1 "$T/err")"
+fi
+cp "$img" "$T/replayed.vhdx"
+qio "$T/replayed.vhdx" vhdx "flush"  # a writable open replays the log
+qemu_raw "$T/replayed.vhdx" vhdx "$T/after.raw"
+cmp -s "$T/before.raw" "$T/after.raw" && fail "the test's log entry changed nothing (test setup)"
+cmp "$T/after.raw" "$T/view.raw" || fail "imgcat of the pending log differs from qemu after its replay"
+"$IMGFS" info "$img" >/dev/null || fail "imgfs info refused an image with a pending log"
+[ "$(sha256sum <"$img")" = "$sum" ] || fail "imgfs info changed an image with a pending log"
+
+echo "PASS: vhdx read ($n images made by qemu-img, one with a pending log)"
