@@ -23,6 +23,13 @@ void QuietLogs();
 // can never reach a host file.
 std::unique_ptr<io::File> MemFileWith(const uint8_t* data, size_t size);
 
+// A sparse memory file from `data` read as records, each a 4-byte
+// little-endian file offset, a 2-byte length and that many bytes laid at
+// the offset (later records win); what no record covers reads as zeros.
+// Offsets past kMaxFileBytes are dropped. For formats whose structures lie
+// megabytes apart (VHDX), where a whole file would make inputs too big.
+std::unique_ptr<io::File> SparseFileFrom(const uint8_t* data, size_t size);
+
 // Reads big-endian fields from the front of an input, zeros once it is
 // used up, so that every input decodes to some parameters.
 class Fields {

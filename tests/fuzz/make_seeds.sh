@@ -10,6 +10,7 @@
 #   partitions/      u64 disk size (LE) + the first bytes of MBR/GPT disks
 #   vmdk/            sparse extents (KDMV, COWD, seSparse), whole
 #   vmdk_descriptor/ descriptor texts
+#   vhdx/            images as sparse records (sparse_records.py)
 #   ctl/ size/       text
 # Exits 77 (skip) when qemu-img, qemu-io or python3 is missing.
 set -euo pipefail
@@ -20,7 +21,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [[ $# -eq 1 ]] || { echo "usage: $0 OUT_DIR" >&2; exit 2; }
 OUT=$1
 need_cmd qemu-img qemu-io python3 head
-mkdir -p "$OUT"/{qcow2,snapshot_table,bitmap_dir,partitions,ctl,size,vmdk,vmdk_descriptor}
+mkdir -p "$OUT"/{qcow2,snapshot_table,bitmap_dir,partitions,ctl,size,vmdk,vmdk_descriptor,vhdx}
 [[ -z $(ls -A "$OUT/qcow2") ]] || fail "$OUT is not empty"
 tmpdir
 MAX=$((1024 * 1024))
@@ -115,6 +116,30 @@ if [[ -d $IMGFS_CORPUS/vmdk ]]; then
     while IFS= read -r -d '' f; do
         head -c "$MAX" "$f" >"$OUT/vmdk/corpus-$(basename "$f")"
     done < <(find "$IMGFS_CORPUS/vmdk" -type f -name '*.vmdk' -print0 | sort -z)
+fi
+
+echo "== vhdx images"
+mkdir vhdx && (
+    cd vhdx
+    qi create -f vhdx -o block_size=1M small-blocks.vhdx 8M
+    qi create -f vhdx -o block_size=32M,block_state_zero=off big-blocks.vhdx 100M
+    qi create -f vhdx -o subformat=fixed,block_size=1M fixed.vhdx 4M
+    for f in small-blocks big-blocks fixed; do
+        qio -f vhdx -c 'write -P 0x11 1000 64k' -c 'write -z 2M 64k' -c 'write -P 0x22 3M 4k' $f.vhdx
+    done
+    cp small-blocks.vhdx pending-log.vhdx
+    python3 "$HERE/../interop/tools/vhdx_pending_log.py" pending-log.vhdx $((4 * 1024 * 1024)) $((4 * 1024 * 1024 + 8192))
+)
+for f in vhdx/*.vhdx; do python3 "$HERE/sparse_records.py" "$f" "$OUT/vhdx/$(basename "$f")"; done
+if [[ -d $IMGFS_CORPUS/vhdx ]]; then
+    while IFS= read -r -d '' f; do
+        case $f in
+            *.gz) gzip -dc "$f" | cp --sparse=always /dev/stdin vhdx/corpus.img ;;
+            *.bz2) bzip2 -dc "$f" | cp --sparse=always /dev/stdin vhdx/corpus.img ;;
+        esac
+        python3 "$HERE/sparse_records.py" vhdx/corpus.img "$OUT/vhdx/corpus-$(basename "${f%.*}")"
+        rm -f vhdx/corpus.img
+    done < <(find "$IMGFS_CORPUS/vhdx" -type f \( -name '*.gz' -o -name '*.bz2' \) -print0 | sort -z)
 fi
 
 echo "== the shared corpus ($IMGFS_CORPUS)"

@@ -71,7 +71,7 @@ const Guid kVirtualDiskSizeItem = Guid::FromText("2FA54224-CD1B-4876-B211-5DBED8
 const Guid kPage83Item = Guid::FromText("BECA12AB-B2E6-4523-93EF-C309E000C746");
 const Guid kLogicalSectorItem = Guid::FromText("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
 const Guid kPhysicalSectorItem = Guid::FromText("CDA348C7-445D-4471-9CC9-E9885251C556");
-const Guid kParentLocatorItem = Guid::FromText("A8D35F2F-B30B-454D-ABF7-D3D84834AB0C");
+const Guid kParentLocatorItem = Guid::FromText("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
 const Guid kVhdxParentLocatorType = Guid::FromText("B04AEFB7-D19E-4A81-B789-25B8E9445913");
 
 Result<Header> ParseHeader(const uint8_t* p) {

@@ -11,8 +11,17 @@ namespace {
 
 constexpr uint64_t kMaxPayloadOffset = uint64_t(1) << 56;  // far past any real file; keeps sums from wrapping
 
-bool ReadsBelow(uint8_t state) {
-  return state == kNotPresent || state == kUndefined || state == kUnmapped;
+constexpr uint8_t kOldUnmapped = 5;  // UNMAPPED in the v0.95 draft: qemu reads it so
+
+// What a block in `state` reads as, other than its own data: from below
+// (only NOT_PRESENT of a differencing disk, and every such state of a disk
+// without a parent, which reads zeros there), or zeros that hide the parent.
+ExtentKind KindOf(uint8_t state, bool has_parent) {
+  if (state == kZero) return ExtentKind::kZero;
+  return !has_parent || state == kNotPresent ? ExtentKind::kUnallocated : ExtentKind::kZero;
+}
+bool Unstored(uint8_t state) {
+  return state == kNotPresent || state == kUndefined || state == kZero || state == kUnmapped || state == kOldUnmapped;
 }
 
 // "{83EE...}" as parent_linkage stores a GUID, against `g`.
@@ -41,6 +50,7 @@ Result<std::unique_ptr<Image>> VhdxImage::Open(std::unique_ptr<io::File> file, c
     if (replay.value()) img->replayed_ = ReplayedView(*img->file_, std::move(*replay.value()));
   }
   if (st.ok()) st = img->ReadRegions();
+  img->file_size_ = img->view().Size();
   if (!st.ok()) return st.Prefixed(path);
   img->read_only_reason_ = "writing VHDX images is not supported yet";
   (void)opts;
@@ -55,6 +65,13 @@ Status VhdxImage::ReadHeaders() {
     h[i] = ParseHeader(buf.data());
   }
   if (!h[0].ok() && !h[1].ok()) return Corrupt("no valid header (" + h[0].status().message() + ")");
+  if (h[0].ok() && h[1].ok() && h[0].value().sequence == h[1].value().sequence) {
+    // No current header, says the specification; Disk2VHD writes two
+    // alike, which qemu takes, as here.
+    std::vector<uint8_t> other(kHeaderBytes);
+    IMGFS_RETURN_IF_ERROR(file_->PRead(kHeaderOffsets[0], other.data(), other.size()));
+    if (std::memcmp(buf.data(), other.data(), 80)) return Corrupt("both headers have sequence number " + std::to_string(h[0].value().sequence));
+  }
   const int cur = !h[1].ok() ? 0 : !h[0].ok() ? 1 : h[1].value().sequence > h[0].value().sequence ? 1 : 0;
   header_ = h[cur].value();
   if (header_.log_version != 0) return Unsupported("log version " + std::to_string(header_.log_version));
@@ -87,6 +104,8 @@ Status VhdxImage::ReadRegions() {
                    std::to_string(geometry_->entries) + " entries");
   bat_offset_ = bat->offset;
   bat_length_ = bat->length;
+  meta_offset_ = meta->offset;
+  meta_length_ = meta->length;
   return Status::OK();
 }
 
@@ -124,6 +143,17 @@ Result<std::pair<bool, uint64_t>> VhdxImage::SectorRunLocked(uint64_t block, uin
   return std::make_pair(first, n);
 }
 
+// A stored block lies past the header section and starts inside the file
+// (as qemu refuses one that does not: the image was cut short).
+Status VhdxImage::CheckBlockAt(uint64_t block, uint64_t host) const {
+  if (host < kMiB || host > kMaxPayloadOffset)
+    return Corrupt(file_->path() + ": block " + std::to_string(block) + " at offset " + std::to_string(host));
+  if (host >= file_size_)
+    return Corrupt(file_->path() + ": block " + std::to_string(block) + " at offset " + std::to_string(host) +
+                   " starts past the end of the file (cut short?)");
+  return Status::OK();
+}
+
 Status VhdxImage::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
   const uint64_t bs = params_.block_size;
   MutexLock l(bat_mu_);
@@ -136,7 +166,7 @@ Status VhdxImage::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
   switch (state) {
     case kFullyPresent: {
       const uint64_t host = EntryOffset(e);
-      if (host < kMiB || host > kMaxPayloadOffset) return Corrupt("block " + std::to_string(block) + " at offset " + std::to_string(host));
+      IMGFS_RETURN_IF_ERROR(CheckBlockAt(block, host));
       // Blocks that follow it in the file too make one run.
       while (n < len && (block + 1) * bs < params_.disk_size) {
         IMGFS_ASSIGN_OR_RETURN(const uint64_t next, BatEntryLocked(geometry_->PayloadEntry(block + 1)));
@@ -152,7 +182,7 @@ Status VhdxImage::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
     case kPartiallyPresent: {
       if (!params_.has_parent) return Corrupt("block " + std::to_string(block) + " is partly present in a disk without a parent");
       const uint64_t host = EntryOffset(e);
-      if (host < kMiB || host > kMaxPayloadOffset) return Corrupt("block " + std::to_string(block) + " at offset " + std::to_string(host));
+      IMGFS_RETURN_IF_ERROR(CheckBlockAt(block, host));
       const uint64_t ss = params_.logical_sector;
       // Sector granular: `off` and `len` may cut sectors; whole ones are asked.
       const uint64_t first = within / ss, last = (within + n + ss - 1) / ss;
@@ -170,17 +200,17 @@ Status VhdxImage::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
     case kZero:
     case kNotPresent:
     case kUndefined:
-    case kUnmapped: {
-      // Runs of such blocks are one answer.
-      const bool zero = state == kZero;
+    case kUnmapped:
+    case kOldUnmapped: {
+      // Runs of blocks that read alike are one answer.
+      const ExtentKind kind = KindOf(state, params_.has_parent);
       while (n < len && (block + 1) * bs < params_.disk_size) {
         IMGFS_ASSIGN_OR_RETURN(const uint64_t next, BatEntryLocked(geometry_->PayloadEntry(block + 1)));
-        const uint8_t s = EntryState(next);
-        if (zero ? s != kZero : !ReadsBelow(s)) break;
+        if (!Unstored(EntryState(next)) || KindOf(EntryState(next), params_.has_parent) != kind) break;
         ++block;
         n = std::min(len, n + bs);
       }
-      out->kind = zero ? ExtentKind::kZero : ExtentKind::kUnallocated;
+      out->kind = kind;
       break;
     }
     default:

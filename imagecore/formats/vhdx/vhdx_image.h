@@ -33,6 +33,8 @@ class VhdxImage final : public Image {
   Status Flush() override { return Status::OK(); }
   std::optional<BackingRef> Backing() const override;
   Status CheckParent(const Image& parent) const override;
+  using Image::Check;
+  Result<CheckResult> Check(RepairMode mode, const ProgressFn& progress) override;
   ImageInfo Info() const override;
   const io::File& file() const override { return *file_; }
   std::vector<LayerFile> files() const override { return {{file_.get(), FileRole::kImage}}; }
@@ -52,13 +54,16 @@ class VhdxImage final : public Image {
   // within its block.
   Result<std::pair<bool, uint64_t>> SectorRunLocked(uint64_t block, uint64_t sector_in_block, uint64_t max)
       REQUIRES(bat_mu_);
-  Status StatusOfBlock(uint64_t off, uint64_t len, Extent* out);
+  Status CheckBlockAt(uint64_t block, uint64_t host) const;
 
   std::unique_ptr<io::File> file_;
   std::unique_ptr<io::File> replayed_;  // the log applied in memory; null when there was none
   Header header_;
   uint64_t bat_offset_ = 0;
   uint64_t bat_length_ = 0;
+  uint64_t file_size_ = 0;  // at open (read-only: it does not change)
+  uint64_t meta_offset_ = 0;
+  uint64_t meta_length_ = 0;
   DiskParams params_;
   std::unique_ptr<BatGeometry> geometry_;
   mutable Mutex bat_mu_;

@@ -118,7 +118,9 @@ Result<std::optional<Replay>> ReadLog(const io::File& f, const Header& h) {
   std::map<uint64_t, Entry> valid;
   for (uint64_t at = 0; at < log.size(); at += kSector)
     if (auto e = EntryAt(log, at, h.log, &budget, &bytes)) valid[at] = *e;
-  if (valid.empty()) return Corrupt("the header names a log that holds no valid entry");
+  // None: the header got its new log GUID, and the writer stopped before
+  // the entry was whole. Nothing was applied either: nothing to replay.
+  if (valid.empty()) return std::optional<Replay>();
   // The newest entry ends the active sequence; its tail starts it.
   const Entry* last = nullptr;
   for (const auto& [at, e] : valid)

@@ -77,6 +77,8 @@ Result<DiskParams> ReadMetadata(const io::File& f, const Region& r) {
                                                                    : "the physical sector size"));
   IMGFS_RETURN_IF_ERROR(CheckParams(p));
   if (p.has_parent && !p.parent) return Corrupt("a differencing disk without a parent locator");
+  if (p.has_parent && p.parent->type != kVhdxParentLocatorType)
+    return Unsupported("parent locator of the unknown type " + p.parent->type.ToText());
   if (!p.has_parent) p.parent.reset();
   return p;
 }
