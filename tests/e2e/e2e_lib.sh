@@ -45,6 +45,7 @@ to_raw() {
     case $(head -c 4 "$img" | od -An -tx1 | tr -d ' \n') in
         514649fb) fmt=qcow2 ;;
         4b444d56 | 23204469) fmt=vmdk ;;  # "KDMV", "# Di(sk DescriptorFile)"
+        76686478) fmt=vhdx ;;            # "vhdx(file)"
     esac
     qemu-img convert -U -f "$fmt" -O raw "$img" "$out" || fail "qemu-img convert $img failed"
 }

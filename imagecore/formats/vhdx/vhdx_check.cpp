@@ -22,15 +22,29 @@ std::string Fmt(const char* fmt, uint64_t a, uint64_t b, uint64_t c = 0, uint64_
 }  // namespace
 
 Result<CheckResult> VhdxImage::Check(RepairMode mode, const ProgressFn& progress) {
-  if (mode != RepairMode::kNone) return Unsupported(file_->path() + ": repairing VHDX images is not supported yet");
   CheckResult r;
   r.cluster_counts = false;
-  if (replayed_) {
+  if (mode != RepairMode::kNone) {
+    // The one repair: the log replayed into the file (qemu-img check -r
+    // counts it as one corruption fixed, as here).
+    if (!writable_) return ReadOnly(file_->path() + ": open read-write to repair");
+    MutexLock l(meta_mu_);
+    if (pending_) {
+      IMGFS_RETURN_IF_ERROR(ReplayIntoFile());
+      r.messages.push_back("Repairing the log: its entries were replayed into the file");
+      ++r.corruptions_fixed;
+    }
+  } else if (replayed_) {
     r.messages.push_back("ERROR the log holds entries not yet applied (this check read the image as replayed)");
     ++r.corruptions;
   }
+  Header h;
+  {
+    MutexLock l(meta_mu_);
+    h = header_;
+  }
   const std::vector<Range> structures = {{0, kMiB},
-                                         {header_.log_offset, header_.log_offset + header_.log_length},
+                                         {h.log_offset, h.log_offset + h.log_length},
                                          {bat_offset_, bat_offset_ + bat_length_},
                                          {meta_offset_, meta_offset_ + meta_length_}};
   const uint64_t file_size = view().Size();

@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "formats/vhdx/vhdx_create.h"
 #include "formats/vhdx/vhdx_image.h"
 
 namespace imgfs::vhdx {
@@ -12,13 +13,21 @@ int Probe(const io::File&, const uint8_t* head, size_t len) {
   return len >= 8 && !std::memcmp(head, "vhdxfile", 8) ? 100 : 0;
 }
 
+constexpr const char* kCreateOptions =
+    "  subformat=<str>        - dynamic (default) or fixed\n"
+    "  block_size=<size>      - 1M to 256M, a power of two (default: 8M to 64M by the disk's size)\n"
+    "  log_size=<size>        - the log, whole MiB (default 1M)\n"
+    "  block_state_zero=<bool> - new blocks are ZERO rather than NOT_PRESENT (default on, as qemu-img)\n";
+
 }  // namespace
 
 const FormatDriver kDriver = {
     .name = "vhdx",
     .probe = Probe,
     .open = VhdxImage::Open,
-    .caps = {.backing = true},
+    .create = CreateImage,
+    .create_options = kCreateOptions,
+    .caps = {.backing = true, .create_reads_parent = true},
 };
 
 }  // namespace imgfs::vhdx

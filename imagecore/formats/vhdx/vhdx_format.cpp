@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <random>
 
 #include "base/crc32c.h"
 #include "base/endian.h"
@@ -48,6 +49,18 @@ Guid Guid::FromText(const char* text) {
 Guid Guid::Load(const uint8_t* p) {
   Guid g;
   std::memcpy(g.b.data(), p, 16);
+  return g;
+}
+
+Guid Guid::Random() {
+  static thread_local std::random_device rd;
+  Guid g;
+  for (size_t i = 0; i < 16; i += 4) {
+    const uint32_t r = rd();
+    std::memcpy(&g.b[i], &r, 4);
+  }
+  g.b[7] = uint8_t((g.b[7] & 0x0f) | 0x40);  // Data3's high nibble: version 4
+  g.b[8] = uint8_t((g.b[8] & 0x3f) | 0x80);  // the variant
   return g;
 }
 

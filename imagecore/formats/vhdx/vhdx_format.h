@@ -39,6 +39,8 @@ struct Guid {
   // writes them); all zeros for malformed text.
   static Guid FromText(const char* text);
   static Guid Load(const uint8_t* p);
+  // A fresh random GUID (version 4).
+  static Guid Random();
   void Store(uint8_t* p) const;
   bool zero() const;
   std::string ToText() const;

@@ -38,22 +38,45 @@ const FormatDriver& VhdxImage::driver() const { return kDriver; }
 Result<std::unique_ptr<Image>> VhdxImage::Open(std::unique_ptr<io::File> file, const OpenOptions& opts) {
   std::unique_ptr<VhdxImage> img(new VhdxImage());
   img->file_ = std::move(file);
+  img->writable_ = opts.writable && img->file_->writable();
   const std::string path = img->file_->path();
   char ident[8];
   IMGFS_RETURN_IF_ERROR(img->file_->PRead(0, ident, sizeof ident));
   if (std::memcmp(ident, "vhdxfile", 8)) return Corrupt(path + ": no VHDX file type identifier");
+  MutexLock l(img->meta_mu_);
   Status st = img->ReadHeaders();
   if (st.ok() && !img->header_.log.zero()) {
-    // Entries not yet applied: here in memory; the file stays as it is.
+    // Entries not yet applied: in memory first; into the file below, or
+    // once the write claim is taken.
     auto replay = ReadLog(*img->file_, img->header_);
     if (!replay.ok()) return replay.status().Prefixed(path);
-    if (replay.value()) img->replayed_ = ReplayedView(*img->file_, std::move(*replay.value()));
+    if (replay.value()) {
+      if (img->writable_) img->pending_ = *replay.value();
+      img->replayed_ = ReplayedView(*img->file_, std::move(*replay.value()));
+    }
   }
   if (st.ok()) st = img->ReadRegions();
-  img->file_size_ = img->view().Size();
   if (!st.ok()) return st.Prefixed(path);
-  img->read_only_reason_ = "writing VHDX images is not supported yet";
-  (void)opts;
+  img->known_end_ = img->view().Size();
+  if (img->writable_) {
+    if (img->header_.log_length < kMiB) {
+      img->read_only_reason_ = "it has no log to write through";
+    } else {
+      img->log_ = std::make_unique<LogWriter>(img->header_.log_offset, img->header_.log_length);
+      // New blocks go past the file and every structure it has.
+      uint64_t end = img->view().Size();
+      for (uint64_t e : {img->header_.log_offset + img->header_.log_length, img->bat_offset_ + img->bat_length_,
+                         img->meta_offset_ + img->meta_length_})
+        end = std::max(end, e);
+      img->end_ = (end + kMiB - 1) / kMiB * kMiB;
+      // Not for a check (it replays as its repair) or an unclaimed open
+      // (ClaimWriting replays).
+      if (img->replayed_ && opts.claim && !opts.no_repair) {
+        Status r = img->ReplayIntoFile();
+        if (!r.ok()) return r.Prefixed(path + ": log replay");
+      }
+    }
+  }
   return std::unique_ptr<Image>(std::move(img));
 }
 
@@ -74,6 +97,7 @@ Status VhdxImage::ReadHeaders() {
   }
   const int cur = !h[1].ok() ? 0 : !h[0].ok() ? 1 : h[1].value().sequence > h[0].value().sequence ? 1 : 0;
   header_ = h[cur].value();
+  current_slot_ = cur;
   if (header_.log_version != 0) return Unsupported("log version " + std::to_string(header_.log_version));
   if (header_.log_offset % kMiB || header_.log_length % kMiB || (header_.log_length && header_.log_offset < kMiB))
     return Corrupt("log not placed on whole MiB");
@@ -109,13 +133,18 @@ Status VhdxImage::ReadRegions() {
   return Status::OK();
 }
 
+Result<uint8_t*> VhdxImage::PageLocked(uint64_t file_offset) {
+  const io::File& f = view();
+  // No flush from here: the writer keeps few pages dirty, so a clean one
+  // can always go.
+  return pages_.Get(file_offset, [&f](uint64_t off, uint8_t* buf) { return f.PRead(off, buf, kPageBytes); },
+                    [] { return Status::OK(); });
+}
+
 Result<uint64_t> VhdxImage::BatEntryLocked(uint64_t index) {
   const uint64_t at = bat_offset_ + index * 8;
   const uint64_t page = at / kPageBytes * kPageBytes;
-  const io::File& f = view();
-  IMGFS_ASSIGN_OR_RETURN(uint8_t * p, pages_.Get(page, [&f](uint64_t off, uint8_t* buf) {
-    return f.PRead(off, buf, kPageBytes);
-  }, [] { return Status::OK(); }));
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * p, PageLocked(page));
   return LoadLE64(p + (at - page));
 }
 
@@ -125,15 +154,12 @@ Result<std::pair<bool, uint64_t>> VhdxImage::SectorRunLocked(uint64_t block, uin
     return Corrupt("block " + std::to_string(block) + " is partly present without a sector bitmap");
   const uint64_t per_block = params_.block_size / params_.logical_sector;
   uint64_t bit = block % geometry_->chunk_ratio * per_block + sector;
-  const io::File& f = view();
   bool first = false;
   uint64_t n = 0;
   while (n < max) {
     const uint64_t at = EntryOffset(e) + bit / 8;
     const uint64_t page = at / kPageBytes * kPageBytes;
-    IMGFS_ASSIGN_OR_RETURN(uint8_t * p, pages_.Get(page, [&f](uint64_t off, uint8_t* buf) {
-      return f.PRead(off, buf, kPageBytes);
-    }, [] { return Status::OK(); }));
+    IMGFS_ASSIGN_OR_RETURN(uint8_t * p, PageLocked(page));
     const bool set = (p[at - page] >> (bit % 8)) & 1;
     if (n == 0) first = set;
     else if (set != first) break;
@@ -148,7 +174,7 @@ Result<std::pair<bool, uint64_t>> VhdxImage::SectorRunLocked(uint64_t block, uin
 Status VhdxImage::CheckBlockAt(uint64_t block, uint64_t host) const {
   if (host < kMiB || host > kMaxPayloadOffset)
     return Corrupt(file_->path() + ": block " + std::to_string(block) + " at offset " + std::to_string(host));
-  if (host >= file_size_)
+  if (host >= known_end_.load())
     return Corrupt(file_->path() + ": block " + std::to_string(block) + " at offset " + std::to_string(host) +
                    " starts past the end of the file (cut short?)");
   return Status::OK();
@@ -236,10 +262,6 @@ Status VhdxImage::ReadOpaque(uint64_t off, void* buf, size_t len) {
   return Status::OK();
 }
 
-Status VhdxImage::Write(uint64_t, const void*, size_t, const LayerReader*) {
-  return ReadOnly(file_->path() + ": " + read_only_reason_);
-}
-
 std::optional<BackingRef> VhdxImage::Backing() const {
   if (!params_.parent) return std::nullopt;
   BackingRef ref;
@@ -256,13 +278,18 @@ std::optional<BackingRef> VhdxImage::Backing() const {
 Status VhdxImage::CheckParent(const Image& parent) const {
   if (!params_.parent) return Status::OK();
   if (&parent.driver() != &kDriver) return Corrupt("the parent of a VHDX differencing disk is no VHDX image");
-  const Guid& data = static_cast<const VhdxImage&>(parent).header().data_write;
+  const Guid data = static_cast<const VhdxImage&>(parent).data_write_guid();
   const std::string* link = params_.parent->Find("parent_linkage");
   const std::string* link2 = params_.parent->Find("parent_linkage2");
   if ((link && SameGuidText(*link, data)) || (link2 && SameGuidText(*link2, data))) return Status::OK();
   return Corrupt(file_->path() + ": its parent_linkage " + (link ? *link : std::string("(none)")) +
                  " is not the data write GUID of " + parent.file().path() + " ({" + data.ToText() +
                  "}): the parent changed since this disk was made on it");
+}
+
+Guid VhdxImage::data_write_guid() const {
+  MutexLock l(meta_mu_);
+  return header_.data_write;
 }
 
 ImageInfo VhdxImage::Info() const {

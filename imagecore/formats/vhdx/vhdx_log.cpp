@@ -148,6 +148,84 @@ Result<std::optional<Replay>> ReadLog(const io::File& f, const Header& h) {
   return std::optional<Replay>(std::move(r));
 }
 
+Status ApplyReplay(io::File& f, const Replay& replay) {
+  for (const Replay::Write& w : replay.writes) {
+    if (!w.data.empty()) {
+      IMGFS_RETURN_IF_ERROR(f.PWrite(w.offset, w.data.data(), w.data.size()));
+      continue;
+    }
+    std::vector<uint8_t> zeros(std::min<uint64_t>(w.length, kMiB), 0);
+    for (uint64_t at = 0; at < w.length; at += zeros.size())
+      IMGFS_RETURN_IF_ERROR(f.PWrite(w.offset + at, zeros.data(), std::min<uint64_t>(zeros.size(), w.length - at)));
+  }
+  if (f.Size() < replay.last_file_offset) IMGFS_RETURN_IF_ERROR(f.Truncate(replay.last_file_offset));
+  return Status::OK();
+}
+
+uint64_t LogWriter::EntryBytes(size_t sectors) const {
+  const uint64_t desc = (kEntryHeaderBytes + sectors * kDescriptorBytes + kSector - 1) / kSector * kSector;
+  return desc + sectors * kSector;
+}
+
+size_t LogWriter::max_sectors() const {
+  size_t n = max_entry_bytes() / kSector;
+  while (n && EntryBytes(n) > max_entry_bytes()) --n;
+  return n;
+}
+
+bool LogWriter::NeedsNewGuid(size_t sectors) const {
+  const uint64_t len = EntryBytes(sectors);
+  const uint64_t at = head_ + len > length_ ? 0 : head_;
+  return last_end_ > last_start_ && at < last_end_ && last_start_ < at + len;
+}
+
+void LogWriter::Restart(const Guid& guid) {
+  guid_ = guid;
+  head_ = 0;
+  last_start_ = last_end_ = 0;
+}
+
+Status LogWriter::Write(io::File& f, const std::vector<std::pair<uint64_t, const uint8_t*>>& sectors,
+                        uint64_t file_size) {
+  const uint64_t len = EntryBytes(sectors.size());
+  if (len > max_entry_bytes()) return InvalidArgument("log entry larger than half the log");
+  if (NeedsNewGuid(sectors.size())) return InvalidArgument("log entry over the newest one under one log GUID");
+  const uint64_t at = head_ + len > length_ ? 0 : head_;
+  const uint64_t seq = ++sequence_;
+  const uint64_t desc = len - sectors.size() * kSector;
+  std::vector<uint8_t> e(len, 0);
+  uint8_t* h = e.data();
+  std::memcpy(h, "loge", 4);
+  StoreLE32(h + 8, uint32_t(len));
+  StoreLE32(h + 12, uint32_t(at));  // the tail: this entry alone (all before it are applied and durable)
+  StoreLE64(h + 16, seq);
+  StoreLE32(h + 24, uint32_t(sectors.size()));
+  guid_.Store(h + 32);
+  StoreLE64(h + 48, file_size);
+  StoreLE64(h + 56, file_size);
+  for (size_t i = 0; i < sectors.size(); ++i) {
+    uint8_t* d = h + kEntryHeaderBytes + i * kDescriptorBytes;
+    const uint8_t* src = sectors[i].second;
+    std::memcpy(d, "desc", 4);
+    std::memcpy(d + 4, src + 4092, 4);
+    std::memcpy(d + 8, src, 8);
+    StoreLE64(d + 16, sectors[i].first);
+    StoreLE64(d + 24, seq);
+    uint8_t* ds = h + desc + i * kSector;
+    std::memcpy(ds, "data", 4);
+    StoreLE32(ds + 4, uint32_t(seq >> 32));
+    std::memcpy(ds + 8, src + 8, 4084);
+    StoreLE32(ds + 4092, uint32_t(seq));
+  }
+  StoreLE32(h + 4, Crc32c(e.data(), e.size()));
+  IMGFS_RETURN_IF_ERROR(f.PWrite(offset_ + at, e.data(), e.size()));
+  IMGFS_RETURN_IF_ERROR(f.Sync());
+  last_start_ = at;
+  last_end_ = at + len;
+  head_ = last_end_ == length_ ? 0 : last_end_;
+  return Status::OK();
+}
+
 namespace {
 
 // The base file with the replayed writes laid over it: runs by their start.
