@@ -146,4 +146,21 @@ iw "$img" $((40 * MiB)) 0x11 512
 qio "$T/theirs.vhdx" vhdx "write -P 0x11 40M 512"
 judge "$img" "$T/theirs.vhdx" "replayed at a writable open"
 
+echo "== resize: grow past a cut-short block, shrink, grow again"
+img=$T/r.vhdx
+qcreate -f vhdx -o block_size=1M "$img" $((10 * MiB + 512))
+qio "$img" vhdx "write -P 7 0 $((10 * MiB + 512))"
+"$IMGFS" resize -q "$img" 20M || fail "grow"
+qemu-img check "$img" >/dev/null || fail "qemu-img check after a grow"
+qio "$img" vhdx "read -P 7 0 $((10 * MiB + 512))" "read -P 0 $((10 * MiB + 512)) $((10 * MiB - 512))"
+"$IMGFS" resize -q --shrink "$img" 5M || fail "shrink"
+[ "$(vsize "$img")" = $((5 * MiB)) ] || fail "size after the shrink: $(vsize "$img")"
+"$IMGFS" resize -q "$img" 12M || fail "grow after the shrink"
+qemu-img check "$img" >/dev/null || fail "qemu-img check after shrink and grow"
+qio "$img" vhdx "read -P 7 0 $((5 * MiB))" "read -P 0 $((5 * MiB)) $((7 * MiB))"
+python3 "$INSPECT" "$img" >/dev/null || fail "after resizes: $(python3 "$INSPECT" "$img" | tail -n1)"
+if "$IMGFS" resize -q "$img" 2T 2>"$T/err"; then fail "a grow past the BAT region's room succeeded"; fi
+grep -q "BAT region" "$T/err" || fail "the refused grow does not say why: $(cat "$T/err")"
+echo "   grown, shrunk and grown: zeros past each old end, qemu-img check clean"
+
 echo "PASS: vhdx write ($n images written against qemu, chains of 2 and 3, linkage, replay)"

@@ -122,6 +122,7 @@ Status VhdxImage::ReadRegions() {
   }
   if (!bat || !meta) return Corrupt(std::string("no ") + (bat ? "metadata" : "BAT") + " region");
   IMGFS_ASSIGN_OR_RETURN(params_, ReadMetadata(view(), *meta));
+  if (params_.disk_size_at % 8) return Corrupt("the disk size item is not 8-byte aligned");
   geometry_ = std::make_unique<BatGeometry>(params_);
   if (geometry_->entries > bat->length / 8)
     return Corrupt("BAT region of " + std::to_string(bat->length) + " bytes holds fewer than the disk's " +

@@ -46,6 +46,7 @@ class VhdxImage final : public Image {
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
   Status Flush() override;
+  Status Resize(uint64_t new_size, const LayerReader* below) override;
   Status ClaimWriting() override;
   void DropWriteClaim() override;
   std::optional<BackingRef> Backing() const override;
@@ -98,6 +99,8 @@ class VhdxImage final : public Image {
   Result<uint64_t> BitmapBlockLocked(uint64_t block) REQUIRES(meta_mu_);
   Status SetBitsLocked(uint64_t block, uint64_t first_sector, uint64_t count) REQUIRES(meta_mu_);
   Status FlushLocked() REQUIRES(meta_mu_);
+  // Sets the 8 bytes at file offset `at` (metadata), marking its sector dirty.
+  Status SetWordLocked(uint64_t at, uint64_t value) REQUIRES(meta_mu_, bat_mu_);
   // The header names a log GUID while entries may be written, and none
   // once everything is flushed and in place (at close, or when the claim
   // is given up): qemu then opens the image read-only too.

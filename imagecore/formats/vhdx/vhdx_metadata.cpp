@@ -51,6 +51,7 @@ Result<DiskParams> ReadMetadata(const io::File& f, const Region& r) {
     } else if (e.id == kVirtualDiskSizeItem) {
       IMGFS_ASSIGN_OR_RETURN(auto b, ReadItem(f, r, e, 8, "virtual disk size"));
       p.disk_size = LoadLE64(&b[0]);
+      p.disk_size_at = e.offset;
       have_size = true;
     } else if (e.id == kLogicalSectorItem) {
       IMGFS_ASSIGN_OR_RETURN(auto b, ReadItem(f, r, e, 4, "logical sector size"));

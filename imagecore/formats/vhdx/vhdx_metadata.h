@@ -14,6 +14,7 @@ struct DiskParams {
   bool leave_blocks_allocated = false;
   bool has_parent = false;
   uint64_t disk_size = 0;
+  uint64_t disk_size_at = 0;  // where the disk size item lies, from the region's start
   uint32_t logical_sector = 512;
   uint32_t physical_sector = 4096;
   Guid page83;

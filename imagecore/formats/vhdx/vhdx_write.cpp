@@ -119,7 +119,10 @@ Result<uint64_t> VhdxImage::AllocateLocked(uint64_t bytes) {
 }
 
 Status VhdxImage::SetEntryLocked(uint64_t index, uint64_t value) {
-  const uint64_t at = bat_offset_ + index * 8;
+  return SetWordLocked(bat_offset_ + index * 8, value);
+}
+
+Status VhdxImage::SetWordLocked(uint64_t at, uint64_t value) {
   const uint64_t page = at / kPageBytes * kPageBytes;
   IMGFS_ASSIGN_OR_RETURN(uint8_t * p, PageLocked(page));
   StoreLE64(p + (at - page), value);
