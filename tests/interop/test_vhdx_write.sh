@@ -122,6 +122,31 @@ done
 "$IMGFS" check "$T/top.vhdx" >/dev/null || fail "imgfs check top.vhdx"
 echo "   chains of 2 and 3 read as computed; fields, linkage and sector bitmaps as the specification says"
 
+echo "== commit and rebase"
+cp "$T/base.vhdx" "$T/cbase.vhdx"
+cp "$T/mid.vhdx" "$T/cmid.vhdx"
+cp "$T/top.vhdx" "$T/ctop.vhdx"
+"$IMGFS" rebase -q -u -b cmid.vhdx -F vhdx "$T/ctop.vhdx" || fail "rebase -u of ctop"
+"$IMGFS" rebase -q -u -b cbase.vhdx -F vhdx "$T/cmid.vhdx" || fail "rebase -u of cmid"
+python3 "$INSPECT" "$T/ctop.vhdx" "$T/cmid.vhdx" >"$T/ctop.fields" || fail "rebase -u: $(tail -n1 "$T/ctop.fields")"
+grep -q '^relative_path \.\\cmid\.vhdx$' "$T/ctop.fields" || fail "rebase -u: $(cat "$T/ctop.fields")"
+cmp "$T/want.raw" <("$IMGCAT" "$T/ctop.vhdx") || fail "ctop reads otherwise after rebase -u onto copies"
+"$IMGFS" commit -q "$T/ctop.vhdx" || fail "commit of ctop into cmid"
+cmp "$T/want.raw" <("$IMGCAT" "$T/cmid.vhdx") || fail "cmid does not hold what ctop showed after the commit"
+cmp "$T/want.raw" <("$IMGCAT" "$T/ctop.vhdx") || fail "ctop reads otherwise after its commit"
+python3 "$INSPECT" "$T/ctop.vhdx" "$T/cmid.vhdx" >"$T/ctop.fields" || fail "ctop after commit: $(tail -n1 "$T/ctop.fields")"
+grep -q '^block' "$T/ctop.fields" && fail "ctop still holds blocks after its commit: $(cat "$T/ctop.fields")"
+"$IMGFS" commit -q -b cbase.vhdx "$T/ctop.vhdx" || fail "commit of ctop into cbase"
+cmp "$T/want.raw" <("$IMGCAT" "$T/cbase.vhdx") || fail "cbase does not hold the chain's content after commit -b"
+qemu-img check "$T/cbase.vhdx" >/dev/null || fail "qemu-img check cbase after the commit"
+# A safe rebase onto a parent with other content keeps what the child shows.
+"$IMGFS" create -q -f vhdx -o block_size=1M "$T/other.vhdx" 16M
+iw "$T/other.vhdx" 0 0x70 $((16 * MiB))
+"$IMGFS" rebase -q -b other.vhdx -F vhdx "$T/cmid.vhdx" || fail "rebase of cmid onto other"
+cmp "$T/want.raw" <("$IMGCAT" "$T/cmid.vhdx") || fail "cmid reads otherwise after a safe rebase"
+python3 "$INSPECT" "$T/cmid.vhdx" "$T/other.vhdx" >/dev/null || fail "cmid after rebase: $(python3 "$INSPECT" "$T/cmid.vhdx" "$T/other.vhdx" | tail -n1)"
+echo "   rebase -u, commit into the parent and deeper (the child emptied), safe rebase: content kept, links right"
+
 echo "== a parent written after its child was made"
 iw "$T/mid.vhdx" 0 0x12 512  # changes mid's data write GUID
 if "$IMGWRITE" "$T/top.vhdx" 0 0x13 512 2>"$T/err"; then fail "a child whose parent changed took a write"; fi

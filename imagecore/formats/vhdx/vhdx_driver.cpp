@@ -27,7 +27,7 @@ const FormatDriver kDriver = {
     .open = VhdxImage::Open,
     .create = CreateImage,
     .create_options = kCreateOptions,
-    .caps = {.backing = true, .resize = true, .create_reads_parent = true},
+    .caps = {.backing = true, .change_backing = true, .resize = true, .create_reads_parent = true},
 };
 
 }  // namespace imgfs::vhdx

@@ -47,6 +47,10 @@ class VhdxImage final : public Image {
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
   Status Flush() override;
   Status Resize(uint64_t new_size, const LayerReader* below) override;
+  Status MakeEmpty() override;
+  void KeepIdentity() override;
+  Status RelinkParent(const Image& parent) override;
+  Status SetBacking(const std::string& name, const std::string& format, const Image* parent) override;
   Status ClaimWriting() override;
   void DropWriteClaim() override;
   std::optional<BackingRef> Backing() const override;
@@ -73,9 +77,11 @@ class VhdxImage final : public Image {
   Status ReplayIntoFile() REQUIRES(meta_mu_);
   // Both headers anew, with `h`'s fields, the non-current one first.
   Status WriteHeadersLocked(Header h) REQUIRES(meta_mu_);
-  // Before the first change after an open: new write GUIDs and a log GUID.
-  Status StartChangesLocked() REQUIRES(meta_mu_);
-  Status EnsureStarted();
+  // Before the first change after an open: a new file write GUID, a log
+  // GUID, and with `content` (what the disk reads changes) a new data
+  // write GUID.
+  Status StartChangesLocked(bool content) REQUIRES(meta_mu_);
+  Status EnsureStarted(bool content = true);
 
   Result<uint64_t> BatEntryLocked(uint64_t index) REQUIRES(bat_mu_);
   Result<uint8_t*> PageLocked(uint64_t file_offset) REQUIRES(bat_mu_);
@@ -101,6 +107,9 @@ class VhdxImage final : public Image {
   Status FlushLocked() REQUIRES(meta_mu_);
   // Sets the 8 bytes at file offset `at` (metadata), marking its sector dirty.
   Status SetWordLocked(uint64_t at, uint64_t value) REQUIRES(meta_mu_, bat_mu_);
+  Status SetBytesLocked(uint64_t at, const uint8_t* data, size_t len) REQUIRES(meta_mu_, bat_mu_);
+  // A new parent locator in place of the old one, through the log.
+  Status WriteLocatorLocked(const ParentLocator& loc) REQUIRES(meta_mu_);
   // The header names a log GUID while entries may be written, and none
   // once everything is flushed and in place (at close, or when the claim
   // is given up): qemu then opens the image read-only too.
@@ -126,6 +135,7 @@ class VhdxImage final : public Image {
   int current_slot_ GUARDED_BY(meta_mu_) = 0;
   bool started_ GUARDED_BY(meta_mu_) = false;  // write GUIDs renewed since the open
   bool log_open_ GUARDED_BY(meta_mu_) = false;  // the header names the writer's log GUID
+  bool keep_identity_ GUARDED_BY(meta_mu_) = false;  // changes keep the data write GUID (a commit's base)
   std::atomic<bool> started_fast_{false};      // the same, read without the lock
   std::unique_ptr<LogWriter> log_ GUARDED_BY(meta_mu_);
   std::optional<Replay> pending_ GUARDED_BY(meta_mu_);  // the log not yet replayed into the file

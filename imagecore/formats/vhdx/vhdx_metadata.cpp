@@ -1,5 +1,6 @@
 #include "formats/vhdx/vhdx_metadata.h"
 
+#include <algorithm>
 #include <memory>
 
 #include "base/endian.h"
@@ -40,7 +41,9 @@ Result<DiskParams> ReadMetadata(const io::File& f, const Region& r) {
   IMGFS_ASSIGN_OR_RETURN(std::vector<MetadataEntry> entries, ParseMetadataTable(table.get()));
   DiskParams p;
   bool have_params = false, have_size = false, have_logical = false, have_physical = false;
-  for (const MetadataEntry& e : entries) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const MetadataEntry& e = entries[i];
+    p.items_end = std::max<uint64_t>(p.items_end, uint64_t(e.offset) + e.length);
     if (e.is_user) continue;  // the user's own items mean nothing to the disk
     if (e.id == kFileParametersItem) {
       IMGFS_ASSIGN_OR_RETURN(auto b, ReadItem(f, r, e, 8, "file parameters"));
@@ -67,6 +70,9 @@ Result<DiskParams> ReadMetadata(const io::File& f, const Region& r) {
     } else if (e.id == kParentLocatorItem) {
       IMGFS_ASSIGN_OR_RETURN(auto b, ReadItem(f, r, e, 0, "parent locator"));
       IMGFS_ASSIGN_OR_RETURN(p.parent, ParseParentLocator(b.data(), b.size()));
+      p.locator_entry_at = 32 + i * 32;
+      p.locator_at = e.offset;
+      p.locator_length = e.length;
     } else if (e.is_required) {
       return Unsupported("unknown required metadata item " + e.id.ToText());
     }

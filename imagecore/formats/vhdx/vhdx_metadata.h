@@ -19,6 +19,9 @@ struct DiskParams {
   uint32_t physical_sector = 4096;
   Guid page83;
   std::optional<ParentLocator> parent;  // has_parent only
+  // Where the parent locator lies (from the region's start): its table
+  // entry, its bytes; and where the items end (room for a larger one).
+  uint64_t locator_entry_at = 0, locator_at = 0, locator_length = 0, items_end = 0;
 };
 
 // Reads the items of the metadata region at [r.offset, r.offset+r.length)

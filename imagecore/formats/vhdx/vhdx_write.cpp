@@ -87,12 +87,15 @@ Status VhdxImage::WriteHeadersLocked(Header h) {
   return Status::OK();
 }
 
-Status VhdxImage::StartChangesLocked() {
+Status VhdxImage::StartChangesLocked(bool content) {
   if (started_) return Status::OK();
   if (pending_) return ReadOnly(file_->path() + ": its log must be replayed first (not claimed for writing)");
   Header h = header_;
   h.file_write = Guid::Random();
-  h.data_write = Guid::Random();
+  // The data write GUID names what a reader sees: not for a change of
+  // the parent's name or link, nor for a commit's base (see KeepIdentity).
+  // Its children would take the disk for another.
+  if (content && !keep_identity_) h.data_write = Guid::Random();
   h.log = Guid::Random();  // the log is used from now on
   IMGFS_RETURN_IF_ERROR(WriteHeadersLocked(h));
   log_->Restart(h.log);
@@ -102,12 +105,12 @@ Status VhdxImage::StartChangesLocked() {
   return Status::OK();
 }
 
-Status VhdxImage::EnsureStarted() {
+Status VhdxImage::EnsureStarted(bool content) {
   if (!writable_) return ReadOnly(file_->path() + ": opened read-only");
   if (!read_only_reason_.empty()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   if (started_fast_.load(std::memory_order_acquire)) return Status::OK();
   MutexLock l(meta_mu_);
-  return StartChangesLocked();
+  return StartChangesLocked(content);
 }
 
 Result<uint64_t> VhdxImage::AllocateLocked(uint64_t bytes) {
@@ -123,11 +126,23 @@ Status VhdxImage::SetEntryLocked(uint64_t index, uint64_t value) {
 }
 
 Status VhdxImage::SetWordLocked(uint64_t at, uint64_t value) {
-  const uint64_t page = at / kPageBytes * kPageBytes;
-  IMGFS_ASSIGN_OR_RETURN(uint8_t * p, PageLocked(page));
-  StoreLE64(p + (at - page), value);
-  pages_.MarkDirty(page);
-  dirty_.insert(at / kSector * kSector);
+  uint8_t b[8];
+  StoreLE64(b, value);
+  return SetBytesLocked(at, b, sizeof b);
+}
+
+Status VhdxImage::SetBytesLocked(uint64_t at, const uint8_t* data, size_t len) {
+  while (len) {
+    const uint64_t page = at / kPageBytes * kPageBytes;
+    const size_t n = size_t(std::min<uint64_t>(len, page + kPageBytes - at));
+    IMGFS_ASSIGN_OR_RETURN(uint8_t * p, PageLocked(page));
+    std::memcpy(p + (at - page), data, n);
+    pages_.MarkDirty(page);
+    for (uint64_t s = at / kSector * kSector; s < at + n; s += kSector) dirty_.insert(s);
+    at += n;
+    data += n;
+    len -= n;
+  }
   return Status::OK();
 }
 
