@@ -25,6 +25,13 @@ const FormatDriver* FindFormat(const std::string& name) {
   return nullptr;
 }
 
+bool ParseOnOff(const std::string& v, bool* out) {
+  if (v == "on" || v == "true" || v == "yes") *out = true;
+  else if (v == "off" || v == "false" || v == "no") *out = false;
+  else return false;
+  return true;
+}
+
 Result<Prealloc> ParsePrealloc(const std::string& v, const std::string& what) {
   if (v == "off") return Prealloc::kOff;
   if (v == "metadata") return Prealloc::kMetadata;

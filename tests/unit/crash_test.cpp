@@ -19,9 +19,7 @@ namespace {
 
 using test::SharedFile;
 
-struct Recording {
-  std::vector<uint8_t> initial;
-  std::vector<SharedFile::Op> ops;
+struct Recording : test::Recorded {
   size_t flushed_at = 0;          // index just past the first Flush's ops
   std::vector<uint8_t> model_at_flush;
 };
@@ -54,14 +52,7 @@ Recording Record(const std::string& options, uint64_t size) {
 }
 
 std::shared_ptr<io::File> Rebuild(const Recording& rec, size_t upto, const std::vector<bool>* keep = nullptr) {
-  auto f = test::FileWith(rec.initial);
-  for (size_t i = 0; i < upto && i < rec.ops.size(); ++i) {
-    const auto& op = rec.ops[i];
-    if (keep && !(*keep)[i]) continue;
-    if (op.kind == SharedFile::Op::kWrite) (void)f->PWrite(op.off, op.data.data(), op.data.size());
-    if (op.kind == SharedFile::Op::kTruncate) (void)f->Truncate(op.off);
-  }
-  return f;
+  return rec.Rebuild(upto, keep);
 }
 
 void ExpectFlushedDataIntact(const Recording& rec, const std::shared_ptr<io::File>& f, size_t upto) {

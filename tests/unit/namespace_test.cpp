@@ -33,7 +33,7 @@ void AddText(test::MemFiles& files, const std::string& path, const std::string& 
 TEST(Namespace, ListsImagesAndSkipsOtherFiles) {
   test::MemFiles files;
   ASSERT_TRUE(Make(files, "/src/a.qcow2", "qcow2", "1M").ok());
-  files.Add("/src/disk.img")->Truncate(1 << 20);
+  ASSERT_TRUE(files.Add("/src/disk.img")->Truncate(1 << 20).ok());
   AddText(files, "/src/notes.txt", "not a disk\n");
   Namespace ns(files);
   ASSERT_TRUE(ns.Scan("/src", false).ok());

@@ -2,7 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <random>
 #include <cstring>
 #include <map>
 
@@ -110,6 +112,39 @@ std::vector<std::string> MemFiles::List(const std::string& dir) const {
   for (const auto& [p, f] : files_)
     if (p.rfind(prefix, 0) == 0 && p.find('/', prefix.size()) == std::string::npos) out.push_back(p.substr(prefix.size()));
   return out;
+}
+
+std::shared_ptr<io::File> Recorded::Rebuild(size_t upto, const std::vector<bool>* keep) const {
+  auto f = FileWith(initial);
+  for (size_t i = 0; i < upto && i < ops.size(); ++i) {
+    if (keep && !(*keep)[i]) continue;
+    const auto& op = ops[i];
+    if (op.kind == SharedFile::Op::kWrite) (void)f->PWrite(op.off, op.data.data(), op.data.size());
+    if (op.kind == SharedFile::Op::kTruncate) (void)f->Truncate(op.off);
+  }
+  return f;
+}
+
+void Recorded::EachPrefix(const std::function<void(std::shared_ptr<io::File>, size_t, const char*)>& check) const {
+  const size_t step = std::max<size_t>(1, ops.size() / 300);
+  for (size_t k = 0; k <= ops.size(); k += step) check(Rebuild(k), k, "kill -9");
+  check(Rebuild(ops.size()), ops.size(), "clean close");
+}
+
+void Recorded::EachPowerLoss(int trials,
+                             const std::function<void(std::shared_ptr<io::File>, size_t, const char*)>& check) const {
+  std::vector<size_t> syncs;
+  for (size_t i = 0; i < ops.size(); ++i)
+    if (ops[i].kind == SharedFile::Op::kSync) syncs.push_back(i);
+  std::mt19937 rng(11);
+  for (size_t s = 0; s < syncs.size(); ++s) {
+    const size_t next = s + 1 < syncs.size() ? syncs[s + 1] : ops.size();
+    for (int trial = 0; trial < trials; ++trial) {
+      std::vector<bool> keep(ops.size(), true);
+      for (size_t i = syncs[s] + 1; i < next; ++i) keep[i] = rng() % 2;
+      check(Rebuild(next, &keep), syncs[s] + 1, "power loss");
+    }
+  }
 }
 
 std::shared_ptr<io::File> NewQcow2(uint64_t size, const std::string& options) {

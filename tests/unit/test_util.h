@@ -2,6 +2,7 @@
 // recorded and replayed, and a small independent qcow2 consistency check.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -63,6 +64,22 @@ class MemFiles final : public FileOpener {
 };
 
 std::vector<uint8_t> Contents(const io::File& f);
+
+// A recorded workload, for crash replays: the file before it and every
+// write, truncation and sync it made (SharedFile's log).
+struct Recorded {
+  std::vector<uint8_t> initial;
+  std::vector<SharedFile::Op> ops;
+  // The file as a crash leaves it: the first `upto` operations, those
+  // `keep` marks where given.
+  std::shared_ptr<io::File> Rebuild(size_t upto, const std::vector<bool>* keep = nullptr) const;
+  // kill -9: check(file, upto, what) at every prefix (about 300 of them at
+  // most) and the whole.
+  void EachPrefix(const std::function<void(std::shared_ptr<io::File>, size_t, const char*)>& check) const;
+  // Power loss: after each sync, `trials` random subsets of what followed
+  // up to the next one (`upto` is the sync's index + 1).
+  void EachPowerLoss(int trials, const std::function<void(std::shared_ptr<io::File>, size_t, const char*)>& check) const;
+};
 std::shared_ptr<io::File> FileWith(const std::vector<uint8_t>& bytes);
 
 // Creates a qcow2 image of `size` bytes in a new memory file.

@@ -68,9 +68,7 @@ std::vector<uint8_t> ReadDisk(Image& img, const std::vector<uint8_t>& below) {
   return out;
 }
 
-struct Recording {
-  std::vector<uint8_t> initial;
-  std::vector<SharedFile::Op> ops;
+struct Recording : test::Recorded {
   size_t flushed_at = 0;
   std::vector<uint8_t> model_at_flush;
   std::vector<uint8_t> parent;  // the parent's content ("diff"), else empty
@@ -129,17 +127,6 @@ Recording Record(const std::string& kind) {
   return rec;
 }
 
-std::shared_ptr<io::File> Rebuild(const Recording& rec, size_t upto, const std::vector<bool>* keep = nullptr) {
-  auto f = test::FileWith(rec.initial);
-  for (size_t i = 0; i < upto && i < rec.ops.size(); ++i) {
-    if (keep && !(*keep)[i]) continue;
-    const auto& op = rec.ops[i];
-    if (op.kind == SharedFile::Op::kWrite) (void)f->PWrite(op.off, op.data.data(), op.data.size());
-    if (op.kind == SharedFile::Op::kTruncate) (void)f->Truncate(op.off);
-  }
-  return f;
-}
-
 void ExpectSound(const Recording& rec, const std::shared_ptr<io::File>& f, size_t upto, const char* what) {
   const std::vector<uint8_t> before = test::Contents(*f);
   auto ro = OpenVhdx(f, false);
@@ -175,26 +162,12 @@ class VhdxCrash : public ::testing::TestWithParam<const char*> {};
 TEST_P(VhdxCrash, EveryPrefixOpensAndKeepsFlushedData) {
   const Recording rec = Record(GetParam());
   ASSERT_GT(rec.ops.size(), 20u);
-  const size_t step = std::max<size_t>(1, rec.ops.size() / 300);
-  for (size_t k = 0; k <= rec.ops.size(); k += step) ExpectSound(rec, Rebuild(rec, k), k, "kill -9");
-  ExpectSound(rec, Rebuild(rec, rec.ops.size()), rec.ops.size(), "clean close");
+  rec.EachPrefix([&](std::shared_ptr<io::File> f, size_t upto, const char* what) { ExpectSound(rec, f, upto, what); });
 }
 
 TEST_P(VhdxCrash, PowerLossKeepsWhatWasSynced) {
   const Recording rec = Record(GetParam());
-  std::vector<size_t> syncs;
-  for (size_t i = 0; i < rec.ops.size(); ++i)
-    if (rec.ops[i].kind == SharedFile::Op::kSync) syncs.push_back(i);
-  ASSERT_GE(syncs.size(), 3u);
-  std::mt19937 rng(11);
-  for (size_t s = 0; s < syncs.size(); ++s) {
-    const size_t next = s + 1 < syncs.size() ? syncs[s + 1] : rec.ops.size();
-    for (int trial = 0; trial < 4; ++trial) {
-      std::vector<bool> keep(rec.ops.size(), true);
-      for (size_t i = syncs[s] + 1; i < next; ++i) keep[i] = rng() % 2;
-      ExpectSound(rec, Rebuild(rec, next, &keep), syncs[s] + 1, "power loss");
-    }
-  }
+  rec.EachPowerLoss(4, [&](std::shared_ptr<io::File> f, size_t upto, const char* what) { ExpectSound(rec, f, upto, what); });
 }
 
 INSTANTIATE_TEST_SUITE_P(Vhdx, VhdxCrash, ::testing::Values("dynamic", "big", "diff"));
@@ -210,8 +183,7 @@ TEST(VhdxLog, EntryWrittenButNotAppliedReplays) {
         !std::memcmp(rec.ops[i].data.data(), "loge", 4) && rec.ops[i + 1].kind == SharedFile::Op::kSync)
       cut = i + 2;
   ASSERT_GT(cut, 0u) << "no log entry written";
-  auto f = Rebuild(rec, cut);
-  auto complete = Rebuild(rec, cut + 64);  // with the entry applied in place (and more)
+  auto f = rec.Rebuild(cut);
   const std::vector<uint8_t> before = test::Contents(*f);
   auto ro = OpenVhdx(f, false);
   ASSERT_TRUE(ro.ok()) << ro.status().ToString();

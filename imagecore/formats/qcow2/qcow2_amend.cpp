@@ -10,12 +10,6 @@
 namespace imgfs::qcow2 {
 
 namespace {
-bool ParseOnOff(const std::string& v, bool* out) {
-  if (v == "on" || v == "true" || v == "yes") return *out = true, true;
-  if (v == "off" || v == "false" || v == "no") return *out = false, true;
-  return false;
-}
-
 struct AmendPlan {
   uint32_t version = 0;  // 0: unchanged
   std::optional<bool> lazy;

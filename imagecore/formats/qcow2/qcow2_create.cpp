@@ -10,14 +10,6 @@
 
 namespace imgfs::qcow2 {
 
-namespace {
-bool ParseBool(const std::string& v, bool* out) {
-  if (v == "on" || v == "true" || v == "yes") return *out = true, true;
-  if (v == "off" || v == "false" || v == "no") return *out = false, true;
-  return false;
-}
-}  // namespace
-
 Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* cluster_size_out, Prealloc* prealloc) {
   Header& h = *hp;
   uint64_t cluster_size = 65536;
@@ -33,7 +25,7 @@ Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* clust
       else if (v == "1.1" || v == "v3") h.version = 3;
       else return InvalidArgument("invalid compat level '" + v + "'");
     } else if (k == "lazy_refcounts") {
-      if (!ParseBool(v, &lazy)) return InvalidArgument("invalid lazy_refcounts value '" + v + "'");
+      if (!ParseOnOff(v, &lazy)) return InvalidArgument("invalid lazy_refcounts value '" + v + "'");
     } else if (k == "refcount_bits") {
       uint32_t order = 0;
       while (order <= 6 && (1u << order) != std::strtoul(v.c_str(), nullptr, 10)) ++order;
@@ -42,11 +34,11 @@ Status ParseCreateOptions(const CreateOptions& opts, Header* hp, uint64_t* clust
     } else if (k == "preallocation") {
       IMGFS_ASSIGN_OR_RETURN(mode, ParsePrealloc(v, "qcow2"));
     } else if (k == "extended_l2") {
-      if (!ParseBool(v, &extended)) return InvalidArgument("Parameter 'extended_l2' expects 'on' or 'off'");
+      if (!ParseOnOff(v, &extended)) return InvalidArgument("Parameter 'extended_l2' expects 'on' or 'off'");
     } else if (k == "data_file") {
       h.data_file = v;
     } else if (k == "data_file_raw") {
-      if (!ParseBool(v, &raw)) return InvalidArgument("Parameter 'data_file_raw' expects 'on' or 'off'");
+      if (!ParseOnOff(v, &raw)) return InvalidArgument("Parameter 'data_file_raw' expects 'on' or 'off'");
     } else if (k == "compression_type") {
       if (v == "zlib") h.compression_type = 0;
       else if (v == "zstd") h.compression_type = 1;

@@ -135,11 +135,19 @@ Status VhdxImage::ReadRegions() {
 }
 
 Result<uint8_t*> VhdxImage::PageLocked(uint64_t file_offset) {
+  // The page asked last is still there (only a Get evicts, and every Get
+  // comes through here): walks over the BAT skip the cache's lookup.
+  if (last_page_ && last_page_offset_ == file_offset) return last_page_;
   const io::File& f = view();
   // No flush from here: the writer keeps few pages dirty, so a clean one
   // can always go.
-  return pages_.Get(file_offset, [&f](uint64_t off, uint8_t* buf) { return f.PRead(off, buf, kPageBytes); },
-                    [] { return Status::OK(); });
+  last_page_ = nullptr;
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * p, pages_.Get(file_offset, [&f](uint64_t off, uint8_t* buf) {
+    return f.PRead(off, buf, kPageBytes);
+  }, [] { return Status::OK(); }));
+  last_page_ = p;
+  last_page_offset_ = file_offset;
+  return p;
 }
 
 Result<uint64_t> VhdxImage::BatEntryLocked(uint64_t index) {
@@ -161,7 +169,13 @@ Result<std::pair<bool, uint64_t>> VhdxImage::SectorRunLocked(uint64_t block, uin
     const uint64_t at = EntryOffset(e) + bit / 8;
     const uint64_t page = at / kPageBytes * kPageBytes;
     IMGFS_ASSIGN_OR_RETURN(uint8_t * p, PageLocked(page));
-    const bool set = (p[at - page] >> (bit % 8)) & 1;
+    const uint8_t byte = p[at - page];
+    if (n > 0 && bit % 8 == 0 && max - n >= 8 && byte == (first ? 0xff : 0x00)) {  // a whole byte alike
+      n += 8;
+      bit += 8;
+      continue;
+    }
+    const bool set = (byte >> (bit % 8)) & 1;
     if (n == 0) first = set;
     else if (set != first) break;
     ++n;

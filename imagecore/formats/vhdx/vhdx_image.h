@@ -146,6 +146,8 @@ class VhdxImage final : public Image {
   mutable Mutex bat_mu_;
   static constexpr size_t kPageBytes = 64 * 1024;
   TableCache pages_ GUARDED_BY(bat_mu_){kPageBytes, 256};  // BAT and sector bitmap pages, by file offset
+  uint8_t* last_page_ GUARDED_BY(bat_mu_) = nullptr;  // the page PageLocked returned last
+  uint64_t last_page_offset_ GUARDED_BY(bat_mu_) = 0;
 };
 
 extern const FormatDriver kDriver;

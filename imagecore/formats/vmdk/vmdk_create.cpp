@@ -24,13 +24,6 @@ struct Spec {
   bool compat6 = false;
 };
 
-bool ParseOnOff(const std::string& v, bool* out) {
-  if (v == "on" || v == "true" || v == "yes") *out = true;
-  else if (v == "off" || v == "false" || v == "no") *out = false;
-  else return false;
-  return true;
-}
-
 Result<Spec> ParseSpec(const CreateOptions& opts) {
   Spec s;
   for (const auto& [k, v] : opts.options) {

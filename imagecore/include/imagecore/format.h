@@ -70,6 +70,9 @@ struct CreateOptions {
 
 // Parses the value as qemu-img takes it; `what` names the image for errors.
 Result<Prealloc> ParsePrealloc(const std::string& value, const std::string& what);
+// A boolean -o value as qemu-img takes it (on/off, true/false, yes/no);
+// false if it is none of these.
+bool ParseOnOff(const std::string& value, bool* out);
 // Reserves [off, off+n) of `file` as `mode` asks (falloc: host space; full:
 // zeros written; off and metadata: nothing).
 Status PreallocateRange(io::File& file, uint64_t off, uint64_t n, Prealloc mode);

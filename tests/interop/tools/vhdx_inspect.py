@@ -20,20 +20,7 @@ import struct
 import sys
 import uuid
 
-POLY = 0x82F63B78
-TABLE = []
-for i in range(256):
-    c = i
-    for _ in range(8):
-        c = (c >> 1) ^ POLY if c & 1 else c >> 1
-    TABLE.append(c)
-
-
-def crc32c(data):
-    c = 0xFFFFFFFF
-    for b in data:
-        c = (c >> 8) ^ TABLE[(c ^ b) & 0xFF]
-    return c ^ 0xFFFFFFFF
+from vhdx_lib import checked
 
 
 def fail(msg):
@@ -55,12 +42,6 @@ PHYSICAL = guid("CDA348C7-445D-4471-9CC9-E9885251C556")
 LOCATOR = guid("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
 VHDX_LOCATOR = guid("B04AEFB7-D19E-4A81-B789-25B8E9445913")
 MIB = 1 << 20
-
-
-def checked(data, at):
-    d = bytearray(data)
-    d[at:at + 4] = b"\0\0\0\0"
-    return struct.unpack_from("<I", data, at)[0] == crc32c(bytes(d))
 
 
 def current_header(f):

@@ -13,27 +13,7 @@ import struct
 import sys
 import uuid
 
-POLY = 0x82F63B78
-TABLE = []
-for i in range(256):
-    c = i
-    for _ in range(8):
-        c = (c >> 1) ^ POLY if c & 1 else c >> 1
-    TABLE.append(c)
-
-
-def crc32c(data):
-    c = 0xFFFFFFFF
-    for b in data:
-        c = (c >> 8) ^ TABLE[(c ^ b) & 0xFF]
-    return c ^ 0xFFFFFFFF
-
-
-def with_checksum(block, at=4):
-    block = bytearray(block)
-    block[at:at + 4] = b"\0\0\0\0"
-    block[at:at + 4] = struct.pack("<I", crc32c(block))
-    return bytes(block)
+from vhdx_lib import with_checksum
 
 
 def main():
