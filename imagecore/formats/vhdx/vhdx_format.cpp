@@ -126,7 +126,7 @@ Result<std::vector<Region>> ParseRegionTable(const uint8_t* p) {
   for (uint32_t i = 0; i < count; ++i) {
     const uint8_t* e = p + 16 + i * 32;
     Region r{Guid::Load(e), LoadLE64(e + 16), LoadLE32(e + 24), (LoadLE32(e + 28) & 1) != 0};
-    if (r.offset < kMiB || r.offset % kMiB || r.length % kMiB || !r.length)
+    if (r.offset < kMiB || r.offset % kMiB || r.length % kMiB || !r.length || r.offset > (uint64_t(1) << 56))
       return Corrupt("region " + r.id.ToText() + " is not placed on whole MiB");
     for (const Region& o : out)
       if (o.id == r.id) return Corrupt("region " + r.id.ToText() + " is listed twice");

@@ -61,6 +61,8 @@ Result<std::unique_ptr<Image>> VhdxImage::Open(std::unique_ptr<io::File> file, c
   if (img->writable_) {
     if (img->header_.log_length < kMiB) {
       img->read_only_reason_ = "it has no log to write through";
+    } else if (!img->StructuresApart()) {
+      img->read_only_reason_ = "its log, BAT and metadata overlap each other or the header section";
     } else {
       img->log_ = std::make_unique<LogWriter>(img->header_.log_offset, img->header_.log_length);
       // New blocks go past the file and every structure it has.
@@ -78,6 +80,17 @@ Result<std::unique_ptr<Image>> VhdxImage::Open(std::unique_ptr<io::File> file, c
     }
   }
   return std::unique_ptr<Image>(std::move(img));
+}
+
+bool VhdxImage::StructuresApart() const {
+  const std::pair<uint64_t, uint64_t> r[] = {{0, kMiB},
+                                             {header_.log_offset, header_.log_length},
+                                             {bat_offset_, bat_length_},
+                                             {meta_offset_, meta_length_}};
+  for (size_t i = 0; i < 4; ++i)
+    for (size_t j = i + 1; j < 4; ++j)
+      if (r[i].first < r[j].first + r[j].second && r[j].first < r[i].first + r[i].second) return false;
+  return true;
 }
 
 Status VhdxImage::ReadHeaders() {
@@ -99,8 +112,9 @@ Status VhdxImage::ReadHeaders() {
   header_ = h[cur].value();
   current_slot_ = cur;
   if (header_.log_version != 0) return Unsupported("log version " + std::to_string(header_.log_version));
-  if (header_.log_offset % kMiB || header_.log_length % kMiB || (header_.log_length && header_.log_offset < kMiB))
-    return Corrupt("log not placed on whole MiB");
+  if (header_.log_offset % kMiB || header_.log_length % kMiB || (header_.log_length && header_.log_offset < kMiB) ||
+      header_.log_offset > kMaxPayloadOffset)
+    return Corrupt("log not placed on whole MiB inside the file's reach");
   return Status::OK();
 }
 
@@ -122,7 +136,6 @@ Status VhdxImage::ReadRegions() {
   }
   if (!bat || !meta) return Corrupt(std::string("no ") + (bat ? "metadata" : "BAT") + " region");
   IMGFS_ASSIGN_OR_RETURN(params_, ReadMetadata(view(), *meta));
-  if (params_.disk_size_at % 8) return Corrupt("the disk size item is not 8-byte aligned");
   geometry_ = std::make_unique<BatGeometry>(params_);
   if (geometry_->entries > bat->length / 8)
     return Corrupt("BAT region of " + std::to_string(bat->length) + " bytes holds fewer than the disk's " +
@@ -215,7 +228,7 @@ Status VhdxImage::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
         ++block;
         n = std::min(len, n + bs);
       }
-      out->kind = replayed_ ? ExtentKind::kOpaque : ExtentKind::kData;
+      out->kind = replayed_ && !replay_applied_.load() ? ExtentKind::kOpaque : ExtentKind::kData;
       out->file = file_.get();
       out->host_offset = host + within;
       break;
@@ -230,7 +243,7 @@ Status VhdxImage::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
       IMGFS_ASSIGN_OR_RETURN(auto run, SectorRunLocked(block, first, last - first));
       n = std::min(n, (first + run.second) * ss - within);
       if (run.first) {
-        out->kind = replayed_ ? ExtentKind::kOpaque : ExtentKind::kData;
+        out->kind = replayed_ && !replay_applied_.load() ? ExtentKind::kOpaque : ExtentKind::kData;
         out->file = file_.get();
         out->host_offset = host + within;
       } else {

@@ -70,6 +70,9 @@ class VhdxImage final : public Image {
   VhdxImage() = default;
   Status ReadHeaders() REQUIRES(meta_mu_);
   Status ReadRegions();
+  // Whether the header section, log, BAT and metadata lie apart (a writer
+  // relies on it).
+  bool StructuresApart() const REQUIRES(meta_mu_);
   // What reads the file: the file, or the file with its log replayed in
   // memory while that has not been written into the file.
   const io::File& view() const { return replayed_ && !replay_applied_.load() ? *replayed_ : *file_; }
