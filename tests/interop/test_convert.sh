@@ -165,9 +165,8 @@ PY
 rm -f p.raw
 "$IMGFS" convert -p -r 8M -O raw base.qcow2 p.raw >usr1.out &
 pid=$!
-# Signalled once the copy has begun (its first progress line): a signal
-# right at the handler's installation ended it once in CI, never here in 150
-# runs under load; that window is still unexplained.
+# Signalled once imgfs runs with its handler (see sigcaught) and the copy
+# has begun (its first progress line).
 until sigcaught $pid && [[ -s usr1.out ]]; do kill -0 $pid 2>/dev/null || break; sleep 0.05; done
 kill -USR1 $pid
 wait $pid || fail "convert -p: SIGUSR1 ended it (exit $?)"
