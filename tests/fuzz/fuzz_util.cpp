@@ -57,6 +57,7 @@ class SparseFile final : public io::File {
  public:
   SparseFile() : File("/nonexistent-imgfs-fuzz/image") {}
   Status PRead(uint64_t off, void* buf, size_t n) const override {
+    if (n == 0) return Status::OK();  // buf may be null (an empty vector's data())
     auto* p = static_cast<uint8_t*>(buf);
     std::memset(p, 0, n);
     for (auto it = pages_.lower_bound(off / kPage); it != pages_.end() && it->first * kPage < off + n; ++it) {
@@ -66,6 +67,7 @@ class SparseFile final : public io::File {
     return Status::OK();
   }
   Status PWrite(uint64_t off, const void* buf, size_t n) override {
+    if (n == 0) return Status::OK();  // as pwrite: no growth, buf may be null
     if (off > kMaxFileBytes || n > kMaxFileBytes - off) return NoSpace(path() + ": fuzz file full");
     const auto* p = static_cast<const uint8_t*>(buf);
     for (uint64_t at = off; at < off + n;) {

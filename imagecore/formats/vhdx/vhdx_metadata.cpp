@@ -16,7 +16,7 @@ Result<std::vector<uint8_t>> ReadItem(const io::File& f, const Region& r, const 
   if (want && e.length != want) return Corrupt(std::string(what) + " item of " + std::to_string(e.length) + " bytes");
   if (uint64_t(e.offset) + e.length > r.length) return Corrupt(std::string(what) + " item past the metadata region");
   std::vector<uint8_t> out(e.length);
-  IMGFS_RETURN_IF_ERROR(f.PRead(r.offset + e.offset, out.data(), out.size()));
+  if (!out.empty()) IMGFS_RETURN_IF_ERROR(f.PRead(r.offset + e.offset, out.data(), out.size()));
   return out;
 }
 
