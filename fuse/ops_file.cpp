@@ -123,6 +123,10 @@ int OpenDiskView(fuse_req_t req, FsContext& ctx, bool want_write, OpenFile& of, 
   // right across opens; a layer view shares bytes with disk.raw under
   // another inode, so it starts fresh at every open.
   fi->keep_cache = node.kind == NodeKind::kDisk;
+  // A write-only descriptor cannot be mapped, so caching its writes buys
+  // nothing: they go straight to us, saving the kernel a copy into the
+  // cache (the kernel drops the range from the cache of other readers).
+  fi->direct_io = (fi->flags & O_ACCMODE) == O_WRONLY;
   return 0;
 }
 
