@@ -301,12 +301,15 @@ Status VhdxImage::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const Laye
     if (reads_zero) {
       // Nothing to do.
     } else if (whole && !params_.leave_blocks_allocated) {
-      // The block becomes ZERO (hiding the parent); its space is given
-      // back to the host when asked (it is never reused: a hole).
+      // A discard leaves the block UNMAPPED, a hole; zeroing leaves it
+      // ZERO. A differencing disk's is always ZERO: UNMAPPED there may
+      // show the parent. Its space goes back to the host on a discard
+      // (it is never reused: a hole).
+      const uint8_t to = unmap && !params_.has_parent ? kUnmapped : kZero;
       MutexLock m(meta_mu_);
       {
         MutexLock l(bat_mu_);
-        IMGFS_RETURN_IF_ERROR(SetEntryLocked(geometry_->PayloadEntry(block), MakeEntry(kZero, 0)));
+        IMGFS_RETURN_IF_ERROR(SetEntryLocked(geometry_->PayloadEntry(block), MakeEntry(to, 0)));
       }
       if (unmap && (state == kFullyPresent || state == kPartiallyPresent))
         IMGFS_RETURN_IF_ERROR(file_->Deallocate(EntryOffset(e), bs));

@@ -15,7 +15,8 @@ blocks at one place, a partly present block's sector bitmap present).
 With PARENT: parent_linkage equals PARENT's current data write GUID.
 
 Prints one line per present block: "block N full|partial SECTORS...",
-SECTORS the ranges of sectors whose bits are set (first-last)."""
+SECTORS the ranges of sectors whose bits are set (first-last), and one per
+block in the zero or unmapped state: "block N zero|unmapped"."""
 import struct
 import sys
 import uuid
@@ -166,6 +167,8 @@ def main():
             fail(f"block {b}: reserved bits set")
         if state not in (0, 1, 2, 3, 6, 7) or (state == 7 and not diff):
             fail(f"block {b}: state {state}")
+        if state in (2, 3):
+            print(f"block {b} " + ("zero" if state == 2 else "unmapped"))
         if state in (0, 1, 2, 3):
             continue
         if off in seen or off >= size or any(s <= off < s + l for s, l in structures):
