@@ -85,19 +85,21 @@ std::string CheckHuman(const CheckResult& r) {
 }
 
 std::string CheckJson(const CheckResult& r, const std::string& filename, const std::string& format) {
+  // qemu prints its dictionary in the order of its hash buckets; these
+  // keys, in that order.
   nlohmann::ordered_json j;
   if (r.image_end_offset) j["image-end-offset"] = r.image_end_offset;
+  if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
   if (r.cluster_counts) j["total-clusters"] = r.total_clusters;
   if (r.corruptions) j["corruptions"] = r.corruptions;
+  if (r.corruptions_fixed) j["corruptions-fixed"] = r.corruptions_fixed;
   j["check-errors"] = r.check_errors;
   if (r.leaks) j["leaks"] = r.leaks;
-  if (r.corruptions_fixed) j["corruptions-fixed"] = r.corruptions_fixed;
   if (r.leaks_fixed) j["leaks-fixed"] = r.leaks_fixed;
   if (r.cluster_counts) j["allocated-clusters"] = r.allocated_clusters;
   j["filename"] = filename;
   j["format"] = format;
   if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;
-  if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
   return DumpQemuJson(j) + "\n";
 }
 

@@ -72,6 +72,8 @@ same_report "clean image with a snapshot" "$T/a.qcow2"
 qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 "$T/b.qcow2" 2M
 qio "$T/b.qcow2" qcow2 "write -P 0x44 1000 300k"
 same_report "512-byte clusters, 64-bit refcounts" "$T/b.qcow2"
+qemu-img convert -c -O qcow2 "$T/a.qcow2" "$T/z.qcow2"
+same_report "compressed clusters" "$T/z.qcow2"
 # A check that cannot run exits 1, as qemu-img's: a missing file, and an
 # image with an incompatible feature bit nobody knows (bit 32).
 for what in missing unknown-bit; do

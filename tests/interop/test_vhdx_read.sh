@@ -95,6 +95,15 @@ cmp -s "$T/before.raw" "$T/after.raw" && fail "the test's log entry changed noth
 cmp "$T/after.raw" "$T/view.raw" || fail "imgcat of the pending log differs from qemu after its replay"
 "$IMGFS" info "$img" >/dev/null || fail "imgfs info refused an image with a pending log"
 [ "$(sha256sum <"$img")" = "$sum" ] || fail "imgfs info changed an image with a pending log"
+# check -r all replays it, and says so as qemu-img check does (the JSON's
+# keys in qemu's order too).
+mkdir -p "$T/q" "$T/m"
+cp "$img" "$T/q/p.vhdx"
+cp "$img" "$T/m/p.vhdx"
+q=$(cd "$T/q" && qemu-img check --output=json -r all p.vhdx 2>/dev/null; echo "exit $?")
+m=$(cd "$T/m" && "$IMGFS" check --output=json -r all p.vhdx 2>/dev/null; echo "exit $?")
+[ "$q" = "$m" ] || fail "check -r all of a pending log: '$m', qemu-img's '$q'"
+cmp "$T/after.raw" <("$IMGCAT" "$T/m/p.vhdx") || fail "check -r all replayed otherwise than qemu"
 
 echo "== check, with qemu-img check's verdicts"
 qcreate -f vhdx -o block_size=1M "$T/c.vhdx" 16M
