@@ -104,6 +104,8 @@ w() { iw "$@"; model "$T/want.raw" "${@:2}"; }
 iw "$T/base.vhdx" 0 0x33 $((16 * MiB))
 qemu_raw "$T/base.vhdx" vhdx "$T/want.raw"
 "$IMGFS" create -q -f vhdx -b base.vhdx -F vhdx "$T/mid.vhdx"
+bs=$("$IMGFS" info --output=json "$T/mid.vhdx" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster-size"])')
+[ "$bs" = $MiB ] || fail "a child made without block_size has $bs-byte blocks, its parent 1 MiB ones"
 w "$T/mid.vhdx" 1000 0x44 300                   # within one sector's neighbours
 w "$T/mid.vhdx" $((MiB - 100)) 0x55 700        # across blocks of the parent
 w "$T/mid.vhdx" $((3 * MiB)) 0x56 $((2 * MiB))  # whole blocks

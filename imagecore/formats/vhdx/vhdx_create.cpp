@@ -186,6 +186,7 @@ Status CreateImage(io::File& file, const CreateOptions& opts) {
     p.logical_sector = parent->params().logical_sector;
     p.physical_sector = parent->params().physical_sector;
     p.page83 = parent->params().page83;  // the disk's identity is the parent's
+    if (!s.block_size) p.block_size = parent->params().block_size;  // block for block
     p.has_parent = true;
     p.parent = std::move(loc);
   }

@@ -1,4 +1,4 @@
-// vhdx (Hyper-V): dynamic, fixed and differencing disks, read-only so far.
+// vhdx (Hyper-V): dynamic, fixed and differencing disks.
 #include "formats/vhdx/vhdx_driver.h"
 
 #include <cstring>
@@ -15,7 +15,7 @@ int Probe(const io::File&, const uint8_t* head, size_t len) {
 
 constexpr const char* kCreateOptions =
     "  subformat=<str>        - dynamic (default) or fixed\n"
-    "  block_size=<size>      - 1M to 256M, a power of two (default: 8M to 64M by the disk's size)\n"
+    "  block_size=<size>      - 1M to 256M, a power of two (default: 8M to 64M by the disk's size; with -b, the parent's)\n"
     "  log_size=<size>        - the log, whole MiB (default 1M)\n"
     "  block_state_zero=<bool> - new blocks are ZERO rather than NOT_PRESENT (default on, as qemu-img)\n";
 
