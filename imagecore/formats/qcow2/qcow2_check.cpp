@@ -453,7 +453,7 @@ Status Qcow2Image::CompareRefcountsLocked(CheckPass& p) {
     const bool repair = leak ? p.fix != RepairMode::kNone : p.repair_all();
     r->messages.push_back(Fmt("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
                               repair ? "Repairing" : leak ? "Leaked" : "ERROR", c, rc, want));
-    if (repair) IMGFS_RETURN_IF_ERROR(AddRefLocked(c, int64_t(want) - int64_t(rc)));
+    if (repair) IMGFS_RETURN_IF_ERROR(SetRefLocked(c, want));
     uint64_t& count = leak ? (repair ? r->leaks_fixed : r->leaks) : (repair ? r->corruptions_fixed : r->corruptions);
     ++count;
   }
@@ -492,7 +492,7 @@ Status Qcow2Image::LeaksPastEndLocked(uint64_t end, RepairMode fix, CheckResult*
         ++r->leaks;
         continue;
       }
-      IMGFS_RETURN_IF_ERROR(AddRefLocked(c, -int64_t(rc)));
+      IMGFS_RETURN_IF_ERROR(SetRefLocked(c, 0));
       ++r->leaks_fixed;
     }
   }

@@ -320,6 +320,9 @@ class Qcow2Image final : public Image {
   // emptied, or reuse left free at the end, goes back to the host).
   Status TrimTailLocked() REQUIRES(meta_mu_);
   Status AddRefLocked(uint64_t cluster, int64_t delta) REQUIRES(meta_mu_);
+  // To `value` (a check's repair: 64-bit refcounts go past int64_t).
+  Status SetRefLocked(uint64_t cluster, uint64_t value) REQUIRES(meta_mu_);
+  void StoreRefLocked(uint8_t* blk, uint64_t cluster, uint64_t cur, uint64_t value) REQUIRES(meta_mu_);
   Result<uint64_t> RefcountLocked(uint64_t cluster) REQUIRES(meta_mu_);
   Result<uint8_t*> RefBlockForLocked(uint64_t cluster, bool create) REQUIRES(meta_mu_);
   Status GrowRefTableLocked(uint64_t min_entries) REQUIRES(meta_mu_);

@@ -97,18 +97,30 @@ Result<uint8_t*> Qcow2Image::RefBlockForLocked(uint64_t cluster, bool create) {
 Status Qcow2Image::AddRefLocked(uint64_t cluster, int64_t delta) {
   IMGFS_ASSIGN_OR_RETURN(uint8_t * blk, RefBlockForLocked(cluster, /*create=*/delta > 0));
   if (!blk) return FoundDamage("releasing a cluster that has no refcount");
-  const uint64_t i = cluster % refblock_entries_;
   const uint32_t order = header_.refcount_order;
   const uint64_t max = order == 6 ? ~0ull : (1ull << (1u << order)) - 1;
-  const uint64_t cur = GetRefcount(blk, i, order);
+  const uint64_t cur = GetRefcount(blk, cluster % refblock_entries_, order);
+  const uint64_t down = delta < 0 ? 0 - uint64_t(delta) : 0;  // INT64_MIN too
   if (delta > 0 && cur > max - uint64_t(delta))
     return Unsupported(file_->path() + ": refcount overflow");
-  if (delta < 0 && cur < uint64_t(-delta))
-    return FoundDamage("refcount would drop below zero");
-  SetRefcount(blk, i, order, cur + uint64_t(delta));
-  refblock_cache_.MarkDirty(reftable_[cluster / refblock_entries_]);
-  if (cur + uint64_t(delta) == 0) ClusterFreedLocked(cluster);
+  if (cur < down) return FoundDamage("refcount would drop below zero");
+  StoreRefLocked(blk, cluster, cur, cur + uint64_t(delta));
   return Status::OK();
+}
+
+Status Qcow2Image::SetRefLocked(uint64_t cluster, uint64_t value) {
+  IMGFS_ASSIGN_OR_RETURN(uint8_t * blk, RefBlockForLocked(cluster, /*create=*/value > 0));
+  if (!blk) return value ? FoundDamage("setting a refcount that has no block") : Status::OK();
+  const uint32_t order = header_.refcount_order;
+  if (order < 6 && value >> (1u << order)) return Unsupported(file_->path() + ": refcount overflow");
+  StoreRefLocked(blk, cluster, GetRefcount(blk, cluster % refblock_entries_, order), value);
+  return Status::OK();
+}
+
+void Qcow2Image::StoreRefLocked(uint8_t* blk, uint64_t cluster, uint64_t cur, uint64_t value) {
+  SetRefcount(blk, cluster % refblock_entries_, header_.refcount_order, value);
+  refblock_cache_.MarkDirty(reftable_[cluster / refblock_entries_]);
+  if (cur && !value) ClusterFreedLocked(cluster);
 }
 
 void Qcow2Image::ClusterFreedLocked(uint64_t cluster) {
