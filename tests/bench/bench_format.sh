@@ -83,8 +83,17 @@ unserve() {
   fi
 }
 # Before each measurement: nothing of the mounted disk in the page cache
-# (tmpfs keeps the image files themselves).
-settle() { sync; echo 3 >/proc/sys/vm/drop_caches; sleep 0.5; }
+# (tmpfs keeps the image files themselves). This VM hands free memory back
+# to its host (page reporting) and pays a host fault at the next touch of
+# each page, which made either server's figures swing by 2-3x with what
+# ran before; touching and freeing 1.5 GiB first gives both servers memory
+# as a host without that would, for the next seconds.
+settle() {
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  head -c 1536M /dev/zero >"$W/warm"
+  rm -f "$W/warm"
+}
 seqread() {
   local t0 t1
   settle
