@@ -72,7 +72,12 @@ mkdir -p "$M2"
 "$IMGFS" mount "$SRC" "$M2" 2> "$T/err" || fail "mount without --log"
 _IMGFS_MOUNTS+=("$M2")
 grep -q "left out .*short.qcow2" "$T/err" || fail "left-out image not reported on stderr: $(cat "$T/err")"
+pid=$(pgrep -f "imgfs mount .*$M2" | head -1)
+[[ -n $pid ]] || fail "daemon pid not found"
 umount_imgfs "$M2"
+# umount returns once the daemon has exited (gone, or a zombie not yet reaped).
+state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || true
+[[ -z $state || $state == Z ]] || fail "imgfs umount returned while its daemon was still running (state $state)"
 echo "   stderr: $(grep short.qcow2 "$T/err")"
 
 log "a single image file as SOURCE, -o noatime passed to FUSE"
