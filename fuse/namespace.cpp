@@ -395,7 +395,7 @@ void Namespace::Unlist(size_t i, const std::string& why) {
   {
     MutexLock l(e.mu);
     chain = std::move(e.chain);  // its claim goes with it; open files keep theirs until closed
-    e.snapshot_chains.clear();
+    e.DropSnapshotViews();
   }
   if (chain) {
     Status st = chain->Flush();
@@ -464,7 +464,7 @@ Status Namespace::ClaimForWrite(size_t i) {
     if (!fresh.ok()) return fresh.status();
     Log(LogLevel::kInfo, e.path + " changed while the mount did not hold it: reopened");
     e.chain = std::shared_ptr<Chain>(std::move(fresh).value());
-    e.snapshot_chains.clear();
+    e.DropSnapshotViews();
     e.virtual_size = e.chain->VirtualSize();
   }
   e.claimed = true;
@@ -502,13 +502,48 @@ Result<std::vector<SnapshotInfo>> Namespace::Snapshots(size_t i) {
   return chain->layer(0).Snapshots();
 }
 
+Result<std::vector<std::string>> Namespace::SnapshotNames(size_t i) {
+  ImageEntry& e = image(i);
+  uint64_t gen;
+  {
+    MutexLock l(e.mu);
+    if (e.snapshots.named) return e.snapshots.names;
+    gen = e.snapshots_gen;
+  }
+  IMGFS_ASSIGN_OR_RETURN(auto snaps, Snapshots(i));
+  std::vector<std::string> names = ops::SnapshotFileNames(snaps);
+  MutexLock l(e.mu);
+  if (gen == e.snapshots_gen && !e.snapshots.named) {  // no change meanwhile
+    e.snapshots.names = names;
+    for (size_t k = 0; k < names.size(); ++k) e.snapshots.by_name.emplace(names[k], k);
+    e.snapshots.named = true;
+  }
+  return names;
+}
+
+Result<size_t> Namespace::FindSnapshot(size_t i, const std::string& name) {
+  ImageEntry& e = image(i);
+  {
+    MutexLock l(e.mu);
+    if (e.snapshots.named) {
+      auto it = e.snapshots.by_name.find(name);
+      if (it == e.snapshots.by_name.end()) return NotFound("no such snapshot");
+      return it->second;
+    }
+  }
+  IMGFS_ASSIGN_OR_RETURN(auto names, SnapshotNames(i));
+  for (size_t k = 0; k < names.size(); ++k)
+    if (names[k] == name) return k;
+  return NotFound("no such snapshot");
+}
+
 Result<std::shared_ptr<Chain>> Namespace::GetSnapshotChain(size_t i, size_t index) {
   IMGFS_ASSIGN_OR_RETURN(auto snaps, Snapshots(i));
   if (index >= snaps.size()) return NotFound("no such snapshot");
   ImageEntry& e = image(i);
   MutexLock l(e.mu);
-  auto it = e.snapshot_chains.find(index);
-  if (it != e.snapshot_chains.end()) return it->second;
+  auto it = e.snapshots.chains.find(index);
+  if (it != e.snapshots.chains.end()) return it->second;
   auto chain = Chain::OpenSnapshot(e.path, e.format(), snaps[index].id, e.access, &files_);
   if (!chain.ok()) {
     Log(LogLevel::kError, "cannot serve snapshot '" + snaps[index].name + "' of " + e.path + ": " +
@@ -516,7 +551,7 @@ Result<std::shared_ptr<Chain>> Namespace::GetSnapshotChain(size_t i, size_t inde
     return chain.status();
   }
   std::shared_ptr<Chain> shared(std::move(chain).value());
-  e.snapshot_chains[index] = shared;
+  e.snapshots.chains[index] = shared;
   return shared;
 }
 
@@ -528,7 +563,7 @@ void Namespace::Reopen(size_t i) {
   ImageEntry& e = image(i);
   MutexLock l(e.mu);
   e.chain.reset();
-  e.snapshot_chains.clear();
+  e.DropSnapshotViews();
   e.open_error = Status::OK();
   OpenOptions opts = LayerOptions(e.access, true);
   opts.opener = &files_;
@@ -539,7 +574,7 @@ void Namespace::Reopen(size_t i) {
 void Namespace::ForgetSnapshots(size_t i) {
   ImageEntry& e = image(i);
   MutexLock l(e.mu);
-  e.snapshot_chains.clear();
+  e.DropSnapshotViews();
 }
 
 std::vector<size_t> Namespace::BackingUsers(const std::string& real_path, size_t except) {
@@ -571,7 +606,7 @@ Status Namespace::CloseAll() {
     {
       MutexLock l(e->mu);
       chain = std::move(e->chain);
-      e->snapshot_chains.clear();  // read-only: nothing to flush
+      e->DropSnapshotViews();  // read-only: nothing to flush
     }
     if (!chain) continue;
     Status st = chain->Flush();

@@ -129,7 +129,21 @@ struct ImageEntry {
   // the image meanwhile and the chain is opened afresh.
   std::string stamp GUARDED_BY(mu);
   Status open_error GUARDED_BY(mu);
-  std::unordered_map<size_t, std::shared_ptr<Chain>> snapshot_chains GUARDED_BY(mu);  // by table index
+  // The snapshot views, by table index: chains opened on first use, and
+  // the file names, made once per table (each lookup would otherwise name
+  // the whole table). Dropped together whenever the table may change.
+  struct SnapshotViews {
+    std::unordered_map<size_t, std::shared_ptr<Chain>> chains;
+    bool named = false;
+    std::vector<std::string> names;
+    std::unordered_map<std::string, size_t> by_name;
+  };
+  SnapshotViews snapshots GUARDED_BY(mu);
+  uint64_t snapshots_gen GUARDED_BY(mu) = 0;  // counts the drops
+  void DropSnapshotViews() REQUIRES(mu) {
+    snapshots = {};
+    ++snapshots_gen;
+  }
 
  private:
   mutable Mutex files_mu_;  // taken alone or innermost
@@ -183,6 +197,10 @@ class Namespace {
   std::string WhyReadOnly(size_t i);
   // Internal snapshots of image i, and their view file names.
   Result<std::vector<SnapshotInfo>> Snapshots(size_t i);
+  // The file names of its snapshots (ops::SnapshotFileNames), by table
+  // index, and the index of one name.
+  Result<std::vector<std::string>> SnapshotNames(size_t i);
+  Result<size_t> FindSnapshot(size_t i, const std::string& name);
   // The read-only chain of snapshot `index` of image i, opened on first use.
   Result<std::shared_ptr<Chain>> GetSnapshotChain(size_t i, size_t index);
   // The name of the layer file at `depth` ("1-base.qcow2.raw").

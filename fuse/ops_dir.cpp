@@ -66,14 +66,13 @@ bool ListDirectory(FsContext& ctx, const NodeRef& node, std::vector<DirEntry>* o
     }
     case NodeKind::kSnapshotsDir: {
       out->push_back({"..", InoOf(NodeKind::kImageDir, node.image), S_IFDIR});
-      auto snaps = ctx.ns.Snapshots(node.image);
-      if (!snaps.ok()) {
-        *err = ErrnoOf(snaps.status());
+      auto names = ctx.ns.SnapshotNames(node.image);
+      if (!names.ok()) {
+        *err = ErrnoOf(names.status());
         return false;
       }
-      auto names = ops::SnapshotFileNames(snaps.value());
-      for (size_t k = 0; k < names.size() && k < kMaxSnapshotViews; ++k)
-        out->push_back({names[k], InoOf(NodeKind::kSnapshot, node.image, k), S_IFREG});
+      for (size_t k = 0; k < names.value().size() && k < kMaxSnapshotViews; ++k)
+        out->push_back({names.value()[k], InoOf(NodeKind::kSnapshot, node.image, k), S_IFREG});
       return true;
     }
     case NodeKind::kPartitionsDir: {
@@ -249,14 +248,12 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       else if (n == "snapshots" && HasSnapshotsDir(ctx, p.image)) child = {NodeKind::kSnapshotsDir, p.image, 0};
       break;
     case NodeKind::kSnapshotsDir: {
-      auto snaps = ctx.ns.Snapshots(p.image);
-      if (!snaps.ok()) {
-        fuse_reply_err(req, ErrnoOf(snaps.status()));
+      auto k = ctx.ns.FindSnapshot(p.image, n);
+      if (!k.ok() && k.status().code() != Code::kNotFound) {
+        fuse_reply_err(req, ErrnoOf(k.status()));
         return;
       }
-      auto names = ops::SnapshotFileNames(snaps.value());
-      for (size_t k = 0; k < names.size() && k < kMaxSnapshotViews; ++k)
-        if (names[k] == n) child = {NodeKind::kSnapshot, p.image, k};
+      if (k.ok() && k.value() < kMaxSnapshotViews) child = {NodeKind::kSnapshot, p.image, k.value()};
       break;
     }
     case NodeKind::kPartitionsDir: {

@@ -11,6 +11,30 @@ namespace {
 constexpr uint32_t kSnapshotEntryFixed = 40;
 constexpr uint32_t kMaxSnapshots = 65536;              // as qemu: more is damage
 constexpr uint64_t kMaxSnapshotTableBytes = 64 << 20;  // as qemu (QCOW_MAX_SNAPSHOTS_SIZE)
+
+// Reads a table front to back in 64 KiB pieces: a system call per piece,
+// not two per entry (each snapshot view opens the image and reads it all).
+class TableReader {
+ public:
+  explicit TableReader(io::File& file) : file_(file), file_size_(file.Size()) {}
+  // The `len` bytes at `off`, valid until the next call.
+  Result<const uint8_t*> At(uint64_t off, size_t len) {
+    if (off >= start_ && off - start_ + len <= buf_.size()) return buf_.data() + (off - start_);
+    uint64_t n = len;  // past the end of the file: fails as a plain read would
+    if (off < file_size_) n = std::max<uint64_t>(len, std::min<uint64_t>(kPiece, file_size_ - off));
+    buf_.resize(size_t(n));
+    start_ = off;
+    IMGFS_RETURN_IF_ERROR(file_.PRead(off, buf_.data(), buf_.size()));
+    return buf_.data();
+  }
+
+ private:
+  static constexpr uint64_t kPiece = 64 << 10;
+  io::File& file_;
+  const uint64_t file_size_;
+  uint64_t start_ = 0;
+  std::vector<uint8_t> buf_;
+};
 }  // namespace
 
 Status Qcow2Image::ReadSnapshotTable(bool check_only) {
@@ -20,10 +44,12 @@ Status Qcow2Image::ReadSnapshotTable(bool check_only) {
   // Lenient, the bound is the largest table qemu reads, not the file.
   const uint64_t file_size = check_only ? UINT64_MAX / 2 : file_->Size();
   uint64_t off = header_.snapshots_offset;
+  TableReader table(*file_);
   for (uint32_t i = 0; i < header_.nb_snapshots; ++i) {
     uint8_t fixed[kSnapshotEntryFixed];
     if (off + sizeof fixed > file_size) return Corrupt("snapshot table lies past the end of the file");
-    IMGFS_RETURN_IF_ERROR(file_->PRead(off, fixed, sizeof fixed));
+    IMGFS_ASSIGN_OR_RETURN(const uint8_t* head, table.At(off, sizeof fixed));
+    std::memcpy(fixed, head, sizeof fixed);
     SnapshotEntry e;
     e.l1_table_offset = LoadBE64(fixed);
     e.l1_size = LoadBE32(fixed + 8);
@@ -39,8 +65,8 @@ Status Qcow2Image::ReadSnapshotTable(bool check_only) {
       return Corrupt("snapshot table entry " + std::to_string(i) + " is damaged");
     if (off + sizeof fixed + var_len - header_.snapshots_offset > kMaxSnapshotTableBytes)
       return Corrupt("snapshot table is larger than 64 MiB");
-    std::vector<uint8_t> var(var_len);
-    IMGFS_RETURN_IF_ERROR(file_->PRead(off + sizeof fixed, var.data(), var.size()));
+    IMGFS_ASSIGN_OR_RETURN(const uint8_t* tail, table.At(off + sizeof fixed, size_t(var_len)));
+    const std::vector<uint8_t> var(tail, tail + var_len);
     // Extra data: 64-bit VM state size, disk size, icount (each optional).
     e.info.virtual_size = header_.size;
     if (extra_len >= 8) e.info.vm_state_size = LoadBE64(&var[0]);
