@@ -4,7 +4,8 @@
 # mounts as one disk with each checkpoint in layers/, reading as the test
 # computes; a qemu-made disk reads like qemu and its SEEK_DATA/SEEK_HOLE
 # follow imgfs map; writes through the mount (dd with fsync, a punched
-# block) land where qemu reads them after unmount (qemu-img check clean);
+# block, a grow by truncate and by user.imgfs.resize, a shrink by ctl)
+# land where qemu reads them after unmount (qemu-img check clean);
 # a checkpoint whose parent changed since it was made is served read-only
 # with parent_linkage named; one whose parent is gone is left out with the
 # parent's name in the log, the rest serving on.
@@ -15,7 +16,7 @@ source "$HERE/../lib.sh"
 # shellcheck source=e2e_lib.sh
 source "$HERE/e2e_lib.sh"
 
-need_cmd qemu-img qemu-io getfattr cmp fallocate
+need_cmd qemu-img qemu-io getfattr setfattr cmp fallocate
 need_fuse
 tmpdir
 IMGWRITE=${IMGFS_BUILD:-$ROOT/build}/tests/interop/imgwrite
@@ -103,6 +104,13 @@ sync "$MNT/q.vhdx/disk.raw"
 truncate -s 80M "$MNT/q.vhdx/disk.raw"  # a grow, through the mount
 head -c $((16 * M)) /dev/zero >>"$T/q.raw"
 assert_size "$MNT/q.vhdx/disk.raw" $((80 * M)) "q.vhdx after truncate"
+setfattr -n user.imgfs.resize -v +16M "$MNT/q.vhdx/disk.raw"  # and through the attribute
+head -c $((16 * M)) /dev/zero >>"$T/q.raw"
+assert_size "$MNT/q.vhdx/disk.raw" $((96 * M)) "q.vhdx after user.imgfs.resize"
+echo "resize 88M --shrink" >"$MNT/q.vhdx/ctl"  # a shrink through ctl
+truncate -s 88M "$T/q.raw"
+assert_size "$MNT/q.vhdx/disk.raw" $((88 * M)) "q.vhdx after ctl resize --shrink"
+grep -q "^last: resize 88M --shrink: ok" "$MNT/q.vhdx/ctl" || fail "ctl: $(cat "$MNT/q.vhdx/ctl")"
 assert_same "$MNT/disk_GUID2.avhdx/disk.raw" "$T/two.raw" "disk_GUID2.avhdx after writes"
 umount_imgfs "$MNT"
 check_clean "$SRC/q.vhdx"
