@@ -502,22 +502,36 @@ Result<std::vector<SnapshotInfo>> Namespace::Snapshots(size_t i) {
   return chain->layer(0).Snapshots();
 }
 
-Result<std::vector<std::string>> Namespace::SnapshotNames(size_t i) {
+Status Namespace::NameSnapshots(size_t i, std::vector<std::string>* names, std::vector<uint64_t>* sizes) {
   ImageEntry& e = image(i);
   uint64_t gen;
   {
     MutexLock l(e.mu);
-    if (e.snapshots.named) return e.snapshots.names;
+    if (e.snapshots.named) {
+      *names = e.snapshots.names;
+      *sizes = e.snapshots.sizes;
+      return Status::OK();
+    }
     gen = e.snapshots_gen;
   }
   IMGFS_ASSIGN_OR_RETURN(auto snaps, Snapshots(i));
-  std::vector<std::string> names = ops::SnapshotFileNames(snaps);
+  *names = ops::SnapshotFileNames(snaps);
+  sizes->clear();
+  for (const auto& s : snaps) sizes->push_back(s.virtual_size);
   MutexLock l(e.mu);
   if (gen == e.snapshots_gen && !e.snapshots.named) {  // no change meanwhile
-    e.snapshots.names = names;
-    for (size_t k = 0; k < names.size(); ++k) e.snapshots.by_name.emplace(names[k], k);
+    e.snapshots.names = *names;
+    e.snapshots.sizes = *sizes;
+    for (size_t k = 0; k < names->size(); ++k) e.snapshots.by_name.emplace((*names)[k], k);
     e.snapshots.named = true;
   }
+  return Status::OK();
+}
+
+Result<std::vector<std::string>> Namespace::SnapshotNames(size_t i) {
+  std::vector<std::string> names;
+  std::vector<uint64_t> sizes;
+  IMGFS_RETURN_IF_ERROR(NameSnapshots(i, &names, &sizes));
   return names;
 }
 
@@ -535,6 +549,22 @@ Result<size_t> Namespace::FindSnapshot(size_t i, const std::string& name) {
   for (size_t k = 0; k < names.size(); ++k)
     if (names[k] == name) return k;
   return NotFound("no such snapshot");
+}
+
+Result<uint64_t> Namespace::SnapshotSize(size_t i, size_t index) {
+  ImageEntry& e = image(i);
+  {
+    MutexLock l(e.mu);
+    if (e.snapshots.named) {
+      if (index >= e.snapshots.sizes.size()) return NotFound("no such snapshot");
+      return e.snapshots.sizes[index];
+    }
+  }
+  std::vector<std::string> names;
+  std::vector<uint64_t> sizes;
+  IMGFS_RETURN_IF_ERROR(NameSnapshots(i, &names, &sizes));
+  if (index >= sizes.size()) return NotFound("no such snapshot");
+  return sizes[index];
 }
 
 Result<std::shared_ptr<Chain>> Namespace::GetSnapshotChain(size_t i, size_t index) {

@@ -136,6 +136,7 @@ struct ImageEntry {
     std::unordered_map<size_t, std::shared_ptr<Chain>> chains;
     bool named = false;
     std::vector<std::string> names;
+    std::vector<uint64_t> sizes;  // each snapshot's disk size
     std::unordered_map<std::string, size_t> by_name;
   };
   SnapshotViews snapshots GUARDED_BY(mu);
@@ -201,6 +202,7 @@ class Namespace {
   // index, and the index of one name.
   Result<std::vector<std::string>> SnapshotNames(size_t i);
   Result<size_t> FindSnapshot(size_t i, const std::string& name);
+  Result<uint64_t> SnapshotSize(size_t i, size_t index);
   // The read-only chain of snapshot `index` of image i, opened on first use.
   Result<std::shared_ptr<Chain>> GetSnapshotChain(size_t i, size_t index);
   // The name of the layer file at `depth` ("1-base.qcow2.raw").
@@ -223,6 +225,9 @@ class Namespace {
   const FileOpener& files() const { return files_; }
 
  private:
+  // The snapshot file names and sizes of image i: cached, or made and
+  // cached (unless the table was dropped meanwhile).
+  Status NameSnapshots(size_t i, std::vector<std::string>* names, std::vector<uint64_t>* sizes);
   // Opens the image at `path`, claimed for writing if `claim` and it may;
   // *out stays null for a file that is no image.
   Status Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only, bool claim,

@@ -142,20 +142,23 @@ Result<io::FileStat> StatImageFile(FsContext& ctx, const ImageEntry& e) {
   return gone;
 }
 
-// A layer or snapshot view: its chain's size; an errno on failure.
+// A layer view: its chain's size; a snapshot view: the size its table
+// entry gives (the chain is opened by the first read). An errno on failure.
 int StatChainView(FsContext& ctx, const NodeRef& node, mode_t file_perm, struct stat* st) {
-  auto chain = node.kind == NodeKind::kLayer ? ctx.ns.GetChain(node.image)
-                                             : ctx.ns.GetSnapshotChain(node.image, node.depth);
-  if (!chain.ok()) return ErrnoOf(chain.status());
-  const size_t depth = node.kind == NodeKind::kLayer ? node.depth : 0;
-  if (depth >= chain.value()->depth()) return ENOENT;
   st->st_mode = S_IFREG | (file_perm & 0444);
   st->st_nlink = 1;
-  st->st_size = static_cast<off_t>(chain.value()->VirtualSize(depth));
-  // A snapshot shares its clusters with the image: du counts them there.
-  st->st_blocks = node.kind == NodeKind::kLayer
-                      ? static_cast<blkcnt_t>(chain.value()->layer(depth).AllocatedBytes() / 512)
-                      : 0;
+  if (node.kind == NodeKind::kSnapshot) {
+    auto size = ctx.ns.SnapshotSize(node.image, node.depth);
+    if (!size.ok()) return ErrnoOf(size.status());
+    st->st_size = static_cast<off_t>(size.value());
+    st->st_blocks = 0;  // a snapshot shares its clusters with the image: du counts them there
+    return 0;
+  }
+  auto chain = ctx.ns.GetChain(node.image);
+  if (!chain.ok()) return ErrnoOf(chain.status());
+  if (node.depth >= chain.value()->depth()) return ENOENT;
+  st->st_size = static_cast<off_t>(chain.value()->VirtualSize(node.depth));
+  st->st_blocks = static_cast<blkcnt_t>(chain.value()->layer(node.depth).AllocatedBytes() / 512);
   return 0;
 }
 

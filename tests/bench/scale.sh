@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# How imgfs's costs grow with what a library holds, on tmpfs, in one run;
+# medians of ROUNDS rounds, each growth printed as a ratio:
+#   images      mount until listed, and ls -l of every image directory,
+#               for each count in IMAGES (small qcow2 copies)            ms
+#   snapshots   ls -l of snapshots/ for each count in SNAPS (one qcow2) ms
+#   jobs        fio 4 KiB random reads, QD1, O_DIRECT, total IOPS with
+#               each count in JOBS, on a 1 GiB qcow2 (half data)        IOPS
+#   umount      imgfs umount of a read-write mount of one image         ms
+# The issue's table has more rows (idle memory, chains of 1,000 layers);
+# they are added with the work that makes them hold.
+# Environment: ROUNDS=5 IMAGES="1000 10000" SNAPS="1 100 1000" JOBS="1 2 4 8"
+#   RAND_RUNTIME=4 IMGFS=...
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROUNDS=${ROUNDS:-5}
+IMAGES=${IMAGES:-1000 10000}
+SNAPS=${SNAPS:-1 100 1000}
+JOBS=${JOBS:-1 2 4 8}
+RAND_RUNTIME=${RAND_RUNTIME:-4}
+IMGFS_BUILD=${IMGFS_BUILD:-$(cd "$HERE/../.." && pwd)/build}
+IMGFS=${IMGFS:-$IMGFS_BUILD/mounttool/imgfs}
+log() { printf '[scale %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { printf 'scale: ERROR: %s\n' "$*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || { echo "SKIP: needs root (FUSE mounts)"; exit 77; }
+[[ -c /dev/fuse ]] || { echo "SKIP: /dev/fuse missing"; exit 77; }
+for c in qemu-img fio python3 "$IMGFS"; do command -v "$c" >/dev/null || die "missing $c"; done
+
+W=$(mktemp -d /dev/shm/imgfs-scale.XXXXXX)
+MNT=$W/mnt
+mkdir -p "$MNT"
+cleanup() {
+  set +e
+  fusermount3 -u "$MNT" 2>/dev/null
+  sleep 0.2
+  rm -rf "$W"
+}
+trap cleanup EXIT
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+declare -A R
+add() { R[$1]="${R[$1]:-} $2"; }
+median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+
+log "making the images"
+qemu-img create -q -f qcow2 -o cluster_size=4k "$W/proto.qcow2" 16M
+for n in $IMAGES; do
+  mkdir -p "$W/lib$n"
+  python3 - "$W/proto.qcow2" "$W/lib$n" "$n" <<'EOF'
+import shutil, sys
+src, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    shutil.copyfile(src, "%s/img%06d.qcow2" % (d, i))
+EOF
+done
+for n in $SNAPS; do
+  mkdir -p "$W/snap$n"
+  qemu-img create -q -f qcow2 "$W/snap$n/x.qcow2" 64M
+  qemu-img snapshot -c s0 "$W/snap$n/x.qcow2"
+  python3 - "$W/snap$n/x.qcow2" "$n" <<'EOF'
+import subprocess, sys
+img, n = sys.argv[1], int(sys.argv[2])
+for i in range(1, n):
+    subprocess.run(["qemu-img", "snapshot", "-c", "s%d" % i, img], check=True)
+EOF
+done
+mkdir -p "$W/disk"
+python3 "$HERE/make_disk.py" "$W/src.raw" $((1 << 30)) 1 text
+qemu-img convert -f raw -O qcow2 "$W/src.raw" "$W/disk/d.qcow2"
+rm -f "$W/src.raw"
+
+for round in $(seq 1 "$ROUNDS"); do
+  for n in $IMAGES; do
+    t0=$(date +%s%N)
+    "$IMGFS" mount -r "$W/lib$n" "$MNT" || die "mount of $n images"
+    [[ $(ls "$MNT" | wc -l) == "$n" ]] || die "$n images: $(ls "$MNT" | wc -l) listed"
+    add "mount/$n" "$(ms_since "$t0")"
+    t0=$(date +%s%N)
+    ls -l "$MNT"/*/ >/dev/null
+    add "lsl/$n" "$(ms_since "$t0")"
+    "$IMGFS" umount "$MNT"
+  done
+  for n in $SNAPS; do
+    "$IMGFS" mount -r "$W/snap$n" "$MNT"
+    ls "$MNT/x.qcow2" >/dev/null
+    t0=$(date +%s%N)
+    got=$(ls -l "$MNT/x.qcow2/snapshots" | grep -c '\.raw$')
+    add "snaps/$n" "$(ms_since "$t0")"
+    [[ $got == "$n" ]] || die "$n snapshots: $got listed"
+    "$IMGFS" umount "$MNT"
+  done
+  "$IMGFS" mount -r "$W/disk" "$MNT"
+  for j in $JOBS; do
+    iops=$(fio --name=r --filename="$MNT/d.qcow2/disk.raw" --rw=randread --bs=4k --direct=1 --iodepth=1 \
+      --ioengine=psync --numjobs="$j" --group_reporting --runtime="$RAND_RUNTIME" --time_based \
+      --output-format=json 2>/dev/null |
+      python3 -c 'import json,sys; t=sys.stdin.read(); print("%.0f" % json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"])')
+    add "jobs/$j" "$iops"
+  done
+  "$IMGFS" umount "$MNT"
+  "$IMGFS" mount "$W/disk" "$MNT"
+  cat "$MNT/d.qcow2/info.json" >/dev/null
+  t0=$(date +%s%N)
+  "$IMGFS" umount "$MNT"
+  add umount "$(ms_since "$t0")"
+  log "round $round done"
+done
+
+# row LABEL KEY... : the medians, and each one's ratio to the first
+row() {
+  local label=$1 first="" m k out=""
+  shift
+  for k in "$@"; do
+    # shellcheck disable=SC2086
+    m=$(median ${R[$k]})
+    [[ -n $first ]] || first=$m
+    out+=$(printf ' %s=%s (%.2fx)' "${k#*/}" "$m" "$(python3 -c "print($m / $first)")")
+  done
+  echo "$label:$out"
+}
+echo "medians of $ROUNDS rounds; (x) = ratio to the first column"
+# shellcheck disable=SC2046
+row "mount until listed [ms], by images" $(for n in $IMAGES; do echo "mount/$n"; done)
+# shellcheck disable=SC2046
+row "ls -l of every image directory [ms]" $(for n in $IMAGES; do echo "lsl/$n"; done)
+# shellcheck disable=SC2046
+row "ls -l snapshots/ [ms], by snapshots" $(for n in $SNAPS; do echo "snaps/$n"; done)
+# shellcheck disable=SC2046
+row "4 KiB random reads [IOPS], by fio jobs" $(for j in $JOBS; do echo "jobs/$j"; done)
+echo "imgfs umount of a read-write mount [ms]: $(median ${R[umount]})"
+echo "per round:"
+for k in "${!R[@]}"; do echo "  $k:${R[$k]}"; done | sort
