@@ -224,9 +224,23 @@ bool Namespace::SameChain(const ImageEntry& e) const {
   return true;
 }
 
-void Namespace::ProtectBackingOf(size_t i) {
+// Every listed image another one builds on, found through a map of the
+// images' files: one pass over the chains, not every pair of images.
+void Namespace::ProtectBackingFiles() {
+  std::unordered_map<std::string, std::vector<size_t>> by_file;
   for (size_t j = 0; j < size(); ++j)
-    if (j != i && !image(j).removed && BuildsOn(image(i), image(j))) ServeAsBacking(image(j), image(i));
+    if (!image(j).removed && !image(j).layer_paths.empty()) by_file[image(j).layer_paths[0]].push_back(j);
+  for (size_t i = 0; i < size(); ++i) {
+    std::set<size_t> below;  // by index, as listed
+    for (size_t d = 1; d < image(i).layer_paths.size(); ++d) {
+      auto it = by_file.find(image(i).layer_paths[d]);
+      if (it == by_file.end()) continue;
+      for (size_t j : it->second)
+        if (j != i) below.insert(j);
+    }
+    for (size_t j : below)
+      if (BuildsOn(image(i), image(j))) ServeAsBacking(image(j), image(i));
+  }
 }
 
 Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_mount) {
@@ -258,7 +272,7 @@ Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_
     }
     scanning_ = false;
   }
-  for (size_t i = 0; i < size(); ++i) ProtectBackingOf(i);
+  ProtectBackingFiles();
   Log(LogLevel::kInfo, "serving " + std::to_string(size()) + " image(s) from " + source);
   return Status::OK();
 }

@@ -232,8 +232,8 @@ class Namespace {
   // *out stays null for a file that is no image.
   Status Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only, bool claim,
                std::unique_ptr<ImageEntry>* out);
-  // Serves image i read-only if another listed image builds on it.
-  void ProtectBackingOf(size_t i);
+  // Serves read-only every listed image another listed image builds on.
+  void ProtectBackingFiles();
   void Append(std::unique_ptr<ImageEntry> e);
   // Real paths of the files other than its image file that the image at
   // `path` names in its header.
