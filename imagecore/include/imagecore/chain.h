@@ -25,9 +25,10 @@
 
 namespace imgfs {
 
-// Chains deeper than this are refused (qemu has no such limit, but no real
-// chain comes near it, and each layer costs descriptors and memory).
-constexpr size_t kMaxChainDepth = 64;
+// Chains deeper than this are refused: far past any real chain (qemu sets
+// no limit), it bounds what a directory of hostile files can make one open
+// cost (a descriptor and a few KiB per layer; loops are refused anyway).
+constexpr size_t kMaxChainDepth = 4096;
 
 // One run of guest bytes as the chain resolves it.
 struct Resolved {
