@@ -133,6 +133,11 @@ class PosixFile final : public File {
     return File::Deallocate(off, n);  // the host cannot: write zeros
   }
 
+  void Discard(uint64_t off, uint64_t n) override {
+    if (n) (void)::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                             static_cast<off_t>(n));
+  }
+
   Status Allocate(uint64_t off, uint64_t n) override {
     if (n == 0) return Status::OK();
     if (::fallocate(fd_, 0, static_cast<off_t>(off), static_cast<off_t>(n)) == 0) return Status::OK();

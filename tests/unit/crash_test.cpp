@@ -218,6 +218,69 @@ TEST_P(CrashTest, ResizeAndZeroingAreCrashSafe) {
   ExpectEveryPrefixConsistent(initial, *log);
 }
 
+// A discard punches the clusters it frees, once no pointer to them is
+// durable: a snapshot that still holds them keeps them whole until it is
+// deleted, and a crash anywhere (kill -9, or power loss dropping any of
+// the writes and punches after a sync) leaves a consistent image whose
+// listed snapshot reads as written and whose acknowledged data is intact.
+TEST_P(CrashTest, DiscardPunchesOnlyWhatNothingUses) {
+  constexpr uint64_t kSize = 2 << 20, kHalf = 1 << 20, kTail = kSize - (256 << 10);
+  auto f = test::NewQcow2(kSize, GetParam());
+  const std::vector<uint8_t> initial = test::Contents(*f);
+  auto log = std::make_shared<std::vector<SharedFile::Op>>();
+  std::vector<uint8_t> model(kSize, 0x11);
+  size_t first_flush = 0;
+  {
+    auto img = test::OpenShared(f, true, log);
+    auto write = [&](uint64_t off, uint64_t len, uint8_t v) {
+      std::vector<uint8_t> d(len, v);
+      ASSERT_TRUE(img->Write(off, d.data(), len, nullptr).ok());
+      std::memset(&model[off], v, len);
+    };
+    write(0, kSize, 0x11);
+    ASSERT_TRUE(img->Flush().ok());
+    first_flush = log->size();
+    ASSERT_TRUE(img->CreateSnapshot("s").ok());
+    ASSERT_TRUE(img->WriteZeroes(0, kHalf, /*unmap=*/true, nullptr).ok());  // the snapshot still holds them
+    std::memset(&model[0], 0, kHalf);
+    write(kHalf, kHalf / 2, 0x22);  // copies on write: the old clusters are the snapshot's alone
+    ASSERT_TRUE(img->Flush().ok());
+    ASSERT_TRUE(img->DeleteSnapshot("s").ok());  // now they are free
+    write(0, kHalf / 2, 0x33);                   // and reused
+    ASSERT_TRUE(img->WriteZeroes(kHalf + kHalf / 2, kTail - kHalf - kHalf / 2, true, nullptr).ok());
+    std::memset(&model[kHalf + kHalf / 2], 0, kTail - kHalf - kHalf / 2);
+    ASSERT_TRUE(img->Flush().ok());
+    EXPECT_EQ(test::ReadLayer(*img), model);
+  }
+  size_t punches = 0;
+  for (const auto& op : *log) punches += op.kind == SharedFile::Op::kDiscard;
+  EXPECT_GT(punches, 0u) << "no freed cluster was punched";
+  test::Recorded rec{initial, *log};
+  auto check = [&](std::shared_ptr<io::File> file, size_t k, const char* what) {
+    ASSERT_EQ(test::CheckQcow2(*file), "") << what << " after " << k << " of " << rec.ops.size() << " operations";
+    if (k < first_flush) return;
+    auto img = test::OpenShared(file, false);
+    ASSERT_TRUE(img) << what << " after " << k;
+    const std::vector<uint8_t> got = test::ReadLayer(*img);
+    ASSERT_EQ(got.size(), kSize);
+    // Never rewritten after the first flush: intact at every point.
+    for (uint64_t i = kTail; i < kSize; ++i) ASSERT_EQ(got[i], 0x11) << what << " after " << k << ", byte " << i;
+    // Rewritten by copy-on-write: old or new, never a punched hole.
+    for (uint64_t i = kHalf; i < kHalf + kHalf / 2; ++i)
+      ASSERT_TRUE(got[i] == 0x11 || got[i] == 0x22) << what << " after " << k << ", byte " << i;
+    for (const SnapshotInfo& s : img->Snapshots()) {
+      auto snap = img->OpenSnapshot(s.id);
+      ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+      const std::vector<uint8_t> in_snap = test::ReadLayer(*snap.value());
+      ASSERT_EQ(std::count(in_snap.begin(), in_snap.end(), 0x11), ptrdiff_t(kSize))
+          << what << " after " << k << ": a listed snapshot lost clusters";
+    }
+    if (k == rec.ops.size()) EXPECT_EQ(got, model) << "the clean close";
+  };
+  rec.EachPrefix(check);
+  rec.EachPowerLoss(4, check);
+}
+
 // The bitmap names an image lists, in order ("" where none).
 std::string BitmapNames(Image& img) {
   std::string out;

@@ -28,6 +28,11 @@ Status SharedFile::Truncate(uint64_t size) {
   return inner_->Truncate(size);
 }
 
+void SharedFile::Discard(uint64_t off, uint64_t n) {
+  if (log_) log_->push_back(Op{Op::kDiscard, off, {}, n});
+  inner_->Discard(off, n);
+}
+
 Status SharedFile::Sync() {
   if (log_) log_->push_back(Op{Op::kSync, 0, {}});
   return inner_->Sync();
@@ -121,6 +126,7 @@ std::shared_ptr<io::File> Recorded::Rebuild(size_t upto, const std::vector<bool>
     const auto& op = ops[i];
     if (op.kind == SharedFile::Op::kWrite) (void)f->PWrite(op.off, op.data.data(), op.data.size());
     if (op.kind == SharedFile::Op::kTruncate) (void)f->Truncate(op.off);
+    if (op.kind == SharedFile::Op::kDiscard) f->Discard(op.off, op.len);
   }
   return f;
 }

@@ -19,9 +19,10 @@ namespace imgfs::test {
 class SharedFile : public io::File {
  public:
   struct Op {
-    enum Kind { kWrite, kSync, kTruncate } kind;
+    enum Kind { kWrite, kSync, kTruncate, kDiscard } kind;
     uint64_t off = 0;
     std::vector<uint8_t> data;
+    uint64_t len = 0;  // kDiscard's
   };
   explicit SharedFile(std::shared_ptr<io::File> inner, std::shared_ptr<std::vector<Op>> log = nullptr,
                       const std::string& path = "")
@@ -31,6 +32,11 @@ class SharedFile : public io::File {
   uint64_t Size() const override { return inner_->Size(); }
   Status Truncate(uint64_t size) override;
   Status Sync() override;
+  void Discard(uint64_t off, uint64_t n) override;
+  // The same bytes, unlogged (a snapshot view's descriptor).
+  Result<std::unique_ptr<io::File>> OpenAgain() const override {
+    return std::unique_ptr<io::File>(new SharedFile(inner_, nullptr, path()));
+  }
   uint64_t AllocatedBytes() const override { return inner_->AllocatedBytes(); }
   uint64_t Seek(uint64_t off, bool want_data) const override { return inner_->Seek(off, want_data); }
   bool writable() const override { return true; }

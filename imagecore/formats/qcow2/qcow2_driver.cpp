@@ -201,6 +201,7 @@ Status Qcow2Image::Flush() {
     MutexLock l(meta_mu_);
     if (!write_prepared_) return Status::OK();  // never written: nothing to sync
     IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(/*apply_releases=*/true));
+    ReleaseQuarantineLocked();  // freed space goes back to the host
   }
   if (data_file_) IMGFS_RETURN_IF_ERROR(data_file_->Sync());
   return file_->Sync();

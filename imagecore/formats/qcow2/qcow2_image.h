@@ -307,8 +307,11 @@ class Qcow2Image final : public Image {
   // Both: `exact` runs of n, or the lowest run up to n (*got).
   Result<uint64_t> AllocateLocked(uint64_t n, bool exact, uint64_t* got) REQUIRES(meta_mu_);
   Result<uint64_t> TakeFreeRunLocked(uint64_t max_n, uint64_t* got) REQUIRES(meta_mu_);
-  // Moves clusters no read can still use from quarantine_ to free_.
+  // Moves clusters no read can still use from quarantine_ to free_, and
+  // gives their space back to the host (a punched hole).
   void ReleaseQuarantineLocked() REQUIRES(meta_mu_);
+  // Punches the clusters of [c, c+n) that still have refcount 0.
+  void DiscardFreeLocked(uint64_t c, uint64_t n) REQUIRES(meta_mu_);
   // A free run of n clusters from free_, or 0 (cluster 0 is the header).
   // Each is checked to still have refcount 0 (a repair may have counted it).
   Result<uint64_t> TakeFreeLocked(uint64_t n) REQUIRES(meta_mu_);
@@ -396,13 +399,17 @@ class Qcow2Image final : public Image {
   OverlapMap overlap_ GUARDED_BY(meta_mu_);
   bool overlap_built_ GUARDED_BY(meta_mu_) = false;
   // Free clusters below the end of the file, handed out before the file
-  // grows. A cluster freed while mounted waits in quarantine_ (with its
-  // read-epoch tag) until no read that may still use it is in flight; at
-  // most kMaxFreeTracked are remembered (the rest stay free on disk and are
-  // found again at the next open).
+  // grows. Clusters freed while mounted wait in quarantine_, as runs tagged
+  // with the read epoch of their last free, until no read that may still
+  // use them is in flight; then they are punched and join free_. At most
+  // kMaxFreeTracked clusters (free_) and runs (quarantine_) are remembered;
+  // the rest stay free on disk and are found again at the next open.
   static constexpr size_t kMaxFreeTracked = 1 << 18;
+  struct FreedRun {
+    uint64_t start, count, tag;
+  };
   std::set<uint64_t> free_ GUARDED_BY(meta_mu_);
-  std::deque<std::pair<uint64_t, uint64_t>> quarantine_ GUARDED_BY(meta_mu_);  // cluster, tag
+  std::deque<FreedRun> quarantine_ GUARDED_BY(meta_mu_);
   bool free_scanned_ GUARDED_BY(meta_mu_) = false;
 };
 

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <cstring>
 
-#include <unordered_set>
 
 #include "base/endian.h"
 #include "imagecore/read_epoch.h"
@@ -126,16 +125,29 @@ void Qcow2Image::StoreRefLocked(uint8_t* blk, uint64_t cluster, uint64_t cur, ui
 void Qcow2Image::ClusterFreedLocked(uint64_t cluster) {
   overlap_.Remove(cluster);
   l2_cache_.Drop(cluster << cluster_bits_);  // a freed table must never be written back over new data
-  if (cluster == 0 || free_.size() + quarantine_.size() >= kMaxFreeTracked) return;
-  quarantine_.emplace_back(cluster, CloseReadEpoch());
+  if (cluster == 0) return;
+  const uint64_t tag = CloseReadEpoch();
+  // A discard frees clusters in order: they join the last run, whose tag
+  // becomes the newest (tags still grow along the queue).
+  if (!quarantine_.empty() && quarantine_.back().start + quarantine_.back().count == cluster) {
+    ++quarantine_.back().count;
+    quarantine_.back().tag = tag;
+  } else if (quarantine_.size() < kMaxFreeTracked) {
+    quarantine_.push_back({cluster, 1, tag});
+  }
 }
 
 Status Qcow2Image::FindFreeLocked() {
   if (free_scanned_) return Status::OK();
   free_scanned_ = true;
   // Clusters freed since the open wait in quarantine: not free yet.
-  std::unordered_set<uint64_t> waiting;
-  for (const auto& q : quarantine_) waiting.insert(q.first);
+  std::vector<std::pair<uint64_t, uint64_t>> waiting;  // [start, end), sorted
+  for (const FreedRun& q : quarantine_) waiting.emplace_back(q.start, q.start + q.count);
+  std::sort(waiting.begin(), waiting.end());
+  auto is_waiting = [&](uint64_t c) {
+    auto it = std::upper_bound(waiting.begin(), waiting.end(), std::make_pair(c, UINT64_MAX));
+    return it != waiting.begin() && c < std::prev(it)->second;
+  };
   const uint32_t order = header_.refcount_order;
   for (uint64_t ti = 0; ti < reftable_.size() && ti * refblock_entries_ < end_cluster_; ++ti) {
     if (!reftable_[ti]) continue;  // clusters without a block are past what ever was used
@@ -145,7 +157,7 @@ Status Qcow2Image::FindFreeLocked() {
     const uint64_t last = std::min(first + refblock_entries_, end_cluster_);
     for (uint64_t c = std::max<uint64_t>(first, 1); c < last; ++c) {
       if (free_.size() + quarantine_.size() >= kMaxFreeTracked) return Status::OK();
-      if (!GetRefcount(blk, c - first, order) && !waiting.count(c)) free_.insert(c);
+      if (!GetRefcount(blk, c - first, order) && !is_waiting(c)) free_.insert(c);
     }
   }
   return Status::OK();
@@ -173,9 +185,27 @@ void Qcow2Image::ReleaseQuarantineLocked() {
   // Tags grow along the queue: release from the front while no read that
   // could still use a cluster is in flight.
   const uint64_t oldest = OldestOpenRead();
-  while (!quarantine_.empty() && quarantine_.front().second < oldest) {
-    free_.insert(quarantine_.front().first);
+  while (!quarantine_.empty() && quarantine_.front().tag < oldest) {
+    const FreedRun run = quarantine_.front();
     quarantine_.pop_front();
+    // Punched before any of it can be handed out again: the pointers that
+    // freed it are durable (releases apply after a sync), and no read uses it.
+    DiscardFreeLocked(run.start, run.count);
+    for (uint64_t c = run.start; c < run.start + run.count && free_.size() < kMaxFreeTracked; ++c) free_.insert(c);
+  }
+}
+
+void Qcow2Image::DiscardFreeLocked(uint64_t c, uint64_t n) {
+  uint64_t from = c;
+  for (uint64_t i = c; i <= c + n; ++i) {
+    bool free = false;
+    if (i < c + n) {
+      Result<uint64_t> rc = RefcountLocked(i);
+      free = rc.ok() && rc.value() == 0;  // a repair may have counted it again
+    }
+    if (free) continue;
+    if (i > from) file_->Discard(from << cluster_bits_, (i - from) << cluster_bits_);
+    from = i + 1;
   }
 }
 

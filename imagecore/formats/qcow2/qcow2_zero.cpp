@@ -65,6 +65,14 @@ Status Qcow2Image::WriteZeroes(uint64_t off, uint64_t len, bool unmap, const Lay
     if (c == c_begin) MarkDirtyLocked(c_begin << cluster_bits_, (c_end - c_begin) << cluster_bits_);
     IMGFS_ASSIGN_OR_RETURN(c, ClearClustersLocked(c, c_end, zero_flag));
   }
+  if (!unmap) return Status::OK();
+  // A discard (a guest's fstrim) shrinks the host file now, as on a Linux
+  // filesystem: the new entries become durable, then the clusters are freed
+  // and punched. Without unmap the space waits for the next flush.
+  MutexLock l(meta_mu_);
+  if (pending_release_.empty()) return Status::OK();
+  IMGFS_RETURN_IF_ERROR(FlushMetadataLocked(/*apply_releases=*/true));
+  ReleaseQuarantineLocked();
   return Status::OK();
 }
 

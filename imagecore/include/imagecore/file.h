@@ -57,6 +57,10 @@ class File {
   // Makes [off, off+n) read as zeros and frees its space where the host
   // can (a punched hole); the size stays. Writes zeros where it cannot.
   virtual Status Deallocate(uint64_t off, uint64_t n);
+  // Gives the host space of [off, off+n) back, where the host can; its
+  // bytes are garbage nobody reads again (a freed cluster). A hint: may do
+  // nothing, and the bytes may read as anything after.
+  virtual void Discard(uint64_t off, uint64_t n) {}
   // Reserves host space for [off, off+n), growing the file to cover it;
   // bytes keep what they read (zeros where new). preallocation=falloc.
   virtual Status Allocate(uint64_t off, uint64_t n);
