@@ -158,13 +158,14 @@ Status Namespace::Probe(const std::string& name, const std::string& path, bool e
     entry->file_ino = st.value().ino;
     entry->file_dev = st.value().dev;
   }
-  {
+  if (!entry->read_only.is()) {
     MutexLock l(entry->mu);  // not shared yet: for the analysis
     entry->chain = std::shared_ptr<Chain>(std::move(chain).value());
-    if (entry->read_only.is()) entry->chain->layer(0).DropWriteClaim();  // never written: a VM may
-    else if (claimed) entry->claimed = true;                        // the writable open took it; it stays
+    if (claimed) entry->claimed = true;  // the writable open took it; it stays
     else Unclaim(*entry);
   }
+  // A read-only image's chain holds no claim: closed now and opened on
+  // first use (GetChain), so a large library costs no descriptors.
   if (entry->read_only.is() && !read_only)
     Log(LogLevel::kInfo, "serving " + path + " read-only: " + entry->read_only.why());
   *out = std::move(entry);
@@ -636,6 +637,23 @@ std::vector<size_t> Namespace::ImagesAt(const std::string& real_path) {
   for (size_t i = 0; i < size(); ++i)
     if (!image(i).removed && !image(i).layer_paths.empty() && image(i).layer_paths[0] == real_path) out.push_back(i);
   return out;
+}
+
+void Namespace::DropCaches(size_t i) {
+  ImageEntry& e = image(i);
+  e.caches_held.store(false, std::memory_order_relaxed);  // first: a use from now on sets it again
+  std::shared_ptr<Chain> chain;
+  std::unordered_map<size_t, std::shared_ptr<Chain>> snapshots;
+  {
+    MutexLock l(e.mu);
+    chain = e.chain;
+    // A read-only image's chain holds no claim: it closes too (GetChain
+    // opens it again). A writable one's descriptor holds QEMU's lock.
+    if (e.read_only.is()) e.chain.reset();
+    snapshots.swap(e.snapshots.chains);
+  }
+  if (chain) chain->DropCaches();
+  for (auto& [index, view] : snapshots) view->DropCaches();
 }
 
 void Namespace::JoinControls() {

@@ -116,6 +116,16 @@ struct ImageEntry {
   std::atomic<bool> removed{false};      // gone from SOURCE; its index is never reused
   Control control;                       // the ctl file's commands
   std::atomic<int> open_partition_views{0};  // writes to disk.raw then invalidate them
+  // When a request last used the image, in the memory keeper's ticks, and
+  // whether it may hold caches since the keeper last gave them back.
+  std::atomic<uint32_t> last_use{0};
+  std::atomic<bool> caches_held{true};
+  void Touch(uint32_t tick) {
+    // Stores only when something changes: readers on many threads then
+    // share the cache line instead of taking turns writing it.
+    if (last_use.load(std::memory_order_relaxed) != tick) last_use.store(tick, std::memory_order_relaxed);
+    if (!caches_held.load(std::memory_order_relaxed)) caches_held.store(true, std::memory_order_relaxed);
+  }
 
   Mutex mu;
   std::shared_ptr<Chain> chain GUARDED_BY(mu);  // opened at mount (read-only backing files: on first use)
@@ -171,6 +181,10 @@ class Namespace {
   // watcher) and read by any: a slot is filled before `count_` covers it.
   size_t size() const { return count_.load(std::memory_order_acquire); }
   ImageEntry& image(size_t i) { return *chunks_[i / kChunk][i % kChunk]; }
+  // Marks image i used now (see MemoryKeeper).
+  void Touch(size_t i) { image(i).Touch(tick_.load(std::memory_order_relaxed)); }
+  uint32_t tick() const { return tick_.load(std::memory_order_relaxed); }
+  void Tick() { tick_.fetch_add(1, std::memory_order_relaxed); }
   // Index of the image now named `name`, or -1.
   long Find(const std::string& name) const;
   // SOURCE changed (the watcher): the file `name` appeared or was
@@ -219,6 +233,10 @@ class Namespace {
   std::vector<size_t> ImagesAt(const std::string& real_path);
   // Waits for the control commands still running in the background.
   void JoinControls();
+  // Gives back image i's cached metadata: its chain's tables (the whole
+  // chain if the image is read-only) and the snapshot views' chains (open
+  // files keep theirs). Opened and loaded again on use.
+  void DropCaches(size_t i);
   // Flushes and closes every open chain; returns the first error.
   Status CloseAll();
   const std::string& source() const { return source_; }
@@ -260,6 +278,7 @@ class Namespace {
   bool claim_at_mount_ = true;
   std::unique_ptr<std::unique_ptr<ImageEntry>[]> chunks_[kMaxChunks];
   std::atomic<size_t> count_{0};
+  std::atomic<uint32_t> tick_{1};  // seconds of the memory keeper; 0 is "never used"
   mutable Mutex names_mu_;                      // guards by_name_
   std::unordered_map<std::string, size_t> by_name_;  // live images only
 };

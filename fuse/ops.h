@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "memory_keeper.h"
 #include "namespace.h"
 
 namespace imgfs::fs {
@@ -17,6 +18,7 @@ struct FsContext {
   Namespace ns;
   bool read_only = false;
   bool allow_shrink = false;   // -o allow_shrink: truncate may shrink disk.raw
+  MemoryLimits memory;         // -o cache_limit=, cache_idle=
   fuse_session* se = nullptr;  // for invalidation notices; null until mounted
 };
 

@@ -168,6 +168,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, ENOENT);
     return;
   }
+  if (node.kind != NodeKind::kRoot && node.kind != NodeKind::kInvalid) ctx.ns.Touch(node.image);
   auto of = std::make_unique<OpenFile>();
   of->node = node;
   int err = EISDIR;
@@ -301,6 +302,7 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
   if (of->node.kind == NodeKind::kCtl) return ReplyText(req, Ctx(req).ns.image(of->node.image).control.State(), size, off);
   if (!of->chain) return ReplyText(req, of->content, size, off);  // info.json
   const Chain& chain = *of->chain;
+  Ctx(req).ns.Touch(of->node.image);
   const uint64_t vsize = ViewSize(*of);
   if (off < 0 || static_cast<uint64_t>(off) >= vsize) {
     fuse_reply_buf(req, nullptr, 0);
@@ -339,6 +341,7 @@ void WriteCtl(fuse_req_t req, const OpenFile& of, const char* buf, size_t size) 
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto cmd = ParseCtlLine(line);
     Control& control = ctx.ns.image(of.node.image).control;
+    ctx.ns.Touch(of.node.image);
     Status st = cmd.ok() ? control.Run(ctx, of.node.image, cmd.value()) : cmd.status();
     if (!cmd.ok()) control.Refused(line, st);
     if (!st.ok()) {
@@ -372,6 +375,7 @@ void OpWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off
     size = std::min<uint64_t>(size, vsize - static_cast<uint64_t>(off));
   }
   const uint64_t disk_off = static_cast<uint64_t>(off) + of->shift;
+  Ctx(req).ns.Touch(of->node.image);
   Status st = of->chain->Write(disk_off, buf, size);
   if (!st.ok()) {
     if (st.code() != Code::kNoSpace) Log(LogLevel::kError, "write failed: " + st.message());
@@ -402,6 +406,7 @@ void OpFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fus
   }
   FsContext& ctx = Ctx(req);
   ImageEntry& e = ctx.ns.image(of->node.image);
+  ctx.ns.Touch(of->node.image);
   const uint64_t begin = static_cast<uint64_t>(off), end = begin + static_cast<uint64_t>(len);
   const uint64_t size = ViewSize(*of);
   if (part && !(mode & FALLOC_FL_KEEP_SIZE) && end > size) {
@@ -442,6 +447,7 @@ void OpLseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* 
     return;
   }
   const Chain& chain = *of->chain;
+  Ctx(req).ns.Touch(of->node.image);
   const uint64_t size = ViewSize(*of);
   if (off < 0 || static_cast<uint64_t>(off) >= size) {
     fuse_reply_err(req, ENXIO);

@@ -131,6 +131,7 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     fuse_reply_err(req, ENODATA);
     return;
   }
+  ctx.ns.Touch(n.image);
   auto v = InfoValue(ctx, n.image, nm.substr(std::strlen(kPrefix)));
   if (!v.ok()) {
     fuse_reply_err(req, v.status().code() == Code::kNotFound ? ENODATA : ErrnoOf(v.status()));
@@ -174,6 +175,7 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
     fuse_reply_err(req, ENOTSUP);
     return;
   }
+  ctx.ns.Touch(n.image);
   std::string v(value, size);
   while (!v.empty() && (v.back() == '\n' || v.back() == '\0')) v.pop_back();
   auto cmd = ParseControlAttribute(name, v);

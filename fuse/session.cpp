@@ -17,6 +17,7 @@
 
 #include "capabilities.h"
 #include "imagecore/log.h"
+#include "imagecore/size.h"
 #include "imgfs_fuse.h"
 #include "guard.h"
 #include "ops.h"
@@ -82,9 +83,21 @@ void SetLogging(const MountConfig& cfg, bool echo = false) {
 }
 
 void RaiseFileLimit() {
-  // Each open chain holds one descriptor per layer.
+  // Each open chain holds one descriptor per layer, and a writable image's
+  // chain stays open (its QEMU lock): a library of 100,000 needs as many.
+  // Root may raise the hard limit up to the kernel's (fs.nr_open).
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  unsigned long nr_open = 0;
+  if (FILE* f = std::fopen("/proc/sys/fs/nr_open", "r")) {
+    if (std::fscanf(f, "%lu", &nr_open) != 1) nr_open = 0;
+    std::fclose(f);
+  }
+  if (nr_open > rl.rlim_max) {
+    struct rlimit up = {nr_open, nr_open};
+    if (setrlimit(RLIMIT_NOFILE, &up) == 0) return;
+  }
+  if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
@@ -188,6 +201,28 @@ bool CheckMountpoint(const MountConfig& cfg, std::string* real) {
   return true;
 }
 
+// -o cache_limit=SIZE (all metadata caches together) or
+// cache_idle=SECONDS (an image unused that long gives its caches back).
+bool TakeMemoryOption(const std::string& o, MemoryLimits* m) {
+  const size_t eq = o.find('=');
+  const std::string key = o.substr(0, eq), value = o.substr(eq + 1);
+  if (key == "cache_limit") {
+    auto size = ParseSize(value);
+    if (size.ok()) m->cache_bytes = size.value();
+    else std::fprintf(stderr, "imgfs: -o %s: %s\n", o.c_str(), size.status().message().c_str());
+    return size.ok();
+  }
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long s = std::strtoul(value.c_str(), &end, 10);
+  if (value.empty() || *end || errno || value[0] == '-' || s < 1 || s > 86400 * 365) {
+    std::fprintf(stderr, "imgfs: -o %s: seconds from 1 to a year\n", o.c_str());
+    return false;
+  }
+  m->idle_seconds = uint32_t(s);
+  return true;
+}
+
 // Takes imgfs's own -o options into `ctx` and *claim_at_mount; the rest
 // go to FUSE (*fuse_options).
 bool TakeOwnOptions(const MountConfig& cfg, FsContext& ctx, std::string* fuse_options, bool* claim_at_mount) {
@@ -205,6 +240,8 @@ bool TakeOwnOptions(const MountConfig& cfg, FsContext& ctx, std::string* fuse_op
     } else if (o.rfind("claim=", 0) == 0) {
       std::fprintf(stderr, "imgfs: -o %s: claim is 'mount' or 'write'\n", o.c_str());
       return false;
+    } else if (o.rfind("cache_limit=", 0) == 0 || o.rfind("cache_idle=", 0) == 0) {
+      if (!TakeMemoryOption(o, &ctx.memory)) return false;
     } else {
       *fuse_options += (fuse_options->empty() ? "" : ",") + o;
     }
@@ -245,6 +282,8 @@ int Serve(const MountConfig& cfg, FsContext& ctx, fuse_session* se) {
   ctx.se = se;
   Watcher watcher;  // a thread: started in the daemon, after the fork
   watcher.Start(ctx);
+  MemoryKeeper keeper;
+  keeper.Start(ctx, ctx.memory);
   fuse_loop_config* lc = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(lc, cfg.threads ? cfg.threads : 16);
   fuse_loop_cfg_set_idle_threads(lc, 4);
@@ -253,6 +292,7 @@ int Serve(const MountConfig& cfg, FsContext& ctx, fuse_session* se) {
 
   fuse_remove_signal_handlers(se);
   watcher.Stop();
+  keeper.Stop();
   ctx.ns.JoinControls();  // a commit still running finishes before the flush
   ctx.se = nullptr;
   fuse_session_unmount(se);

@@ -1,8 +1,32 @@
 #include "base/table_cache.h"
 
+#include <atomic>
 #include <cstring>
 
 namespace imgfs {
+
+namespace {
+std::atomic<uint64_t> g_total_bytes{0};
+}  // namespace
+
+uint64_t TableCache::TotalBytes() { return g_total_bytes.load(std::memory_order_relaxed); }
+
+TableCache::~TableCache() { g_total_bytes.fetch_sub(bytes(), std::memory_order_relaxed); }
+
+void TableCache::Erase(std::unordered_map<uint64_t, Entry>::iterator it) {
+  if (it->second.dirty) --dirty_count_;
+  lru_.erase(it->second.lru);
+  map_.erase(it);
+  g_total_bytes.fetch_sub(table_bytes_, std::memory_order_relaxed);
+}
+
+void TableCache::DropClean() {
+  for (auto it = map_.begin(); it != map_.end();) {
+    auto next = std::next(it);
+    if (!it->second.dirty) Erase(it);
+    it = next;
+  }
+}
 
 Status TableCache::MakeRoom(const std::function<Status()>& flush_all) {
   if (map_.size() < capacity_) return Status::OK();
@@ -12,8 +36,7 @@ Status TableCache::MakeRoom(const std::function<Status()>& flush_all) {
     for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
       auto e = map_.find(*it);
       if (!e->second.dirty) {
-        lru_.erase(e->second.lru);
-        map_.erase(e);
+        Erase(e);
         return Status::OK();
       }
     }
@@ -25,6 +48,7 @@ Status TableCache::MakeRoom(const std::function<Status()>& flush_all) {
 TableCache::Entry& TableCache::Insert(uint64_t offset) {
   Entry& e = map_[offset];
   e.data.reset(new uint8_t[table_bytes_]);
+  g_total_bytes.fetch_add(table_bytes_, std::memory_order_relaxed);
   lru_.push_front(offset);
   e.lru = lru_.begin();
   return e;
@@ -41,8 +65,7 @@ Result<uint8_t*> TableCache::Get(uint64_t offset, const Loader& load,
   Entry& e = Insert(offset);
   Status st = load(offset, e.data.get());
   if (!st.ok()) {
-    lru_.erase(e.lru);
-    map_.erase(offset);
+    Erase(map_.find(offset));
     return st;
   }
   return e.data.get();
@@ -78,10 +101,7 @@ Status TableCache::WriteBack(const Writer& write) {
 
 void TableCache::Drop(uint64_t offset) {
   auto it = map_.find(offset);
-  if (it == map_.end()) return;
-  if (it->second.dirty) --dirty_count_;
-  lru_.erase(it->second.lru);
-  map_.erase(it);
+  if (it != map_.end()) Erase(it);
 }
 
 }  // namespace imgfs

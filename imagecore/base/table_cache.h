@@ -21,6 +21,9 @@ namespace imgfs {
 class TableCache {
  public:
   TableCache(size_t table_bytes, size_t capacity) : table_bytes_(table_bytes), capacity_(capacity) {}
+  ~TableCache();
+  TableCache(const TableCache&) = delete;
+  TableCache& operator=(const TableCache&) = delete;
 
   using Loader = std::function<Status(uint64_t offset, uint8_t* buf)>;
   using Writer = std::function<Status(uint64_t offset, const uint8_t* buf)>;
@@ -38,6 +41,12 @@ class TableCache {
   // Forgets a table (after it was freed or moved). Its dirty state is lost.
   void Drop(uint64_t offset);
   size_t table_bytes() const { return table_bytes_; }
+  // Bytes this cache holds now.
+  size_t bytes() const { return map_.size() * table_bytes_; }
+  // Forgets every clean table (memory goes back; they load again on use).
+  void DropClean();
+  // Bytes all the process's caches hold: what a memory limit watches.
+  static uint64_t TotalBytes();
 
  private:
   struct Entry {
@@ -47,6 +56,7 @@ class TableCache {
   };
   Status MakeRoom(const std::function<Status()>& flush_all);
   Entry& Insert(uint64_t offset);
+  void Erase(std::unordered_map<uint64_t, Entry>::iterator it);
 
   const size_t table_bytes_;
   const size_t capacity_;

@@ -213,6 +213,11 @@ Status Chain::Flush() {
   return layers_[0]->Flush();
 }
 
+void Chain::DropCaches() {
+  SharedLock l(io_mu_);
+  for (const auto& layer : layers_) layer->DropCaches();
+}
+
 Status Chain::Resize(uint64_t new_size) {
   SharedLock w(write_mu_);  // not between a commit's copy and its emptying of the top
   ExclusiveLock l(io_mu_);

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # How imgfs's costs grow with what a library holds, on tmpfs, in one run;
 # medians of ROUNDS rounds, each growth printed as a ratio:
-#   images      mount until listed, and ls -l of every image directory,
-#               for each count in IMAGES (small qcow2 copies)            ms
+#   images      mount until listed, and ls -l of every image directory
+#               (find -ls), for each count in IMAGES (small qcow2 copies) ms
 #   snapshots   ls -l of snapshots/ for each count in SNAPS (one qcow2) ms
+#   chains      fio 4 KiB random reads, QD1, O_DIRECT, over 64 MiB of data
+#               at the bottom of chains of each length in CHAINS      IOPS
 #   jobs        fio 4 KiB random reads, QD1, O_DIRECT, total IOPS with
 #               each count in JOBS, on a 1 GiB qcow2 (half data)        IOPS
 #   umount      imgfs umount of a read-write mount of one image         ms
-# The issue's table has more rows (idle memory, chains of 1,000 layers);
-# they are added with the work that makes them hold.
-# Environment: ROUNDS=5 IMAGES="1000 10000" SNAPS="1 100 1000" JOBS="1 2 4 8"
-#   RAND_RUNTIME=4 IMGFS=...
+# Once, after the rounds:
+#   huge        mount until listed and ls -l of the root for HUGE images ms
+#   memory      the daemon's RSS after find and a 4 KiB read of every
+#               disk.raw over the largest of IMAGES, and again after
+#               IDLE seconds (-o cache_idle=IDLE)                      MiB
+# Environment: ROUNDS=5 IMAGES="1000 10000" SNAPS="1 100 1000 10000"
+#   CHAINS="1 64 1000" JOBS="1 2 4 8" HUGE=100000 IDLE=10 RAND_RUNTIME=4
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROUNDS=${ROUNDS:-5}
 IMAGES=${IMAGES:-1000 10000}
-SNAPS=${SNAPS:-1 100 1000}
+SNAPS=${SNAPS:-1 100 1000 10000}
+CHAINS=${CHAINS:-1 64 1000}
+HUGE=${HUGE-100000}
+IDLE=${IDLE:-10}
 JOBS=${JOBS:-1 2 4 8}
 RAND_RUNTIME=${RAND_RUNTIME:-4}
 IMGFS_BUILD=${IMGFS_BUILD:-$(cd "$HERE/../.." && pwd)/build}
@@ -43,7 +51,7 @@ median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) f
 
 log "making the images"
 qemu-img create -q -f qcow2 -o cluster_size=4k "$W/proto.qcow2" 16M
-for n in $IMAGES; do
+for n in $IMAGES $HUGE; do
   mkdir -p "$W/lib$n"
   python3 - "$W/proto.qcow2" "$W/lib$n" "$n" <<'EOF'
 import shutil, sys
@@ -63,10 +71,35 @@ for i in range(1, n):
     subprocess.run(["qemu-img", "snapshot", "-c", "s%d" % i, img], check=True)
 EOF
 done
+# A chain of n files: a 64 MiB base with its data, and overlays copied
+# from one qemu-img made, their backing names changed (one length).
+qemu-img create -q -f qcow2 "$W/base.qcow2" 64M
+qemu-io -f qcow2 -c "write -P 0x11 0 64M" "$W/base.qcow2" >/dev/null
+qemu-img create -q -f qcow2 -u -b l00000.qcow2 -F qcow2 "$W/overlay.qcow2" 64M
+for n in $CHAINS; do
+  mkdir -p "$W/chain$n"
+  cp "$W/base.qcow2" "$W/chain$n/l00000.qcow2"
+  python3 - "$W/overlay.qcow2" "$W/chain$n" "$n" <<'EOF'
+import sys
+tpl, d, n = open(sys.argv[1], "rb").read(), sys.argv[2], int(sys.argv[3])
+for i in range(1, n):
+    with open("%s/l%05d.qcow2" % (d, i), "wb") as f:
+        f.write(tpl.replace(b"l00000.qcow2", b"l%05d.qcow2" % (i - 1)))
+EOF
+done
 mkdir -p "$W/disk"
 python3 "$HERE/make_disk.py" "$W/src.raw" $((1 << 30)) 1 text
 qemu-img convert -f raw -O qcow2 "$W/src.raw" "$W/disk/d.qcow2"
 rm -f "$W/src.raw"
+
+# randread FILE JOBS: total IOPS of 4 KiB random reads at QD1
+randread() {
+  fio --name=r --filename="$1" --rw=randread --bs=4k --direct=1 --iodepth=1 \
+    --ioengine=psync --numjobs="$2" --group_reporting --runtime="$RAND_RUNTIME" --time_based \
+    --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; t=sys.stdin.read(); print("%.0f" % json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"])'
+}
+rss_mib() { echo $(( $(awk '/^VmRSS/ {print $2}' "/proc/$1/status") / 1024 )); }
 
 for round in $(seq 1 "$ROUNDS"); do
   for n in $IMAGES; do
@@ -75,8 +108,14 @@ for round in $(seq 1 "$ROUNDS"); do
     [[ $(ls "$MNT" | wc -l) == "$n" ]] || die "$n images: $(ls "$MNT" | wc -l) listed"
     add "mount/$n" "$(ms_since "$t0")"
     t0=$(date +%s%N)
-    ls -l "$MNT"/*/ >/dev/null
+    find "$MNT" -mindepth 1 -maxdepth 2 -ls >/dev/null
     add "lsl/$n" "$(ms_since "$t0")"
+    "$IMGFS" umount "$MNT"
+  done
+  for n in $CHAINS; do
+    top=$(printf 'l%05d.qcow2' $((n - 1)))
+    "$IMGFS" mount -r "$W/chain$n/$top" "$MNT"
+    add "chain/$n" "$(randread "$MNT/$top/disk.raw" 1)"
     "$IMGFS" umount "$MNT"
   done
   for n in $SNAPS; do
@@ -90,11 +129,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   "$IMGFS" mount -r "$W/disk" "$MNT"
   for j in $JOBS; do
-    iops=$(fio --name=r --filename="$MNT/d.qcow2/disk.raw" --rw=randread --bs=4k --direct=1 --iodepth=1 \
-      --ioengine=psync --numjobs="$j" --group_reporting --runtime="$RAND_RUNTIME" --time_based \
-      --output-format=json 2>/dev/null |
-      python3 -c 'import json,sys; t=sys.stdin.read(); print("%.0f" % json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"])')
-    add "jobs/$j" "$iops"
+    add "jobs/$j" "$(randread "$MNT/d.qcow2/disk.raw" "$j")"
   done
   "$IMGFS" umount "$MNT"
   "$IMGFS" mount "$W/disk" "$MNT"
@@ -104,6 +139,33 @@ for round in $(seq 1 "$ROUNDS"); do
   add umount "$(ms_since "$t0")"
   log "round $round done"
 done
+
+if [[ -n $HUGE ]]; then
+  log "$HUGE images"
+  t0=$(date +%s%N)
+  "$IMGFS" mount -r "$W/lib$HUGE" "$MNT" || die "mount of $HUGE images"
+  [[ $(ls "$MNT" | wc -l) == "$HUGE" ]] || die "$HUGE images: $(ls "$MNT" | wc -l) listed"
+  huge_mount=$(ms_since "$t0")
+  t0=$(date +%s%N)
+  ls -l "$MNT" >/dev/null
+  huge_ls=$(ms_since "$t0")
+  "$IMGFS" umount "$MNT"
+fi
+big=$(for n in $IMAGES; do echo "$n"; done | sort -n | tail -1)
+log "memory over $big images"
+"$IMGFS" mount -r -o cache_idle="$IDLE" "$W/lib$big" "$MNT"
+pid=$(pgrep -f "imgfs mount .*$MNT" | head -1)
+find "$MNT" >/dev/null
+python3 - "$MNT" <<'EOF'
+import os, sys
+for d in os.listdir(sys.argv[1]):
+    with open(os.path.join(sys.argv[1], d, "disk.raw"), "rb") as f:
+        f.read(4096)
+EOF
+rss_walk=$(rss_mib "$pid")
+sleep $((IDLE + 2))
+rss_idle=$(rss_mib "$pid")
+"$IMGFS" umount "$MNT"
 
 # row LABEL KEY... : the medians, and each one's ratio to the first
 row() {
@@ -125,7 +187,11 @@ row "ls -l of every image directory [ms]" $(for n in $IMAGES; do echo "lsl/$n"; 
 # shellcheck disable=SC2046
 row "ls -l snapshots/ [ms], by snapshots" $(for n in $SNAPS; do echo "snaps/$n"; done)
 # shellcheck disable=SC2046
+row "4 KiB random reads [IOPS], by chain length" $(for n in $CHAINS; do echo "chain/$n"; done)
+# shellcheck disable=SC2046
 row "4 KiB random reads [IOPS], by fio jobs" $(for j in $JOBS; do echo "jobs/$j"; done)
+[[ -z $HUGE ]] || echo "$HUGE images: mount until listed $huge_mount ms, ls -l of the root $huge_ls ms"
+echo "daemon RSS over $big images: after find and a read of each $rss_walk MiB, ${IDLE} s later $rss_idle MiB"
 echo "imgfs umount of a read-write mount [ms]: $(median ${R[umount]})"
 echo "per round:"
 for k in "${!R[@]}"; do echo "  $k:${R[$k]}"; done | sort

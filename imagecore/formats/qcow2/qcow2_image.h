@@ -60,6 +60,11 @@ class Qcow2Image final : public Image {
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override;
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status Flush() override;
+  void DropCaches() override {
+    MutexLock l(meta_mu_);
+    l2_cache_.DropClean();
+    refblock_cache_.DropClean();
+  }
   Result<size_t> Compress(const uint8_t* in, size_t len, uint8_t* out, size_t cap) const override;
   Result<bool> WriteCompressed(uint64_t off, const uint8_t* data, size_t len) override;
   std::optional<BackingRef> Backing() const override;

@@ -46,6 +46,10 @@ class VhdxImage final : public Image {
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
   Status Flush() override;
+  void DropCaches() override {
+    MutexLock l(bat_mu_);
+    pages_.DropClean();
+  }
   Status Resize(uint64_t new_size, const LayerReader* below) override;
   Status MakeEmpty() override;
   void KeepIdentity() override;

@@ -71,6 +71,8 @@ class DiskExtent {
   virtual Result<bool> BeginStream() { return false; }
   // Makes every completed write durable, in crash-safe order.
   virtual Status Flush() { return Status::OK(); }
+  // Image::DropCaches for this extent.
+  virtual void DropCaches() {}
   // Drops every allocation, so the extent reads from below again.
   virtual Status MakeEmpty() { return Unsupported("a " + std::string(kind_name()) + " extent cannot be emptied"); }
   virtual const char* kind_name() const = 0;

@@ -113,6 +113,10 @@ class GrainExtent final : public DiskExtent {
   Result<bool> BeginStream() override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below, uint64_t base) override;
   Status Flush() override;
+  void DropCaches() override {
+    MutexLock l(mu_);
+    gt_cache_.DropClean();
+  }
   Status MakeEmpty() override;
   Status Grow(uint64_t new_bytes) override;
   Status Shrink(uint64_t new_bytes) override;

@@ -32,6 +32,9 @@ class VmdkImage final : public Image {
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader* below) override;
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below) override;
   Status Flush() override;
+  void DropCaches() override {
+    for (const auto& e : extents_) e->DropCaches();
+  }
   std::string DamageFound() const override { return damage_->Get(); }
   // convert -c: grains are compressed only in a stream (BeginStreamWrite),
   // by the extent; elsewhere they are written as they are, as qemu-img does.

@@ -125,6 +125,8 @@ class Chain {
   // One cluster compressed by layer(0).Compress (see Image::WriteCompressed).
   Result<bool> WriteCompressed(uint64_t off, const uint8_t* data, size_t len);
   Status Flush();
+  // Every layer's Image::DropCaches.
+  void DropCaches();
 
   // --- control operations on the top layer: each runs alone -------------
   Status Resize(uint64_t new_size);

@@ -215,6 +215,10 @@ class Image {
   virtual Status WriteZeroes(uint64_t off, uint64_t len, bool unmap, const LayerReader* below);
   // Makes every completed Write durable in the image file(s).
   virtual Status Flush() = 0;
+  // Gives back the memory of metadata caches whose tables are clean (an
+  // idle image, or a memory limit reached); they load again on use. Safe
+  // alongside reads and writes.
+  virtual void DropCaches() {}
 
   // Compressed clusters (convert -c), for formats whose capabilities say
   // compressed_writes. Compress is the format's compressor and runs on any
