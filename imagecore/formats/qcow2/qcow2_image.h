@@ -235,6 +235,10 @@ class Qcow2Image final : public Image {
   // range that now holds it.
   Status AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint64_t* len, const LayerReader* below,
                                uint64_t* host_written, uint64_t* host_len) REQUIRES(meta_mu_);
+  Status MapNewRunLocked(uint64_t l2_off, uint64_t c0, uint64_t host, const std::vector<uint64_t>& old,
+                         uint64_t wlen, uint64_t* len) REQUIRES(meta_mu_);
+  bool CowReadsZero(uint64_t c, uint64_t entry, uint64_t bitmap, uint64_t from, uint64_t to,
+                    const LayerReader* below) const;
   Status CowSourceLocked(uint64_t c, uint64_t entry, uint64_t bitmap, uint64_t from, uint64_t to, uint8_t* out,
                          const LayerReader* below) REQUIRES(meta_mu_);
   bool InPlace(uint64_t entry, uint64_t bitmap) const;

@@ -186,6 +186,23 @@ Status Qcow2Image::CowSourceLocked(uint64_t c, uint64_t entry, uint64_t bitmap, 
   return Status::OK();
 }
 
+// Whether bytes [from, to) of guest cluster `c` read as zeros before this
+// write, as the entry alone tells (a backing file's bytes count as data).
+bool Qcow2Image::CowReadsZero(uint64_t c, uint64_t entry, uint64_t bitmap, uint64_t from, uint64_t to,
+                              const LayerReader* below) const {
+  if (from >= to) return true;
+  if (entry & kOflagCompressed) return false;
+  if (extended_l2_) {
+    const uint32_t sc_bits = cluster_bits_ - 5;
+    const uint64_t base = c << cluster_bits_;
+    for (uint64_t sub = (from - base) >> sc_bits; sub <= (to - 1 - base) >> sc_bits; ++sub)
+      if (((bitmap >> sub) & 1) || (below && !((bitmap >> (32 + sub)) & 1))) return false;
+    return true;
+  }
+  if (header_.version >= 3 && (entry & kOflagZero)) return true;
+  return !HasHost(entry) && !below;
+}
+
 namespace {
 constexpr uint64_t kWritebackHint = 256 << 10;
 
@@ -231,7 +248,10 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
   // Else the clusters are the lowest free run (reused space), which may be
   // shorter than the write: the rest goes in the next round.
   uint64_t host = c0 << cluster_bits_;
+  uint64_t end_before = 0;  // clusters from here on were never written: holes
   if (!data_file_) {
+    IMGFS_RETURN_IF_ERROR(FindEndLocked());
+    end_before = end_cluster_;
     uint64_t got = 0;
     IMGFS_ASSIGN_OR_RETURN(host, AllocateRunLocked(old.size(), &got));
     old.resize(got);
@@ -245,6 +265,18 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
   // Head and tail of the run keep what they read before (copy-on-write);
   // the guest's bytes go out from its own buffer.
   const uint64_t head = off - run_start, tail = run_end - (off + wlen);
+  *host_written = host;
+  *host_len = run_end - run_start;
+  if (!data_file_ && (host >> cluster_bits_) >= end_before &&
+      CowReadsZero(c0, old.front(), old_bitmap.front(), run_start, off, below) &&
+      CowReadsZero(c0 + n - 1, old.back(), old_bitmap.back(), off + wlen, run_end, below)) {
+    // New clusters past the end, around bytes that read as zeros: only the
+    // guest's bytes are written; the rest stays a hole. The file covers
+    // the whole run (a read splices every byte of a cluster).
+    IMGFS_RETURN_IF_ERROR(data().PWrite(host + head, buf, wlen));
+    if (data().Size() < host + *host_len) IMGFS_RETURN_IF_ERROR(data().Truncate(host + *host_len));
+    return MapNewRunLocked(l2_off, c0, host, old, wlen, len);
+  }
   std::unique_ptr<uint8_t[]> head_buf(head ? new uint8_t[head] : nullptr);
   std::unique_ptr<uint8_t[]> tail_buf(tail ? new uint8_t[tail] : nullptr);
   IMGFS_RETURN_IF_ERROR(CowSourceLocked(c0, old.front(), old_bitmap.front(), run_start, off, head_buf.get(), below));
@@ -253,9 +285,14 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
   const io::File::Piece pieces[3] = {{head_buf.get(), head}, {buf, wlen}, {tail_buf.get(), tail}};
   // Invariant: guest data is in the file before the L2 entry names it.
   IMGFS_RETURN_IF_ERROR(data().PWriteV(host, pieces, 3));
-  *host_written = host;
-  *host_len = run_end - run_start;
+  return MapNewRunLocked(l2_off, c0, host, old, wlen, len);
+}
 
+// Points the L2 entries of clusters c0... at the run written at `host`;
+// the clusters they named before are released at the next write-back.
+Status Qcow2Image::MapNewRunLocked(uint64_t l2_off, uint64_t c0, uint64_t host, const std::vector<uint64_t>& old,
+                                   uint64_t wlen, uint64_t* len) {
+  const uint64_t n = old.size();
   IMGFS_ASSIGN_OR_RETURN(uint8_t * l2, GetL2Locked(l2_off));
   for (uint64_t i = 0; i < n; ++i) {
     uint8_t* slot = l2 + ((c0 + i) % l2_entries_) * entry_bytes_;
