@@ -126,7 +126,10 @@ int OpenDiskView(fuse_req_t req, FsContext& ctx, bool want_write, OpenFile& of, 
   // A write-only descriptor cannot be mapped, so caching its writes buys
   // nothing: they go straight to us, saving the kernel a copy into the
   // cache (the kernel drops the range from the cache of other readers).
-  fi->direct_io = (fi->flags & O_ACCMODE) == O_WRONLY;
+  // Nor does a writer that asked for O_DIRECT: through the cache path the
+  // kernel would also ask us for security.capability before every write
+  // (libfuse 3.14 cannot take that check over), one more round trip each.
+  fi->direct_io = (fi->flags & O_ACCMODE) == O_WRONLY || (want_write && (fi->flags & O_DIRECT));
   return 0;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A disk opened write-only is written past the kernel's page cache (no
-# copy into it: the writer cannot map the file, so the cache gains it
-# nothing). What other descriptors hold stays right: a reader's cached
+# A disk opened write-only, or read-write with O_DIRECT, is written past
+# the kernel's page cache (no copy into it: the writer cannot map the
+# file or asked to bypass the cache). What other descriptors hold stays right: a reader's cached
 # pages and a shared mapping show each write at once, on disk.raw and on a
 # partition. Unaligned writes and fsync work on such a descriptor; after
 # unmount the image passes qemu-img check and holds what was written.
@@ -74,6 +74,23 @@ cached = sum(v & 1 for v in vec)
 if cached:
     sys.exit(f"{cached} pages of a write-only descriptor's write sit in the page cache")
 check("a later read", os.pread(r, 4 * M, 32 * M), 32 * M, 4 * M)
+
+# A read-write descriptor opened with O_DIRECT (fio, databases) is
+# written past the cache too; readers and the mapping follow, and it
+# reads its own writes.
+d = os.open(disk, os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 64 * 1024)               # aligned, as O_DIRECT wants
+for k, off in enumerate((16 * M, 18 * M + 4096, 23 * M - 65536)):
+    buf[:] = bytes([0x50 + k]) * len(buf)
+    assert os.pwritev(d, [buf], off) == len(buf), "short O_DIRECT write"
+    model.seek(off)
+    model.write(buf[:])
+back = mmap.mmap(-1, 64 * 1024)
+os.preadv(d, [back], 18 * M + 4096)
+check("the O_DIRECT descriptor itself", back[:], 18 * M + 4096, 64 * 1024)
+check("a cached reader after O_DIRECT writes", os.pread(r, 8 * M, 16 * M), 16 * M, 8 * M)
+check("a shared mapping after O_DIRECT writes", m[:], 16 * M, 8 * M)
+os.close(d)
 
 # A partition opened write-only; disk.raw's cached pages follow.
 pr = os.open(part, os.O_RDONLY)
