@@ -31,14 +31,8 @@ for c in qemu-img qemu-io fio python3 "$QSD" "$IMGFS"; do command -v "$c" >/dev/
 W=$(mktemp -d /dev/shm/imgfs-bench-$FORMAT.XXXXXX)
 MNT=$W/mnt
 mkdir -p "$W/img" "$W/w" "$MNT"
-cleanup() {
-  set +e
-  fusermount3 -u "$MNT" 2>/dev/null; fusermount3 -u "$W/qsd.disk" 2>/dev/null
-  [[ -f $W/qsd.pid ]] && kill "$(cat "$W/qsd.pid")" 2>/dev/null
-  sleep 0.3
-  rm -rf "$W"
-}
-trap cleanup EXIT
+source "$HERE/serve_lib.sh"
+trap serve_cleanup EXIT
 SIZE=$((SIZE_GIB << 30))
 
 log "making a ${SIZE_GIB} GiB $FORMAT disk of data runs and holes"
@@ -52,7 +46,6 @@ if [[ $FORMAT == vmdk ]]; then
 fi
 head -c $((WRITE_MIB << 20)) /dev/urandom >"$W/write.bin"
 
-source "$HERE/serve_lib.sh"
 seqread() {
   local t0 t1
   settle
@@ -66,14 +59,6 @@ randread() {
   fio --name=r --filename="$DISK" --rw=randread --bs=4k --direct=1 --iodepth=1 --ioengine=psync \
     --runtime="$RAND_RUNTIME" --time_based --output-format=json 2>/dev/null |
     python3 -c 'import json,sys; t=sys.stdin.read(); print("%.0f" % json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"])'
-}
-writeseq() {
-  local t0 t1
-  settle
-  t0=$(date +%s%N)
-  dd if="$W/write.bin" of="$DISK" bs=1M conv=fsync,notrunc status=none
-  t1=$(date +%s%N)
-  python3 -c "print('%.1f' % ($WRITE_MIB / (($t1 - $t0) / 1e9)))"
 }
 
 declare -A R

@@ -30,25 +30,10 @@ for c in qemu-img fio python3 "$QSD" "$IMGFS"; do command -v "$c" >/dev/null || 
 W=$(mktemp -d /dev/shm/imgfs-bench-writes.XXXXXX)
 MNT=$W/mnt
 mkdir -p "$W/w" "$MNT"
-cleanup() {
-  set +e
-  fusermount3 -u "$MNT" 2>/dev/null; fusermount3 -u "$W/qsd.disk" 2>/dev/null
-  [[ -f $W/qsd.pid ]] && kill "$(cat "$W/qsd.pid")" 2>/dev/null
-  sleep 0.3
-  rm -rf "$W"
-}
-trap cleanup EXIT
 source "$HERE/serve_lib.sh"
+trap serve_cleanup EXIT
 head -c $((WRITE_MIB << 20)) /dev/urandom >"$W/write.bin"
 
-writeseq() {
-  local t0 t1
-  settle
-  t0=$(date +%s%N)
-  dd if="$W/write.bin" of="$DISK" bs=1M conv=fsync,notrunc status=none
-  t1=$(date +%s%N)
-  python3 -c "print('%.1f' % ($WRITE_MIB / (($t1 - $t0) / 1e9)))"
-}
 writerand() {
   settle
   fio --name=w --filename="$DISK" --rw=randwrite --bs=4k --direct=1 --iodepth=1 --ioengine=psync \

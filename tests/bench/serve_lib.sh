@@ -2,6 +2,15 @@
 # qemu-storage-daemon's FUSE export, and settle the page cache between
 # measurements. The caller sets W, MNT, IMGFS, QSD, log and die.
 
+# On exit: both servers unmounted and stopped, W removed.
+serve_cleanup() {
+  set +e
+  fusermount3 -u "$MNT" 2>/dev/null; fusermount3 -u "$W/qsd.disk" 2>/dev/null
+  [[ -f $W/qsd.pid ]] && kill "$(cat "$W/qsd.pid")" 2>/dev/null
+  sleep 0.3
+  rm -rf "$W"
+}
+
 # serve SUBJ IMAGE ro|rw [FORMAT]: sets DISK
 serve() {
   local subj=$1 img=$2 mode=$3
@@ -43,4 +52,14 @@ settle() {
   echo 3 >/proc/sys/vm/drop_caches
   head -c 1536M /dev/zero >"$W/warm"
   rm -f "$W/warm"
+}
+# writeseq: MiB/s of $W/write.bin (WRITE_MIB) written to $DISK with 1 MiB
+# writes, fsync included.
+writeseq() {
+  local t0 t1
+  settle
+  t0=$(date +%s%N)
+  dd if="$W/write.bin" of="$DISK" bs=1M conv=fsync,notrunc status=none
+  t1=$(date +%s%N)
+  python3 -c "print('%.1f' % ($WRITE_MIB / (($t1 - $t0) / 1e9)))"
 }

@@ -158,6 +158,14 @@ wait_for() {
     return 1
 }
 
+# detach_loop: unmounts $EXT and detaches $LOOP, where set; register it
+# with add_cleanup (it runs before the mount's own cleanup).
+LOOP=""
+detach_loop() {
+    if mountpoint -q "$EXT"; then umount "$EXT" || umount -l "$EXT" || true; fi
+    if [[ -n $LOOP ]]; then losetup -d "$LOOP" || true; LOOP=""; fi
+}
+
 # probe_loop_ext4: skips the test unless a loop device over a plain file
 # takes an ext4 that mounts on $EXT (so a failure over imgfs is imgfs's).
 # Uses and clears LOOP; the caller registered detach_loop.

@@ -20,11 +20,6 @@ M=$((1024 * 1024))
 du_bytes() { echo $(( $(stat -c %b "$1") * 512 )); }
 attr_allocated() { getfattr --absolute-names --only-values -n user.imgfs.allocated "$1"; }
 
-LOOP=""
-detach_loop() {
-    if mountpoint -q "$EXT"; then umount "$EXT" || umount -l "$EXT" || true; fi
-    if [[ -n $LOOP ]]; then losetup -d "$LOOP" || true; LOOP=""; fi
-}
 add_cleanup detach_loop
 
 log "fallocate --punch-hole of 150 MiB on each format"

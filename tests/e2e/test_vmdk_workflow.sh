@@ -20,11 +20,6 @@ tmpdir
 
 SRC=$T/src MNT=$T/mnt EXT=$T/ext
 mkdir -p "$SRC" "$MNT" "$EXT"
-LOOP=""
-detach_loop() {
-    if mountpoint -q "$EXT"; then umount "$EXT" || umount -l "$EXT" || true; fi
-    if [[ -n $LOOP ]]; then losetup -d "$LOOP" || true; LOOP=""; fi
-}
 add_cleanup detach_loop
 
 probe_loop_ext4
