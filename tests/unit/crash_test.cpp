@@ -275,7 +275,9 @@ TEST_P(CrashTest, DiscardPunchesOnlyWhatNothingUses) {
       ASSERT_EQ(std::count(in_snap.begin(), in_snap.end(), 0x11), ptrdiff_t(kSize))
           << what << " after " << k << ": a listed snapshot lost clusters";
     }
-    if (k == rec.ops.size()) EXPECT_EQ(got, model) << "the clean close";
+    if (k == rec.ops.size()) {
+      EXPECT_EQ(got, model) << "the clean close";
+    }
   };
   rec.EachPrefix(check);
   rec.EachPowerLoss(4, check);
