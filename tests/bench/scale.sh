@@ -9,6 +9,8 @@
 #   jobs        fio 4 KiB random reads, QD1, O_DIRECT, total IOPS with
 #               each count in JOBS, on a 1 GiB qcow2 (half data)        IOPS
 #   umount      imgfs umount of a read-write mount of one image         ms
+# Chains and jobs run on qemu-storage-daemon's FUSE export too (one
+# process serves one image: the rows with many images have no qsd).
 # Once, after the rounds:
 #   huge        mount until listed and ls -l of the root for HUGE images ms
 #   memory      the daemon's RSS after find and a 4 KiB read of every
@@ -32,18 +34,14 @@ log() { printf '[scale %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'scale: ERROR: %s\n' "$*" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || { echo "SKIP: needs root (FUSE mounts)"; exit 77; }
 [[ -c /dev/fuse ]] || { echo "SKIP: /dev/fuse missing"; exit 77; }
-for c in qemu-img fio python3 "$IMGFS"; do command -v "$c" >/dev/null || die "missing $c"; done
+for c in qemu-img fio python3 "$IMGFS" "${QSD:-qemu-storage-daemon}"; do command -v "$c" >/dev/null || die "missing $c"; done
 
 W=$(mktemp -d /dev/shm/imgfs-scale.XXXXXX)
 MNT=$W/mnt
 mkdir -p "$MNT"
-cleanup() {
-  set +e
-  fusermount3 -u "$MNT" 2>/dev/null
-  sleep 0.2
-  rm -rf "$W"
-}
-trap cleanup EXIT
+QSD=${QSD:-qemu-storage-daemon}
+source "$HERE/serve_lib.sh"
+trap serve_cleanup EXIT
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 declare -A R
 add() { R[$1]="${R[$1]:-} $2"; }
@@ -122,6 +120,9 @@ for round in $(seq 1 "$ROUNDS"); do
     "$IMGFS" mount -r "$W/chain$n/$top" "$MNT"
     add "chain/$n" "$(randread "$MNT/$top/disk.raw" 1)"
     "$IMGFS" umount "$MNT"
+    serve qsd "$W/chain$n/$top" ro qcow2
+    add "qsd-chain/$n" "$(randread "$DISK" 1)"
+    unserve qsd
   done
   for n in $SNAPS; do
     "$IMGFS" mount -r "$W/snap$n" "$MNT"
@@ -137,6 +138,11 @@ for round in $(seq 1 "$ROUNDS"); do
     add "jobs/$j" "$(randread "$MNT/d.qcow2/disk.raw" "$j")"
   done
   "$IMGFS" umount "$MNT"
+  serve qsd "$W/disk/d.qcow2" ro qcow2
+  for j in $JOBS; do
+    add "qsd-jobs/$j" "$(randread "$DISK" "$j")"
+  done
+  unserve qsd
   "$IMGFS" mount "$W/disk" "$MNT"
   cat "$MNT/d.qcow2/info.json" >/dev/null
   t0=$(date +%s%N)
@@ -194,7 +200,11 @@ row "ls -l snapshots/ [ms], by snapshots" $(for n in $SNAPS; do echo "snaps/$n";
 # shellcheck disable=SC2046
 row "4 KiB random reads [IOPS], by chain length" $(for n in $CHAINS; do echo "chain/$n"; done)
 # shellcheck disable=SC2046
+row "  qsd, the same" $(for n in $CHAINS; do echo "qsd-chain/$n"; done)
+# shellcheck disable=SC2046
 row "4 KiB random reads [IOPS], by fio jobs" $(for j in $JOBS; do echo "jobs/$j"; done)
+# shellcheck disable=SC2046
+row "  qsd, the same" $(for j in $JOBS; do echo "qsd-jobs/$j"; done)
 [[ -z $HUGE ]] || echo "$HUGE images: mount until listed $huge_mount ms, ls -l of the root $huge_ls ms"
 echo "daemon RSS over $big images: after find and a read of each $rss_walk MiB, ${IDLE} s later $rss_idle MiB"
 echo "imgfs umount of a read-write mount [ms]: $(median ${R[umount]})"
