@@ -1,7 +1,6 @@
 // Mounting: scan SOURCE, create the FUSE session, daemonize, serve with a
 // multithreaded loop, and on the way out unmount and flush every image.
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -79,27 +78,6 @@ void SetLogging(const MountConfig& cfg, bool echo = false) {
       syslog(pri, "%s", msg.c_str());
       if (echo && level != LogLevel::kInfo) std::fprintf(stderr, "imgfs: %s\n", msg.c_str());
     });
-  }
-}
-
-void RaiseFileLimit() {
-  // Each open chain holds one descriptor per layer, and a writable image's
-  // chain stays open (its QEMU lock): a library of 100,000 needs as many.
-  // Root may raise the hard limit up to the kernel's (fs.nr_open).
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
-  unsigned long nr_open = 0;
-  if (FILE* f = std::fopen("/proc/sys/fs/nr_open", "r")) {
-    if (std::fscanf(f, "%lu", &nr_open) != 1) nr_open = 0;
-    std::fclose(f);
-  }
-  if (nr_open > rl.rlim_max) {
-    struct rlimit up = {nr_open, nr_open};
-    if (setrlimit(RLIMIT_NOFILE, &up) == 0) return;
-  }
-  if (rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
   }
 }
 
@@ -310,7 +288,7 @@ int RunMount(const MountConfig& cfg) {
   // Before the scan so that left-out images are reported where the user
   // looks: the terminal too, until we daemonize; syslog has every line.
   SetLogging(cfg, /*echo=*/!cfg.foreground && cfg.log_file.empty());
-  RaiseFileLimit();
+  io::RaiseFileLimit();  // before the capabilities go: root may raise the hard limit
   DropUnneededCapabilities();
   std::string mp_real;
   if (!CheckMountpoint(cfg, &mp_real)) return 1;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "imagecore/file.h"
 #include "imagecore/log.h"
 #include "progress.h"
 
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
   argv = args.data();
   imgfs::SetLogSink(imgfs::cli::SayOnce);
   imgfs::cli::CatchUsr1();
+  imgfs::io::RaiseFileLimit();  // a backing chain of 4,096 files is 4,096 descriptors
   CLI::App app{"imgfs: virtual disk images as plain raw files"};
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", "imgfs 0.1.0");

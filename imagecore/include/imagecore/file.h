@@ -102,6 +102,11 @@ class File {
   std::string path_;
 };
 
+// Raises this process's open-file limit as far as it may go: to the hard
+// limit, or for root to the kernel's (fs.nr_open). A backing chain holds
+// one descriptor per file, and a mount one per writable image.
+void RaiseFileLimit();
+
 // Opens a host file (a regular file or a block device; anything else is
 // refused without blocking) with the rights `as`. O_CLOEXEC always;
 // writable opens use O_RDWR.
