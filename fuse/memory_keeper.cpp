@@ -18,7 +18,7 @@ void MemoryKeeper::Start(FsContext& ctx, const MemoryLimits& limits) {
 void MemoryKeeper::Stop() {
   if (!thread_.joinable()) return;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     stop_ = true;
   }
   wake_.notify_all();
@@ -26,8 +26,8 @@ void MemoryKeeper::Stop() {
 }
 
 void MemoryKeeper::Run(FsContext& ctx, MemoryLimits limits) {
-  std::unique_lock<std::mutex> l(mu_);
-  while (!wake_.wait_for(l, std::chrono::seconds(1), [&] { return stop_; })) {
+  UniqueMutexLock l(mu_);
+  while (!wake_.wait_for(l.native(), std::chrono::seconds(1), [&]() REQUIRES(mu_) { return stop_; })) {
     l.unlock();
     ctx.ns.Tick();
     // Freed tables sit in malloc's free lists until trimmed.

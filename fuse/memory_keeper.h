@@ -7,8 +7,9 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <thread>
+
+#include "imagecore/mutex.h"
 
 namespace imgfs::fs {
 
@@ -29,9 +30,9 @@ class MemoryKeeper {
   void Run(FsContext& ctx, MemoryLimits limits);
   // One pass, once a second; true if it dropped anything.
   static bool Sweep(FsContext& ctx, const MemoryLimits& limits);
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable wake_;
-  bool stop_ = false;
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

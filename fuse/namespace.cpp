@@ -225,8 +225,9 @@ bool Namespace::SameChain(const ImageEntry& e) const {
   return true;
 }
 
-// Every listed image another one builds on, found through a map of the
-// images' files: one pass over the chains, not every pair of images.
+// Every listed image another one builds on (its file is a layer below the
+// top of the other's chain), found through a map of the images' files:
+// one pass over the chains, not every pair of images.
 void Namespace::ProtectBackingFiles() {
   std::unordered_map<std::string, std::vector<size_t>> by_file;
   for (size_t j = 0; j < size(); ++j)
@@ -239,8 +240,7 @@ void Namespace::ProtectBackingFiles() {
       for (size_t j : it->second)
         if (j != i) below.insert(j);
     }
-    for (size_t j : below)
-      if (BuildsOn(image(i), image(j))) ServeAsBacking(image(j), image(i));
+    for (size_t j : below) ServeAsBacking(image(j), image(i));
   }
 }
 
