@@ -8,7 +8,8 @@
 #          allocating writes and writes in place), then fsync             IOPS
 # Images on tmpfs: the servers set the pace. Every image passes qemu-img
 # check afterwards, and in the first round the sequential data reads back
-# through qemu. Prints medians and the ratio imgfs / qsd.
+# through qemu. Prints medians and the ratio imgfs / qsd, and the ceiling:
+# the same dd straight into a tmpfs file, no FUSE, in the same rounds.
 # Environment: FORMATS="qcow2 vmdk" ROUNDS=5 SIZE_GIB=1 WRITE_MIB=512
 #   RAND_RUNTIME=4 IMGFS=... QSD=qemu-storage-daemon
 set -euo pipefail
@@ -44,6 +45,10 @@ writerand() {
 declare -A R
 add() { R[$1/$2]="${R[$1/$2]:-} $3"; }
 for round in $(seq 1 "$ROUNDS"); do
+  DISK=$W/w/plain.raw
+  : >"$DISK"
+  add ceiling-seq host "$(writeseq)"
+  rm -f "$DISK"
   for fmt in $FORMATS; do
     for subj in imgfs qsd; do
       rm -f "$W"/w/*
@@ -73,6 +78,14 @@ for fmt in $FORMATS; do
     a=$(median ${R[$fmt-$m/imgfs]}) b=$(median ${R[$fmt-$m/qsd]})
     printf '%-11s %12s %12s %7.2fx\n' "$fmt-$m" "$a" "$b" "$(python3 -c "print($a / $b)")"
   done
+done
+c=$(median ${R[ceiling-seq/host]})
+echo "ceiling: dd into a tmpfs file, no FUSE: $c MiB/s"
+for fmt in $FORMATS; do
+  # shellcheck disable=SC2086
+  a=$(median ${R[$fmt-seq/imgfs]}) b=$(median ${R[$fmt-seq/qsd]})
+  printf '  %s sequential, share of the ceiling: imgfs %.2f, qsd %.2f\n' "$fmt" \
+    "$(python3 -c "print($a / $c)")" "$(python3 -c "print($b / $c)")"
 done
 echo "per round:"
 for k in "${!R[@]}"; do echo "  $k:${R[$k]}"; done | sort
