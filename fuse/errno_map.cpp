@@ -15,6 +15,7 @@ int ErrnoOf(const Status& st) {
     case Code::kReadOnly: return EROFS;
     case Code::kBusy: return EBUSY;
     case Code::kNoSpace: return ENOSPC;
+    case Code::kNoKey: return EACCES;
   }
   return EIO;
 }

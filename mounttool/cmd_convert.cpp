@@ -34,7 +34,7 @@ int ParseSparse(const std::string& text, uint64_t* out) {
 int Run(const Args& a) {
   if (a.files.size() < 2) return Fail("Expecting one image file name");
   if (a.skip_broken_bitmaps && !a.bitmaps) return Fail("Use of --skip-broken-bitmaps requires --bitmaps");
-  if (a.target_image_opts) return Fail("--target-image-opts is not supported; name the target file and use -O");
+  if (a.target_image_opts && !a.existing) return Fail("--target-image-opts requires use of -n flag");
   if (a.workers < 1 || a.workers > 16)
     return Fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
   ops::ConvertRequest req;
@@ -46,6 +46,14 @@ int Run(const Args& a) {
   }
   req.target = a.files.back();
   req.target_format = a.out_format;
+  if (Status st = LoadObjects(a.image.objects); !st.ok()) return Fail(st.message());
+  req.secrets = &Secrets();
+  if (a.target_image_opts) {
+    auto spec = ResolveImageOpts(req.target);
+    if (!spec.ok()) return Fail(spec.status().message());
+    req.target = spec.value().path;
+    req.target_format = spec.value().format;
+  }
   req.options = a.options;
   req.backing = a.backing;
   req.backing_format = a.backing_format;
@@ -94,7 +102,7 @@ Runner AddConvert(CLI::App& app) {
   app.add_flag("--salvage", a->salvage, "copy unreadable parts of the source as zeros, with a warning");
   app.add_flag("--bitmaps", a->bitmaps, "copy the source's persistent bitmaps (qcow2 to qcow2)");
   app.add_flag("--skip-broken-bitmaps", a->skip_broken_bitmaps, "with --bitmaps: leave out in-use bitmaps (else refused)");
-  app.add_flag("--target-image-opts", a->target_image_opts, "the output is an option string (not supported)");
+  app.add_flag("--target-image-opts", a->target_image_opts, "the output is an option string: driver=FMT,file.filename=PATH[,key-secret=ID] (with -n)");
   app.add_flag("-C", a->copy_offload, "copy offloading (accepted; imgfs copies by itself)");
   app.add_option("FILES", a->files, "the source image(s), then the output")->required();
   return [a] { return Run(*a); };

@@ -2,6 +2,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "image_args.h"
 #include "imagecore/format.h"
 #include "imagecore/ops.h"
 
@@ -29,12 +30,12 @@ Runner AddCreate(CLI::App& app) {
   app.add_option("-o,--options", r->options, "format options (key=value,...; \"help\" lists them)");
   app.add_flag("-q,--quiet", *quiet, "print nothing");
   app.add_flag("-u", r->unsafe, "do not open the backing file (then -F and SIZE are needed; vmdk opens it all the same, for its CID)");
-  app.add_option("--object", *objects, "a QEMU object (refused: imgfs has none)");
+  app.add_option("--object", *objects, "a secret, for key-secret options: secret,id=ID,data=TEXT|file=PATH,...")->allow_extra_args(false);
   app.add_option("FILE", r->path, "the image to create");
   app.add_option("SIZE", r->size, "virtual size (k, M, G, T, P, E suffixes)");
   return [r, quiet, objects] {
-    if (!objects->empty())
-      return Fail("--object " + objects->front() + ": imgfs has no QEMU objects (secrets, throttle groups, TLS)");
+    if (Status st = LoadObjects(*objects); !st.ok()) return Fail(st.message());
+    r->secrets = &Secrets();
     if (r->options == "help" || r->options == "?") {
       const std::string help = ops::CreateHelp(r->format);
       if (help.empty()) return Fail("Unknown file format '" + r->format + "'");

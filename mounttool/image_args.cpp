@@ -1,6 +1,9 @@
 #include "image_args.h"
 
+#include <set>
 #include <sstream>
+
+#include "imagecore/keyring.h"
 
 namespace imgfs::cli {
 
@@ -10,7 +13,7 @@ void AddImageArgs(CLI::App& app, ImageArgs* a, bool format, bool source_cache) {
   app.add_option("-t", a->cache, "cache mode (accepted for qemu-img compatibility; imgfs has one I/O path)");
   if (source_cache) app.add_option("-T", a->cache, "source cache mode (accepted, as -t)");
   app.add_flag("--image-opts", a->image_opts, "FILE is an option string: driver=FMT,file.filename=PATH");
-  app.add_option("--object", a->objects, "a QEMU object (refused: imgfs has none)");
+  app.add_option("--object", a->objects, "a secret: secret,id=ID,data=TEXT|file=PATH[,format=base64][,keyid=ID,iv=B64]")->allow_extra_args(false);
 }
 
 namespace {
@@ -35,15 +38,31 @@ Result<std::vector<std::pair<std::string, std::string>>> SplitOptions(const std:
   }
   return out;
 }
+
+SecretStore& MutableSecrets() {
+  static SecretStore* store = new SecretStore();
+  return *store;
+}
+
 }  // namespace
 
-Result<ImageSpec> ResolveImage(const ImageArgs& a, const std::string& operand) {
-  if (!a.objects.empty())
-    return Unsupported("--object " + a.objects.front() + ": imgfs has no QEMU objects (secrets, throttle groups, TLS)");
-  if (!a.image_opts) return ImageSpec{operand, a.format};
+const SecretStore& Secrets() { return MutableSecrets(); }
+
+Status LoadObjects(const std::vector<std::string>& objects) {
+  static std::set<std::string> loaded;
+  for (const std::string& o : objects) {
+    if (loaded.count(o)) continue;
+    IMGFS_RETURN_IF_ERROR(MutableSecrets().AddObject(o));
+    loaded.insert(o);
+  }
+  return Status::OK();
+}
+
+Result<ImageSpec> ResolveImageOpts(const std::string& operand) {
   auto opts = SplitOptions(operand);
   if (!opts.ok()) return opts.status().Prefixed("Could not open '" + operand + "'");
   ImageSpec spec;
+  std::string key_id;
   for (const auto& [key, value] : opts.value()) {
     if (key == "driver") {
       spec.format = value;
@@ -51,6 +70,8 @@ Result<ImageSpec> ResolveImage(const ImageArgs& a, const std::string& operand) {
       spec.path = value;
     } else if (key == "file.driver" && value == "file") {
       continue;
+    } else if (key == "key-secret" || key == "encrypt.key-secret") {
+      key_id = value;  // luks's and qcow2's spelling of the same thing
     } else if (key == "read-only" || key == "force-share" || key == "cache.direct" || key == "cache.no-flush") {
       continue;  // imgfs opens as the subcommand needs; no other cache modes
     } else {
@@ -58,7 +79,17 @@ Result<ImageSpec> ResolveImage(const ImageArgs& a, const std::string& operand) {
     }
   }
   if (spec.path.empty()) return InvalidArgument("Could not open '" + operand + "': no file.filename given");
+  if (!key_id.empty()) {
+    IMGFS_ASSIGN_OR_RETURN(const SecretBytes* s, Secrets().Find(key_id));
+    IMGFS_RETURN_IF_ERROR(AddImageKey(spec.path, SecretBytes(s->data(), s->size())).Prefixed("Could not open '" + spec.path + "'"));
+  }
   return spec;
+}
+
+Result<ImageSpec> ResolveImage(const ImageArgs& a, const std::string& operand) {
+  IMGFS_RETURN_IF_ERROR(LoadObjects(a.objects));
+  if (!a.image_opts) return ImageSpec{operand, a.format};
+  return ResolveImageOpts(operand);
 }
 
 }  // namespace imgfs::cli

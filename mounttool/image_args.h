@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "imagecore/secret.h"
 #include "imagecore/status.h"
 
 namespace imgfs::cli {
@@ -23,11 +24,18 @@ struct ImageArgs {
 void AddImageArgs(CLI::App& app, ImageArgs* a, bool format = true, bool source_cache = false);
 
 // The path and format an operand names: as it is, or with --image-opts an
-// option string ("driver=qcow2,file.filename=x.qcow2"). Refuses --object
-// and options imgfs has no equivalent for, naming them.
+// option string ("driver=qcow2,file.filename=x.qcow2"). Loads the --object
+// secrets; a key-secret option gives the image its key (keyring.h).
+// Refuses options imgfs has no equivalent for, naming them.
 struct ImageSpec {
   std::string path, format;
 };
 Result<ImageSpec> ResolveImage(const ImageArgs& a, const std::string& operand);
+// The same for an option string alone (--target-image-opts).
+Result<ImageSpec> ResolveImageOpts(const std::string& text);
+
+// The secrets of the --object options given (each loaded once).
+Status LoadObjects(const std::vector<std::string>& objects);
+const SecretStore& Secrets();
 
 }  // namespace imgfs::cli

@@ -2,7 +2,7 @@
 # Debian packages imgfs needs to build, test and run. Sourced by
 # quickstart.sh and test.sh; installs only what is missing (needs root).
 
-IMGFS_BUILD_DEPS=(build-essential cmake pkg-config libfuse3-dev zlib1g-dev libzstd-dev
+IMGFS_BUILD_DEPS=(build-essential cmake pkg-config libfuse3-dev zlib1g-dev libzstd-dev libssl-dev
                   libcli11-dev nlohmann-json3-dev libgtest-dev googletest ccache)
 IMGFS_RUN_DEPS=(fuse3)
 # clang: the thread-safety analysis (packaging/thread_safety.sh).

@@ -16,6 +16,7 @@ const char* CodeName(Code c) {
     case Code::kReadOnly: return "read-only";
     case Code::kBusy: return "busy";
     case Code::kNoSpace: return "no space";
+    case Code::kNoKey: return "no key";
   }
   return "error";
 }

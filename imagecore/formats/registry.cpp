@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "formats/luks/luks_driver.h"
 #include "formats/qcow2/qcow2_driver.h"
 #include "formats/raw/raw_driver.h"
 #include "formats/vhdx/vhdx_driver.h"
@@ -13,7 +14,7 @@ namespace imgfs {
 namespace {
 
 const FormatDriver* const kDrivers[] = {&qcow2::kDriver, &vmdk::kDriver, &vhdx::kDriver, &vpc::kDriver,
-                                        &raw::kDriver};
+                                        &luks::kDriver, &raw::kDriver};
 
 }  // namespace
 

@@ -65,7 +65,7 @@ CopyPlan MakePlan(const ConvertRequest& req, const Sources& src, Chain* target, 
   plan.target_backed = target->depth() > 1;
   // A new image without backing file reads as zeros; an existing one only
   // where the caller says so.
-  plan.target_zero = !plan.target_backed && (made || req.target_is_zero);
+  plan.target_zero = !plan.target_backed && ((made && !target->layer(0).caps().new_not_zero) || req.target_is_zero);
   plan.sparse_size = req.sparse_size;
   plan.workers = req.workers;
   plan.in_order = !req.out_of_order;
@@ -134,6 +134,7 @@ Status Convert(const ConvertRequest& req) {
   create.backing_file = req.backing;
   create.backing_format = req.backing_format;
   create.options = req.options;
+  create.secrets = req.secrets;
   IMGFS_RETURN_IF_ERROR(StageCreate(create, &files));
   {
     IMGFS_ASSIGN_OR_RETURN(auto target, Chain::OpenThrough(out.path, req.target_format, true, files.Staged()));

@@ -25,6 +25,7 @@ Status StageCreate(const CreateRequest& req, NewFiles* files) {
   if (!drv || (!drv->create && !drv->create_files))
     return Unsupported("unknown or unsupported format '" + req.format + "'");
   CreateOptions opts;
+  opts.secrets = req.secrets;
   IMGFS_ASSIGN_OR_RETURN(opts.options, ParseOptionList(req.options));
   // qemu-img spells these as -o options too.
   if (auto it = opts.options.find("backing_file"); it != opts.options.end()) {

@@ -139,6 +139,7 @@ nlohmann::ordered_json LayerJson(const LayerInfo& li) {
     j["full-backing-filename"] = li.full_backing_filename;
     j["backing-filename"] = li.backing_filename;
   }
+  if (li.info.encrypted) j["encrypted"] = true;
   j["dirty-flag"] = li.info.dirty;
   return j;
 }
@@ -166,6 +167,7 @@ std::string InfoHuman(const std::vector<LayerInfo>& layers) {
       << "virtual size: " << HumanSize(li.info.virtual_size) << " (" << li.info.virtual_size << " bytes)\n"
       << "disk size: " << HumanSize(li.actual_size) << "\n";
     if (li.info.cluster_size) o << "cluster_size: " << li.info.cluster_size << "\n";
+    if (li.info.encrypted) o << "encrypted: yes\n";
     if (li.info.dirty) o << "cleanly shut down: no\n";
     if (!li.backing_filename.empty()) {
       o << "backing file: " << li.backing_filename;

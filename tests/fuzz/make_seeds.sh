@@ -21,7 +21,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [[ $# -eq 1 ]] || { echo "usage: $0 OUT_DIR" >&2; exit 2; }
 OUT=$1
 need_cmd qemu-img qemu-io python3 head
-mkdir -p "$OUT"/{qcow2,snapshot_table,bitmap_dir,partitions,ctl,size,vmdk,vmdk_descriptor,vhdx}
+mkdir -p "$OUT"/{qcow2,snapshot_table,bitmap_dir,partitions,ctl,size,vmdk,vmdk_descriptor,vhdx,luks}
 [[ -z $(ls -A "$OUT/qcow2") ]] || fail "$OUT is not empty"
 tmpdir
 MAX=$((1024 * 1024))
@@ -164,6 +164,23 @@ for f in "$T"/*.qcow2 "$T"/corpus-*; do
     b=$(basename "$f")
     python3 "$HERE/seed_tables.py" snapshots "$f" "$OUT/snapshot_table/$b"
     python3 "$HERE/seed_tables.py" bitmaps "$f" "$OUT/bitmap_dir/$b"
+done
+
+echo "== LUKS headers"
+# qemu's, in a few ciphers; each seed is the header area (key material
+# included) up to the payload. qemu's PBKDF2 timing now and then fails
+# ("Unable to get accurate CPU usage"): such a variant is tried again.
+n=0
+for v in cipher-alg=aes-256 cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv cipher-mode=ecb,hash-alg=sha1; do
+    n=$((n + 1))
+    made=0
+    for try in $(seq 1 30); do
+        rm -f l.luks
+        qemu-img create -q -f luks --object secret,id=s,data=fuzz -o "key-secret=s,iter-time=10,$v" l.luks 1M \
+            >/dev/null 2>&1 && { made=1; break; }
+    done
+    [[ $made == 1 ]] || { echo "qemu-img could not make a LUKS header ($v)" >&2; exit 1; }
+    head -c "$MAX" l.luks >"$OUT/luks/qemu-$n"
 done
 
 echo "== partition tables"

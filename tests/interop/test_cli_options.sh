@@ -54,9 +54,11 @@ done
 "$IMGFS" create -q -f qcow2 -u -b gone.qcow2 -F qcow2 u.qcow2 16M
 [[ $(qemu-img info -U --output=json u.qcow2 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["backing-filename"], d["virtual-size"])') == "gone.qcow2 16777216" ]] ||
     fail "create -u: the backing name or the size is not as asked"
-# --object: imgfs has no QEMU objects; refused in one line, nothing made
-out=$("$IMGFS" create -f qcow2 --object secret,id=s0,data=x o.qcow2 1M 2>&1) && fail "create --object succeeded"
-[[ $(wc -l <<<"$out") == 1 && $out == *"--object"* && ! -e o.qcow2 ]] || fail "create --object: $out"
+# --object: secrets only; another object type is refused in one line, nothing made
+out=$("$IMGFS" create -f qcow2 --object throttle-group,id=t0,x-iops-total=10 o.qcow2 1M 2>&1) && fail "create --object throttle-group succeeded"
+[[ $(wc -l <<<"$out") == 1 && $out == *"--object throttle-group"* && ! -e o.qcow2 ]] || fail "create --object: $out"
+"$IMGFS" create -q -f qcow2 --object secret,id=s0,data=x o.qcow2 1M || fail "create with an unused secret failed"
+qemu-img check -q o.qcow2 || fail "create with an unused secret: check failed"
 
 # resize and commit through --image-opts
 cp a.qcow2 r.qcow2

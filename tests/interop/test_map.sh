@@ -69,7 +69,9 @@ refused "nonexistent.qcow2" nonexistent.qcow2
 echo "   bad offsets and a missing file: one line naming the cause, qemu-img's exit code"
 q=$(qemu-img map --image-opts driver=qcow2,file.filename=top.qcow2)
 [[ $("$IMGFS" map --image-opts driver=qcow2,file.filename=top.qcow2) == "$q" ]] || fail "map --image-opts differs"
-out=$("$IMGFS" map --object secret,id=s0,data=x top.qcow2 2>&1) && fail "--object accepted"
-[[ $out == *"imgfs has no QEMU objects"* ]] || fail "--object refused without saying why: $out"
-echo "   --image-opts read, --object refused with the reason"
+out=$("$IMGFS" map --object throttle-group,id=t0,x-iops-total=10 top.qcow2 2>&1) && fail "--object throttle-group accepted"
+[[ $out == *"secret objects only"* ]] || fail "--object throttle-group refused without saying why: $out"
+[[ $("$IMGFS" map --object secret,id=s0,data=x top.qcow2) == "$(qemu-img map --object secret,id=s0,data=x top.qcow2)" ]] ||
+    fail "map with an unused secret differs"
+echo "   --image-opts read; secrets taken, other objects refused with the reason"
 echo "PASS: map"

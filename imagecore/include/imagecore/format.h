@@ -10,6 +10,7 @@
 #include "imagecore/file.h"
 #include "imagecore/image.h"
 #include "imagecore/named_files.h"
+#include "imagecore/secret.h"
 #include "imagecore/status.h"
 
 namespace imgfs {
@@ -66,6 +67,8 @@ struct CreateOptions {
   // its parent (VMDK: the parent's CID).
   const Image* backing_image = nullptr;
   std::map<std::string, std::string> options;
+  // Where key-secret options find their secrets (null: none given).
+  const SecretStore* secrets = nullptr;
 };
 
 // Parses the value as qemu-img takes it; `what` names the image for errors.
@@ -94,6 +97,9 @@ struct Capabilities {
   // The file is the disk's bytes as they are, nothing else: a block
   // device can be written as one in place.
   bool plain_disk = false;
+  // A new image does not read as zeros (luks: its empty payload decrypts to
+  // noise), so a copy into it writes zeros too.
+  bool new_not_zero = false;
 };
 
 // What `measure` knows of the disk to be converted.

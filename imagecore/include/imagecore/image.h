@@ -68,6 +68,7 @@ struct ImageInfo {
   uint64_t cluster_size = 0;  // 0: the format has none
   bool dirty = false;
   bool corrupt = false;       // the image marks itself corrupt
+  bool encrypted = false;
   struct Field {
     std::string key;          // qemu-img json name, e.g. "lazy-refcounts"
     std::string human;        // qemu-img human name, e.g. "lazy refcounts"

@@ -10,6 +10,7 @@
 #include "imagecore/format.h"
 #include "imagecore/image.h"
 #include "imagecore/named_files.h"
+#include "imagecore/secret.h"
 #include "imagecore/status.h"
 
 namespace imgfs::ops {
@@ -23,6 +24,7 @@ struct CreateRequest {
   std::string backing_format;  // "" = probe the backing file
   std::string options;         // "-o" text: "cluster_size=64k,compat=1.1"
   bool unsafe = false;         // -u: the backing file is not opened (its format and the size must be given)
+  const SecretStore* secrets = nullptr;  // --object secrets, for key-secret options
 };
 // -o text ("cluster_size=64k,compat=1.1") as key/value pairs.
 Result<std::map<std::string, std::string>> ParseOptionList(const std::string& text);
@@ -239,6 +241,7 @@ struct ConvertRequest {
   std::string source_format;         // -f, for every source ("" = probe)
   std::string snapshot;              // -l: an internal snapshot of the one source (ID or name)
   std::string target, target_format = "raw", options;  // -O, -o
+  const SecretStore* secrets = nullptr;                // --object secrets, for the target's key-secret
   std::string backing, backing_format;                // -B, -F: write only what differs from it
   bool existing = false;             // -n: the target exists; it is written, not made
   bool target_is_zero = false;       // --target-is-zero (with -n)

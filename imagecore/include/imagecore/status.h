@@ -21,6 +21,7 @@ enum class Code {
   kReadOnly,         // a write to something opened read-only
   kBusy,             // in use by someone else
   kNoSpace,          // past the end of a disk, or the host is full
+  kNoKey,            // an encrypted image without its key, or with a wrong one
 };
 
 class [[nodiscard]] Status {
