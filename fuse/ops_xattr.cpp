@@ -59,7 +59,8 @@ std::string FieldText(const ImageInfo::Field& f) {
     case ImageInfo::Field::kInt: return std::to_string(f.i);
     case ImageInfo::Field::kUint: return std::to_string(f.u);
     case ImageInfo::Field::kBitmaps: return "";
-    case ImageInfo::Field::kList: break;
+    case ImageInfo::Field::kList:
+    case ImageInfo::Field::kObject: break;
   }
   // One line per item: its values in order, separated by spaces, a file
   // name last (it may hold spaces itself).

@@ -58,6 +58,7 @@ nlohmann::ordered_json FieldsJson(const std::vector<ImageInfo::Field>& fields, c
         data[f.key] = arr;
         break;
       }
+      case ImageInfo::Field::kObject: data[f.key] = FieldsJson(f.list.at(0), nullptr); break;
       case ImageInfo::Field::kBitmaps: {
         if (!with_bitmaps || with_bitmaps->bitmaps.empty()) break;
         nlohmann::ordered_json arr = nlohmann::ordered_json::array();
@@ -87,9 +88,11 @@ void FieldsHuman(std::ostream& o, const std::vector<ImageInfo::Field>& fields, c
       case ImageInfo::Field::kInt: o << " " << f.i; break;
       case ImageInfo::Field::kUint: o << " " << f.u; break;
       case ImageInfo::Field::kList:
+      case ImageInfo::Field::kObject:
       case ImageInfo::Field::kBitmaps: break;
     }
     o << "\n";
+    if (f.kind == ImageInfo::Field::kObject) FieldsHuman(o, f.list.at(0), indent + "    ", nullptr);
     if (f.kind == ImageInfo::Field::kList)
       for (size_t k = 0; k < f.list.size(); ++k) {
         o << indent << "    [" << k << "]:\n";
@@ -166,8 +169,8 @@ std::string InfoHuman(const std::vector<LayerInfo>& layers) {
       << "file format: " << li.info.format << "\n"
       << "virtual size: " << HumanSize(li.info.virtual_size) << " (" << li.info.virtual_size << " bytes)\n"
       << "disk size: " << HumanSize(li.actual_size) << "\n";
-    if (li.info.cluster_size) o << "cluster_size: " << li.info.cluster_size << "\n";
     if (li.info.encrypted) o << "encrypted: yes\n";
+    if (li.info.cluster_size) o << "cluster_size: " << li.info.cluster_size << "\n";
     if (li.info.dirty) o << "cleanly shut down: no\n";
     if (!li.backing_filename.empty()) {
       o << "backing file: " << li.backing_filename;

@@ -12,8 +12,8 @@
 
 #include "crypto/encrypted_io.h"
 #include "crypto/luks.h"
-#include "formats/luks/luks_image.h"
-#include "imagecore/keyring.h"
+#include "crypto/luks_common.h"
+#include "formats/luks/luks_create.h"
 #include "imagecore/rwlock.h"
 
 namespace imgfs::luks {
@@ -80,7 +80,7 @@ class LuksImage final : public Image {
     info.format = "luks";
     info.virtual_size = VirtualSize();
     info.encrypted = true;
-    info.specific = LuksInfoFields(header_);
+    info.specific = crypto::LuksInfoFields(header_);
     return info;
   }
 
@@ -114,47 +114,11 @@ Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOp
     return Corrupt("the LUKS payload offset lies past the end of the file");
   std::unique_ptr<crypto::SectorCipher> cipher;
   std::string locked;
-  IMGFS_ASSIGN_OR_RETURN(cipher, OpenLuksCipher(*file, 0, h, &locked));
+  IMGFS_ASSIGN_OR_RETURN(cipher, crypto::OpenLuksCipher(*file, 0, h, &locked));
   return std::unique_ptr<Image>(new LuksImage(std::move(file), std::move(h), std::move(cipher), std::move(locked)));
 }
 
 }  // namespace
-
-Result<std::unique_ptr<crypto::SectorCipher>> OpenLuksCipher(const io::File& file, uint64_t base,
-                                                             const crypto::LuksHeader& h, std::string* locked) {
-  std::shared_ptr<const SecretBytes> key = ImageKey(file);
-  if (!key) {
-    *locked = "the image is encrypted and no key was given for it";
-    return std::unique_ptr<crypto::SectorCipher>();
-  }
-  IMGFS_ASSIGN_OR_RETURN(SecretBytes master, crypto::UnlockLuks(h, file, base, *key, file.path()));
-  return crypto::SectorCipher::Make(h.spec, master);
-}
-
-std::vector<ImageInfo::Field> LuksInfoFields(const crypto::LuksHeader& h) {
-  using F = ImageInfo::Field;
-  std::vector<F> f;
-  f.push_back(F::Str("ivgen-alg", "ivgen alg", h.spec.ivgen));
-  f.push_back(F::Str("hash-alg", "hash alg", h.hash));
-  f.push_back(F::Str("cipher-alg", "cipher alg", h.spec.alg));
-  f.push_back(F::Str("uuid", "uuid", h.uuid));
-  if (h.spec.ivgen == "essiv") f.push_back(F::Str("ivgen-hash-alg", "ivgen hash alg", h.spec.ivgen_hash));
-  f.push_back(F::Str("cipher-mode", "cipher mode", h.spec.mode));
-  F slots = F::List("slots", "slots");
-  for (const crypto::LuksSlot& s : h.slots) {
-    std::vector<F> o;
-    o.push_back(F::Bool("active", "active", s.active));
-    if (s.active) o.push_back(F::Uint("iters", "iters", s.iterations));
-    o.push_back(F::Uint("key-offset", "key offset", uint64_t(s.key_offset) * kCryptSector));
-    if (s.active) o.push_back(F::Uint("stripes", "stripes", s.stripes));
-    slots.list.push_back(std::move(o));
-  }
-  f.push_back(std::move(slots));
-  f.push_back(F::Uint("payload-offset", "payload offset", uint64_t(h.payload_offset) * kCryptSector));
-  f.push_back(F::Uint("master-key-iters", "master key iters", h.mk_digest_iter));
-  return f;
-}
-
 
 const FormatDriver kDriver = {
     .name = "luks",
@@ -162,7 +126,7 @@ const FormatDriver kDriver = {
     .open = Open,
     .create = CreateLuks,
     .measure = MeasureLuks,
-    .create_options = kLuksCreateOptions,
+    .create_options = crypto::kLuksCreateOptions,
     .caps = {.resize = true, .new_not_zero = true},
 };
 

@@ -180,6 +180,8 @@ Status Qcow2Image::CheckPassLocked(RepairMode fix, CheckResult* r, std::vector<u
   p.table.resize(p.cs);
 
   p.Ref(0, p.cs);  // the header
+  // The LUKS header's clusters: referenced by the header extension alone.
+  if (header_.crypt_method == 2 && header_.has_crypto_ext) p.Ref(header_.crypto_offset, header_.crypto_length);
   IMGFS_RETURN_IF_ERROR(CheckHeaderLocked(p));
   IMGFS_RETURN_IF_ERROR(CountBitmapRefsLocked(p));
   if (l1_.size()) p.Ref(header_.l1_table_offset, l1_.size() * 8);

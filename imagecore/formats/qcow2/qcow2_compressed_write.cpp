@@ -37,6 +37,7 @@ Result<uint64_t> Qcow2Image::PlaceCompressedLocked(uint64_t len) {
 Result<bool> Qcow2Image::WriteCompressed(uint64_t off, const uint8_t* data, size_t len) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   if (data_file_) return Unsupported(file_->path() + ": compressed clusters cannot go to an external data file");
+  if (encrypted()) return Unsupported(file_->path() + ": an encrypted image cannot hold compressed clusters");
   if ((off & (cluster_size_ - 1)) || off >= header_.size)
     return InvalidArgument(file_->path() + ": a compressed write must start a cluster of the disk");
   if (len == 0 || len >= cluster_size_) return InvalidArgument(file_->path() + ": compressed cluster too long");

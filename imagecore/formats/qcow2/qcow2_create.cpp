@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "base/endian.h"
+#include "formats/qcow2/qcow2_create_crypt.h"
 #include "formats/qcow2/qcow2_driver.h"
 #include "formats/qcow2/qcow2_format.h"
 #include "imagecore/size.h"
@@ -84,8 +85,10 @@ namespace {
 // qemu lays them out). Tables and blocks are written one cluster at a time.
 // With an external data file the data lives there, at its guest offset,
 // and the qcow2 file holds only the tables.
+// An encrypted image's LUKS header follows the L1 table, in clusters of its
+// own (`crypto_ext`: where the header extension that names them lies in c0).
 Status WriteLayout(io::File& file, io::File* data_file, Header& h, uint64_t cs, Prealloc prealloc,
-                   std::vector<uint8_t>& c0) {
+                   std::vector<uint8_t>& c0, const NewEncryption& enc, uint64_t crypto_ext) {
   const bool extended = h.incompatible_features & kIncompatExtendedL2;
   const uint64_t entry_bytes = extended ? 16 : 8;
   h.l1_size = uint32_t(L1EntriesFor(h.size, h.cluster_bits, extended));
@@ -95,11 +98,12 @@ Status WriteLayout(io::File& file, io::File* data_file, Header& h, uint64_t cs, 
   const uint64_t mapped = prealloc == Prealloc::kOff ? 0 : (h.size + cs - 1) / cs;
   const uint64_t tables = (mapped + l2_entries - 1) / l2_entries;
   const uint64_t data = data_file ? 0 : mapped;  // clusters of the qcow2 file that hold data
+  const uint64_t crypto_clusters = (enc.AreaBytes() + cs - 1) / cs;
   const uint64_t per_block = cs * 8 / h.refcount_bits();
   // The smallest table and block counts that cover all these clusters.
   uint64_t rt = 1, rb = 1;
   for (;;) {
-    const uint64_t total = 1 + rt + rb + l1_clusters + tables + data;
+    const uint64_t total = 1 + rt + rb + l1_clusters + crypto_clusters + tables + data;
     const uint64_t need_rb = (total + per_block - 1) / per_block;
     const uint64_t need_rt = (need_rb * 8 + cs - 1) / cs;
     if (need_rb <= rb && need_rt <= rt) break;
@@ -110,11 +114,12 @@ Status WriteLayout(io::File& file, io::File* data_file, Header& h, uint64_t cs, 
   h.refcount_table_clusters = uint32_t(rt);
   const uint64_t l1_at = 1 + rt + rb;  // in clusters
   h.l1_table_offset = l1_at * cs;      // (qemu points an empty one there too)
-  const uint64_t total = l1_at + l1_clusters + tables + data;
+  const uint64_t crypto_at = l1_at + l1_clusters;
+  const uint64_t total = crypto_at + crypto_clusters + tables + data;
 
   // Data first, header last: an interrupted create leaves no valid image.
   // Without preallocation the file ends with the L1 table, as qemu's does.
-  const uint64_t end = tables ? total * cs : l1_at * cs + uint64_t(h.l1_size) * 8;
+  const uint64_t end = tables || crypto_clusters ? total * cs : l1_at * cs + uint64_t(h.l1_size) * 8;
   IMGFS_RETURN_IF_ERROR(file.Truncate(end));
   if (data_file) IMGFS_RETURN_IF_ERROR(data_file->Truncate(h.size));
   std::vector<uint8_t> table(rt * cs, 0);
@@ -138,7 +143,12 @@ Status WriteLayout(io::File& file, io::File* data_file, Header& h, uint64_t cs, 
   // unallocated (the backing file, or zeros, shows through).
   std::vector<uint8_t> l1(l1_clusters * cs, 0), l2(cs);
   const bool interleave = prealloc == Prealloc::kMetadata && !data_file;
-  const uint64_t first = l1_at + l1_clusters;
+  if (crypto_clusters) {
+    IMGFS_RETURN_IF_ERROR(enc.WriteArea(file, crypto_at * cs));
+    StoreBE64(&c0[crypto_ext + 8], crypto_at * cs);
+    StoreBE64(&c0[crypto_ext + 16], enc.AreaBytes());
+  }
+  const uint64_t first = crypto_at + crypto_clusters;
   for (uint64_t t = 0; t < tables; ++t) {
     const uint64_t n = std::min(l2_entries, mapped - t * l2_entries);
     const uint64_t l2_at = interleave ? first + t * (l2_entries + 1) : first + t;
@@ -160,11 +170,18 @@ Status WriteLayout(io::File& file, io::File* data_file, Header& h, uint64_t cs, 
   return file.Sync();
 }
 
-Status CreateInto(io::File& file, io::File* data_file, const CreateOptions& opts) {
+Status CreateInto(io::File& file, io::File* data_file, const CreateOptions& given) {
+  CreateOptions opts = given;
+  IMGFS_ASSIGN_OR_RETURN(NewEncryption enc, TakeEncryptionOptions(opts, file.path()));
   Header h;
   uint64_t cs;
   Prealloc prealloc = Prealloc::kOff;
   IMGFS_RETURN_IF_ERROR(ParseCreateOptions(opts, &h, &cs, &prealloc));
+  h.crypt_method = enc.method;
+  if (enc.method && prealloc != Prealloc::kOff)
+    return Unsupported(file.path() + ": preallocation of an encrypted image is not supported yet");
+  if (enc.method && h.incompatible_features & kIncompatExtendedL2)
+    return Unsupported(file.path() + ": encryption with extended L2 entries is not supported yet");
   if (!h.data_file.empty() && !data_file) return Unsupported("an external data file needs a create of several files");
   h.header_length = h.version >= 3 ? 112 : kV2HeaderSize;
 
@@ -183,6 +200,8 @@ Status CreateInto(io::File& file, io::File* data_file, const CreateOptions& opts
   };
   if (!opts.backing_format.empty()) IMGFS_RETURN_IF_ERROR(put_ext(kExtBackingFormat, opts.backing_format));
   if (!h.data_file.empty()) IMGFS_RETURN_IF_ERROR(put_ext(kExtDataFile, h.data_file));
+  const uint64_t crypto_ext = pos;  // filled in once the LUKS clusters have their place
+  if (enc.luks) IMGFS_RETURN_IF_ERROR(put_ext(kExtCrypto, std::string(16, '\0')));
   pos += 8;  // end-of-extensions marker (zeros)
   if (!opts.backing_file.empty()) {
     if (opts.backing_file.size() > 1023) return InvalidArgument("backing file name is too long");
@@ -192,7 +211,8 @@ Status CreateInto(io::File& file, io::File* data_file, const CreateOptions& opts
     std::memcpy(&c0[pos], opts.backing_file.data(), opts.backing_file.size());
   }
 
-  return WriteLayout(file, data_file, h, cs, prealloc, c0);
+  IMGFS_RETURN_IF_ERROR(WriteLayout(file, data_file, h, cs, prealloc, c0, enc, crypto_ext));
+  return enc.RememberKey(file);
 }
 }  // namespace
 

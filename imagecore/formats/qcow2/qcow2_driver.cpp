@@ -83,8 +83,6 @@ Status Qcow2Image::ClaimWriting() {
 
 Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, const OpenOptions& opts) {
   IMGFS_ASSIGN_OR_RETURN(Header h, Header::Read(*file));
-  if (h.crypt_method != 0)
-    return Unsupported("encryption (crypt_method " + std::to_string(h.crypt_method) + ") is not supported yet");
   uint64_t unknown = h.incompatible_features & ~kIncompatKnown;
   if (unknown) {
     char hex[32];
@@ -109,6 +107,7 @@ Result<std::unique_ptr<Image>> Qcow2Image::Open(std::unique_ptr<io::File> file, 
     return Corrupt("refcount table lies past the end of the file (truncated image?)");
 
   IMGFS_ASSIGN_OR_RETURN(auto img, Load(std::move(file), h));
+  IMGFS_RETURN_IF_ERROR(img->SetUpCrypto());
   IMGFS_RETURN_IF_ERROR(img->ReadSnapshotTable(lenient));
   if (h.incompatible_features & kIncompatDataFile) {
     if (h.data_file.empty()) return Unsupported("external data file without a file name in the image");
@@ -160,6 +159,7 @@ ImageInfo Qcow2Image::Info() const {
   info.cluster_size = cluster_size_;
   info.dirty = (header_.incompatible_features & kIncompatDirty) != 0;
   info.corrupt = (header_.incompatible_features & kIncompatCorrupt) != 0;
+  info.encrypted = encrypted();
   using F = ImageInfo::Field;
   auto str = [&](const char* k, const char* h, std::string v) { info.specific.push_back(F::Str(k, h, std::move(v))); };
   auto boolean = [&](const char* k, const char* h, bool v) { info.specific.push_back(F::Bool(k, h, v)); };
@@ -184,6 +184,7 @@ ImageInfo Qcow2Image::Info() const {
     info.specific.push_back(F::BitmapsHere());  // where qemu-img shows them
   }
   integer("refcount-bits", "refcount bits", header_.refcount_bits());
+  if (encrypted()) info.specific.push_back(CryptoInfo());
   if (!header_.data_file.empty()) {
     str("data-file", "data file", header_.data_file);
     boolean("data-file-raw", "data file raw", header_.autoclear_features & kAutoclearDataFileRaw);

@@ -82,6 +82,10 @@ struct Header {
   uint32_t bitmaps_ext_len = 24;
   uint64_t bitmap_directory_size = 0;
   uint64_t bitmap_directory_offset = 0;
+  // The LUKS header's clusters (crypt_method 2): offset and length in bytes.
+  bool has_crypto_ext = false;
+  uint64_t crypto_offset = 0;
+  uint64_t crypto_length = 0;
 
   uint64_t cluster_size() const { return 1ull << cluster_bits; }
   uint32_t refcount_bits() const { return 1u << refcount_order; }

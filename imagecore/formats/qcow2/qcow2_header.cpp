@@ -153,7 +153,12 @@ Result<Header> Header::Read(const io::File& file) {
           h.bitmap_directory_offset = LoadBE64(&c0[off + 16]);
         }
         break;
-      case kExtCrypto: break;  // refused below via crypt_method
+      case kExtCrypto:
+        if (len != 16) return Corrupt("the encryption header extension is not 16 bytes");
+        h.has_crypto_ext = true;
+        h.crypto_offset = LoadBE64(&c0[off]);
+        h.crypto_length = LoadBE64(&c0[off + 8]);
+        break;
       case kExtDataFile: h.data_file.assign(data, strnlen(data, len)); break;
       default: break;  // feature table and unknown extensions: ignore
     }

@@ -30,6 +30,12 @@
 #include "imagecore/format.h"
 #include "imagecore/image.h"
 #include "imagecore/mutex.h"
+#include "imagecore/rwlock.h"
+
+namespace imgfs::crypto {
+class SectorCipher;
+struct LuksHeader;
+}
 
 namespace imgfs::qcow2 {
 
@@ -351,6 +357,26 @@ class Qcow2Image final : public Image {
   // live in it at their guest offsets and are not refcounted.
   std::unique_ptr<io::File> data_file_;
   io::File& data() const { return data_file_ ? *data_file_ : *file_; }
+
+  // --- encryption (qcow2_crypt.cpp) ---------------------------------------
+  // Guest data of an encrypted image goes through these: `host` where it
+  // lies, `guest` the disk offset it holds. Without encryption they are
+  // data().PRead and PWrite.
+  bool encrypted() const { return header_.crypt_method != 0; }
+  // Opens the cipher with the key given for the file (keyring.h); without
+  // one the image stays locked and its data refuses to be read or written.
+  Status SetUpCrypto();
+  Status ReadData(uint64_t host, uint64_t guest, void* buf, size_t len) const;
+  Status WriteData(uint64_t host, uint64_t guest, const void* buf, size_t len);
+  Status WriteDataPieces(uint64_t host, uint64_t guest, const io::File::Piece* pieces, size_t count);
+  ImageInfo::Field CryptoInfo() const;
+  // Set at open, shared with snapshot views. cipher_ null: plain, or locked.
+  std::shared_ptr<const crypto::SectorCipher> cipher_;
+  std::shared_ptr<const crypto::LuksHeader> luks_;  // crypt_method 2
+  std::string crypto_locked_;                     // why there is no cipher
+  // Shared: whole-sector writes; exclusive: a partial sector's
+  // read-modify-write (two of those in one sector must not interleave).
+  RwLock crypt_rmw_mu_;
   // Whether a standard L2 entry names a host cluster (with a data file,
   // guest cluster 0 lives at offset 0, marked by COPIED alone).
   bool HasHost(uint64_t e) const { return (e & kOffsetMask) || (data_file_ && (e & kOflagCopied)); }

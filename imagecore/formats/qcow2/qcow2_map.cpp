@@ -143,6 +143,7 @@ Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
     if (e & kOflagCompressed) return {ExtentKind::kOpaque, kNoHost};
     if (v3 && (e & kOflagZero)) return {ExtentKind::kZero, HasHost(e) ? e & kOffsetMask : kNoHost};  // may keep its cluster
     if (!HasHost(e)) return {ExtentKind::kUnallocated, kNoHost};
+    if (encrypted()) return {ExtentKind::kOpaque, kNoHost};  // only the cipher reads it
     return {ExtentKind::kData, e & kOffsetMask};
   };
   const uint64_t first = LoadBE64(l2 + (c % l2_entries_) * entry_bytes_);
@@ -152,7 +153,7 @@ Status Qcow2Image::BlockStatus(uint64_t off, uint64_t len, Extent* out) {
   while ((next << cluster_bits_) < limit) {
     Mapping n = classify(LoadBE64(l2 + (next % l2_entries_) * entry_bytes_));
     if (n.kind != m.kind || !Follows(m.host, n.host, (next - c) << cluster_bits_)) break;
-    if (m.kind == ExtentKind::kOpaque) break;  // one compressed cluster at a time
+    if (m.kind == ExtentKind::kOpaque) break;  // one compressed (or encrypted) cluster at a time
     ++next;
   }
   const uint64_t end = std::min(limit, next << cluster_bits_);
@@ -258,7 +259,7 @@ Status Qcow2Image::ReadOpaque(uint64_t off, void* buf, size_t len) {
       // leaves zero clusters, and without one unallocated reads as zeros.
       std::memset(p, 0, n);
     } else {
-      IMGFS_RETURN_IF_ERROR(data().PRead((entry & kOffsetMask) + in, p, n));
+      IMGFS_RETURN_IF_ERROR(ReadData((entry & kOffsetMask) + in, off, p, n));
     }
     p += n;
     off += n;

@@ -177,7 +177,7 @@ Status Qcow2Image::CowSourceLocked(uint64_t c, uint64_t entry, uint64_t bitmap, 
   } else if (header_.version >= 3 && (entry & kOflagZero)) {
     std::memset(out, 0, n);
   } else if (HasHost(entry)) {
-    IMGFS_RETURN_IF_ERROR(data().PRead((entry & kOffsetMask) + (from - base), out, n));
+    IMGFS_RETURN_IF_ERROR(ReadData((entry & kOffsetMask) + (from - base), from, out, n));
   } else if (below) {
     IMGFS_RETURN_IF_ERROR(below->Read(from, out, n));
   } else {
@@ -267,7 +267,8 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
   const uint64_t head = off - run_start, tail = run_end - (off + wlen);
   *host_written = host;
   *host_len = run_end - run_start;
-  if (!data_file_ && (host >> cluster_bits_) >= end_before &&
+  // (Not encrypted: a hole would decrypt to noise.)
+  if (!data_file_ && !encrypted() && (host >> cluster_bits_) >= end_before &&
       CowReadsZero(c0, old.front(), old_bitmap.front(), run_start, off, below) &&
       CowReadsZero(c0 + n - 1, old.back(), old_bitmap.back(), off + wlen, run_end, below)) {
     // New clusters past the end, around bytes that read as zeros: only the
@@ -284,7 +285,7 @@ Status Qcow2Image::AllocatingWriteLocked(uint64_t off, const uint8_t* buf, uint6
       CowSourceLocked(c0 + n - 1, old.back(), old_bitmap.back(), off + wlen, run_end, tail_buf.get(), below));
   const io::File::Piece pieces[3] = {{head_buf.get(), head}, {buf, wlen}, {tail_buf.get(), tail}};
   // Invariant: guest data is in the file before the L2 entry names it.
-  IMGFS_RETURN_IF_ERROR(data().PWriteV(host, pieces, 3));
+  IMGFS_RETURN_IF_ERROR(WriteDataPieces(host, run_start, pieces, 3));
   return MapNewRunLocked(l2_off, c0, host, old, wlen, len);
 }
 
@@ -316,6 +317,7 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   if (off > header_.size || len > header_.size - off)
     return NoSpace(file_->path() + ": write past the end of the disk");
+  if (encrypted() && !cipher_) return Status(Code::kNoKey, file_->path() + ": " + crypto_locked_);
   const auto* p = static_cast<const uint8_t*>(buf);
   while (len > 0) {
     uint64_t host = 0, n = 0, new_host = 0, new_len = 0;
@@ -357,7 +359,7 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
     // the end overlaps with the copy instead of following it.
     if (new_len >= kWritebackHint) data().StartWriteback(new_host, new_len);
     if (in_place) {
-      IMGFS_RETURN_IF_ERROR(data().PWrite(host, p, n));
+      IMGFS_RETURN_IF_ERROR(WriteData(host, off, p, n));
       if (n >= kWritebackHint) data().StartWriteback(host, n);
     }
     p += n;

@@ -73,7 +73,8 @@ struct ImageInfo {
     std::string key;          // qemu-img json name, e.g. "lazy-refcounts"
     std::string human;        // qemu-img human name, e.g. "lazy refcounts"
     // kBitmaps holds nothing: it marks where `bitmaps` are shown.
-    enum Kind { kString, kBool, kInt, kUint, kList, kBitmaps } kind = kString;
+    // kObject: nested fields, held as list[0] (qcow2's "encrypt").
+    enum Kind { kString, kBool, kInt, kUint, kList, kBitmaps, kObject } kind = kString;
     bool file_name = false;   // kString: a file's name (shown last in one-line renderings)
     std::string s;
     bool b = false;
@@ -107,6 +108,11 @@ struct ImageInfo {
       return f;
     }
     static Field List(std::string k, std::string h) { return Make(std::move(k), std::move(h), kList); }
+    static Field Object(std::string k, std::string h, std::vector<Field> fields) {
+      Field f = Make(std::move(k), std::move(h), kObject);
+      f.list.push_back(std::move(fields));
+      return f;
+    }
     static Field BitmapsHere() { return Make("bitmaps", "bitmaps", kBitmaps); }
     static Field Make(std::string k, std::string h, Kind kind) {
       Field f;

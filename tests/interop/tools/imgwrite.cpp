@@ -1,18 +1,28 @@
 // imgwrite FILE OFFSET PATTERN_BYTE LENGTH: writes LENGTH bytes of
 // PATTERN_BYTE at OFFSET through imagecore, then flushes and closes.
 // PATTERN_BYTE "zero" zeroes the range, "discard" zeroes it and frees
-// the space where the format can.
+// the space where the format can. With IMGWRITE_KEY set, an encrypted
+// image opens with that passphrase.
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "imagecore/chain.h"
+#include "imagecore/keyring.h"
 
 int main(int argc, char** argv) {
   if (argc != 5) {
     std::fprintf(stderr, "usage: imgwrite FILE OFFSET PATTERN_BYTE LENGTH\n");
     return 2;
+  }
+  if (const char* key = std::getenv("IMGWRITE_KEY")) {
+    imgfs::Status st = imgfs::AddImageKey(argv[1], imgfs::SecretBytes(key, std::strlen(key)));
+    if (!st.ok()) {
+      std::fprintf(stderr, "imgwrite: %s\n", st.ToString().c_str());
+      return 1;
+    }
   }
   auto chain = imgfs::Chain::Open(argv[1], "", true);
   if (!chain.ok()) {
