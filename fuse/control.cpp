@@ -93,8 +93,15 @@ Result<Command> ParseCtlLine(const std::string& line) {
   } else if (w[0] == "flush") {
     if (w.size() != 1) return Usage(line, "flush");
     c.kind = Command::kFlush;
+  } else if (w[0] == "unlock") {
+    if (w.size() != 2 || w[1].empty() || w[1][0] != '/') return Usage(line, "unlock /ABSOLUTE/PATH/OF/KEY/FILE");
+    c.kind = Command::kUnlock;
+    c.arg = w[1];
+  } else if (w[0] == "lock") {
+    if (w.size() != 1) return Usage(line, "lock");
+    c.kind = Command::kLock;
   } else {
-    return InvalidArgument("unknown command '" + w[0] + "' (resize, snapshot, commit, check, flush)");
+    return InvalidArgument("unknown command '" + w[0] + "' (resize, snapshot, commit, check, flush, unlock, lock)");
   }
   return c;
 }
@@ -190,7 +197,8 @@ Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
   Join();  // a finished background command
   ImageEntry& e = ctx.ns.image(image);
   Status st;
-  const bool writes = cmd.kind != Command::kFlush && !(cmd.kind == Command::kCheck && cmd.repair == RepairMode::kNone);
+  const bool writes = cmd.kind != Command::kFlush && cmd.kind != Command::kUnlock && cmd.kind != Command::kLock &&
+                      !(cmd.kind == Command::kCheck && cmd.repair == RepairMode::kNone);
   if (writes) st = ctx.ns.ClaimForWrite(image);  // ReadOnly, or Busy naming a VM that has it
   if (!st.ok()) {
   } else if (cmd.kind == Command::kCommit) {
@@ -199,6 +207,11 @@ Status Control::Run(FsContext& ctx, size_t image, const Command& cmd) {
   } else if (cmd.kind == Command::kCheck) {
     st = StartCheck(ctx, image, cmd);
     if (st.ok()) return st;
+  } else if (cmd.kind == Command::kUnlock || cmd.kind == Command::kLock) {
+    st = cmd.kind == Command::kLock ? ctx.ns.Lock(image)
+         : cmd.key                  ? ctx.ns.Unlock(image, SecretBytes(cmd.key->data(), cmd.key->size()))
+                                    : InvalidArgument("unlock: no key was read");
+    InvalidateDisk(ctx, image);
   } else {
     auto chain = ctx.ns.GetChain(image);
     if (!chain.ok()) {

@@ -5,11 +5,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
 #include "imagecore/image.h"
+#include "imagecore/secret.h"
 #include "imagecore/status.h"
 #include "imagecore/mutex.h"
 
@@ -18,18 +20,22 @@ namespace imgfs::fs {
 struct FsContext;
 
 struct Command {
-  enum Kind { kResize, kSnapshotCreate, kSnapshotDelete, kSnapshotApply, kCommit, kCheck, kFlush } kind = kFlush;
+  enum Kind { kResize, kSnapshotCreate, kSnapshotDelete, kSnapshotApply, kCommit, kCheck, kFlush, kUnlock, kLock } kind =
+      kFlush;
   std::string arg;        // resize: the size; snapshot: the name; commit: the base ("" = backing file)
   bool shrink = false;    // resize
   bool drop = false;      // commit: keep the top as it is
   uint64_t rate = 0;      // commit: bytes per second, 0 = no limit
   RepairMode repair = RepairMode::kNone;  // check
   std::string text;       // the command as the user gave it, for the state
+  // unlock: the key, read from the file `arg` with the writer's rights
+  // (ReadCallerKey) before the command runs.
+  std::shared_ptr<const SecretBytes> key;
 };
 
 // One line written to ctl: "resize SIZE|+SIZE|-SIZE [--shrink]",
 // "snapshot create|delete|apply NAME", "commit [--base LAYER] [--drop] [--rate BYTES/S]",
-// "check [--repair leaks|all]", "flush".
+// "check [--repair leaks|all]", "flush", "unlock /KEY/FILE", "lock".
 Result<Command> ParseCtlLine(const std::string& line);
 // A write of a control attribute (user.imgfs.resize, .snapshot.create,
 // .snapshot.delete, .snapshot.apply, .commit). NotFound: not one of them.

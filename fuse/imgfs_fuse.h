@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace imgfs::fs {
 
@@ -13,6 +14,7 @@ struct MountConfig {
   std::string fuse_options;  // extra -o options, comma separated
   std::string log_file;      // "" = stderr in the foreground, syslog otherwise
   unsigned threads = 0;      // FUSE worker threads; 0 = default
+  std::vector<std::string> keys;  // --key IMAGE=FILE: the secret of an encrypted image
 };
 
 // Mounts and serves until unmounted or signalled. Without `foreground` it

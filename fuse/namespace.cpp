@@ -4,6 +4,7 @@
 #include <set>
 
 #include "imagecore/format.h"
+#include "imagecore/keyring.h"
 #include "imagecore/log.h"
 #include "imagecore/mutex.h"
 #include "imagecore/ops.h"
@@ -99,26 +100,50 @@ void Namespace::Append(std::unique_ptr<ImageEntry> e) {
   by_name_[name] = i;
 }
 
+void Namespace::LoadKeyFile(const std::string& name, const io::FileStat& id) const {
+  if (key_dir_.empty()) return;
+  const std::string key_path = key_dir_ + "/" + name + ".key";
+  if (!files_.Stat(key_path).ok()) return;
+  auto key = ReadKeyFile(key_path);
+  if (!key.ok()) {
+    Log(LogLevel::kWarning, key.status().message());
+    return;
+  }
+  AddImageKey(id, std::move(key).value());
+}
+
 Status Namespace::Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
                         bool claim, std::unique_ptr<ImageEntry>* out) {
   const io::ImageAccess access = files_.AccessFor(path);
   const FormatDriver* drv = nullptr;
+  io::FileStat id;
   {
     auto file = files_.Open(path, false, access.self);
     if (!file.ok()) return file.status();
+    if (auto st = file.value()->Stat(); st.ok()) id = st.value();
     drv = ProbeFormat(*file.value());
     if (drv && !drv->open) return Unsupported(std::string(drv->name) + " images are not supported yet");
     if (!drv && !explicit_file && !HasRawExtension(name)) return Status::OK();  // not a disk image: skip quietly
     if (!drv) drv = &PlainFormat();
   }
   const std::string format = drv->name;
+  LoadKeyFile(name, id);
   // Open the whole chain to validate it (a missing backing file leaves the
   // image out) and keep it. A claimed image stays claimed with QEMU's
   // locks from now on, so no VM starts writing it behind the mount.
   const bool writable = !read_only;
-  auto chain = !writable ? Chain::Open(path, format, false, access, &files_)
-               : claim   ? Chain::Open(path, format, true, access, &files_)
-                         : Chain::OpenUnclaimed(path, format, access, &files_);
+  auto open_chain = [&] {
+    return !writable ? Chain::Open(path, format, false, access, &files_)
+           : claim   ? Chain::Open(path, format, true, access, &files_)
+                     : Chain::OpenUnclaimed(path, format, access, &files_);
+  };
+  auto chain = open_chain();
+  if (!chain.ok() && chain.status().code() == Code::kNoKey) {
+    // A wrong key: listed, locked, never read as noise (ctl unlock fixes it).
+    Log(LogLevel::kWarning, chain.status().message() + "; listed locked");
+    ForgetImageKey(id);
+    chain = open_chain();
+  }
   std::string ro_reason = read_only ? "mounted read-only" : "";
   bool claimed = writable && claim && chain.ok();
   if (!chain.ok() && writable && chain.status().code() == Code::kBusy) {
@@ -614,6 +639,35 @@ void Namespace::Reopen(size_t i) {
   opts.opener = &files_;
   auto img = OpenImage(e.path, e.format(), opts);
   if (img.ok()) e.virtual_size = img.value()->VirtualSize();
+}
+
+Status Namespace::Unlock(size_t i, SecretBytes key) {
+  ImageEntry& e = image(i);
+  io::FileStat id;
+  id.dev = e.file_dev;
+  id.ino = e.file_ino;
+  AddImageKey(id, std::move(key));
+  Reopen(i);
+  auto chain = GetChain(i);
+  if (chain.ok() && chain.value()->layer(0).KeyMissing().empty()) return Status::OK();
+  const Status why = chain.ok() ? Status(Code::kNoKey, e.path + ": the key was not taken") : chain.status();
+  ForgetImageKey(id);
+  Reopen(i);  // locked again, as before
+  return why;
+}
+
+Status Namespace::Lock(size_t i) {
+  ImageEntry& e = image(i);
+  io::FileStat id;
+  id.dev = e.file_dev;
+  id.ino = e.file_ino;
+  {
+    auto chain = GetChain(i);
+    if (chain.ok()) IMGFS_RETURN_IF_ERROR(chain.value()->Flush());  // what was written stays
+  }
+  ForgetImageKey(id);
+  Reopen(i);
+  return Status::OK();
 }
 
 void Namespace::ForgetSnapshots(size_t i) {

@@ -227,6 +227,15 @@ class Namespace {
   void Reopen(size_t i);
   // Forgets the snapshot views of image i (after snapshot control).
   void ForgetSnapshots(size_t i);
+  // -o keydir=DIR: DIR/NAME.key holds the secret of the encrypted image
+  // NAME, read when NAME is listed. Before Scan.
+  void SetKeyDir(const std::string& dir) { key_dir_ = dir; }
+  // ctl unlock: gives image i the key (read with its writer's rights) and
+  // opens it again with it. A key that opens nothing is refused, forgotten.
+  Status Unlock(size_t i, SecretBytes key);
+  // ctl lock: forgets image i's key and opens it again locked. Files open
+  // already keep the chain they have.
+  Status Lock(size_t i);
   // Images other than `except` whose chain holds `real_path` below the top.
   std::vector<size_t> BackingUsers(const std::string& real_path, size_t except);
   // Images whose own file is `real_path`.
@@ -262,6 +271,9 @@ class Namespace {
   bool OwnerMayWrite(const std::string& overlay, const std::string& b) const;
   void ServeAsBacking(ImageEntry& b, ImageEntry& overlay) const;
   bool SameChain(const ImageEntry& e) const;
+  // The key DIR/NAME.key gives the image file identified by `id`, if any.
+  void LoadKeyFile(const std::string& name, const io::FileStat& id) const;
+  std::string key_dir_;
 
   static constexpr size_t kChunk = 1024, kMaxChunks = 1024;  // room for a million images
   const FileOpener& files_;

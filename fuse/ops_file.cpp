@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "errno_map.h"
+#include "imagecore/access.h"
 #include "imagecore/log.h"
 #include "imagecore/ops.h"
 #include "imagecore/parallel.h"
@@ -86,6 +87,15 @@ bool CallerMayReadChain(fuse_req_t req, const Chain& chain, size_t depth) {
   return MayReadAll(files, c->uid, c->gid, groups);
 }
 
+// An encrypted layer without its key: its bytes are refused, not shown as
+// noise (ctl's unlock gives the key; the log says which file lacks it).
+int RefuseWithoutKey(const Chain& chain, size_t depth) {
+  const std::string why = chain.KeyMissing(depth);
+  if (why.empty()) return 0;
+  Log(LogLevel::kWarning, "refused to open " + why);
+  return EACCES;
+}
+
 }  // namespace
 
 namespace {
@@ -109,6 +119,7 @@ int OpenDiskView(fuse_req_t req, FsContext& ctx, bool want_write, OpenFile& of, 
   const size_t depth = node.kind == NodeKind::kLayer ? node.depth : 0;
   if (depth >= chain.value()->depth()) return ENOENT;
   if (!CallerMayReadChain(req, *chain.value(), depth)) return EACCES;
+  if (int err = RefuseWithoutKey(*chain.value(), depth)) return err;
   of.chain = chain.value();
   of.depth = depth;
   of.writable = want_write;
@@ -138,6 +149,7 @@ int OpenSnapshotView(fuse_req_t req, FsContext& ctx, bool want_write, OpenFile& 
   auto chain = ctx.ns.GetSnapshotChain(of.node.image, of.node.depth);
   if (!chain.ok()) return ErrnoOf(chain.status());
   if (!CallerMayReadChain(req, *chain.value(), 0)) return EACCES;
+  if (int err = RefuseWithoutKey(*chain.value(), 0)) return err;
   of.chain = chain.value();
   of.depth = 0;
   fi->keep_cache = 1;  // a snapshot never changes while mounted
@@ -343,6 +355,14 @@ void WriteCtl(fuse_req_t req, const OpenFile& of, const char* buf, size_t size) 
     start = nl + 1;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto cmd = ParseCtlLine(line);
+    if (cmd.ok() && cmd.value().kind == Command::kUnlock) {
+      // Read with the rights of whoever wrote the line, not the daemon's.
+      const fuse_ctx* c = fuse_req_ctx(req);
+      io::ScopedAccess as(io::AccessOf(c->uid, c->gid));
+      auto key = as.ok() ? ReadKeyFile(cmd.value().arg) : Result<SecretBytes>(IoError("key file", EACCES));
+      if (key.ok()) cmd.value().key = std::make_shared<const SecretBytes>(std::move(key).value());
+      else cmd = key.status();
+    }
     Control& control = ctx.ns.image(of.node.image).control;
     ctx.ns.Touch(of.node.image);
     Status st = cmd.ok() ? control.Run(ctx, of.node.image, cmd.value()) : cmd.status();

@@ -37,7 +37,8 @@ constexpr const char* kPrefix = "user.imgfs.";
 // Readable attributes, in listing order. The control attributes read as
 // the running command's progress, or else the last command's outcome.
 const char* const kInfoNames[] = {"format", "virtual_size", "cluster_size", "allocated", "backing_file",
-                                  "backing_format", "chain_depth", "snapshots", "dirty", "corrupt", "read_only"};
+                                  "backing_format", "chain_depth", "snapshots", "dirty", "corrupt", "read_only",
+                                  "encrypted"};
 const char* const kControlNames[] = {"resize", "snapshot.create", "snapshot.delete", "snapshot.apply", "commit"};
 
 bool HasAttributes(const NodeRef& n) { return n.kind == NodeKind::kDisk || n.kind == NodeKind::kImageDir; }
@@ -97,6 +98,13 @@ Result<std::string> InfoValue(FsContext& ctx, size_t i, const std::string& key) 
   IMGFS_ASSIGN_OR_RETURN(auto chain, ctx.ns.GetChain(i));
   Image& top = chain->layer(0);
   if (key == "chain_depth") return std::to_string(chain->depth());
+  if (key == "encrypted") {  // no, locked (and why), or unlocked
+    bool any = false;
+    for (size_t d = 0; d < chain->depth(); ++d) any |= chain->layer(d).Info().encrypted;
+    if (!any) return std::string("no");
+    const std::string why = chain->KeyMissing(0);
+    return why.empty() ? std::string("unlocked") : "locked: " + why;
+  }
   if (key == "allocated") return std::to_string(top.AllocatedBytes());
   if (key == "backing_file") return top.Backing() ? top.Backing()->name : std::string();
   if (key == "backing_format") {

@@ -1,6 +1,7 @@
 // Mounting: scan SOURCE, create the FUSE session, daemonize, serve with a
 // multithreaded loop, and on the way out unmount and flush every image.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -15,7 +16,9 @@
 #include <vector>
 
 #include "capabilities.h"
+#include "imagecore/keyring.h"
 #include "imagecore/log.h"
+#include "imagecore/secret.h"
 #include "imagecore/size.h"
 #include "imgfs_fuse.h"
 #include "guard.h"
@@ -220,8 +223,38 @@ bool TakeOwnOptions(const MountConfig& cfg, FsContext& ctx, std::string* fuse_op
       return false;
     } else if (o.rfind("cache_limit=", 0) == 0 || o.rfind("cache_idle=", 0) == 0) {
       if (!TakeMemoryOption(o, &ctx.memory)) return false;
+    } else if (o.rfind("keydir=", 0) == 0) {
+      const std::string dir = io::RealPath(o.substr(7));
+      struct stat st;
+      if (o.size() == 7 || ::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        std::fprintf(stderr, "imgfs: -o %s: not a directory\n", o.c_str());
+        return false;
+      }
+      ctx.ns.SetKeyDir(dir);
     } else {
       *fuse_options += (fuse_options->empty() ? "" : ",") + o;
+    }
+  }
+  return true;
+}
+
+// --key IMAGE=FILE: IMAGE names a file in SOURCE, or a path; FILE holds
+// its secret. Read now, with the rights of the user who mounts.
+bool LoadKeys(const MountConfig& cfg, const std::string& source) {
+  for (const std::string& k : cfg.keys) {
+    const size_t eq = k.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == k.size()) {
+      std::fprintf(stderr, "imgfs: --key %s: expected IMAGE=FILE\n", k.c_str());
+      return false;
+    }
+    std::string image = k.substr(0, eq);
+    struct stat st;
+    if (image[0] != '/' && ::stat((source + "/" + image).c_str(), &st) == 0) image = source + "/" + image;
+    auto key = ReadKeyFile(k.substr(eq + 1));
+    Status added = key.ok() ? AddImageKey(image, std::move(key).value()) : key.status();
+    if (!added.ok()) {
+      std::fprintf(stderr, "imgfs: --key %s: %s\n", k.c_str(), added.message().c_str());
+      return false;
     }
   }
   return true;
@@ -299,6 +332,7 @@ int RunMount(const MountConfig& cfg) {
   if (!TakeOwnOptions(cfg, ctx, &fuse_options, &claim_at_mount)) return 1;
   // Absolute, because the daemon leaves the working directory.
   const std::string source = io::RealPath(cfg.source);
+  if (!LoadKeys(cfg, source)) return 1;
   Status st = ctx.ns.Scan(source, cfg.read_only, claim_at_mount);
   if (!st.ok()) {
     std::fprintf(stderr, "imgfs: %s\n", st.message().c_str());
@@ -320,6 +354,7 @@ int RunMount(const MountConfig& cfg) {
       return 1;
     }
     if (cfg.log_file.empty()) SetLogging(cfg);
+    RelockSecretMemory();  // the parent's memory locks stayed with the parent
   } else {
     pid = std::make_unique<PidFile>(mp_real);
   }

@@ -11,7 +11,9 @@ Runner AddMount(CLI::App& app) {
   app.add_flag("-f,--foreground", c->foreground, "stay in the foreground and log to stderr");
   app.add_option("-o", c->fuse_options,
                  "mount options, comma separated: allow_shrink, claim=mount|write, cache_limit=SIZE (default "
-                 "256M), cache_idle=SECONDS (default 30), and FUSE's own");
+                 "256M), cache_idle=SECONDS (default 30), keydir=DIR (DIR/IMAGE.key unlocks IMAGE), and FUSE's own");
+  app.add_option("--key", c->keys, "IMAGE=FILE: FILE holds the secret of the encrypted image IMAGE (repeatable)")
+      ->allow_extra_args(false);
   app.add_option("--log", c->log_file, "append the log to FILE");
   app.add_option("--threads", c->threads, "FUSE worker threads (default 16)");
   app.add_option("SOURCE", c->source, "a directory of images, or one image file")->required();

@@ -184,6 +184,14 @@ Status Chain::ReadUnlocked(size_t d, uint64_t off, void* buf, size_t len) const 
   return Status::OK();
 }
 
+std::string Chain::KeyMissing(size_t d) const {
+  for (size_t i = d; i < layers_.size(); ++i) {
+    const std::string why = layers_[i]->KeyMissing();
+    if (!why.empty()) return paths_[i] + ": " + why;
+  }
+  return "";
+}
+
 Status Chain::Write(uint64_t off, const void* buf, size_t len) {
   SharedLock w(write_mu_);
   SharedLock l(io_mu_);

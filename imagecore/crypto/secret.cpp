@@ -1,9 +1,17 @@
 // Secret memory and the store of qemu secret objects.
 #include "imagecore/secret.h"
 
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <mutex>
+#include <set>
+#include <utility>
 
 #include <cstring>
 #include <fstream>
@@ -13,6 +21,32 @@
 #include "crypto/sector_cipher.h"
 
 namespace imgfs {
+namespace {
+
+// Every live secret mapping, for RelockSecretMemory.
+struct Mappings {
+  std::mutex mu;
+  std::set<std::pair<void*, size_t>> live;
+};
+Mappings& TheMappings() {
+  static Mappings* m = new Mappings();  // never destroyed: secrets may outlive static destruction
+  return *m;
+}
+
+// A process that holds keys leaves no core dump and cannot be traced by
+// its user's other processes; set once, for the rest of its life.
+void ProtectProcess() {
+  static std::once_flag once;
+  std::call_once(once, [] { (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); });
+}
+
+}  // namespace
+
+void RelockSecretMemory() {
+  Mappings& m = TheMappings();
+  std::lock_guard<std::mutex> l(m.mu);
+  for (const auto& [p, len] : m.live) (void)mlock(p, len);
+}
 
 SecretBytes::SecretBytes(size_t n) {
   if (n == 0) return;
@@ -22,6 +56,12 @@ SecretBytes::SecretBytes(size_t n) {
   if (p == MAP_FAILED) throw std::bad_alloc();
   (void)madvise(p, len, MADV_DONTDUMP);
   (void)mlock(p, len);  // best effort: RLIMIT_MEMLOCK may say no
+  ProtectProcess();
+  {
+    Mappings& m = TheMappings();
+    std::lock_guard<std::mutex> l(m.mu);
+    m.live.insert({p, len});
+  }
   p_ = static_cast<uint8_t*>(p);
   n_ = n;
   mapped_ = len;
@@ -53,6 +93,11 @@ SecretBytes& SecretBytes::operator=(SecretBytes&& o) noexcept {
 void SecretBytes::Release() {
   if (!p_) return;
   OPENSSL_cleanse(p_, mapped_);
+  {
+    Mappings& m = TheMappings();
+    std::lock_guard<std::mutex> l(m.mu);
+    m.live.erase({p_, mapped_});
+  }
   munlock(p_, mapped_);
   munmap(p_, mapped_);
   p_ = nullptr;
@@ -96,6 +141,36 @@ Result<SecretBytes> DecodeBase64Secret(const SecretBytes& encoded, const std::st
     for (size_t j = 0; j < 3 && o < out.size(); ++j) out.data()[o++] = bytes[j];
   }
   return out;
+}
+
+Result<SecretBytes> ReadKeyFile(const std::string& path) {
+  constexpr size_t kMax = 64 << 10;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return IoError("key file " + path, errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // a FIFO or a device would block or never end
+    ::close(fd);
+    return InvalidArgument("key file " + path + ": not a regular file");
+  }
+  SecretBytes buf(kMax + 1);
+  size_t n = 0;
+  for (;;) {
+    const ssize_t r = ::read(fd, buf.data() + n, buf.size() - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int e = errno;
+      ::close(fd);
+      return IoError("key file " + path, e);
+    }
+    if (r == 0) break;
+    n += size_t(r);
+    if (n > kMax) break;
+  }
+  ::close(fd);
+  if (n > kMax) return InvalidArgument("key file " + path + ": longer than 64 KiB");
+  if (n && buf.data()[n - 1] == '\n') --n;
+  if (n == 0) return InvalidArgument("key file " + path + ": empty");
+  return buf.Prefix(n);
 }
 
 namespace {

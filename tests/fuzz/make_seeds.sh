@@ -49,6 +49,21 @@ make_img v3-extl2-32k extended_l2=on,cluster_size=32k
 qio -f qcow2 -c 'write -P 0x33 40k 3k' v3-extl2-32k.qcow2  # partial subclusters
 make_img v3-zstd compression_type=zstd
 make_img v3-prealloc preallocation=metadata,cluster_size=64k
+# Encrypted, with the passphrase the fuzz target knows ("fuzz"): LUKS with
+# a small header (aes-128-cbc), and the legacy AES.
+enc_img() {
+    local name=$1 opts=$2 made=0 try
+    for try in $(seq 1 30); do  # qemu's PBKDF2 timing: see the LUKS seeds below
+        rm -f "$name.qcow2"
+        qemu-img create -q -f qcow2 --object secret,id=s,data=fuzz -o "encrypt.key-secret=s,$opts" "$name.qcow2" 1M \
+            >/dev/null 2>&1 && { made=1; break; }
+    done
+    [[ $made == 1 ]] || { echo "qemu-img could not make $name" >&2; exit 1; }
+    qio --object secret,id=s,data=fuzz --image-opts "driver=qcow2,file.filename=$name.qcow2,encrypt.key-secret=s" \
+        -c 'write -P 0x11 0 8k' -c 'write -P 0x22 300k 5k'
+}
+enc_img v3-luks encrypt.format=luks,encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.iter-time=10,cluster_size=4k
+enc_img v3-aes encrypt.format=aes,cluster_size=4k
 
 head -c 1M /dev/urandom >base.raw
 head -c 256k /dev/zero >>base.raw

@@ -1,7 +1,9 @@
 // The crypto pieces: secrets as qemu takes them, the AF splitter, sector
 // ciphers and their IVs, and LUKS headers made and unlocked.
 #include <gtest/gtest.h>
+#include <sys/prctl.h>
 
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -48,6 +50,28 @@ TEST(Secret, MessagesNeverHoldTheSecret) {
   Status st = s.AddObject("secret,id=a,data=sup3rs3cret,format=base64");  // not base64: refused
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message().find("sup3rs3cret"), std::string::npos) << st.message();
+}
+
+TEST(Secret, AProcessHoldingSecretsLeavesNoCoreDump) {
+  SecretBytes s("x", 1);
+  EXPECT_EQ(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+}
+
+TEST(Secret, KeyFilesLoseOneTrailingNewline) {
+  const std::string dir = testing::TempDir();
+  auto write = [&](const std::string& name, const std::string& text) {
+    FILE* f = std::fopen((dir + name).c_str(), "wb");
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+    return dir + name;
+  };
+  EXPECT_EQ(Str(ReadKeyFile(write("k1", "pw\n")).value()), "pw");
+  EXPECT_EQ(Str(ReadKeyFile(write("k2", "pw\n\n")).value()), "pw\n");
+  EXPECT_EQ(Str(ReadKeyFile(write("k3", "pw")).value()), "pw");
+  EXPECT_FALSE(ReadKeyFile(write("k4", "")).ok());
+  EXPECT_FALSE(ReadKeyFile(write("k5", std::string(65 << 10, 'x'))).ok());
+  EXPECT_FALSE(ReadKeyFile(dir + "missing").ok());
+  EXPECT_FALSE(ReadKeyFile("/dev/zero").ok());  // not a regular file: no endless read
 }
 
 TEST(Af, SplitThenMergeGivesTheKey) {

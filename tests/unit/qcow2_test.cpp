@@ -185,15 +185,18 @@ TEST(Qcow2, TruncatedImageIsRefused) {
   EXPECT_FALSE(img.ok());
 }
 
-TEST(Qcow2, EncryptedImageIsRefusedByName) {
-  auto f = NewQcow2(1 << 20);
-  uint8_t raw[4];
-  StoreBE32(raw, 2);  // crypt_method LUKS
-  ASSERT_TRUE(f->PWrite(32, raw, 4).ok());
-  const FormatDriver* drv = FindFormat("qcow2");
-  auto img = drv->open(std::make_unique<test::SharedFile>(f), OpenOptions{false});
-  ASSERT_FALSE(img.ok());
-  EXPECT_NE(img.status().message().find("encryption"), std::string::npos);
+TEST(Qcow2, EncryptionWithoutItsHeaderOrOfAnUnknownKindIsRefused) {
+  for (uint32_t method : {2u, 3u}) {  // LUKS without the header extension; no such method
+    auto f = NewQcow2(1 << 20);
+    uint8_t raw[4];
+    StoreBE32(raw, method);
+    ASSERT_TRUE(f->PWrite(32, raw, 4).ok());
+    const FormatDriver* drv = FindFormat("qcow2");
+    auto img = drv->open(std::make_unique<test::SharedFile>(f), OpenOptions{false});
+    ASSERT_FALSE(img.ok());
+    EXPECT_EQ(img.status().code(), method == 2 ? Code::kCorrupt : Code::kUnsupported);
+    EXPECT_NE(img.status().message().find("encryption"), std::string::npos) << img.status().message();
+  }
 }
 
 }  // namespace

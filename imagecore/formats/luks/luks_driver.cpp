@@ -84,6 +84,7 @@ class LuksImage final : public Image {
     return info;
   }
 
+  std::string KeyMissing() const override { return cipher_ ? "" : locked_; }
   const io::File& file() const override { return *file_; }
   std::vector<LayerFile> files() const override { return {{file_.get(), FileRole::kImage}}; }
 

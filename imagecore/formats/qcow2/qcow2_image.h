@@ -97,6 +97,7 @@ class Qcow2Image final : public Image {
   Status ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) override;
   ImageInfo Info() const override;
   std::string DamageFound() const override;
+  std::string KeyMissing() const override { return encrypted() && !cipher_ ? crypto_locked_ : ""; }
   bool MapShowsHostHoles() const override;
   const io::File& file() const override { return *file_; }
   std::vector<LayerFile> files() const override {

@@ -117,6 +117,9 @@ class Chain {
   Status ReadResolved(const Resolved& r, uint64_t off, void* buf) const;
 
   Status Write(uint64_t off, const void* buf, size_t len);
+  // The first layer from `d` down that is encrypted and has no key, and
+  // why ("" = every one can be read).
+  std::string KeyMissing(size_t d) const;
   // Makes [off, off+len) of the disk read as zeros (see Image::WriteZeroes).
   Status WriteZeroes(uint64_t off, uint64_t len, bool unmap);
   // The same, hiding `next` instead: the backing chain the top layer is

@@ -356,6 +356,10 @@ class Image {
   virtual Status CheckWriteClaim() const;
   virtual void DropWriteClaim();
 
+  // Why the layer's data cannot be read or written: it is encrypted and was
+  // opened without its key ("" = it can). Its metadata still answers.
+  virtual std::string KeyMissing() const { return ""; }
+
   // Why a layer that opened writable refuses writes now: damage its driver
   // found while serving I/O ("" = none).
   virtual std::string DamageFound() const { return ""; }

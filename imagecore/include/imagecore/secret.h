@@ -45,6 +45,14 @@ class SecretBytes {
 Result<SecretBytes> DecodeBase64Secret(const std::string& text, const std::string& what);
 Result<SecretBytes> DecodeBase64Secret(const SecretBytes& text, const std::string& what);
 
+// A key file (imgfs mount --key, -o keydir, ctl unlock): its bytes, less
+// one trailing newline, at most 64 KiB.
+Result<SecretBytes> ReadKeyFile(const std::string& path);
+
+// Memory locks do not survive fork(): a daemon locks the secrets it
+// inherited again.
+void RelockSecretMemory();
+
 // qemu's `secret` objects, by id: --object secret,id=ID,data=TEXT or
 // file=PATH, format=raw|base64, and keyid=MASTER,iv=BASE64 for a secret
 // encrypted with AES-256-CBC under another secret of 32 bytes.
