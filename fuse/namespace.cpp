@@ -112,6 +112,15 @@ void Namespace::LoadKeyFile(const std::string& name, const io::FileStat& id) con
   AddImageKey(id, std::move(key).value());
 }
 
+void Namespace::LoadKeyDir() const {
+  if (key_dir_.empty() || !is_dir_) return;
+  for (const std::string& f : files_.List(key_dir_)) {
+    if (f.size() <= 4 || f.compare(f.size() - 4, 4, ".key") != 0) continue;
+    auto st = files_.Stat(source_ + "/" + f.substr(0, f.size() - 4));
+    if (st.ok()) LoadKeyFile(f.substr(0, f.size() - 4), st.value());
+  }
+}
+
 Status Namespace::Probe(const std::string& name, const std::string& path, bool explicit_file, bool read_only,
                         bool claim, std::unique_ptr<ImageEntry>* out) {
   const io::ImageAccess access = files_.AccessFor(path);
@@ -282,6 +291,8 @@ Status Namespace::Scan(const std::string& source, bool read_only, bool claim_at_
     Append(std::move(e));
   } else {
     is_dir_ = true;
+    // Every key first: an image's chain may hold another image of SOURCE.
+    LoadKeyDir();
     const std::vector<std::string> names = files_.List(source);
     // Files that belong to another image (extents, data files) are never
     // probed as images: opening them writable would also claim them.

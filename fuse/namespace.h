@@ -273,6 +273,8 @@ class Namespace {
   bool SameChain(const ImageEntry& e) const;
   // The key DIR/NAME.key gives the image file identified by `id`, if any.
   void LoadKeyFile(const std::string& name, const io::FileStat& id) const;
+  // Every DIR/NAME.key whose NAME is in SOURCE.
+  void LoadKeyDir() const;
   std::string key_dir_;
 
   static constexpr size_t kChunk = 1024, kMaxChunks = 1024;  // room for a million images

@@ -1,8 +1,11 @@
 #include "image_args.h"
 
+#include <map>
 #include <set>
 #include <sstream>
 
+#include "imagecore/chain.h"
+#include "imagecore/format.h"
 #include "imagecore/keyring.h"
 
 namespace imgfs::cli {
@@ -58,11 +61,47 @@ Status LoadObjects(const std::vector<std::string>& objects) {
   return Status::OK();
 }
 
+namespace {
+
+// "key-secret", "encrypt.key-secret", each after "backing." once per layer
+// down: the depth it keys, or -1.
+int KeySecretDepth(const std::string& key) {
+  int depth = 0;
+  std::string k = key;
+  while (k.rfind("backing.", 0) == 0) {
+    k = k.substr(8);
+    ++depth;
+  }
+  return k == "key-secret" || k == "encrypt.key-secret" ? depth : -1;
+}
+
+// Gives each layer named in `ids` (depth -> secret id) its key: the top at
+// `path`, the layers below as its backing chain names them.
+Status AddLayerKeys(const std::string& path, const std::string& format, const std::map<int, std::string>& ids) {
+  std::string layer = path, layer_format = format;
+  for (int d = 0; !ids.empty() && d <= ids.rbegin()->first; ++d) {
+    if (d > 0) {
+      IMGFS_ASSIGN_OR_RETURN(auto img, OpenImage(layer, layer_format, OpenOptions(false)));
+      auto ref = img->Backing();
+      if (!ref) return InvalidArgument(layer + " has no backing file to take a key");
+      layer = ResolveBacking(layer, *ref);
+      layer_format = ref->format;
+    }
+    auto it = ids.find(d);
+    if (it == ids.end()) continue;
+    IMGFS_ASSIGN_OR_RETURN(const SecretBytes* s, Secrets().Find(it->second));
+    IMGFS_RETURN_IF_ERROR(AddImageKey(layer, SecretBytes(s->data(), s->size())).Prefixed("Could not open '" + layer + "'"));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<ImageSpec> ResolveImageOpts(const std::string& operand) {
   auto opts = SplitOptions(operand);
   if (!opts.ok()) return opts.status().Prefixed("Could not open '" + operand + "'");
   ImageSpec spec;
-  std::string key_id;
+  std::map<int, std::string> key_ids;  // layer depth -> secret id
   for (const auto& [key, value] : opts.value()) {
     if (key == "driver") {
       spec.format = value;
@@ -70,8 +109,8 @@ Result<ImageSpec> ResolveImageOpts(const std::string& operand) {
       spec.path = value;
     } else if (key == "file.driver" && value == "file") {
       continue;
-    } else if (key == "key-secret" || key == "encrypt.key-secret") {
-      key_id = value;  // luks's and qcow2's spelling of the same thing
+    } else if (KeySecretDepth(key) >= 0) {
+      key_ids[KeySecretDepth(key)] = value;  // luks's and qcow2's spellings, and the layers below
     } else if (key == "read-only" || key == "force-share" || key == "cache.direct" || key == "cache.no-flush") {
       continue;  // imgfs opens as the subcommand needs; no other cache modes
     } else {
@@ -79,10 +118,7 @@ Result<ImageSpec> ResolveImageOpts(const std::string& operand) {
     }
   }
   if (spec.path.empty()) return InvalidArgument("Could not open '" + operand + "': no file.filename given");
-  if (!key_id.empty()) {
-    IMGFS_ASSIGN_OR_RETURN(const SecretBytes* s, Secrets().Find(key_id));
-    IMGFS_RETURN_IF_ERROR(AddImageKey(spec.path, SecretBytes(s->data(), s->size())).Prefixed("Could not open '" + spec.path + "'"));
-  }
+  IMGFS_RETURN_IF_ERROR(AddLayerKeys(spec.path, spec.format, key_ids));
   return spec;
 }
 

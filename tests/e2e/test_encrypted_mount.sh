@@ -47,8 +47,20 @@ make luks l.luks pw-l "key-secret=s,iter-time=50"
 make qcow2 a.qcow2 pw-a "encrypt.format=aes,encrypt.key-secret=s"
 make qcow2 w.qcow2 pw-w "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=50"
 qemu-img create -q -f qcow2 "$SRC/plain.qcow2" 1M
+# A chain whose layers have their own keys; the top is listed first.
+make qcow2 zbase.qcow2 pw-b "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=50"
+for try in $(seq 1 30); do
+    qemu-img create -q -f qcow2 --object secret,id=t,data=pw-t -u -b zbase.qcow2 -F qcow2 \
+        -o encrypt.format=luks,encrypt.key-secret=t,encrypt.iter-time=50 "$SRC/0top.qcow2" 8M 2>/dev/null && break
+done
+CHAIN=(--object secret,id=t,data=pw-t --object secret,id=b,data=pw-b --image-opts
+       "driver=qcow2,file.filename=$SRC/0top.qcow2,encrypt.key-secret=t,backing.encrypt.key-secret=b")
+qemu-io "${CHAIN[@]}" -c "write -P 0x77 2M 1M" >/dev/null || fail "qemu-io on the chain"
+qemu-img convert "${CHAIN[@]}" -O raw "$T/0top.qcow2.model" || fail "qemu-img convert of the chain"
 chown $U:$U "$SRC/a.qcow2"
 echo pw-v >"$KD/v.qcow2.key"          # a trailing newline is not part of the key
+echo pw-b >"$KD/zbase.qcow2.key"
+echo pw-t >"$KD/0top.qcow2.key"
 printf 'not-pw-w' >"$KD/w.qcow2.key"   # wrong
 printf 'pw-l' >"$T/l.key"
 chmod 600 "$KD"/* "$T/l.key"
@@ -57,7 +69,7 @@ LOG=$T/imgfs.log
 mount_imgfs "$SRC" "$MNT" -o keydir="$KD" --key l.luks="$T/l.key" --log "$LOG"
 attr() { getfattr --absolute-names --only-values -n "user.imgfs.$2" "$MNT/$1/disk.raw"; }
 
-for img in v.qcow2 l.luks; do
+for img in v.qcow2 l.luks 0top.qcow2 zbase.qcow2; do
     cmp "$MNT/$img/disk.raw" "$T/$img.model" || fail "$img reads otherwise than in qemu"
     [[ $(attr $img encrypted) == unlocked ]] || fail "$img: user.imgfs.encrypted $(attr $img encrypted)"
 done
@@ -113,12 +125,12 @@ echo "ctl unlock reads the key file with the writer's rights; a wrong LUKS key i
 
 # no passphrase anywhere it could be read
 for f in "$LOG" "$MNT"/*/info.json "$MNT"/*/ctl; do
-    grep -q "pw-[vlaw]" "$f" && fail "a passphrase shows in $f"
+    grep -q "pw-[vlawbt]" "$f" && fail "a passphrase shows in $f"
 done
-getfattr -d -m - --absolute-names "$MNT"/*/disk.raw 2>/dev/null | grep -q "pw-[vlaw]" && fail "a passphrase shows in an attribute"
+getfattr -d -m - --absolute-names "$MNT"/*/disk.raw 2>/dev/null | grep -q "pw-[vlawbt]" && fail "a passphrase shows in an attribute"
 pid=$(pgrep -f "imgfs mount .*$MNT" | head -1)
 [[ -n $pid ]] || fail "no daemon found"
-[[ -r /proc/$pid/status ]] && grep -q "pw-[vlaw]" "/proc/$pid/cmdline" && fail "a passphrase on the daemon's command line"
+[[ -r /proc/$pid/status ]] && grep -q "pw-[vlawbt]" "/proc/$pid/cmdline" && fail "a passphrase on the daemon's command line"
 
 umount_imgfs "$MNT"
 qemu-img check -q --object secret,id=s,data=pw-v --image-opts "driver=qcow2,file.filename=$SRC/v.qcow2,encrypt.key-secret=s" ||
