@@ -677,6 +677,7 @@ Status Namespace::Lock(size_t i) {
     if (chain.ok()) IMGFS_RETURN_IF_ERROR(chain.value()->Flush());  // what was written stays
   }
   ForgetImageKey(id);
+  ++e.key_epoch;  // open views stop reading and writing
   Reopen(i);
   return Status::OK();
 }

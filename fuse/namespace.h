@@ -116,6 +116,8 @@ struct ImageEntry {
   std::atomic<bool> removed{false};      // gone from SOURCE; its index is never reused
   Control control;                       // the ctl file's commands
   std::atomic<int> open_partition_views{0};  // writes to disk.raw then invalidate them
+  // Raised by ctl lock: views opened before it refuse further I/O.
+  std::atomic<uint32_t> key_epoch{0};
   // When a request last used the image, in the memory keeper's ticks, and
   // whether it may hold caches since the keeper last gave them back.
   std::atomic<uint32_t> last_use{0};

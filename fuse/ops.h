@@ -32,6 +32,7 @@ struct OpenFile {
   uint64_t limit = UINT64_MAX;
   std::atomic<uint64_t> next_offset{0};  // where a sequential reader reads next (disk offset)
   bool writable = false;
+  uint32_t key_epoch = 0;        // the image's at open: a lock since ends the view's I/O
   std::string content;           // info.json, rendered at open
 };
 

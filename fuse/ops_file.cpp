@@ -64,6 +64,13 @@ void InvalidateOtherViews(FsContext& ctx, const OpenFile& of, uint64_t disk_off,
 
 void ReplyStatus(fuse_req_t req, const Status& st) { fuse_reply_err(req, ErrnoOf(st)); }
 
+// A view opened before its image was locked (ctl lock) reads and writes no more.
+bool LockedSinceOpen(fuse_req_t req, const OpenFile& of) {
+  if (!of.chain || of.key_epoch == Ctx(req).ns.image(of.node.image).key_epoch.load()) return false;
+  fuse_reply_err(req, EACCES);
+  return true;
+}
+
 // Whether the caller may read every file below the image that a view from
 // `depth` down reads. The bits the view shows are a bound per class of
 // users (see permissions.h); this is the exact check, as the kernel would
@@ -120,6 +127,7 @@ int OpenDiskView(fuse_req_t req, FsContext& ctx, bool want_write, OpenFile& of, 
   if (depth >= chain.value()->depth()) return ENOENT;
   if (!CallerMayReadChain(req, *chain.value(), depth)) return EACCES;
   if (int err = RefuseWithoutKey(*chain.value(), depth)) return err;
+  of.key_epoch = ctx.ns.image(node.image).key_epoch.load();
   of.chain = chain.value();
   of.depth = depth;
   of.writable = want_write;
@@ -150,6 +158,7 @@ int OpenSnapshotView(fuse_req_t req, FsContext& ctx, bool want_write, OpenFile& 
   if (!chain.ok()) return ErrnoOf(chain.status());
   if (!CallerMayReadChain(req, *chain.value(), 0)) return EACCES;
   if (int err = RefuseWithoutKey(*chain.value(), 0)) return err;
+  of.key_epoch = ctx.ns.image(of.node.image).key_epoch.load();
   of.chain = chain.value();
   of.depth = 0;
   fi->keep_cache = 1;  // a snapshot never changes while mounted
@@ -316,6 +325,7 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
   OpenFile* of = Of(fi);
   if (of->node.kind == NodeKind::kCtl) return ReplyText(req, Ctx(req).ns.image(of->node.image).control.State(), size, off);
   if (!of->chain) return ReplyText(req, of->content, size, off);  // info.json
+  if (LockedSinceOpen(req, *of)) return;
   const Chain& chain = *of->chain;
   Ctx(req).ns.Touch(of->node.image);
   const uint64_t vsize = ViewSize(*of);
@@ -385,6 +395,7 @@ void OpWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off
     fuse_reply_err(req, EBADF);
     return;
   }
+  if (LockedSinceOpen(req, *of)) return;
   if (off < 0) {
     fuse_reply_err(req, EINVAL);
     return;
@@ -423,6 +434,7 @@ void OpFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fus
     fuse_reply_err(req, EBADF);
     return;
   }
+  if (LockedSinceOpen(req, *of)) return;
   if (off < 0 || len <= 0) {
     fuse_reply_err(req, EINVAL);
     return;
@@ -469,6 +481,7 @@ void OpLseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* 
     fuse_reply_err(req, EINVAL);
     return;
   }
+  if (LockedSinceOpen(req, *of)) return;
   const Chain& chain = *of->chain;
   Ctx(req).ns.Touch(of->node.image);
   const uint64_t size = ViewSize(*of);

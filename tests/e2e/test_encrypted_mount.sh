@@ -117,8 +117,21 @@ as_user cp "$T/u/bad.key" "$T/u/bad2.key"
 if echo "unlock $T/u/bad2.key" >"$MNT/w.qcow2/ctl" 2>/dev/null; then fail "a wrong key unlocked w.qcow2"; fi
 grep -q "Invalid password" "$MNT/w.qcow2/ctl" || fail "ctl does not say why the unlock failed: $(cat "$MNT/w.qcow2/ctl")"
 [[ $(attr w.qcow2 encrypted) == "locked: "* ]] || fail "w.qcow2 after a wrong unlock: $(attr w.qcow2 encrypted)"
-# lock: the key is forgotten, the image refuses again
-echo lock >"$MNT/v.qcow2/ctl" || fail "lock v.qcow2"
+# lock: the key is forgotten, the image refuses again, and so does a view
+# opened before it
+$PY - "$MNT/v.qcow2" <<'PY' || fail "a view opened before the lock"
+import os, sys
+fd = os.open(sys.argv[1] + "/disk.raw", os.O_RDONLY)
+os.pread(fd, 4096, 0)
+with open(sys.argv[1] + "/ctl", "w") as c:
+    c.write("lock\n")
+for off in (0, 4 << 20):
+    try:
+        os.pread(fd, 4096, off)
+        sys.exit("it still reads at %d after the lock" % off)
+    except PermissionError:
+        pass
+PY
 head -c 1 "$MNT/v.qcow2/disk.raw" >/dev/null 2>&1 && fail "v.qcow2 opened after lock"
 [[ $(attr v.qcow2 encrypted) == "locked: "* ]] || fail "v.qcow2 after lock: $(attr v.qcow2 encrypted)"
 echo "ctl unlock reads the key file with the writer's rights; a wrong LUKS key is refused; lock forgets"
