@@ -3,12 +3,14 @@
 #include "crypto/sector_cipher.h"
 
 #include <openssl/evp.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "base/endian.h"
@@ -34,7 +36,17 @@ const Family* FindFamily(const std::string& alg) {
   return nullptr;
 }
 
-EVP_CIPHER* Fetch(const std::string& name) { return EVP_CIPHER_fetch(nullptr, name.c_str(), nullptr); }
+// CAST5 lives in OpenSSL 3's legacy provider, loaded beside the default
+// one the first time a cipher is not found.
+EVP_CIPHER* Fetch(const std::string& name) {
+  if (EVP_CIPHER* c = EVP_CIPHER_fetch(nullptr, name.c_str(), nullptr)) return c;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    (void)OSSL_PROVIDER_load(nullptr, "default");
+    (void)OSSL_PROVIDER_load(nullptr, "legacy");
+  });
+  return EVP_CIPHER_fetch(nullptr, name.c_str(), nullptr);
+}
 
 struct CtxFree {
   void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }

@@ -42,7 +42,8 @@ Status CreateLuks(io::File& file, const CreateOptions& opts) {
 
 Result<MeasureResult> MeasureLuks(const CreateOptions& opts, const MeasureInput& in) {
   std::map<std::string, std::string> options = opts.options;
-  options.erase("key-secret");
+  // As qemu-img: the layout depends on no secret, but one must be named.
+  if (!options.erase("key-secret")) return InvalidArgument("Parameter 'key-secret' is required for cipher");
   options.erase("preallocation");
   IMGFS_ASSIGN_OR_RETURN(crypto::LuksParams params, crypto::ParseLuksOptions(options, "", "measure"));
   if (!options.empty()) return InvalidArgument("Invalid parameter '" + options.begin()->first + "'");
