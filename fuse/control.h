@@ -28,8 +28,8 @@ struct Command {
   uint64_t rate = 0;      // commit: bytes per second, 0 = no limit
   RepairMode repair = RepairMode::kNone;  // check
   std::string text;       // the command as the user gave it, for the state
-  // unlock: the key, read from the file `arg` with the writer's rights
-  // (ReadCallerKey) before the command runs.
+  // unlock: the key, read from the file `arg` with the rights of whoever
+  // wrote the line (WriteCtl) before the command runs.
   std::shared_ptr<const SecretBytes> key;
 };
 

@@ -652,8 +652,19 @@ void Namespace::Reopen(size_t i) {
   if (img.ok()) e.virtual_size = img.value()->VirtualSize();
 }
 
+namespace {
+Status RefuseIfPlain(const std::shared_ptr<Chain>& chain, const ImageEntry& e) {
+  if (chain->layer(0).Info().encrypted) return Status::OK();
+  return InvalidArgument(e.name + " is not encrypted");
+}
+}  // namespace
+
 Status Namespace::Unlock(size_t i, SecretBytes key) {
   ImageEntry& e = image(i);
+  {
+    IMGFS_ASSIGN_OR_RETURN(auto chain, GetChain(i));
+    IMGFS_RETURN_IF_ERROR(RefuseIfPlain(chain, e));
+  }
   io::FileStat id;
   id.dev = e.file_dev;
   id.ino = e.file_ino;
@@ -673,8 +684,9 @@ Status Namespace::Lock(size_t i) {
   id.dev = e.file_dev;
   id.ino = e.file_ino;
   {
-    auto chain = GetChain(i);
-    if (chain.ok()) IMGFS_RETURN_IF_ERROR(chain.value()->Flush());  // what was written stays
+    IMGFS_ASSIGN_OR_RETURN(auto chain, GetChain(i));
+    IMGFS_RETURN_IF_ERROR(RefuseIfPlain(chain, e));
+    IMGFS_RETURN_IF_ERROR(chain->Flush());  // what was written stays
   }
   ForgetImageKey(id);
   ++e.key_epoch;  // open views stop reading and writing

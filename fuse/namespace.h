@@ -235,8 +235,8 @@ class Namespace {
   // ctl unlock: gives image i the key (read with its writer's rights) and
   // opens it again with it. A key that opens nothing is refused, forgotten.
   Status Unlock(size_t i, SecretBytes key);
-  // ctl lock: forgets image i's key and opens it again locked. Files open
-  // already keep the chain they have.
+  // ctl lock: flushes, forgets image i's key and opens it again locked;
+  // views opened before get EACCES from then on (key_epoch).
   Status Lock(size_t i);
   // Images other than `except` whose chain holds `real_path` below the top.
   std::vector<size_t> BackingUsers(const std::string& real_path, size_t except);

@@ -16,7 +16,10 @@
 # holding the base's data itself (qemu cannot open a differencing vhdx, so
 # could not judge one); after each crash `imgfs check -r all` replays the
 # log into the file first, as the next writable open would, for qemu to
-# read the result (test_kill9_vhdx.sh).
+# read the result (test_kill9_vhdx.sh). KILL9_FORMAT=luks runs them on a
+# qcow2 with a LUKS header inside over a base encrypted with another key,
+# both given to the mount by -o keydir and to qemu as secrets
+# (test_kill9_luks.sh).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib.sh
@@ -39,9 +42,46 @@ HAVE_FIO=0
 command -v fio >/dev/null && HAVE_FIO=1
 
 FMT=${KILL9_FORMAT:-qcow2}
-log "creating base + overlay ($FMT)"
+MOUNT_OPTS=()
+QSEC=()  # qemu's secrets and --image-opts for vm.FMT and base.FMT (encrypted only)
+if [[ $FMT == luks ]]; then
+    FMT=qcow2 ENCRYPTED=1
+    mkdir -p "$T/keys"
+    echo base-pw >"$T/keys/base.qcow2.key"
+    echo vm-pw >"$T/keys/vm.qcow2.key"
+    MOUNT_OPTS=(-o keydir="$T/keys")
+    QSEC=(--object secret,id=b,data=base-pw --object secret,id=v,data=vm-pw --image-opts)
+fi
+# qemu's spelling of the image at PATH (with its keys where encrypted)
+qimg() {
+    if [[ ${ENCRYPTED:-0} == 1 && $1 == *vm.qcow2 ]]; then
+        echo "driver=qcow2,file.filename=$1,encrypt.key-secret=v,backing.encrypt.key-secret=b"
+    elif [[ ${ENCRYPTED:-0} == 1 ]]; then
+        echo "driver=qcow2,file.filename=$1,encrypt.key-secret=b"
+    else
+        echo "$1"
+    fi
+}
+# qemu-img create ARGS..., retried where qemu's PBKDF2 timing gives up
+qmake() {
+    local out try
+    for try in $(seq 1 30); do
+        out=$(qemu-img create -q "$@" 2>&1) && return 0
+        grep -q "accurate CPU usage" <<<"$out" || fail "qemu-img create $*: $out"
+    done
+    fail "qemu-img create $*: $out"
+}
+log "creating base + overlay ($FMT${ENCRYPTED:+, encrypted})"
 (
     cd "$SRC"
+    if [[ ${ENCRYPTED:-0} == 1 ]]; then
+        qmake -f qcow2 "${QSEC[@]:0:4}" -o encrypt.format=luks,encrypt.key-secret=b,encrypt.iter-time=50 base.qcow2 64M
+        qemu-io "${QSEC[@]}" "$(qimg base.qcow2)" -c "write -P 0x11 0 $((16 * M))" \
+            -c "write -P 0x22 $((40 * M + 3)) $((4 * M))" >/dev/null
+        qmake -f qcow2 "${QSEC[@]:0:4}" -u -b base.qcow2 -F qcow2 \
+            -o encrypt.format=luks,encrypt.key-secret=v,encrypt.iter-time=50 vm.qcow2 64M
+        exit 0
+    fi
     qemu-img create -q -f "$FMT" base.$FMT 64M
     qemu-io -f "$FMT" -c "write -P 0x11 0 $((16 * M))" -c "write -P 0x22 $((40 * M + 3)) $((4 * M))" base.$FMT >/dev/null
     if [[ $FMT == vhdx ]]; then
@@ -53,7 +93,15 @@ log "creating base + overlay ($FMT)"
 )
 BASE=$SRC/base.$FMT
 [[ $FMT == vhdx ]] && BASE=$SRC/base.raw
-to_raw "$BASE" "$T/base.before.raw"
+# to_raw, with the keys of an encrypted image
+img_raw() {
+    if [[ ${ENCRYPTED:-0} == 1 ]]; then
+        qemu-img convert -U "${QSEC[@]}" "$(qimg "$1")" -O raw "$2" || fail "qemu-img convert $1 failed"
+    else
+        to_raw "$1" "$2"
+    fi
+}
+img_raw "$BASE" "$T/base.before.raw"
 DISK=$MNT/vm.$FMT/disk.raw
 
 DAEMON=""
@@ -76,7 +124,7 @@ fuse_conn() {
 }
 
 start_daemon() { # round
-    "$IMGFS" mount -f "$SRC" "$MNT" > "$T/daemon.$1.log" 2>&1 &
+    "$IMGFS" mount -f "${MOUNT_OPTS[@]}" "$SRC" "$MNT" > "$T/daemon.$1.log" 2>&1 &
     DAEMON=$!
     local i
     for i in $(seq 1 200); do
@@ -165,25 +213,25 @@ for delay in "${DELAYS[@]}"; do
         grep -q "corruptions" <<<"$out" && echo "   imgfs check -r all: the log replayed" || echo "   imgfs check -r all: no log to replay"
     fi
     rc=0
-    out=$(qemu-img check "$SRC/vm.$FMT" 2>&1) || rc=$?
+    out=$(qemu-img check "${QSEC[@]}" "$(qimg "$SRC/vm.$FMT")" 2>&1) || rc=$?
     case $rc in
         0) echo "   qemu-img check: clean" ;;
         3) echo "   qemu-img check: leaks only (allowed after a crash)" ;;
         *) echo "$out" >&2; fail "qemu-img check exit $rc after kill -9 (round $round)" ;;
     esac
-    to_raw "$SRC/vm.$FMT" "$T/after.raw"
+    img_raw "$SRC/vm.$FMT" "$T/after.raw"
     for ((j = 1; j <= round; j++)); do
         s=$(dd if="$T/after.raw" bs=64K iflag=skip_bytes,count_bytes skip="${R_OFF[j]}" count="${R_LEN[j]}" status=none |
             sha256sum | cut -d' ' -f1)
         [[ $s == "${R_SUM[j]}" ]] || fail "fsync'd region of round $j lost/corrupted after the crash of round $round"
     done
     echo "   fsync'd regions of rounds 1..$round intact"
-    to_raw "$BASE" "$T/base.after.raw"
+    img_raw "$BASE" "$T/base.after.raw"
     cmp -s "$T/base.after.raw" "$T/base.before.raw" || fail "backing file modified (round $round)"
 done
 
 log "clean mount/umount after the crashes"
-mount_imgfs "$SRC" "$MNT"
+mount_imgfs "$SRC" "$MNT" "${MOUNT_OPTS[@]}"
 for ((j = 1; j <= round; j++)); do
     s=$(dd if="$DISK" bs=64K iflag=skip_bytes,count_bytes skip="${R_OFF[j]}" count="${R_LEN[j]}" status=none |
         sha256sum | cut -d' ' -f1)
@@ -192,9 +240,14 @@ done
 umount_imgfs "$MNT"
 if [[ $FMT == qcow2 ]]; then  # vmdk has no refcounts: nothing leaks, nothing to repair
     rc=0
-    qemu-img check -r leaks "$SRC/vm.qcow2" > "$T/repair.log" 2>&1 || rc=$?
+    qemu-img check -r leaks "${QSEC[@]}" "$(qimg "$SRC/vm.qcow2")" > "$T/repair.log" 2>&1 || rc=$?
     [[ $rc == 0 ]] || { cat "$T/repair.log" >&2; fail "qemu-img check -r leaks exit $rc"; }
 fi
-check_clean "$SRC/vm.$FMT"
+if [[ ${ENCRYPTED:-0} == 1 ]]; then
+    qemu-img check "${QSEC[@]}" "$(qimg "$SRC/vm.qcow2")" >/dev/null || fail "qemu-img check of vm.qcow2 not clean at the end"
+    echo "   qemu-img check vm.qcow2: clean"
+else
+    check_clean "$SRC/vm.$FMT"
+fi
 
 echo "PASS: kill9"

@@ -147,6 +147,9 @@ Status Qcow2Image::Preallocate(uint64_t off, uint64_t len, Prealloc mode) {
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   if (mode == Prealloc::kOff || len == 0) return Status::OK();
   if (off > header_.size || len > header_.size - off) return NoSpace(file_->path() + ": past the end of the disk");
+  // Preallocated clusters hold host zeros, which an encrypted image would
+  // read as noise.
+  if (encrypted()) return Unsupported(file_->path() + ": preallocation of an encrypted image is not supported yet");
   MutexLock l(meta_mu_);
   IMGFS_RETURN_IF_ERROR(PrepareForWriteLocked());
   const uint64_t first = off >> cluster_bits_, end = (off + len + cluster_size_ - 1) >> cluster_bits_;
