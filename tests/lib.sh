@@ -11,6 +11,20 @@ export IMGFS IMGFS_BUILD
 skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# qemu_crypt ARGS...: qemu-img ARGS, where qemu times PBKDF2 (creating a
+# LUKS header, adding a key slot, measuring one). That timing gives up now
+# and then on these machines ("Unable to get accurate CPU usage", about
+# one run in three): such a run is tried again, up to 30 times; any other
+# failure fails the test. Prints qemu-img's output.
+qemu_crypt() {
+    local out try
+    for try in $(seq 1 30); do
+        out=$(qemu-img "$@" 2>&1) && { [[ -z $out ]] || printf '%s\n' "$out"; return 0; }
+        grep -q "accurate CPU usage" <<<"$out" || fail "qemu-img $*: $out"
+    done
+    fail "qemu-img $*: $out"
+}
+
 need_cmd() {
     local c
     for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip "$c is not installed"; done

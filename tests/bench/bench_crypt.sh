@@ -52,7 +52,7 @@ serve_enc() {
     rm -f "$W/qsd.pid"
     "$QSD" --daemonize --pidfile "$W/qsd.pid" "${SEC[@]}" \
       --blockdev "driver=file,node-name=f,filename=$W/img/enc.qcow2" \
-      --blockdev "driver=qcow2,node-name=v,file=f,encrypt.key-secret=sec0" \
+      --blockdev "driver=qcow2,node-name=v,file=f,encrypt.format=luks,encrypt.key-secret=sec0" \
       --export "type=fuse,id=e,node-name=v,mountpoint=$W/qsd.disk,writable=off" >"$W/qsd.log" 2>&1 ||
       die "qsd: $(cat "$W/qsd.log")"
     DISK=$W/qsd.disk
@@ -60,20 +60,6 @@ serve_enc() {
   local i
   for i in $(seq 1 500); do [[ $(stat -c %s "$DISK" 2>/dev/null) -gt 0 ]] && return 0; sleep 0.01; done
   die "$1: $DISK never appeared"
-}
-seqread() {
-  local t0 t1
-  settle
-  t0=$(date +%s%N)
-  dd if="$DISK" of=/dev/null bs=1M status=none
-  t1=$(date +%s%N)
-  python3 -c "print('%.1f' % ($SIZE / 1048576 / (($t1 - $t0) / 1e9)))"
-}
-randread() {
-  settle
-  fio --name=r --filename="$DISK" --rw=randread --bs=4k --direct=1 --iodepth=1 --ioengine=psync \
-    --runtime="$RAND_RUNTIME" --time_based --output-format=json 2>/dev/null |
-    python3 -c 'import json,sys; t=sys.stdin.read(); print("%.0f" % json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"])'
 }
 convert_time() {  # TOOL: seconds to convert the image to raw on tmpfs
   local t0 t1

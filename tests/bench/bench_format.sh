@@ -46,20 +46,6 @@ if [[ $FORMAT == vmdk ]]; then
 fi
 head -c $((WRITE_MIB << 20)) /dev/urandom >"$W/write.bin"
 
-seqread() {
-  local t0 t1
-  settle
-  t0=$(date +%s%N)
-  dd if="$DISK" of=/dev/null bs=1M status=none
-  t1=$(date +%s%N)
-  python3 -c "print('%.1f' % ($SIZE / 1048576 / (($t1 - $t0) / 1e9)))"
-}
-randread() {
-  settle
-  fio --name=r --filename="$DISK" --rw=randread --bs=4k --direct=1 --iodepth=1 --ioengine=psync \
-    --runtime="$RAND_RUNTIME" --time_based --output-format=json 2>/dev/null |
-    python3 -c 'import json,sys; t=sys.stdin.read(); print("%.0f" % json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"])'
-}
 
 declare -A R
 add() { R[$1/$2]="${R[$1/$2]:-} $3"; }

@@ -63,3 +63,20 @@ writeseq() {
   t1=$(date +%s%N)
   python3 -c "print('%.1f' % ($WRITE_MIB / (($t1 - $t0) / 1e9)))"
 }
+# seqread: MiB/s of one sequential pass over $DISK ($SIZE bytes), 1 MiB reads.
+seqread() {
+  local t0 t1
+  settle
+  t0=$(date +%s%N)
+  dd if="$DISK" of=/dev/null bs=1M status=none
+  t1=$(date +%s%N)
+  python3 -c "print('%.1f' % ($SIZE / 1048576 / (($t1 - $t0) / 1e9)))"
+}
+# randread: IOPS of 4 KiB random reads of $DISK, QD1, O_DIRECT, for
+# $RAND_RUNTIME seconds.
+randread() {
+  settle
+  fio --name=r --filename="$DISK" --rw=randread --bs=4k --direct=1 --iodepth=1 --ioengine=psync \
+    --runtime="$RAND_RUNTIME" --time_based --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; t=sys.stdin.read(); print("%.0f" % json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"])'
+}

@@ -28,13 +28,8 @@ chmod 700 "$KD"
 
 # make FMT IMG PASS OPTS...: an encrypted image with some data, its model
 make() {
-    local fmt=$1 img=$2 pass=$3 o=$4 out try ok=0
-    for try in $(seq 1 30); do  # qemu's PBKDF2 timing (see tests/interop/test_luks.sh)
-        rm -f "$SRC/$img"
-        out=$(qemu-img create -q -f "$fmt" --object "secret,id=s,data=$pass" -o "$o" "$SRC/$img" 8M 2>&1) && { ok=1; break; }
-        grep -q "accurate CPU usage" <<<"$out" || fail "qemu-img create $img: $out"
-    done
-    [[ $ok == 1 ]] || fail "qemu-img create $img: $out"
+    local fmt=$1 img=$2 pass=$3 o=$4
+    qemu_crypt create -q -f "$fmt" --object "secret,id=s,data=$pass" -o "$o" "$SRC/$img" 8M
     local key=key-secret
     [[ $fmt == qcow2 ]] && key=encrypt.key-secret
     qemu-io --object "secret,id=s,data=$pass" --image-opts "driver=$fmt,file.filename=$SRC/$img,$key=s" \
@@ -49,10 +44,8 @@ make qcow2 w.qcow2 pw-w "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-t
 qemu-img create -q -f qcow2 "$SRC/plain.qcow2" 1M
 # A chain whose layers have their own keys; the top is listed first.
 make qcow2 zbase.qcow2 pw-b "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=50"
-for try in $(seq 1 30); do
-    qemu-img create -q -f qcow2 --object secret,id=t,data=pw-t -u -b zbase.qcow2 -F qcow2 \
-        -o encrypt.format=luks,encrypt.key-secret=t,encrypt.iter-time=50 "$SRC/0top.qcow2" 8M 2>/dev/null && break
-done
+qemu_crypt create -q -f qcow2 --object secret,id=t,data=pw-t -u -b zbase.qcow2 -F qcow2 \
+    -o encrypt.format=luks,encrypt.key-secret=t,encrypt.iter-time=50 "$SRC/0top.qcow2" 8M
 CHAIN=(--object secret,id=t,data=pw-t --object secret,id=b,data=pw-b --image-opts
        "driver=qcow2,file.filename=$SRC/0top.qcow2,encrypt.key-secret=t,backing.encrypt.key-secret=b")
 qemu-io "${CHAIN[@]}" -c "write -P 0x77 2M 1M" >/dev/null || fail "qemu-io on the chain"

@@ -62,23 +62,14 @@ qimg() {
         echo "$1"
     fi
 }
-# qemu-img create ARGS..., retried where qemu's PBKDF2 timing gives up
-qmake() {
-    local out try
-    for try in $(seq 1 30); do
-        out=$(qemu-img create -q "$@" 2>&1) && return 0
-        grep -q "accurate CPU usage" <<<"$out" || fail "qemu-img create $*: $out"
-    done
-    fail "qemu-img create $*: $out"
-}
 log "creating base + overlay ($FMT${ENCRYPTED:+, encrypted})"
 (
     cd "$SRC"
     if [[ ${ENCRYPTED:-0} == 1 ]]; then
-        qmake -f qcow2 "${QSEC[@]:0:4}" -o encrypt.format=luks,encrypt.key-secret=b,encrypt.iter-time=50 base.qcow2 64M
+        qemu_crypt create -q -f qcow2 "${QSEC[@]:0:4}" -o encrypt.format=luks,encrypt.key-secret=b,encrypt.iter-time=50 base.qcow2 64M
         qemu-io "${QSEC[@]}" "$(qimg base.qcow2)" -c "write -P 0x11 0 $((16 * M))" \
             -c "write -P 0x22 $((40 * M + 3)) $((4 * M))" >/dev/null
-        qmake -f qcow2 "${QSEC[@]:0:4}" -u -b base.qcow2 -F qcow2 \
+        qemu_crypt create -q -f qcow2 "${QSEC[@]:0:4}" -u -b base.qcow2 -F qcow2 \
             -o encrypt.format=luks,encrypt.key-secret=v,encrypt.iter-time=50 vm.qcow2 64M
         exit 0
     fi

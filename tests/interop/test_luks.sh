@@ -20,28 +20,8 @@ tmpdir
 cd "$T"
 
 SEC=(--object secret,id=sec0,data=hunter2)
-# qemu measures PBKDF2 speed with CPU time and now and then gives up on a
-# run when its thread's CPU clock has not yet ticked ("Unable to get
-# accurate CPU usage", about one create in three here): retry that only.
-qluks() {
-    local out try
-    for try in $(seq 1 30); do
-        out=$(qemu-img create -q -f luks "${SEC[@]}" -o "key-secret=sec0,iter-time=50,$1" "$2" "$3" 2>&1) && return 0
-        grep -q "accurate CPU usage" <<<"$out" || fail "qemu-img create -f luks -o $1: $out"
-    done
-    fail "qemu-img create -f luks -o $1: $out"
-}
+qluks() { qemu_crypt create -q -f luks "${SEC[@]}" -o "key-secret=sec0,iter-time=50,$1" "$2" "$3"; }
 opts() { echo "driver=luks,file.filename=$1,key-secret=sec0"; }
-# qretry CMD...: runs a qemu-img command that times PBKDF2 (measure, amend)
-# until it does not give up on the CPU clock; prints its output.
-qretry() {
-    local out try
-    for try in $(seq 1 30); do
-        out=$("$@" 2>&1) && { printf '%s\n' "$out"; return 0; }
-        grep -q "accurate CPU usage" <<<"$out" || fail "$*: $out"
-    done
-    fail "$*: $out"
-}
 qwrite() {  # IMG CMD...: qemu-io writes through the key
     local img=$1 args=() c
     shift
@@ -95,7 +75,7 @@ if "$IMGFS" convert "${SEC[@]}" --image-opts "$(opts v1.luks)" -O raw other.raw 
 fi
 
 # several key slots: qemu adds a second passphrase; either opens the image
-qretry qemu-img amend "${SEC[@]}" --object secret,id=sec1,data=second -o state=active,new-secret=sec1,iter-time=50 \
+qemu_crypt amend "${SEC[@]}" --object secret,id=sec1,data=second -o state=active,new-secret=sec1,iter-time=50 \
     --image-opts "$(opts v1.luks)" >/dev/null
 qemu-img info v1.luks | grep -A1 "\[1\]:" | grep -q "active: true" || fail "qemu did not add key slot 1"
 "$IMGFS" convert --object secret,id=sec0,data=second --image-opts "$(opts v1.luks)" -O raw slot1.raw ||
@@ -109,7 +89,7 @@ echo "several key slots: each passphrase opens the image"
 for o in key-secret=sec0 key-secret=sec0,cipher-alg=aes-128,cipher-mode=cbc \
          key-secret=sec0,cipher-alg=aes-192,cipher-mode=xts,hash-alg=sha512; do
     for out in human json; do
-        q=$(qretry qemu-img measure "${SEC[@]}" --output=$out -O luks -o "$o" --size 10M)
+        q=$(qemu_crypt measure "${SEC[@]}" --output=$out -O luks -o "$o" --size 10M)
         [[ $("$IMGFS" measure "${SEC[@]}" --output=$out -O luks -o "$o" --size 10M) == "$q" ]] || fail "measure -o '$o' differs"
     done
 done

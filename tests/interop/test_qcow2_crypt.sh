@@ -20,16 +20,10 @@ cd "$T"
 
 SEC=(--object secret,id=sec0,data=hunter2)
 opts() { echo "driver=qcow2,file.filename=$1,encrypt.key-secret=sec0"; }
-# qemu's PBKDF2 timing now and then fails ("Unable to get accurate CPU
-# usage", see test_luks.sh): retry that only.
 qenc() {  # OPTS IMG SIZE [qemu-img create args...]
-    local o=$1 img=$2 size=$3 out try
+    local o=$1 img=$2 size=$3
     shift 3
-    for try in $(seq 1 30); do
-        out=$(qemu-img create -q -f qcow2 "${SEC[@]}" -o "encrypt.key-secret=sec0,$o" "$@" "$img" "$size" 2>&1) && return 0
-        grep -q "accurate CPU usage" <<<"$out" || fail "qemu-img create -o $o: $out"
-    done
-    fail "qemu-img create -o $o: $out"
+    qemu_crypt create -q -f qcow2 "${SEC[@]}" -o "encrypt.key-secret=sec0,$o" "$@" "$img" "$size"
 }
 qwrite() {
     local img=$1 args=() c
@@ -127,14 +121,9 @@ echo "imgfs's encrypted qcow2 images pass qemu-img check and read in qemu as wri
 
 # A chain whose layers have different keys: backing.encrypt.key-secret, as qemu takes it
 SEC2=(--object secret,id=b,data=base-pw --object secret,id=t,data=top-pw)
-for try in $(seq 1 30); do
-    qemu-img create -q -f qcow2 "${SEC2[@]}" -o encrypt.format=luks,encrypt.key-secret=b,encrypt.iter-time=50 base.qcow2 8M 2>/dev/null && break
-done
-for try in $(seq 1 30); do
-    qemu-img create -q -f qcow2 "${SEC2[@]}" -u -b base.qcow2 -F qcow2 \
-        -o encrypt.format=luks,encrypt.key-secret=t,encrypt.iter-time=50 top.qcow2 8M 2>/dev/null && break
-done
-[[ -f base.qcow2 && -f top.qcow2 ]] || fail "qemu-img could not make the chain"
+qemu_crypt create -q -f qcow2 "${SEC2[@]}" -o encrypt.format=luks,encrypt.key-secret=b,encrypt.iter-time=50 base.qcow2 8M
+qemu_crypt create -q -f qcow2 "${SEC2[@]}" -u -b base.qcow2 -F qcow2 \
+    -o encrypt.format=luks,encrypt.key-secret=t,encrypt.iter-time=50 top.qcow2 8M
 chain="driver=qcow2,file.filename=top.qcow2,encrypt.key-secret=t,backing.encrypt.key-secret=b"
 qemu-io "${SEC2[@]}" --image-opts driver=qcow2,file.filename=base.qcow2,encrypt.key-secret=b -c "write -P 1 0 3M" >/dev/null
 qemu-io "${SEC2[@]}" --image-opts "$chain" -c "write -P 2 1M 1M" -c "write -P 3 2100000 1000" >/dev/null
