@@ -232,11 +232,11 @@ class Namespace {
   // -o keydir=DIR: DIR/NAME.key holds the secret of the encrypted image
   // NAME, read when NAME is listed. Before Scan.
   void SetKeyDir(const std::string& dir) { key_dir_ = dir; }
-  // ctl unlock: gives image i the key (read with its writer's rights) and
-  // opens it again with it. A key that opens nothing is refused, forgotten.
+  // ctl unlock: gives image i the key (read with its writer's rights); its
+  // open chain takes it at once. A key that opens nothing is refused, forgotten.
   Status Unlock(size_t i, SecretBytes key);
-  // ctl lock: flushes, forgets image i's key and opens it again locked;
-  // views opened before get EACCES from then on (key_epoch).
+  // ctl lock: flushes and forgets image i's key; views opened before get
+  // EACCES from then on (key_epoch).
   Status Lock(size_t i);
   // Images other than `except` whose chain holds `real_path` below the top.
   std::vector<size_t> BackingUsers(const std::string& real_path, size_t except);

@@ -186,8 +186,8 @@ Status Chain::ReadUnlocked(size_t d, uint64_t off, void* buf, size_t len) const 
 
 std::string Chain::KeyMissing(size_t d) const {
   for (size_t i = d; i < layers_.size(); ++i) {
-    const std::string why = layers_[i]->KeyMissing();
-    if (!why.empty()) return paths_[i] + ": " + why;
+    const std::string why = layers_[i]->KeyMissing();  // names the file
+    if (!why.empty()) return why;
   }
   return "";
 }

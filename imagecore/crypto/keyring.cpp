@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cerrno>
 #include <map>
 #include <utility>
@@ -17,6 +18,7 @@ using FileId = std::pair<uint64_t, uint64_t>;
 struct Ring {
   Mutex mu;
   std::map<FileId, std::shared_ptr<const SecretBytes>> keys GUARDED_BY(mu);
+  std::atomic<uint64_t> generation{0};
 };
 
 Ring& TheRing() {
@@ -40,21 +42,28 @@ void AddImageKey(const io::FileStat& file, SecretBytes key) {
   Ring& r = TheRing();
   MutexLock l(r.mu);
   r.keys[{uint64_t(file.dev), uint64_t(file.ino)}] = std::make_shared<const SecretBytes>(std::move(key));
+  ++r.generation;
 }
 
 std::shared_ptr<const SecretBytes> ImageKey(const io::File& file) {
   auto st = file.Stat();
-  if (!st.ok()) return nullptr;
+  return st.ok() ? ImageKey(st.value()) : nullptr;
+}
+
+std::shared_ptr<const SecretBytes> ImageKey(const io::FileStat& file) {
   Ring& r = TheRing();
   MutexLock l(r.mu);
-  auto it = r.keys.find({uint64_t(st.value().dev), uint64_t(st.value().ino)});
+  auto it = r.keys.find({uint64_t(file.dev), uint64_t(file.ino)});
   return it == r.keys.end() ? nullptr : it->second;
 }
+
+uint64_t KeyringGeneration() { return TheRing().generation.load(); }
 
 void ForgetImageKey(const io::FileStat& file) {
   Ring& r = TheRing();
   MutexLock l(r.mu);
   r.keys.erase({uint64_t(file.dev), uint64_t(file.ino)});
+  ++r.generation;
 }
 
 }  // namespace imgfs

@@ -61,15 +61,15 @@ Result<const SecretBytes*> CreateSecret(const CreateOptions& opts, const std::st
   return s;
 }
 
-Result<std::unique_ptr<SectorCipher>> OpenLuksCipher(const io::File& file, uint64_t base,
-                                                             const LuksHeader& h, std::string* locked) {
-  std::shared_ptr<const SecretBytes> key = ImageKey(file);
-  if (!key) {
-    *locked = "the image is encrypted and no key was given for it";
-    return std::unique_ptr<SectorCipher>();
-  }
-  IMGFS_ASSIGN_OR_RETURN(SecretBytes master, UnlockLuks(h, file, base, *key, file.path()));
-  return SectorCipher::Make(h.spec, master);
+Result<std::shared_ptr<KeyedCipher>> LuksCipher(const io::File& file, uint64_t base, const LuksHeader& h) {
+  IMGFS_ASSIGN_OR_RETURN(io::FileStat id, file.Stat());
+  auto keyed = std::make_shared<KeyedCipher>(id, file.path(), [base, h](const io::File& f, const SecretBytes& key)
+                                                 -> Result<std::unique_ptr<SectorCipher>> {
+    IMGFS_ASSIGN_OR_RETURN(SecretBytes master, UnlockLuks(h, f, base, key, f.path()));
+    return SectorCipher::Make(h.spec, master);
+  });
+  if (Status st = keyed->Refresh(file); !st.ok() && ImageKey(id)) return st;  // a key, and a wrong one
+  return keyed;
 }
 
 std::vector<ImageInfo::Field> LuksInfoFields(const LuksHeader& h) {

@@ -8,16 +8,16 @@
 
 #include <map>
 
+#include "crypto/keyed_cipher.h"
 #include "crypto/luks.h"
 #include "imagecore/format.h"
 
 namespace imgfs::crypto {
 
-// The cipher that the key given for `file` (see keyring.h) unlocks in the
-// LUKS header at `base`; null, with `*locked` saying why, where no key was
-// given. A wrong key is an error (kNoKey).
-Result<std::unique_ptr<SectorCipher>> OpenLuksCipher(const io::File& file, uint64_t base,
-                                                             const LuksHeader& h, std::string* locked);
+// The cipher of the LUKS header `h` at `base` of `file`, keyed by the
+// keyring (keyed_cipher.h). A key given for the file that opens no slot is
+// an error (kNoKey); no key at all leaves the image locked.
+Result<std::shared_ptr<KeyedCipher>> LuksCipher(const io::File& file, uint64_t base, const LuksHeader& h);
 // qemu-img info's format-specific fields of a LUKS header.
 std::vector<ImageInfo::Field> LuksInfoFields(const LuksHeader& h);
 

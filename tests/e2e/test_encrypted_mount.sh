@@ -105,6 +105,9 @@ as_user sh -c "echo 'lock' >$MNT/a.qcow2/ctl" || fail "lock by the owner"
 as_user sh -c "echo 'unlock $T/u/a.key' >$MNT/a.qcow2/ctl" || fail "unlock by the owner: $(cat "$MNT/a.qcow2/ctl")"
 cmp "$MNT/a.qcow2/disk.raw" "$T/a.qcow2.model" || fail "a.qcow2 reads otherwise after unlock"
 [[ $(attr a.qcow2 encrypted) == unlocked ]] || fail "a.qcow2 after unlock: $(attr a.qcow2 encrypted)"
+# still claimed with QEMU's locks, as every image of a read-write mount is
+qemu-img info "$SRC/a.qcow2" >/dev/null 2>&1 && fail "a.qcow2 lost the mount's claim with the unlock"
+qemu-img info -U "$SRC/a.qcow2" >/dev/null || fail "qemu-img info -U of a.qcow2"
 # A wrong key for a LUKS image: refused, the image stays locked
 as_user cp "$T/u/bad.key" "$T/u/bad2.key"
 if echo "unlock $T/u/bad2.key" >"$MNT/w.qcow2/ctl" 2>/dev/null; then fail "a wrong key unlocked w.qcow2"; fi

@@ -23,9 +23,8 @@ using crypto::kCryptSector;
 
 class LuksImage final : public Image {
  public:
-  LuksImage(std::unique_ptr<io::File> file, crypto::LuksHeader h, std::unique_ptr<crypto::SectorCipher> cipher,
-            std::string locked)
-      : file_(std::move(file)), header_(std::move(h)), cipher_(std::move(cipher)), locked_(std::move(locked)) {
+  LuksImage(std::unique_ptr<io::File> file, crypto::LuksHeader h, std::shared_ptr<crypto::KeyedCipher> keyed)
+      : file_(std::move(file)), header_(std::move(h)), keyed_(std::move(keyed)) {
     payload_ = uint64_t(header_.payload_offset) * kCryptSector;
     if (!file_->writable()) read_only_reason_ = "opened read-only";
   }
@@ -34,7 +33,7 @@ class LuksImage final : public Image {
   uint64_t VirtualSize() const override { return file_->Size() > payload_ ? file_->Size() - payload_ : 0; }
 
   Status BlockStatus(uint64_t off, uint64_t len, Extent* out) override {
-    IMGFS_RETURN_IF_ERROR(Unlocked());
+    IMGFS_RETURN_IF_ERROR(Cipher().status());
     const uint64_t size = VirtualSize();
     if (off >= size) return InvalidArgument("block status past the end of " + file_->path());
     out->kind = ExtentKind::kOpaque;  // every byte is data, readable only through the cipher
@@ -43,30 +42,30 @@ class LuksImage final : public Image {
   }
 
   Status ReadOpaque(uint64_t off, void* buf, size_t len) override {
-    IMGFS_RETURN_IF_ERROR(Unlocked());
-    return crypto::ReadDecrypted(*file_, payload_ + off, off, buf, len, *cipher_);
+    IMGFS_ASSIGN_OR_RETURN(auto cipher, Cipher());
+    return crypto::ReadDecrypted(*file_, payload_ + off, off, buf, len, *cipher);
   }
 
   Status Write(uint64_t off, const void* buf, size_t len, const LayerReader*) override {
     if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
-    IMGFS_RETURN_IF_ERROR(Unlocked());
+    IMGFS_ASSIGN_OR_RETURN(auto cipher, Cipher());
     if (off + len > VirtualSize()) return NoSpace(file_->path() + ": write past the end of the disk");
     if (off % kCryptSector == 0 && len % kCryptSector == 0) {
       SharedLock l(rmw_mu_);
-      return crypto::WriteEncrypted(*file_, payload_ + off, off, buf, len, *cipher_);
+      return crypto::WriteEncrypted(*file_, payload_ + off, off, buf, len, *cipher);
     }
     ExclusiveLock l(rmw_mu_);
     const uint64_t begin = off / kCryptSector * kCryptSector;
     const uint64_t end = (off + len + kCryptSector - 1) / kCryptSector * kCryptSector;
     std::vector<uint8_t> sectors(end - begin);
-    IMGFS_RETURN_IF_ERROR(crypto::ReadDecrypted(*file_, payload_ + begin, begin, sectors.data(), sectors.size(), *cipher_));
+    IMGFS_RETURN_IF_ERROR(crypto::ReadDecrypted(*file_, payload_ + begin, begin, sectors.data(), sectors.size(), *cipher));
     std::memcpy(sectors.data() + (off - begin), buf, len);
-    return crypto::WriteEncrypted(*file_, payload_ + begin, begin, sectors.data(), sectors.size(), *cipher_);
+    return crypto::WriteEncrypted(*file_, payload_ + begin, begin, sectors.data(), sectors.size(), *cipher);
   }
 
   Status Resize(uint64_t new_size, const LayerReader*) override {
     if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
-    IMGFS_RETURN_IF_ERROR(Unlocked());
+    IMGFS_RETURN_IF_ERROR(Cipher().status());
     if (new_size % kCryptSector) return InvalidArgument(file_->path() + ": a luks disk grows in whole sectors");
     const uint64_t old = VirtualSize();
     IMGFS_RETURN_IF_ERROR(file_->Truncate(payload_ + new_size));
@@ -84,19 +83,24 @@ class LuksImage final : public Image {
     return info;
   }
 
-  std::string KeyMissing() const override { return cipher_ ? "" : locked_; }
+  std::string KeyMissing() const override {
+    std::string why;
+    return keyed_->Get(*file_, &why) ? "" : why;
+  }
   const io::File& file() const override { return *file_; }
   std::vector<LayerFile> files() const override { return {{file_.get(), FileRole::kImage}}; }
 
  private:
-  Status Unlocked() const {
-    if (cipher_) return Status::OK();
-    return Status(Code::kNoKey, file_->path() + ": " + locked_);
+  // The cipher now (a key given or forgotten since the open counts).
+  Result<std::shared_ptr<const crypto::SectorCipher>> Cipher() const {
+    std::string why;
+    auto c = keyed_->Get(*file_, &why);
+    if (!c) return Status(Code::kNoKey, why);
+    return c;
   }
   std::unique_ptr<io::File> file_;
   const crypto::LuksHeader header_;
-  const std::unique_ptr<crypto::SectorCipher> cipher_;  // null: locked
-  const std::string locked_;                             // why it is locked
+  const std::shared_ptr<crypto::KeyedCipher> keyed_;
   uint64_t payload_ = 0;
   RwLock rmw_mu_;  // shared: whole-sector writes; exclusive: a partial sector's read-modify-write
 };
@@ -113,10 +117,8 @@ Result<std::unique_ptr<Image>> Open(std::unique_ptr<io::File> file, const OpenOp
   IMGFS_ASSIGN_OR_RETURN(crypto::LuksHeader h, crypto::ParseLuksHeader(raw, sizeof raw, file->Size(), file->path()));
   if (uint64_t(h.payload_offset) * kCryptSector > file->Size())
     return Corrupt("the LUKS payload offset lies past the end of the file");
-  std::unique_ptr<crypto::SectorCipher> cipher;
-  std::string locked;
-  IMGFS_ASSIGN_OR_RETURN(cipher, crypto::OpenLuksCipher(*file, 0, h, &locked));
-  return std::unique_ptr<Image>(new LuksImage(std::move(file), std::move(h), std::move(cipher), std::move(locked)));
+  IMGFS_ASSIGN_OR_RETURN(auto keyed, crypto::LuksCipher(*file, 0, h));
+  return std::unique_ptr<Image>(new LuksImage(std::move(file), std::move(h), std::move(keyed)));
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "crypto/encrypted_io.h"
 #include "crypto/luks_common.h"
 #include "formats/qcow2/qcow2_image.h"
+#include "crypto/keyed_cipher.h"
 #include "imagecore/keyring.h"
 
 namespace imgfs::qcow2 {
@@ -26,17 +27,14 @@ Status Qcow2Image::SetUpCrypto() {
   }
   if (h.crypt_method == 1) {
     if (h.has_crypto_ext) return Corrupt("an encryption header extension with AES encryption");
-    std::shared_ptr<const SecretBytes> pw = ImageKey(*file_);
-    if (!pw) {
-      crypto_locked_ = "the image is encrypted and no key was given for it";
-      return Status::OK();
-    }
-    // As qemu: the passphrase up to its first NUL, cut or padded with zeros to 16 bytes.
-    SecretBytes key(16);
-    const size_t n = strnlen(reinterpret_cast<const char*>(pw->data()), pw->size());
-    std::memcpy(key.data(), pw->data(), std::min<size_t>(16, n));
-    IMGFS_ASSIGN_OR_RETURN(auto c, crypto::SectorCipher::Make({"aes-128", "cbc", "plain64", ""}, key));
-    cipher_ = std::move(c);
+    IMGFS_ASSIGN_OR_RETURN(io::FileStat id, file_->Stat());
+    keyed_ = std::make_shared<crypto::KeyedCipher>(id, file_->path(), [](const io::File&, const SecretBytes& pw) {
+      // As qemu: the passphrase up to its first NUL, cut or padded with zeros to 16 bytes.
+      SecretBytes key(16);
+      const size_t n = strnlen(reinterpret_cast<const char*>(pw.data()), pw.size());
+      std::memcpy(key.data(), pw.data(), std::min<size_t>(16, n));
+      return crypto::SectorCipher::Make({"aes-128", "cbc", "plain64", ""}, key);
+    });
     return Status::OK();
   }
   if (h.crypt_method != 2) return Unsupported("encryption method " + std::to_string(h.crypt_method));
@@ -51,34 +49,46 @@ Status Qcow2Image::SetUpCrypto() {
   IMGFS_RETURN_IF_ERROR(file_->PRead(h.crypto_offset, raw, sizeof raw));
   IMGFS_ASSIGN_OR_RETURN(crypto::LuksHeader luks,
                          crypto::ParseLuksHeader(raw, sizeof raw, h.crypto_length, file_->path()));
-  IMGFS_ASSIGN_OR_RETURN(auto c, crypto::OpenLuksCipher(*file_, h.crypto_offset, luks, &crypto_locked_));
-  cipher_ = std::move(c);
+  IMGFS_ASSIGN_OR_RETURN(keyed_, crypto::LuksCipher(*file_, h.crypto_offset, luks));
   luks_ = std::make_shared<const crypto::LuksHeader>(std::move(luks));
   return Status::OK();
 }
 
+Result<std::shared_ptr<const crypto::SectorCipher>> Qcow2Image::Cipher() const {
+  std::string why;
+  auto c = keyed_ ? keyed_->Get(*file_, &why) : nullptr;
+  if (!c) return Status(Code::kNoKey, why);
+  return c;
+}
+
+std::string Qcow2Image::KeyMissing() const {
+  if (!encrypted()) return "";
+  auto c = Cipher();
+  return c.ok() ? "" : c.status().message();
+}
+
 Status Qcow2Image::ReadData(uint64_t host, uint64_t guest, void* buf, size_t len) const {
   if (!encrypted()) return data().PRead(host, buf, len);
-  if (!cipher_) return Status(Code::kNoKey, file_->path() + ": " + crypto_locked_);
-  return crypto::ReadDecrypted(data(), host, luks_ ? host : guest, buf, len, *cipher_);
+  IMGFS_ASSIGN_OR_RETURN(auto cipher, Cipher());
+  return crypto::ReadDecrypted(data(), host, luks_ ? host : guest, buf, len, *cipher);
 }
 
 Status Qcow2Image::WriteData(uint64_t host, uint64_t guest, const void* buf, size_t len) {
   if (!encrypted()) return data().PWrite(host, buf, len);
-  if (!cipher_) return Status(Code::kNoKey, file_->path() + ": " + crypto_locked_);
+  IMGFS_ASSIGN_OR_RETURN(auto cipher, Cipher());
   const uint64_t iv = luks_ ? host : guest;
   if (iv % kCryptSector == 0 && len % kCryptSector == 0) {
     SharedLock l(crypt_rmw_mu_);
-    return crypto::WriteEncrypted(data(), host, iv, buf, len, *cipher_);
+    return crypto::WriteEncrypted(data(), host, iv, buf, len, *cipher);
   }
   // Part of a sector: read it, change it, write it back whole.
   ExclusiveLock l(crypt_rmw_mu_);
   const uint64_t head = iv % kCryptSector;
   const uint64_t span = (head + len + kCryptSector - 1) / kCryptSector * kCryptSector;
   std::vector<uint8_t> sectors(span);
-  IMGFS_RETURN_IF_ERROR(crypto::ReadDecrypted(data(), host - head, iv - head, sectors.data(), span, *cipher_));
+  IMGFS_RETURN_IF_ERROR(crypto::ReadDecrypted(data(), host - head, iv - head, sectors.data(), span, *cipher));
   std::memcpy(sectors.data() + head, buf, len);
-  return crypto::WriteEncrypted(data(), host - head, iv - head, sectors.data(), span, *cipher_);
+  return crypto::WriteEncrypted(data(), host - head, iv - head, sectors.data(), span, *cipher);
 }
 
 Status Qcow2Image::WriteDataPieces(uint64_t host, uint64_t guest, const io::File::Piece* pieces, size_t count) {

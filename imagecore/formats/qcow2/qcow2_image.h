@@ -33,6 +33,7 @@
 #include "imagecore/rwlock.h"
 
 namespace imgfs::crypto {
+class KeyedCipher;
 class SectorCipher;
 struct LuksHeader;
 }
@@ -97,7 +98,7 @@ class Qcow2Image final : public Image {
   Status ChangeBitmap(const std::string& name, const std::vector<BitmapChange>& steps) override;
   ImageInfo Info() const override;
   std::string DamageFound() const override;
-  std::string KeyMissing() const override { return encrypted() && !cipher_ ? crypto_locked_ : ""; }
+  std::string KeyMissing() const override;
   bool MapShowsHostHoles() const override;
   const io::File& file() const override { return *file_; }
   std::vector<LayerFile> files() const override {
@@ -371,10 +372,12 @@ class Qcow2Image final : public Image {
   Status WriteData(uint64_t host, uint64_t guest, const void* buf, size_t len);
   Status WriteDataPieces(uint64_t host, uint64_t guest, const io::File::Piece* pieces, size_t count);
   ImageInfo::Field CryptoInfo() const;
-  // Set at open, shared with snapshot views. cipher_ null: plain, or locked.
-  std::shared_ptr<const crypto::SectorCipher> cipher_;
+  // The cipher now, following the keyring (a key given or forgotten since
+  // the open counts); kNoKey where there is none.
+  Result<std::shared_ptr<const crypto::SectorCipher>> Cipher() const;
+  // Set at open, shared with snapshot views; null: not encrypted.
+  std::shared_ptr<crypto::KeyedCipher> keyed_;
   std::shared_ptr<const crypto::LuksHeader> luks_;  // crypt_method 2
-  std::string crypto_locked_;                     // why there is no cipher
   // Shared: whole-sector writes; exclusive: a partial sector's
   // read-modify-write (two of those in one sector must not interleave).
   RwLock crypt_rmw_mu_;

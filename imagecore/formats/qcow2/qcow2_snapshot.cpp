@@ -117,9 +117,8 @@ Result<std::unique_ptr<Image>> Qcow2Image::OpenSnapshot(const std::string& id) c
     h.l1_size = s.l1_size;
     IMGFS_ASSIGN_OR_RETURN(auto img, Load(std::move(file), h));
     img->read_only_reason_ = "internal snapshot '" + s.info.name + "'";
-    img->cipher_ = cipher_;  // the snapshot's clusters use the image's key
+    img->keyed_ = keyed_;  // the snapshot's clusters use the image's key
     img->luks_ = luks_;
-    img->crypto_locked_ = crypto_locked_;
     return std::unique_ptr<Image>(std::move(img));
   }
   return NotFound(file_->path() + ": no snapshot with ID " + id);

@@ -317,7 +317,7 @@ Status Qcow2Image::Write(uint64_t off, const void* buf, size_t len, const LayerR
   if (read_only()) return ReadOnly(file_->path() + ": " + read_only_reason_);
   if (off > header_.size || len > header_.size - off)
     return NoSpace(file_->path() + ": write past the end of the disk");
-  if (encrypted() && !cipher_) return Status(Code::kNoKey, file_->path() + ": " + crypto_locked_);
+  if (encrypted()) IMGFS_RETURN_IF_ERROR(Cipher().status());
   const auto* p = static_cast<const uint8_t*>(buf);
   while (len > 0) {
     uint64_t host = 0, n = 0, new_host = 0, new_len = 0;

@@ -18,6 +18,10 @@ Status AddImageKey(const std::string& path, SecretBytes key);
 void AddImageKey(const io::FileStat& file, SecretBytes key);
 // Null when no key was given for this file.
 std::shared_ptr<const SecretBytes> ImageKey(const io::File& file);
+std::shared_ptr<const SecretBytes> ImageKey(const io::FileStat& file);
 void ForgetImageKey(const io::FileStat& file);
+// Raised by every change of the keys: an open image compares it with the
+// one it saw to take a new key (ctl unlock) or forget one (lock).
+uint64_t KeyringGeneration();
 
 }  // namespace imgfs
