@@ -481,8 +481,10 @@ Result<std::shared_ptr<Chain>> Namespace::GetChain(size_t i) {
   auto chain = e.read_only.is() ? Chain::Open(e.path, e.format(), false, e.access, &files_)
                                 : Chain::OpenUnclaimed(e.path, e.format(), e.access, &files_);
   if (!chain.ok()) {
-    e.open_error = chain.status();
     Log(LogLevel::kError, "cannot serve " + e.path + ": " + chain.status().message());
+    // A key comes and goes (ctl unlock, keydir): not kept as the answer.
+    if (chain.status().code() == Code::kNoKey) return chain.status();
+    e.open_error = chain.status();
     return e.open_error;
   }
   e.chain = std::shared_ptr<Chain>(std::move(chain).value());
