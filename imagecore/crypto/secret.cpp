@@ -19,14 +19,15 @@
 #include <vector>
 
 #include "crypto/sector_cipher.h"
+#include "imagecore/mutex.h"
 
 namespace imgfs {
 namespace {
 
 // Every live secret mapping, for RelockSecretMemory.
 struct Mappings {
-  std::mutex mu;
-  std::set<std::pair<void*, size_t>> live;
+  Mutex mu;
+  std::set<std::pair<void*, size_t>> live GUARDED_BY(mu);
 };
 Mappings& TheMappings() {
   static Mappings* m = new Mappings();  // never destroyed: secrets may outlive static destruction
@@ -44,7 +45,7 @@ void ProtectProcess() {
 
 void RelockSecretMemory() {
   Mappings& m = TheMappings();
-  std::lock_guard<std::mutex> l(m.mu);
+  MutexLock l(m.mu);
   for (const auto& [p, len] : m.live) (void)mlock(p, len);
 }
 
@@ -59,7 +60,7 @@ SecretBytes::SecretBytes(size_t n) {
   ProtectProcess();
   {
     Mappings& m = TheMappings();
-    std::lock_guard<std::mutex> l(m.mu);
+    MutexLock l(m.mu);
     m.live.insert({p, len});
   }
   p_ = static_cast<uint8_t*>(p);
@@ -95,7 +96,7 @@ void SecretBytes::Release() {
   OPENSSL_cleanse(p_, mapped_);
   {
     Mappings& m = TheMappings();
-    std::lock_guard<std::mutex> l(m.mu);
+    MutexLock l(m.mu);
     m.live.erase({p_, mapped_});
   }
   munlock(p_, mapped_);
